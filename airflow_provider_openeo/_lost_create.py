@@ -1,0 +1,171 @@
+"""A ``POST /jobs`` whose answer never arrived: notice it, and find the job it may have created.
+
+Creating a job is the one openEO request whose repetition does harm (a second job), so it is never retried. What
+remains is to learn, from the HTTP session, which creates were answered (their ids go to the row at once) and which
+reached the backend without an answer; for those, the backend's job listing may show the job, and it is adopted
+only when exactly one job certainly fits.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from typing import Any
+from urllib.parse import urlparse
+
+import pandas as pd
+import requests
+from openeo import Connection
+from urllib3.exceptions import ConnectTimeoutError, NewConnectionError
+
+from airflow_provider_openeo.job_status import OpenEOJobStatus
+
+log = logging.getLogger(__name__)
+
+#: Jobs listed, and candidates read back, when looking for the job a lost ``POST /jobs`` created.
+ORPHAN_SEARCH_LIMIT = 100
+ORPHAN_DESCRIBE_LIMIT = 5
+CLOCK_SKEW_SECONDS = 60.0
+
+
+def _is_create_request(request: Any) -> bool:
+    """``POST .../jobs``: the one request whose repetition creates a second job."""
+    method = getattr(request, "method", None)
+    return method == "POST" and urlparse(getattr(request, "url", None) or "").path.rstrip("/").endswith("/jobs")
+
+
+#: Failures after which a request may have reached the server (errors while building one, e.g. NaN in the JSON
+#: body, never do).
+_MAY_HAVE_BEEN_SENT = (requests.ConnectionError, requests.Timeout, requests.exceptions.ChunkedEncodingError)
+
+
+def _never_sent(exc: requests.RequestException) -> bool:
+    """The connection was never made (refused, connect timeout): the backend cannot have seen the request."""
+    if isinstance(exc, requests.ConnectTimeout):
+        return True
+    reason = exc.args[0] if exc.args else None
+    reason = getattr(reason, "reason", reason)  # urllib3's MaxRetryError wraps the cause
+    return isinstance(reason, (NewConnectionError, ConnectTimeoutError))
+
+
+@dataclass(frozen=True)
+class LostCreate:
+    """A ``POST /jobs`` that reached the backend without an answer reaching us: what went wrong, what was sent."""
+
+    reason: str
+    body: Any = None
+
+
+def lost_create_answer(exc: BaseException) -> LostCreate | None:
+    """The ``POST /jobs`` in ``exc``'s chain that failed after reaching the backend, or None if none did."""
+    seen: set[int] = set()
+    current: BaseException | None = exc
+    while current is not None and id(current) not in seen:
+        seen.add(id(current))
+        if (
+            isinstance(current, _MAY_HAVE_BEEN_SENT)
+            and _is_create_request(current.request)
+            and not _never_sent(current)
+        ):
+            reason = f"{type(current).__name__}: the connection broke before the answer arrived"
+            return LostCreate(reason, getattr(current.request, "body", None))
+        current = current.__cause__ or current.__context__
+    return None
+
+
+@dataclass
+class CreateLog:
+    """What the ``POST /jobs`` requests sent while ``start_job`` ran came to.
+
+    ``ids``: jobs the backend confirmed (201). ``unanswered``: requests answered 5xx, after which the backend
+    may or may not hold a job (a gateway timeout, or our own server failing after the insert).
+    """
+
+    ids: list[str] = field(default_factory=list)
+    unanswered: list[LostCreate] = field(default_factory=list)
+
+
+@contextmanager
+def recording_created_jobs(connection: Connection, on_created: Callable[[str], None]) -> Iterator[CreateLog]:
+    """Report every job this connection creates the moment the backend answers ``POST /jobs``.
+
+    ``start_job`` is user code: it creates the job however it likes. Listening on the HTTP session is the only
+    way to learn the new id before ``start_job`` returns, and so to survive a crash inside it.
+    """
+    log_ = CreateLog()
+
+    def _hook(response: requests.Response, *args: Any, **kwargs: Any) -> None:
+        if not _is_create_request(response.request):
+            return
+        if response.status_code >= 500:
+            log_.unanswered.append(LostCreate(f"HTTP {response.status_code}", response.request.body))
+            return
+        job_id = response.headers.get("OpenEO-Identifier") if response.status_code == 201 else None
+        if job_id:
+            log_.ids.append(job_id)
+            on_created(job_id)
+
+    hooks = connection.session.hooks.setdefault("response", [])
+    hooks.append(_hook)
+    try:
+        yield log_
+    finally:
+        hooks.remove(_hook)
+
+
+def find_orphan(
+    connection: Connection, lost: LostCreate, asked_at: float, *, held_ids: Callable[[], set[str]], label: str
+) -> str | None:
+    """The job a lost ``POST /jobs`` created, when the backend's listing shows exactly one that fits.
+
+    Fits: status ``created`` (nobody started it), the posted title, created since we asked (with a minute of
+    clock skew), and, read back one by one, the posted process graph. Anything less certain returns None.
+    """
+    try:
+        posted = json.loads(lost.body) if lost.body else None
+    except (TypeError, ValueError):
+        posted = None
+    if not isinstance(posted, dict):
+        return None
+    graph = (posted.get("process") or {}).get("process_graph")
+    try:
+        listing = list(connection.list_jobs(limit=ORPHAN_SEARCH_LIMIT))
+    except Exception as exc:
+        log.warning("%s: cannot list jobs to find the one a lost POST /jobs created: %s", label, exc)
+        return None
+    candidates = [
+        job
+        for job in listing
+        if job.get("status") == OpenEOJobStatus.CREATED.value
+        and job.get("title") == posted.get("title")
+        and _epoch(job.get("created")) >= asked_at - CLOCK_SKEW_SECONDS
+    ]
+    matches = []
+    for job in candidates[:ORPHAN_DESCRIBE_LIMIT]:
+        try:
+            described = connection.job(job["id"]).describe()
+        except Exception:
+            continue
+        if (described.get("process") or {}).get("process_graph") == graph:
+            matches.append(str(job["id"]))
+    if len(matches) != 1:
+        log.warning("%s: %d job(s) on the backend fit the lost POST /jobs; adopting none", label, len(matches))
+        return None
+    # Rows with the same title and graph (duplicates) exist: never adopt a job another row already holds.
+    return None if matches[0] in held_ids() else matches[0]
+
+
+def _epoch(timestamp: Any) -> float:
+    """A backend's RFC 3339 timestamp as epoch seconds; unreadable ones count as long ago."""
+    try:
+        when = pd.Timestamp(timestamp)
+    except (TypeError, ValueError):
+        return 0.0
+    if pd.isna(when):
+        return 0.0
+    if when.tzinfo is None:
+        when = when.tz_localize("UTC")
+    return when.timestamp()

@@ -1,0 +1,130 @@
+"""The job table's reserved columns, in one place.
+
+MBJM's columns come first with MBJM's dtypes (``id``, ``backend_name``, ``status``, ``start_time``,
+``running_start_time`` as strings, usage as "value unit" strings, ``costs`` as float64), then the columns our
+pipeline keeps. Adding a column here is all it takes to add one: the hook adds missing reserved columns to an
+existing table when it opens it (``ALTER TABLE ... ADD COLUMN``), so older tables keep working.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import math
+from collections.abc import Callable
+from dataclasses import dataclass
+from enum import Enum
+from typing import Any
+
+import pandas as pd
+
+from airflow_provider_openeo.hooks._job_db_codec import ColumnSpec
+from airflow_provider_openeo.hooks._job_db_errors import JobDbInputError
+from airflow_provider_openeo.job_status import OpenEOJobStatus, RowStatus
+
+#: Internal columns of the SQL table; never part of a DataFrame and refused as user column names.
+SEQ_COLUMN = "_oe_seq"
+ROW_ID_COLUMN = "_oe_row_id"
+#: Key of the row id in the dict ``claim_next`` returns.
+ROW_ID_KEY = "_row_id"
+INTERNAL_COLUMNS = frozenset({SEQ_COLUMN, ROW_ID_COLUMN, ROW_ID_KEY})
+
+#: MBJM writes this status when handing a job to its start thread fails; it is not in RowStatus but must be
+#: accepted, or MBJM's ``run_jobs`` would crash on our table where it runs fine on a CSV file.
+_MBJM_EXTRA_STATUSES = frozenset({"queued_for_start_failed"})
+ROW_STATUS_VALUES = RowStatus.values() | _MBJM_EXTRA_STATUSES
+BACKEND_STATUS_VALUES = frozenset(s.value for s in OpenEOJobStatus)
+RESULTS_STATES = frozenset({"downloading", "downloaded", "failed", "skipped"})
+
+_STR = ColumnSpec("str", "object", {"na": "none"})
+
+
+def utc_now() -> str:
+    """RFC 3339 UTC timestamp like MBJM's ``start_time``; fixed width, so it sorts as text."""
+    return dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+def _is_null(value: Any) -> bool:
+    return value is None or value is pd.NA or value is pd.NaT or (isinstance(value, float) and math.isnan(value))
+
+
+def _history(value: Any) -> Any:
+    """``job_history`` comes back from CSV as JSON text; accept that, then insist on a list of dicts."""
+    if isinstance(value, str):
+        try:
+            value = json.loads(value)
+        except json.JSONDecodeError as exc:
+            raise ValueError(f"not a JSON list ({exc})") from None
+    if not isinstance(value, list) or not all(isinstance(item, dict) for item in value):
+        raise ValueError(f"must be a list of dicts (earlier jobs), got {value!r}")
+    return value
+
+
+def _non_negative_int(value: Any) -> Any:
+    if isinstance(value, bool) or not float(value).is_integer() or value < 0:
+        raise ValueError(f"must be a non-negative integer, got {value!r}")
+    return int(value)
+
+
+@dataclass(frozen=True)
+class ReservedColumn:
+    name: str
+    spec: ColumnSpec
+    #: Value for new rows and for nulls in an imported frame; None means "stays null".
+    default: Any = None
+    #: Allowed non-null values (None: any value of the spec's type).
+    allowed: frozenset[str] | None = None
+    nullable: bool = True
+    #: Turns an incoming value into the stored one, raising ValueError with the reason.
+    coerce: Callable[[Any], Any] | None = None
+    #: Set by the job database itself, never by callers.
+    automatic: bool = False
+
+    def default_value(self) -> Any:
+        return list(self.default) if isinstance(self.default, list) else self.default
+
+    def check(self, value: Any, row_id: Any, *, fill_default: bool) -> Any:
+        """The value to store for ``row_id``, or a clear error naming row and column."""
+        if _is_null(value):
+            if fill_default and self.default is not None:
+                return self.default_value()
+            if not self.nullable:
+                raise JobDbInputError(f"Row {row_id!r}, column {self.name!r}: must not be empty")
+            return None
+        if isinstance(value, Enum):  # RowStatus.RUNNING hashes by name, so compare and store its value
+            value = value.value
+        if self.coerce is not None:
+            try:
+                value = self.coerce(value)
+            except (TypeError, ValueError) as exc:
+                raise JobDbInputError(f"Row {row_id!r}, column {self.name!r}: {exc}") from None
+        if self.allowed is not None and value not in self.allowed:
+            raise JobDbInputError(
+                f"Row {row_id!r}, column {self.name!r}: unknown value {value!r} "
+                f"(allowed: {', '.join(sorted(self.allowed))})"
+            )
+        return value
+
+
+RESERVED_COLUMNS: tuple[ReservedColumn, ...] = (
+    # MBJM's columns (openeo 0.53 ``MultiBackendJobManager._column_requirements`` plus its usage columns)
+    ReservedColumn("id", _STR),
+    ReservedColumn("backend_name", _STR),
+    ReservedColumn("status", _STR, default=RowStatus.NOT_STARTED.value, allowed=ROW_STATUS_VALUES, nullable=False),
+    ReservedColumn("start_time", _STR),
+    ReservedColumn("running_start_time", _STR),
+    ReservedColumn("cpu", _STR),
+    ReservedColumn("memory", _STR),
+    ReservedColumn("duration", _STR),
+    ReservedColumn("costs", ColumnSpec("float", "float64")),
+    # Ours
+    ReservedColumn("backend_status", _STR, allowed=BACKEND_STATUS_VALUES),
+    ReservedColumn("error_message", _STR),
+    ReservedColumn("claimed_by", _STR),
+    ReservedColumn("claimed_at", _STR),
+    ReservedColumn("attempt", ColumnSpec("int", "int64"), default=0, nullable=False, coerce=_non_negative_int),
+    ReservedColumn("job_history", ColumnSpec("json", "object"), default=[], nullable=False, coerce=_history),
+    ReservedColumn("results_state", _STR, allowed=RESULTS_STATES),
+    ReservedColumn("updated_at", _STR, automatic=True),
+)
+RESERVED: dict[str, ReservedColumn] = {column.name: column for column in RESERVED_COLUMNS}

@@ -1,0 +1,348 @@
+"""Async openEO reads for triggers: job status, batched status through ``GET /jobs``, cancel.
+
+A trigger's ``run()`` shares one event loop with every other trigger of the triggerer, so nothing here blocks:
+the connection comes from ``BaseHook.aget_connection``, the (synchronous) login and token renewal run in
+``asyncio.to_thread`` through the same code the sync hook uses, and the reads use aiohttp with the bearer token.
+Transient failures back off a bounded number of times, then raise ``OpenEOTransientError`` so the trigger can
+keep polling at its own pace instead of failing the task.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import random
+from collections.abc import Collection
+from typing import Any
+from urllib.parse import quote, urljoin, urlsplit
+
+import aiohttp
+
+from airflow_provider_openeo.exceptions import (
+    OpenEOApiRequestError,
+    OpenEOAuthError,
+    OpenEOJobNotFoundError,
+    OpenEOProviderError,
+    OpenEOTransientError,
+)
+from airflow_provider_openeo.hooks._openeo_connection import ManagedConnection, connect_with_settings
+from airflow_provider_openeo.hooks._openeo_http import TRANSIENT_STATUSES, parse_retry_after, redact, safe_retry
+from airflow_provider_openeo.hooks._openeo_settings import OpenEOConnectionSettings
+
+log = logging.getLogger(__name__)
+
+
+class OpenEOAsyncHook:
+    """Non-blocking openEO job reads for one Airflow ``openeo`` connection.
+
+    :param openeo_conn_id: the Airflow connection.
+    :param session: an aiohttp session to use (and leave open); by default the hook opens and closes its own.
+    :param timeout: per-request timeout in seconds (default: the connection's ``timeout`` field).
+    :param max_attempts: tries per request on connection errors, timeouts, 429 and 5xx before giving up.
+    :param backoff: first backoff in seconds; doubles per attempt up to ``backoff_max``.
+    :param retry_after_max: a ``Retry-After`` longer than this is not slept through: the request raises
+        ``OpenEOTransientError`` carrying ``retry_after``, so the trigger waits instead of this call.
+    :param page_limit: ``limit`` for each ``GET /jobs`` page.
+    :param max_listing_pages: pages scanned before the remaining ids are read one by one.
+    :param listing_min_jobs: below this many ids, per-job reads are cheaper than a listing.
+    :param max_concurrency: parallel per-job reads.
+    """
+
+    default_conn_name = "openeo_default"
+
+    def __init__(
+        self,
+        openeo_conn_id: str = default_conn_name,
+        *,
+        session: aiohttp.ClientSession | None = None,
+        timeout: float | None = None,
+        max_attempts: int = 4,
+        backoff: float = 1.0,
+        backoff_max: float = 30.0,
+        retry_after_max: float = 60.0,
+        page_limit: int = 100,
+        max_listing_pages: int = 10,
+        listing_min_jobs: int = 2,
+        max_concurrency: int = 8,
+    ) -> None:
+        if max_attempts < 1:
+            raise ValueError("max_attempts must be at least 1")
+        self.openeo_conn_id = openeo_conn_id
+        self._external_session = session
+        self._own_session: aiohttp.ClientSession | None = None
+        self._timeout = timeout
+        self.max_attempts = max_attempts
+        self.backoff = backoff
+        self.backoff_max = backoff_max
+        self.retry_after_max = retry_after_max
+        self.page_limit = page_limit
+        self.max_listing_pages = max_listing_pages
+        self.listing_min_jobs = listing_min_jobs
+        self.max_concurrency = max_concurrency
+        self._connection: ManagedConnection | None = None
+        self._settings: OpenEOConnectionSettings | None = None
+        self._setup_lock = asyncio.Lock()
+        self._unmasked: list[str] = []
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}(openeo_conn_id={self.openeo_conn_id!r})"
+
+    async def __aenter__(self) -> OpenEOAsyncHook:
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        await self.close()
+
+    # -- set-up ----------------------------------------------------------------------------------------------
+
+    async def _connect(self) -> ManagedConnection:
+        if self._connection is not None:
+            return self._connection
+        async with self._setup_lock:
+            if self._connection is None:
+                from airflow.sdk import BaseHook
+
+                conn = await BaseHook.aget_connection(self.openeo_conn_id)
+                extra = await conn.aextra_dejson()
+                settings = OpenEOConnectionSettings.from_airflow(conn, extra=extra)
+                self._connection = await asyncio.to_thread(
+                    connect_with_settings,
+                    settings,
+                    # Short: this only logs in; a down backend should hand control back to the trigger soon.
+                    retry=safe_retry(total=2, backoff_factor=0.5, retry_after_max=int(self.retry_after_max)),
+                    timeout=self._timeout,
+                    secret_callback=self._unmasked.append,
+                    auto_validate=False,
+                )
+                self._settings = settings
+                await self._mask_pending()
+        return self._connection
+
+    async def _mask_pending(self) -> None:
+        """Mask new secrets with the async API: the sync one may talk to the supervisor from the event loop."""
+        from airflow.sdk.log import amask_secret
+
+        while self._unmasked:
+            await amask_secret(self._unmasked.pop())
+
+    def _session(self) -> aiohttp.ClientSession:
+        if self._external_session is not None:
+            return self._external_session
+        if self._own_session is None or self._own_session.closed:
+            self._own_session = aiohttp.ClientSession()
+        return self._own_session
+
+    async def close(self) -> None:
+        if self._own_session is not None and not self._own_session.closed:
+            await self._own_session.close()
+        self._own_session = None
+
+    @property
+    def api_root(self) -> str:
+        if self._connection is None:
+            raise RuntimeError("not connected yet; call one of the async methods first")
+        return str(self._connection.root_url).rstrip("/")
+
+    def _secrets(self) -> tuple[str, ...]:
+        settings = self._settings.secrets if self._settings else ()
+        return (*settings, *(self._connection.secrets() if self._connection else ()))
+
+    async def _auth_headers(self, connection: ManagedConnection) -> dict[str, str]:
+        if connection.token_due():
+            await asyncio.to_thread(connection.ensure_token)
+            await self._mask_pending()
+        bearer = connection.bearer
+        return {"Authorization": f"Bearer {bearer}"} if bearer else {}
+
+    async def _renew(self, connection: ManagedConnection, reason: str) -> bool:
+        renewed = await asyncio.to_thread(connection.try_access_token_refresh, reason=reason)
+        await self._mask_pending()
+        return renewed
+
+    # -- requests --------------------------------------------------------------------------------------------
+
+    async def _request(
+        self, method: str, url: str, *, action: str, params: dict[str, Any] | None = None, job_id: str | None = None
+    ) -> Any:
+        """One API call with bounded backoff; returns the decoded JSON body (None when empty)."""
+        connection = await self._connect()
+        timeout = aiohttp.ClientTimeout(total=self._timeout or (self._settings.timeout if self._settings else 60))
+        internal = url == self.api_root or url.startswith(self.api_root + "/")
+        attempt = 0
+        renewed = False
+        while True:
+            attempt += 1
+            headers = await self._auth_headers(connection) if internal else {}
+            retry_after: float | None = None
+            try:
+                async with self._session().request(
+                    method, url, params=params, headers=headers, timeout=timeout
+                ) as resp:
+                    status = resp.status
+                    retry_after = parse_retry_after(resp.headers.get("Retry-After"))
+                    raw = await resp.read()
+            except (aiohttp.ClientError, asyncio.TimeoutError) as exc:
+                error: OpenEOProviderError = OpenEOTransientError(
+                    redact(f"{action} failed: {type(exc).__name__} ({exc or 'timed out'})", self._secrets()),
+                    url=url,
+                )
+            else:
+                body = _decode_json(raw)
+                if status < 300:
+                    return body
+                error = self._api_error(status, body, raw, action=action, url=url, job_id=job_id)
+                if (
+                    status in (401, 403)
+                    and not renewed
+                    and (status == 401 or error.code == "TokenInvalid")
+                    and internal
+                ):
+                    renewed = True
+                    if await self._renew(connection, f"{status} {error.code or ''} on {action}".strip()):
+                        attempt -= 1
+                        continue
+                if status in (401, 403):
+                    raise OpenEOAuthError(
+                        error.message, http_status=status, code=error.code, api_message=error.api_message, url=url
+                    )
+                if status not in TRANSIENT_STATUSES:
+                    raise error
+                if isinstance(error, OpenEOTransientError):
+                    error.retry_after = retry_after
+            if retry_after is not None and retry_after > self.retry_after_max:
+                raise error
+            if attempt >= self.max_attempts:
+                raise error
+            delay = min(self.backoff_max, self.backoff * 2 ** (attempt - 1)) * (0.5 + random.random() / 2)
+            delay = max(delay, retry_after or 0.0)
+            log.info(
+                "openEO %s: %s; retrying in %.1f s (attempt %d/%d)",
+                self.openeo_conn_id,
+                error,
+                delay,
+                attempt,
+                self.max_attempts,
+            )
+            await asyncio.sleep(delay)
+
+    def _api_error(
+        self, status: int, body: Any, raw: bytes, *, action: str, url: str, job_id: str | None
+    ) -> OpenEOProviderError:
+        code = body.get("code") if isinstance(body, dict) and isinstance(body.get("code"), str) else None
+        if isinstance(body, dict) and isinstance(body.get("message"), str):
+            api_message = body["message"]
+        else:
+            api_message = " ".join(raw[:300].decode("utf-8", "replace").split())
+        text = redact(f"{action} failed: [{status}] {code or 'no openEO error code'}: {api_message}", self._secrets())
+        api_message = redact(api_message, self._secrets())
+        common: dict[str, Any] = {"http_status": status, "code": code, "api_message": api_message, "url": url}
+        if status == 404 and job_id is not None:
+            return OpenEOJobNotFoundError(text, job_id=job_id, **common)
+        if status in TRANSIENT_STATUSES:
+            return OpenEOTransientError(text, **common)
+        return OpenEOApiRequestError(text, **common)
+
+    def _job_url(self, job_id: str, suffix: str = "") -> str:
+        return f"{self.api_root}/jobs/{quote(str(job_id), safe='')}{suffix}"
+
+    # -- public API ------------------------------------------------------------------------------------------
+
+    async def get_job(self, job_id: str) -> dict[str, Any]:
+        """``GET /jobs/{id}``: the job's metadata (status, usage, costs, ...)."""
+        await self._connect()
+        body = await self._request("GET", self._job_url(job_id), action=f"GET /jobs/{job_id}", job_id=job_id)
+        if not isinstance(body, dict):
+            raise OpenEOApiRequestError(f"GET /jobs/{job_id}: the backend answered no job metadata object.")
+        return body
+
+    async def cancel_job(self, job_id: str) -> None:
+        """``DELETE /jobs/{id}/results``: ask the backend to stop the job. Safe to repeat."""
+        await self._connect()
+        await self._request("DELETE", self._job_url(job_id, "/results"), action=f"cancel job {job_id}", job_id=job_id)
+
+    async def get_jobs(self, job_ids: Collection[str]) -> dict[str, dict[str, Any]]:
+        """Metadata for many jobs of this backend with as few requests as the backend allows.
+
+        First the ``GET /jobs`` listing (``limit`` per page, following ``rel=next`` links) until every id is
+        seen; then ``GET /jobs/{id}`` for ids the listing lacked or listed without a status. Listing entries
+        are returned as listed (they may omit usage and costs; call :meth:`get_job` for the full record).
+
+        A job the backend answers 404 for is absent from the result: it no longer exists. Any other failure
+        raises (``OpenEOTransientError`` when retrying later may help).
+        """
+        wanted = list(dict.fromkeys(str(j) for j in job_ids))
+        if not wanted:
+            return {}
+        await self._connect()
+        found: dict[str, dict[str, Any]] = {}
+        if len(wanted) >= self.listing_min_jobs:
+            try:
+                found = await self._scan_listing(set(wanted))
+            except (OpenEOApiRequestError, OpenEOJobNotFoundError) as exc:
+                log.info("openEO %s: job listing unusable (%s); reading jobs one by one", self.openeo_conn_id, exc)
+        missing = [j for j in wanted if j not in found]
+        if missing:
+            found.update(await self._read_each(missing))
+        return {j: found[j] for j in wanted if j in found}
+
+    async def _scan_listing(self, wanted: set[str]) -> dict[str, dict[str, Any]]:
+        found: dict[str, dict[str, Any]] = {}
+        url: str | None = f"{self.api_root}/jobs"
+        params: dict[str, Any] | None = {"limit": self.page_limit}
+        seen_urls: set[str] = set()
+        for _ in range(self.max_listing_pages):
+            if url is None:
+                break
+            seen_urls.add(url if params is None else f"{url}?limit={self.page_limit}")
+            body = await self._request("GET", url, params=params, action="GET /jobs")
+            jobs = body.get("jobs") if isinstance(body, dict) else None
+            for job in jobs if isinstance(jobs, list) else []:
+                job_id = job.get("id") if isinstance(job, dict) else None
+                if job_id in wanted and job.get("status"):
+                    found[job_id] = job
+            if wanted.issubset(found):
+                break
+            url, params = self._next_page(url, body, seen_urls), None
+        return found
+
+    def _next_page(self, current: str, body: Any, seen: set[str]) -> str | None:
+        links = body.get("links") if isinstance(body, dict) else None
+        for link in links if isinstance(links, list) else []:
+            if isinstance(link, dict) and link.get("rel") == "next" and isinstance(link.get("href"), str):
+                nxt = urljoin(current, link["href"])
+                root = urlsplit(self.api_root)
+                if urlsplit(nxt)[:2] != root[:2]:
+                    # Never send our token to another host; read the rest one by one instead.
+                    log.warning("openEO %s: ignoring a next-page link to another host", self.openeo_conn_id)
+                    return None
+                return None if nxt in seen else nxt
+        return None
+
+    async def _read_each(self, job_ids: list[str]) -> dict[str, dict[str, Any]]:
+        semaphore = asyncio.Semaphore(self.max_concurrency)
+
+        async def read(job_id: str) -> dict[str, Any] | None:
+            async with semaphore:
+                try:
+                    return await self.get_job(job_id)
+                except OpenEOJobNotFoundError:
+                    return None
+
+        results = await asyncio.gather(*(read(j) for j in job_ids), return_exceptions=True)
+        out: dict[str, dict[str, Any]] = {}
+        for job_id, result in zip(job_ids, results, strict=True):
+            if isinstance(result, BaseException):
+                raise result
+            if result is not None:
+                out[job_id] = result
+        return out
+
+
+def _decode_json(raw: bytes) -> Any:
+    if not raw:
+        return None
+    try:
+        return json.loads(raw)
+    except ValueError:
+        return None

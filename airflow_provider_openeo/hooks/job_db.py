@@ -1,0 +1,625 @@
+"""The job database: one SQL table per batch, one row per openEO job, safe under many writer processes.
+
+MBJM keeps its job table in a CSV or Parquet file that it rewrites as a whole, from one process. Our pipeline runs
+one Airflow task process per row, so the table lives in SQL (an embedded SQLite file by default, PostgreSQL in
+production) and every state change is one atomic ``UPDATE`` of one row. Claims are compare-and-set, so two task
+processes can never start the same row. The hook still implements MBJM's ``JobDatabaseInterface``: MBJM's own
+``run_jobs(job_db=hook)`` works on the same table.
+
+Each table has an entry in the side table ``openeo_job_db_meta`` holding its schema (row-id kind, column dtypes,
+CRS, active geometry), so a DataFrame comes back exactly as it went in. Only SQLAlchemy Core is used; nothing is
+stored in Airflow's metadata database.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import pathlib
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import sqlalchemy as sa
+from airflow.sdk import BaseHook
+from openeo.extra.job_management import JobDatabaseInterface
+from sqlalchemy.engine import Connection, Engine
+
+from airflow_provider_openeo.hooks._job_db_codec import ColumnSpec
+from airflow_provider_openeo.hooks._job_db_columns import (
+    RESERVED,
+    RESERVED_COLUMNS,
+    ROW_ID_COLUMN,
+    ROW_ID_KEY,
+    ROW_STATUS_VALUES,
+    SEQ_COLUMN,
+    utc_now,
+)
+from airflow_provider_openeo.hooks._job_db_errors import (
+    JobDbError,
+    JobDbExistsError,
+    JobDbFileError,
+    JobDbInputError,
+    JobDbMissingError,
+    RowNotFoundError,
+    UnknownColumnError,
+    UnsupportedColumnError,
+)
+from airflow_provider_openeo.hooks._job_db_files import read_job_file, write_job_file
+from airflow_provider_openeo.hooks._job_db_schema import (
+    TableSchema,
+    column_spec,
+    decode_frame,
+    encode_frame,
+    encode_value,
+    row_ids_of,
+    schema_for_frame,
+    validate_column_names,
+    validate_frame,
+)
+from airflow_provider_openeo.hooks._job_db_sql import (
+    add_column,
+    build_table,
+    configure_engine,
+    create_tables,
+    ensure_meta_table,
+    load_meta,
+    read_transaction,
+    save_meta,
+    sqlite_engine,
+    try_load_meta,
+    validate_table_name,
+    write_transaction,
+)
+
+__all__ = [
+    "JobDbError",
+    "JobDbExistsError",
+    "JobDbFileError",
+    "JobDbInputError",
+    "JobDbMissingError",
+    "OpenEOJobDbHook",
+    "RowNotFoundError",
+    "UnknownColumnError",
+    "UnsupportedColumnError",
+]
+
+_log = logging.getLogger(__name__)
+_ON_EXISTS = ("error", "skip", "append")
+#: Keeps ``IN (...)`` lists well below SQLite's bound-parameter limit.
+_CHUNK = 500
+_DEFAULT_SQLITE_FILE = "openeo_jobs.db"
+
+
+class OpenEOJobDbHook(BaseHook, JobDatabaseInterface):
+    """SQL job database for batches of openEO jobs (SQLite embedded by default, or an Airflow connection).
+
+    :param job_db_conn_id: Airflow connection of type ``sqlite`` or ``postgres``. None (default) uses an
+        embedded SQLite file: ``sqlite_path`` or ``$AIRFLOW_HOME/openeo_jobs.db``; nothing to configure.
+    :param table: the job table's name (lower-case letters, digits, underscores).
+    :param sqlite_path: the SQLite file to use when no connection is given.
+    """
+
+    conn_name_attr = "job_db_conn_id"
+    default_conn_name = "openeo_job_db"
+    hook_name = "openEO job database"
+
+    def __init__(
+        self,
+        job_db_conn_id: str | None = None,
+        table: str = "openeo_jobs",
+        *,
+        sqlite_path: str | os.PathLike[str] | None = None,
+    ) -> None:
+        super().__init__()
+        if job_db_conn_id is not None and sqlite_path is not None:
+            raise ValueError("Give either job_db_conn_id or sqlite_path, not both")
+        self.job_db_conn_id = job_db_conn_id
+        self.table = validate_table_name(table)
+        self.sqlite_path = pathlib.Path(sqlite_path) if sqlite_path is not None else None
+        self._engine: Engine | None = None
+        self._schema: TableSchema | None = None
+        self._sa_table: sa.Table | None = None
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}({self._where()})"
+
+    def _where(self) -> str:
+        """Where the table lives, for messages: never a URL (it could hold a password)."""
+        if self.job_db_conn_id is not None:
+            return f"table {self.table!r} via connection {self.job_db_conn_id!r}"
+        return f"table {self.table!r} in SQLite file {str(self._sqlite_file())!r}"
+
+    def _sqlite_file(self) -> pathlib.Path:
+        if self.sqlite_path is not None:
+            return self.sqlite_path
+        from airflow.configuration import get_airflow_home
+
+        return pathlib.Path(get_airflow_home()) / _DEFAULT_SQLITE_FILE
+
+    # ------------------------------------------------------------------------------------ engine
+
+    def get_conn(self) -> Engine:
+        """The SQLAlchemy engine (created on first use, so constructing the hook never touches the database)."""
+        if self._engine is None:
+            self._engine = self._create_engine()
+        return self._engine
+
+    def _create_engine(self) -> Engine:
+        if self.job_db_conn_id is None:
+            path = self._sqlite_file()
+            path.parent.mkdir(parents=True, exist_ok=True)
+            return sqlite_engine(str(path))
+        connection = self.get_connection(self.job_db_conn_id)
+        if connection.conn_type == "sqlite":
+            from airflow.providers.sqlite.hooks.sqlite import SqliteHook
+
+            engine = SqliteHook(sqlite_conn_id=self.job_db_conn_id).get_sqlalchemy_engine(
+                engine_kwargs={"connect_args": {"timeout": 60}}
+            )
+        elif connection.conn_type == "postgres":
+            from airflow.providers.postgres.hooks.postgres import PostgresHook
+
+            engine = PostgresHook(postgres_conn_id=self.job_db_conn_id).get_sqlalchemy_engine(
+                engine_kwargs={"pool_pre_ping": True}
+            )
+        else:
+            raise JobDbInputError(
+                f"Connection {self.job_db_conn_id!r} has type {connection.conn_type!r}; the job database "
+                "supports 'sqlite' and 'postgres' connections"
+            )
+        return configure_engine(engine)
+
+    def dispose(self) -> None:
+        """Close pooled connections (e.g. before handing the hook to another process)."""
+        if self._engine is not None:
+            self._engine.dispose()
+            self._engine = None
+
+    def __getstate__(self) -> dict[str, Any]:
+        state = self.__dict__.copy()
+        state["_engine"] = None  # engines and their pools do not cross process boundaries
+        return state
+
+    # ------------------------------------------------------------------------------------ schema
+
+    def _set_schema(self, schema: TableSchema | None) -> None:
+        self._schema = schema
+        self._sa_table = None if schema is None else build_table(self.table, schema.columns, schema.index_kind)
+
+    def _reload(self, connection: Connection | None = None) -> TableSchema | None:
+        """Fresh schema from the side table: other processes may have added columns."""
+        meta = try_load_meta(self.get_conn(), self.table) if connection is None else load_meta(connection, self.table)
+        schema = None if meta is None else TableSchema.from_json(meta)
+        if schema is None or self._schema is None or schema.to_json() != self._schema.to_json():
+            self._set_schema(schema)
+        return self._schema
+
+    def _open(self) -> tuple[TableSchema, sa.Table]:
+        """Schema and table of an existing job table, after adding any reserved column it lacks."""
+        if self._schema is None:
+            schema = self._reload()
+            if schema is None:
+                raise JobDbMissingError(
+                    f"The job database has no {self._where()}; create it with initialize_from_df() or import_file()"
+                )
+            missing = [c for c in RESERVED_COLUMNS if schema.spec(c.name) is None]
+            if missing:
+                self._add_columns([(c.name, c.spec) for c in missing])
+        assert self._schema is not None and self._sa_table is not None
+        return self._schema, self._sa_table
+
+    def _add_columns(self, columns: Sequence[tuple[str, ColumnSpec]]) -> None:
+        """Add columns under the side-table lock; a concurrent process adding the same column is fine."""
+        with write_transaction(self.get_conn()) as connection:
+            meta = load_meta(connection, self.table, lock=True)
+            if meta is None:
+                raise JobDbMissingError(f"The job database has no {self._where()}")
+            schema = TableSchema.from_json(meta)
+            validate_column_names([name for name, _ in columns], known=schema.names)
+            added = False
+            for name, spec in columns:
+                if schema.spec(name) is not None:
+                    continue
+                reserved = RESERVED.get(name)
+                default = reserved.default_value() if reserved is not None else None
+                add_column(connection, self.table, name, spec, default)
+                schema.columns.append((name, spec))
+                added = True
+                _log.info("Added column %r to job %s", name, self._where())
+            if added:
+                save_meta(connection, self.table, schema.to_json(), insert=False)
+        self._set_schema(schema)
+
+    def _schema_with(self, names: Iterable[str], row_id: Any) -> TableSchema:
+        """Schema that knows all ``names``, reloading once (another process may have added them)."""
+        schema, _ = self._open()
+        unknown = [n for n in names if schema.spec(n) is None]
+        if unknown:
+            schema = self._reload() or schema
+            unknown = [n for n in unknown if schema.spec(n) is None]
+        if unknown:
+            raise UnknownColumnError(
+                f"Row {row_id!r}: the job {self._where()} has no column(s) {unknown}; nothing was written"
+            )
+        return schema
+
+    # ------------------------------------------------------------------------------------ JobDatabaseInterface
+
+    def exists(self) -> bool:
+        return self._reload() is not None
+
+    def initialize_from_df(self, df: pd.DataFrame, *, on_exists: str = "error") -> OpenEOJobDbHook:
+        """Create the table from ``df`` (reserved columns added, MBJM-style), or skip/append when it exists."""
+        if on_exists not in _ON_EXISTS:
+            raise ValueError(f"Invalid on_exists={on_exists!r}; use one of {', '.join(_ON_EXISTS)}")
+        kind = validate_frame(df, what="initialize_from_df")
+        if self.exists():
+            if on_exists == "skip":
+                return self
+            if on_exists == "error":
+                raise JobDbExistsError(f"The job database already has {self._where()}")
+            self._append(df, kind)
+            return self
+        schema = schema_for_frame(df, kind)
+        row_ids = row_ids_of(df.index, kind)
+        encoded = encode_frame(schema, df, row_ids, new_rows=True)
+        table = build_table(self.table, schema.columns, kind)
+        engine = self.get_conn()
+        ensure_meta_table(engine)
+        try:
+            with write_transaction(engine) as connection:
+                if load_meta(connection, self.table, lock=True) is not None:
+                    raise JobDbExistsError(f"The job database already has {self._where()}")
+                create_tables(connection, table)
+                save_meta(connection, self.table, schema.to_json(), insert=True)
+                self._insert(connection, table, row_ids, encoded)
+                if connection.dialect.name == "postgresql":  # planner statistics now, not at autovacuum's leisure
+                    connection.exec_driver_sql(f"ANALYZE {connection.dialect.identifier_preparer.quote(self.table)}")
+        except (sa.exc.IntegrityError, sa.exc.OperationalError, sa.exc.ProgrammingError):
+            if on_exists == "skip" and self.exists():  # another process created it at the same moment
+                return self
+            raise
+        self._set_schema(schema)
+        return self
+
+    def _append(self, df: pd.DataFrame, kind: str) -> None:
+        schema, _ = self._open()
+        if kind != schema.index_kind:
+            raise JobDbInputError(
+                f"initialize_from_df(on_exists='append'): the job table's row ids are {schema.index_kind}s, "
+                f"the frame's are {kind}s"
+            )
+        self._write(df, schema_index_kind=kind, only_new=True)
+
+    def persist(self, df: pd.DataFrame) -> None:
+        """Merge rows by index: update the given columns of existing rows, insert new rows (MBJM semantics).
+
+        New columns (MBJM adds one per usage metric it sees) are added to the table. The whole merge is one
+        transaction: on any bad value nothing is written.
+        """
+        if df is None or len(df) == 0:
+            return  # MBJM persists empty selections routinely
+        if not self.exists():
+            self.initialize_from_df(df)
+            return
+        kind = validate_frame(df, what="persist")
+        schema, _ = self._open()
+        if kind != schema.index_kind:
+            raise JobDbInputError(f"persist: the job table's row ids are {schema.index_kind}s, not {kind}s")
+        self._write(df, schema_index_kind=kind, only_new=False)
+
+    def _write(self, df: pd.DataFrame, *, schema_index_kind: str, only_new: bool) -> None:
+        row_ids = row_ids_of(df.index, schema_index_kind)
+        current = self._open()[0]
+        if any(current.spec(name) is None for name in df.columns):
+            current = self._reload() or current
+        new_columns = [name for name in df.columns if current.spec(name) is None]
+        if new_columns:  # validate every value against the would-be schema before changing the table's shape
+            validate_column_names(new_columns, known=current.names)
+            preview = TableSchema.from_json(current.to_json())
+            preview.columns += [(name, column_spec(name, df[name])) for name in new_columns]
+            encode_frame(preview, df, row_ids, new_rows=True)
+            encode_frame(preview, df, row_ids, new_rows=False)
+            self._add_columns([(name, spec) for name, spec in preview.columns if name in new_columns])
+        schema, table = self._open()
+        updates = encode_frame(schema, df, row_ids, new_rows=False)
+        inserts = encode_frame(schema, df, row_ids, new_rows=True)
+        with write_transaction(self.get_conn()) as connection:
+            existing = set(self._existing_ids(connection, table, row_ids))
+            if only_new and existing:
+                shown = sorted(existing, key=str)[:10]
+                raise JobDbInputError(f"Rows {shown} already exist in the job {self._where()}; row ids must be unique")
+            new_positions = [i for i, rid in enumerate(row_ids) if rid not in existing]
+            old_positions = [i for i, rid in enumerate(row_ids) if rid in existing]
+            if new_positions:
+                self._insert(
+                    connection,
+                    table,
+                    [row_ids[i] for i in new_positions],
+                    {name: [values[i] for i in new_positions] for name, values in inserts.items()},
+                )
+            if old_positions and updates:
+                self._update_many(connection, table, row_ids, updates, old_positions)
+
+    @staticmethod
+    def _existing_ids(connection: Connection, table: sa.Table, row_ids: Sequence[Any]) -> list[Any]:
+        row_id = table.c[ROW_ID_COLUMN]
+        found: list[Any] = []
+        for start in range(0, len(row_ids), _CHUNK):
+            chunk = row_ids[start : start + _CHUNK]
+            found += connection.execute(sa.select(row_id).where(row_id.in_(chunk))).scalars().all()
+        return found
+
+    @staticmethod
+    def _insert(
+        connection: Connection, table: sa.Table, row_ids: Sequence[Any], encoded: Mapping[str, list[Any]]
+    ) -> None:
+        now = utc_now()
+        names = [name for name in encoded if name != "updated_at"]
+        stamps = encoded.get("updated_at") or [None] * len(row_ids)  # kept when importing an exported table
+        params = [
+            {
+                "p_row_id": rid,
+                "p_updated_at": stamps[i] or now,
+                **{f"p{j}": encoded[name][i] for j, name in enumerate(names)},
+            }
+            for i, rid in enumerate(row_ids)
+        ]
+        values = {ROW_ID_COLUMN: sa.bindparam("p_row_id")}
+        values.update({name: sa.bindparam(f"p{j}") for j, name in enumerate(names)})
+        if "updated_at" in table.c:
+            values["updated_at"] = sa.bindparam("p_updated_at")
+        for start in range(0, len(params), 5000):
+            connection.execute(sa.insert(table).values(values), params[start : start + 5000])
+
+    @staticmethod
+    def _update_many(
+        connection: Connection,
+        table: sa.Table,
+        row_ids: Sequence[Any],
+        encoded: Mapping[str, list[Any]],
+        positions: Sequence[int],
+    ) -> None:
+        names = list(encoded)
+        values: dict[str, Any] = {name: sa.bindparam(f"p{j}") for j, name in enumerate(names)}
+        values["updated_at"] = sa.bindparam("p_updated_at")
+        statement = sa.update(table).where(table.c[ROW_ID_COLUMN] == sa.bindparam("p_row_id")).values(values)
+        now = utc_now()
+        params = [
+            {"p_row_id": row_ids[i], "p_updated_at": now, **{f"p{j}": encoded[n][i] for j, n in enumerate(names)}}
+            for i in positions
+        ]
+        connection.execute(statement, params)
+
+    def count_by_status(self, statuses: Iterable[str] = ()) -> dict[str, int]:
+        _, table = self._open()
+        wanted = [str(getattr(s, "value", s)) for s in statuses]
+        query = sa.select(table.c.status, sa.func.count()).group_by(table.c.status)
+        if wanted:
+            query = query.where(table.c.status.in_(wanted))
+        with read_transaction(self.get_conn()) as connection:
+            return {status: int(count) for status, count in connection.execute(query)}
+
+    def get_by_status(self, statuses: Iterable[str], max: int | None = None) -> pd.DataFrame:
+        """Rows in any of ``statuses``, in table order, at most ``max`` of them (MBJM's signature)."""
+        wanted = [str(getattr(s, "value", s)) for s in statuses]
+        return self._select_frame(lambda table: [table.c.status.in_(wanted)], limit=max)
+
+    def get_by_indices(self, indices: Iterable[int | str]) -> pd.DataFrame:
+        """Rows with these row ids, in table order; unknown ids are skipped with a warning (like MBJM)."""
+        schema, _ = self._open()
+        wanted = [schema.coerce_row_id(v) for v in indices]
+        chunks = [wanted[start : start + _CHUNK] for start in range(0, len(wanted), _CHUNK)] or [[]]
+        frames = [
+            self._select_frame(lambda table, chunk=chunk: [table.c[ROW_ID_COLUMN].in_(chunk)]) for chunk in chunks
+        ]
+        frame = frames[0] if len(frames) == 1 else pd.concat(frames)
+        unknown = set(wanted).difference(frame.index)
+        if unknown:
+            _log.warning("Ignoring unknown row ids %s of job %s", sorted(unknown, key=str), self._where())
+        return frame
+
+    # ------------------------------------------------------------------------------------ reading
+
+    def read(self) -> pd.DataFrame:
+        """The whole table (a GeoDataFrame, same CRS, when the source had geometry)."""
+        return self._select_frame()
+
+    def _select_frame(
+        self, where: Callable[[sa.Table], Sequence[Any]] | None = None, *, limit: int | None = None
+    ) -> pd.DataFrame:
+        """Decoded rows; ``where`` builds the conditions from the (freshly reloaded) table object."""
+        self._open()
+        with read_transaction(self.get_conn()) as connection:
+            # schema and rows from one snapshot: columns another process added are included, never half
+            schema = self._reload(connection)
+            if schema is None or self._sa_table is None:
+                raise JobDbMissingError(f"The job database has no {self._where()} (dropped meanwhile?)")
+            table = self._sa_table
+            names = schema.names
+            query = sa.select(table.c[ROW_ID_COLUMN], *(table.c[n] for n in names)).order_by(table.c[SEQ_COLUMN])
+            if where is not None:
+                query = query.where(*where(table))
+            if limit is not None:
+                query = query.limit(int(limit))
+            rows = connection.execute(query).all()
+        return decode_frame(schema, names, rows)
+
+    def get_row(self, row_id: int | str) -> dict[str, Any]:
+        """One row as a dict of plain Python values (missing values as None)."""
+        schema, _ = self._open()
+        rid = schema.coerce_row_id(row_id)
+        frame = self._select_frame(lambda table: [table.c[ROW_ID_COLUMN] == rid])
+        if frame.empty:
+            raise RowNotFoundError(f"Row {rid!r} does not exist in the job {self._where()}")
+        return {name: _python_value(frame[name].iloc[0]) for name in frame.columns}
+
+    def row_ids(self, statuses: Iterable[str] | None = None, backend_name: str | None = None) -> list[int | str]:
+        """Row ids in table order, optionally only those in ``statuses`` and/or on ``backend_name``."""
+        _, table = self._open()
+        query = sa.select(table.c[ROW_ID_COLUMN]).order_by(table.c[SEQ_COLUMN])
+        if statuses is not None:
+            query = query.where(table.c.status.in_([str(getattr(s, "value", s)) for s in statuses]))
+        if backend_name is not None:
+            query = query.where(table.c.backend_name == backend_name)
+        with read_transaction(self.get_conn()) as connection:
+            return list(connection.execute(query).scalars())
+
+    # ------------------------------------------------------------------------------------ row-level writes
+
+    def update_row(
+        self, row_id: int | str, values: Mapping[str, Any], *, expected: Mapping[str, Any] | None = None
+    ) -> bool:
+        """One atomic UPDATE of one row; with ``expected`` a compare-and-set.
+
+        :return: True when the row was written, False when ``expected`` did not match.
+        :raises RowNotFoundError: no such row. Unknown columns or bad values raise before anything is written.
+        """
+        if not values:
+            raise JobDbInputError(f"Row {row_id!r}: update_row needs at least one column to write")
+        schema = self._schema_with([*values, *(expected or {})], row_id)
+        rid = schema.coerce_row_id(row_id)
+        for name in values:
+            if name in RESERVED and RESERVED[name].automatic:
+                raise JobDbInputError(f"Row {rid!r}, column {name!r}: set by the job database itself")
+        assignments = {name: encode_value(schema, name, value, rid) for name, value in values.items()}
+        _, table = self._open()
+        conditions = [table.c[ROW_ID_COLUMN] == rid]
+        for name, value in (expected or {}).items():
+            encoded = _encode_expected(schema, name, value, rid)
+            conditions.append(table.c[name].is_(None) if encoded is None else table.c[name] == encoded)
+        assignments["updated_at"] = utc_now()
+        return self._cas(table, rid, conditions, assignments)
+
+    def _cas(self, table: sa.Table, rid: Any, conditions: list[Any], assignments: dict[str, Any]) -> bool:
+        with write_transaction(self.get_conn()) as connection:
+            result = connection.execute(sa.update(table).where(*conditions).values(assignments))
+            if result.rowcount == 1:
+                return True
+            found = connection.execute(sa.select(sa.func.count()).where(table.c[ROW_ID_COLUMN] == rid)).scalar_one()
+        if not found:
+            raise RowNotFoundError(f"Row {rid!r} does not exist in the job {self._where()}")
+        return False
+
+    def claim_row(self, row_id: int | str, owner: str, *, statuses: Iterable[str]) -> bool:
+        """Claim one row for ``owner`` if it is unclaimed (or already ``owner``'s) and in ``statuses``.
+
+        A single conditional UPDATE: of N processes claiming the same row at once exactly one gets True.
+        Re-claiming by the same owner succeeds, so a retried task keeps its row.
+        """
+        schema, table = self._open()
+        rid = schema.coerce_row_id(row_id)
+        wanted = _checked_statuses(statuses)
+        owner = _checked_owner(owner)
+        now = utc_now()
+        conditions = [
+            table.c[ROW_ID_COLUMN] == rid,
+            table.c.status.in_(wanted),
+            sa.or_(table.c.claimed_by.is_(None), table.c.claimed_by == owner),
+        ]
+        return self._cas(table, rid, conditions, {"claimed_by": owner, "claimed_at": now, "updated_at": now})
+
+    def claim_next(
+        self, owner: str, *, statuses: Iterable[str], backend_name: str | None = None
+    ) -> dict[str, Any] | None:
+        """Claim the first unclaimed row in ``statuses`` (and on ``backend_name``); None when there is none.
+
+        Returns the claimed row like ``get_row`` plus its row id under the key ``"_row_id"``.
+
+        PostgreSQL picks the row with ``FOR UPDATE SKIP LOCKED``, so concurrent claimers take different rows
+        without waiting; SQLite serialises writers (``BEGIN IMMEDIATE``), so the pick and the update are atomic.
+        """
+        _, table = self._open()
+        wanted = _checked_statuses(statuses)
+        owner = _checked_owner(owner)
+        candidate = sa.select(table.c[SEQ_COLUMN]).where(table.c.status.in_(wanted), table.c.claimed_by.is_(None))
+        if backend_name is not None:
+            candidate = candidate.where(table.c.backend_name == backend_name)
+        candidate = candidate.order_by(table.c[SEQ_COLUMN]).limit(1)
+        engine = self.get_conn()
+        if engine.dialect.name == "postgresql":
+            candidate = candidate.with_for_update(skip_locked=True)
+        now = utc_now()
+        statement = (
+            sa.update(table)
+            .where(table.c[SEQ_COLUMN] == candidate.scalar_subquery())
+            .values(claimed_by=owner, claimed_at=now, updated_at=now)
+            .returning(table.c[ROW_ID_COLUMN])
+        )
+        with write_transaction(engine) as connection:
+            claimed = connection.execute(statement).scalar_one_or_none()
+        return None if claimed is None else {ROW_ID_KEY: claimed, **self.get_row(claimed)}
+
+    def release_row(self, row_id: int | str, owner: str) -> bool:
+        """Give up ``owner``'s claim; False when the row is not claimed by ``owner``."""
+        schema, table = self._open()
+        rid = schema.coerce_row_id(row_id)
+        conditions = [table.c[ROW_ID_COLUMN] == rid, table.c.claimed_by == _checked_owner(owner)]
+        return self._cas(table, rid, conditions, {"claimed_by": None, "claimed_at": None, "updated_at": utc_now()})
+
+    # ------------------------------------------------------------------------------------ files
+
+    def import_file(
+        self, path: str | os.PathLike[str], *, on_exists: str = "error", index_col: str | None = None
+    ) -> OpenEOJobDbHook:
+        """Load a job file (CSV with WKT geometry, Parquet, GeoParquet; by suffix), e.g. one MBJM wrote.
+
+        ``index_col`` names the column holding row ids (our CSV export writes one when ids are not 0..n-1).
+        """
+        if on_exists == "skip" and self.exists():
+            return self
+        frame = read_job_file(path, index_col=index_col)
+        return self.initialize_from_df(frame, on_exists=on_exists)
+
+    def export(self, path: str | os.PathLike[str]) -> pathlib.Path:
+        """Write the table to a file MBJM's ``CsvJobDatabase`` / ``ParquetJobDatabase`` can open."""
+        schema, _ = self._open()
+        return write_job_file(self.read(), schema, path)
+
+    def drop(self) -> None:
+        """Delete the table and its side-table entry (no error when it does not exist)."""
+        from airflow_provider_openeo.hooks._job_db_sql import META_TABLE, META_TABLE_NAME
+
+        engine = self.get_conn()
+        with write_transaction(engine) as connection:
+            inspector = sa.inspect(connection)
+            if inspector.has_table(self.table):
+                sa.Table(self.table, sa.MetaData()).drop(connection)
+            if inspector.has_table(META_TABLE_NAME):
+                connection.execute(sa.delete(META_TABLE).where(META_TABLE.c.table_name == self.table))
+        self._set_schema(None)
+
+
+def _checked_statuses(statuses: Iterable[str]) -> list[str]:
+    wanted = [str(getattr(s, "value", s)) for s in statuses]
+    if not wanted:
+        raise JobDbInputError("statuses must name at least one status")
+    unknown = sorted(set(wanted) - ROW_STATUS_VALUES)
+    if unknown:
+        raise JobDbInputError(f"Unknown status value(s) {unknown}; known: {', '.join(sorted(ROW_STATUS_VALUES))}")
+    return wanted
+
+
+def _checked_owner(owner: str) -> str:
+    if not isinstance(owner, str) or not owner:
+        raise JobDbInputError(f"owner must be a non-empty string, got {owner!r}")
+    return owner
+
+
+def _encode_expected(schema: TableSchema, name: str, value: Any, rid: Any) -> Any:
+    """Expected values are compared, not stored: no defaults, and a status may be any value (no match)."""
+    if value is None:
+        return None
+    return encode_value(schema, name, value, rid)
+
+
+def _python_value(value: Any) -> Any:
+    if isinstance(value, (list, dict, tuple, np.ndarray)):
+        return value
+    if pd.isna(value):
+        return None
+    if isinstance(value, np.generic):
+        return value.item()
+    return value

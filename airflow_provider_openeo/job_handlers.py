@@ -1,0 +1,429 @@
+"""What happens when an openEO job ends: MBJM's ``on_job_done`` / ``on_job_error`` / ``on_job_cancel``, for Airflow.
+
+Users migrating from ``MultiBackendJobManager`` override the same three hooks; here they are methods of a
+small, picklable handler object that an operator keeps as an attribute, so subclassing replaces subclassing the
+manager. The defaults keep MBJM's files (``root_dir/job_{id}`` with the assets, ``job-results.json``,
+``job_{id}.json`` and ``job_{id}_errors.json``) and add what MBJM lacks: writes that survive interruption,
+results on shared object storage, names from the server that cannot escape the job directory, and row updates
+that a stale handler cannot apply to a newer job.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import re
+from collections.abc import Mapping
+from typing import TYPE_CHECKING, Any
+
+from airflow_provider_openeo import _safe_paths
+from airflow_provider_openeo._result_storage import (
+    StoragePath,
+    as_storage_path,
+    make_dirs,
+    remove_leftover_temporaries,
+    write_chunks_atomically,
+    write_json_atomically,
+)
+from airflow_provider_openeo._safe_paths import is_object_storage
+from airflow_provider_openeo._usage import usage_row_values
+from airflow_provider_openeo.hooks._openeo_http import redact
+from airflow_provider_openeo.job_status import OpenEOJobStatus, RowStatus
+
+if TYPE_CHECKING:
+    import openeo
+    from airflow.sdk import ObjectStoragePath
+
+    from airflow_provider_openeo.job_row import JobRowRef
+
+__all__ = ["OpenEOJobHandler", "ResultDownloadError", "ResultsState"]
+
+JOB_RESULTS_FILENAME = "job-results.json"
+DEFAULT_CHUNK_SIZE = 1024 * 1024
+_MAX_ERROR_MESSAGE_CHARS = 1000
+_OBJECT_STORAGE_STATE = "__object_storage_path__"
+_URL_QUERY = re.compile(r"(https?://[^\s?#\"']+)\?[^\s#\"']*")
+
+
+class ResultsState:
+    """Values of the row's ``results_state`` column: how far the download of a finished job's results got."""
+
+    DOWNLOADING = "downloading"
+    DOWNLOADED = "downloaded"
+    FAILED = "failed"
+    SKIPPED = "skipped"
+
+
+class ResultDownloadError(RuntimeError):
+    """The results of a finished job could not be stored; the row says ``results_state = failed``."""
+
+
+def redact_urls(text: str) -> str:
+    """Drop query strings from URLs: signed asset URLs carry access tokens there."""
+    return _URL_QUERY.sub(r"\1?<redacted>", text)
+
+
+def _connection_secrets(job: Any) -> tuple[str, ...]:
+    """Credentials the job's connection holds (our hook's connections can list them), for scrubbing texts."""
+    secrets = getattr(getattr(job, "connection", None), "secrets", None)
+    try:
+        return tuple(secrets()) if callable(secrets) else ()
+    except Exception:
+        return ()
+
+
+def _short_message(text: Any, secrets: tuple[str, ...] = ()) -> str:
+    """First non-empty line, URL query strings and known credentials removed, bounded in length."""
+    first_line = next((line.strip() for line in str(text).splitlines() if line.strip()), "")
+    message = redact(redact_urls(first_line), secrets)
+    if len(message) > _MAX_ERROR_MESSAGE_CHARS:
+        message = message[: _MAX_ERROR_MESSAGE_CHARS - 3] + "..."
+    return message
+
+
+class OpenEOJobHandler:
+    """Default end-of-job behaviour; subclass and override ``on_job_done`` / ``on_job_error`` / ``on_job_cancel``.
+
+    :param root_dir: where job directories go: a local path, an ``airflow.sdk.ObjectStoragePath`` or a URL
+        string such as ``"s3://my_conn@bucket/results"`` (shared by workers on different machines).
+    :param download_results: False keeps only the job metadata file, like MBJM's flag of the same name.
+    :param chunk_size: bytes held in memory per read while streaming an asset.
+    :param max_error_log_lines: error log entries copied into the task log (all of them go to the file).
+
+    The object holds only plain settings (no connection, no hook), so it pickles, deep-copies and ``repr``s
+    without credentials, as operator attributes must.
+    """
+
+    def __init__(
+        self,
+        root_dir: str | os.PathLike[str] | ObjectStoragePath = ".",
+        download_results: bool = True,
+        *,
+        chunk_size: int = DEFAULT_CHUNK_SIZE,
+        max_error_log_lines: int = 100,
+    ) -> None:
+        if chunk_size <= 0:
+            raise ValueError(f"chunk_size must be positive, got {chunk_size!r}")
+        if max_error_log_lines < 0:
+            raise ValueError(f"max_error_log_lines must not be negative, got {max_error_log_lines!r}")
+        self.root_dir = root_dir
+        self.download_results = bool(download_results)
+        self.chunk_size = chunk_size
+        self.max_error_log_lines = max_error_log_lines
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}(root_dir={str(self.root_dir)!r}, download_results={self.download_results!r})"
+
+    def __eq__(self, other: object) -> bool:
+        if type(other) is not type(self):
+            return NotImplemented
+        return vars(self) == vars(other)
+
+    __hash__ = None  # type: ignore[assignment]
+
+    def __getstate__(self) -> dict[str, Any]:
+        """Pickle/deep-copy state; an ``ObjectStoragePath`` travels in its own serialised form.
+
+        Airflow 3.3's ``ObjectStoragePath`` loses its ``conn_id`` when pickled or deep-copied (Airflow deep-copies
+        operators), which would silently write results with the wrong (default) credentials.
+        """
+        state = dict(vars(self))
+        if is_object_storage(self.root_dir) and hasattr(self.root_dir, "serialize"):
+            state["root_dir"] = {_OBJECT_STORAGE_STATE: self.root_dir.serialize()}
+        return state
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        root = state.get("root_dir")
+        if isinstance(root, dict) and _OBJECT_STORAGE_STATE in root:
+            from airflow.sdk import ObjectStoragePath
+
+            state = {**state, "root_dir": ObjectStoragePath.deserialize(dict(root[_OBJECT_STORAGE_STATE]), 1)}
+        vars(self).update(state)
+
+    @property
+    def log(self) -> logging.Logger:
+        return logging.getLogger(f"{type(self).__module__}.{type(self).__qualname__}")
+
+    # -- MBJM's path helpers ----------------------------------------------------------------------------------
+
+    def get_job_dir(self, job_id: str) -> StoragePath:
+        """``root_dir/job_{id}``; a job id that is not a plain name is sanitised and made unique by a hash."""
+        root = as_storage_path(self.root_dir)
+        job_dir = root / f"job_{_safe_paths.safe_job_token(job_id)}"
+        _safe_paths.ensure_inside(root, job_dir)
+        return job_dir
+
+    def get_job_metadata_path(self, job_id: str) -> StoragePath:
+        return self.get_job_dir(job_id) / f"job_{_safe_paths.safe_job_token(job_id)}.json"
+
+    def get_error_log_path(self, job_id: str) -> StoragePath:
+        return self.get_job_dir(job_id) / f"job_{_safe_paths.safe_job_token(job_id)}_errors.json"
+
+    def ensure_job_dir_exists(self, job_id: str) -> StoragePath:
+        """The job directory, created if missing and swept of partial files an earlier killed writer left."""
+        job_dir = self.get_job_dir(job_id)
+        make_dirs(job_dir)
+        for name in remove_leftover_temporaries(job_dir):
+            self.log.info("Removed %s, left in %s by an interrupted earlier download", name, job_dir)
+        return job_dir
+
+    # -- dispatch ---------------------------------------------------------------------------------------------
+
+    def handle(
+        self,
+        context: Mapping[str, Any] | None,
+        job: openeo.BatchJob,
+        row: JobRowRef | None,
+        metadata: Mapping[str, Any],
+    ) -> dict[str, Any]:
+        """Run the hook matching the job's final status (``metadata["status"]``); what waiting code calls."""
+        status = metadata.get("status")
+        if status == OpenEOJobStatus.FINISHED.value:
+            return self.on_job_done(context, job, row, metadata)
+        if status == OpenEOJobStatus.ERROR.value:
+            return self.on_job_error(context, job, row, metadata)
+        if status == OpenEOJobStatus.CANCELED.value:
+            return self.on_job_cancel(context, job, row, metadata)
+        raise ValueError(f"openEO job {job.job_id!r} is not in a final status (status {status!r})")
+
+    # -- the three overridable hooks --------------------------------------------------------------------------
+
+    def on_job_done(
+        self,
+        context: Mapping[str, Any] | None,
+        job: openeo.BatchJob,
+        row: JobRowRef | None,
+        metadata: Mapping[str, Any],
+    ) -> dict[str, Any]:
+        """Store the results and metadata of a finished job in its job directory and record it in the row.
+
+        The row goes ``results_state`` downloading -> downloaded, or failed (then :class:`ResultDownloadError`
+        is raised so Airflow retries the task, which downloads again), or skipped with
+        ``download_results=False``.
+        """
+        metadata = self.full_metadata(job, metadata)
+        job_dir = self.ensure_job_dir_exists(job.job_id)
+        results_state = ResultsState.DOWNLOADING if self.download_results else ResultsState.SKIPPED
+        row_updated = self.update_row(
+            row,
+            job.job_id,
+            {
+                "status": RowStatus.FINISHED.value,
+                "backend_status": OpenEOJobStatus.FINISHED.value,
+                "results_state": results_state,
+                "error_message": None,
+                **usage_row_values(metadata, job_id=job.job_id),
+            },
+        )
+        files: list[str] = []
+        try:
+            if self.download_results:
+                files.extend(self.download_job_results(job, job_dir))
+            metadata_path = self.get_job_metadata_path(job.job_id)
+            write_json_atomically(metadata_path, dict(metadata), ensure_ascii=False)
+            files.append(str(metadata_path))
+        except Exception as error:
+            message = _short_message(
+                f"downloading results of openEO job {job.job_id} failed: {type(error).__name__}: {error}",
+                _connection_secrets(job),
+            )
+            self.log.error("%s", message)
+            self.update_row(row, job.job_id, {"results_state": ResultsState.FAILED, "error_message": message})
+            raise ResultDownloadError(message) from None
+        if self.download_results:
+            row_updated = self.update_row(row, job.job_id, {"results_state": ResultsState.DOWNLOADED}) and row_updated
+            results_state = ResultsState.DOWNLOADED
+        self.log.info("openEO job %s finished; %d file(s) stored in %s", job.job_id, len(files), job_dir)
+        return {
+            "job_id": job.job_id,
+            "status": OpenEOJobStatus.FINISHED.value,
+            "job_dir": str(job_dir),
+            "files": files,
+            "results_state": results_state,
+            "row_updated": row_updated,
+        }
+
+    def on_job_error(
+        self,
+        context: Mapping[str, Any] | None,
+        job: openeo.BatchJob,
+        row: JobRowRef | None,
+        metadata: Mapping[str, Any],
+    ) -> dict[str, Any]:
+        """Save the job's error logs to ``job_{id}_errors.json``, echo them in the task log, record the row.
+
+        Does not raise: whether an errored job fails the Airflow task is the caller's decision.
+        """
+        metadata = self.full_metadata(job, metadata)
+        job_dir = self.ensure_job_dir_exists(job.job_id)
+        files: list[str] = []
+        error_logs = self.fetch_error_logs(job)
+        if error_logs is not None:
+            error_path = self.get_error_log_path(job.job_id)
+            write_json_atomically(error_path, error_logs, indent=2)
+            files.append(str(error_path))
+            self.log_error_lines(job.job_id, error_logs)
+        metadata_path = self.get_job_metadata_path(job.job_id)
+        write_json_atomically(metadata_path, dict(metadata), ensure_ascii=False)
+        files.append(str(metadata_path))
+
+        error_message = self.summarise_error(job.job_id, error_logs)
+        self.log.error("openEO job %s ended with status error: %s", job.job_id, error_message)
+        row_updated = self.update_row(
+            row,
+            job.job_id,
+            {
+                "status": RowStatus.ERROR.value,
+                "backend_status": OpenEOJobStatus.ERROR.value,
+                "error_message": error_message,
+                **usage_row_values(metadata, job_id=job.job_id),
+            },
+        )
+        return {
+            "job_id": job.job_id,
+            "status": OpenEOJobStatus.ERROR.value,
+            "job_dir": str(job_dir),
+            "files": files,
+            "error_message": error_message,
+            "row_updated": row_updated,
+        }
+
+    def on_job_cancel(
+        self,
+        context: Mapping[str, Any] | None,
+        job: openeo.BatchJob,
+        row: JobRowRef | None,
+        metadata: Mapping[str, Any],
+    ) -> dict[str, Any]:
+        """Record the cancellation (and whatever usage the backend billed); like MBJM, nothing is downloaded."""
+        self.log.warning("openEO job %s was canceled", job.job_id)
+        metadata = self.full_metadata(job, metadata)
+        row_updated = self.update_row(
+            row,
+            job.job_id,
+            {
+                "status": RowStatus.CANCELED.value,
+                "backend_status": OpenEOJobStatus.CANCELED.value,
+                **usage_row_values(metadata, job_id=job.job_id),
+            },
+        )
+        return {"job_id": job.job_id, "status": OpenEOJobStatus.CANCELED.value, "row_updated": row_updated}
+
+    # -- building blocks, overridable one by one ----------------------------------------------------------------
+
+    def full_metadata(self, job: openeo.BatchJob, metadata: Mapping[str, Any]) -> dict[str, Any]:
+        """The backend's own job document (``GET /jobs/{id}``), as MBJM stores it in ``job_{id}.json``.
+
+        Always re-read once: a status event built from the shared ``GET /jobs`` listing carries only some fields
+        (backends list ``costs`` but seldom ``usage``), and the row's usage columns come from this document.
+        """
+        try:
+            described = dict(job.describe())
+        except Exception as error:
+            self.log.warning(
+                "Could not re-read metadata of openEO job %s (%s); using the last status report",
+                job.job_id,
+                _short_message(error, _connection_secrets(job)),
+            )
+            return dict(metadata)
+        # The backend's document as is (MBJM writes exactly this), plus anything only the caller knew.
+        return {**described, **{key: value for key, value in metadata.items() if key not in described}}
+
+    def download_job_results(self, job: openeo.BatchJob, job_dir: StoragePath) -> list[str]:
+        """Stream every asset, then ``job-results.json`` (the STAC document), into ``job_dir``; return paths."""
+        results_document = job.get_results().get_metadata()
+        assets = results_document.get("assets") or {}
+        if not isinstance(assets, Mapping):
+            raise ValueError(f"the results document lists assets as {type(assets).__name__}, not a mapping")
+        if not assets:
+            self.log.warning("openEO job %s finished without result assets", job.job_id)
+        token = _safe_paths.safe_job_token(job.job_id)
+        taken = _safe_paths.reserve_names([JOB_RESULTS_FILENAME, f"job_{token}.json", f"job_{token}_errors.json"])
+        stored: list[str] = []
+        for key, asset in assets.items():
+            href = asset.get("href") if isinstance(asset, Mapping) else None
+            if not isinstance(href, str) or not href:
+                raise ValueError(f"asset {key!r} has no usable href")
+            name = _safe_paths.unique_name(_safe_paths.asset_file_name(key, href, asset.get("type")), taken)
+            target = job_dir / name
+            _safe_paths.ensure_inside(job_dir, target)
+            size = self.download_asset(job.connection, href, target)
+            self.log.info("Stored asset %r of openEO job %s as %s (%d bytes)", key, job.job_id, name, size)
+            stored.append(str(target))
+        results_path = job_dir / JOB_RESULTS_FILENAME
+        write_json_atomically(results_path, results_document)
+        stored.append(str(results_path))
+        return stored
+
+    def download_asset(self, connection: openeo.Connection, href: str, target: StoragePath) -> int:
+        """Stream one asset to ``target`` in chunks; return its size in bytes.
+
+        The openeo connection sends its credentials only to URLs under the backend's root URL, never to an
+        external (e.g. pre-signed object-store) href.
+        """
+        with connection.get(href, stream=True) as response:
+            expected = response.headers.get("Content-Length")
+            encoded = response.headers.get("Content-Encoding", "identity") not in ("", "identity")
+            expected_size = int(expected) if expected and expected.isdigit() and not encoded else None
+            return write_chunks_atomically(
+                target, response.iter_content(chunk_size=self.chunk_size), expected_size=expected_size
+            )
+
+    def fetch_error_logs(self, job: openeo.BatchJob) -> list[dict[str, Any]] | None:
+        """The job's error-level log entries, or None (logged) when the backend will not give them."""
+        try:
+            return [dict(entry) for entry in job.logs(level="error")]
+        except Exception as error:
+            self.log.warning(
+                "Could not fetch error logs of openEO job %s: %s",
+                job.job_id,
+                _short_message(error, _connection_secrets(job)),
+            )
+            return None
+
+    def log_error_lines(self, job_id: str, error_logs: list[dict[str, Any]]) -> None:
+        """Copy the backend's error log lines into the Airflow task log, where users look first."""
+        for entry in error_logs[: self.max_error_log_lines]:
+            code = entry.get("code")
+            prefix = f"[{code}] " if code else ""
+            self.log.error("openEO job %s error log: %s%s", job_id, prefix, entry.get("message", entry))
+        hidden = len(error_logs) - self.max_error_log_lines
+        if hidden > 0:
+            self.log.error(
+                "openEO job %s has %d more error log entries in %s",
+                job_id,
+                hidden,
+                self.get_error_log_path(job_id).name,
+            )
+
+    def summarise_error(self, job_id: str, error_logs: list[dict[str, Any]] | None) -> str:
+        """A short ``error_message`` for the row: the first error line the backend logged."""
+        for entry in error_logs or []:
+            message = _short_message(entry.get("message", ""))
+            if message:
+                return message
+        if error_logs is None:
+            return f"openEO job {job_id} ended with status error; its error logs could not be fetched"
+        return f"openEO job {job_id} ended with status error; the backend logged no error message"
+
+    def update_row(self, row: JobRowRef | None, job_id: str, values: Mapping[str, Any]) -> bool:
+        """Write ``values`` to the row only while it still holds ``job_id`` (compare-and-set).
+
+        A handler of an old job (a stale retry, a re-run that already created a new job) must never overwrite
+        the row of the newer job; such an update is skipped and reported, not raised.
+        """
+        if row is None:
+            return False
+        hook = row.hook()
+        try:
+            updated = hook.update_row(row.row_id, dict(values), expected={"id": job_id})
+        finally:
+            hook.dispose()
+        if not updated:
+            self.log.warning(
+                "Not updating %s: it no longer holds openEO job %s (values %s not written)",
+                row,
+                job_id,
+                sorted(values),
+            )
+        return updated

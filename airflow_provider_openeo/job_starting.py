@@ -1,0 +1,445 @@
+"""Create and start the openEO job of one job-table row, or re-attach to the job the row already holds.
+
+This is the one place that decides what a row needs, so a retried, re-run or cleared task instance continues
+where its predecessor stopped instead of creating a second job:
+
+==========================  ==============================================================
+row says                    what happens
+==========================  ==============================================================
+no job id                   claim the row, call ``start_job``, start the job
+job ``created``             start it (a crash between create and start)
+job ``queued``/``running``  re-attach: nothing is created or started
+job ``finished``            nothing to start: the caller goes straight to the result handler
+job ``error``/``canceled``  the row already says so (its handler ran, the task failed): a deliberate
+                            re-run; the old job goes to ``job_history``, a new job is created
+                            the row does not say so yet (the task died while the job ended): a
+                            continuation; nothing is created, the caller runs the handler
+job gone (404)              recorded in ``job_history``, a new job is created
+==========================  ==============================================================
+
+The job id is written to the row the moment ``POST /jobs`` answers (a response hook on the connection), before
+``start_job`` even returns, so a crash after the create never loses the id. ``POST /jobs`` itself is never retried,
+and neither is the row when a ``POST /jobs`` reached the backend but its answer was lost (a 5xx, a dropped
+connection, a read timeout): the backend may have created a job we know nothing about. The starter then looks for
+that job in the backend's listing (status ``created``, same title, created since the request, same process graph)
+and adopts it when exactly one matches; otherwise the row is marked ``start_failed`` with a message saying so,
+instead of risking a second job.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from typing import Any, NoReturn
+
+import pandas as pd
+from openeo import BatchJob, Connection
+from openeo.extra.job_management import ProcessBasedJobCreator
+from openeo.rest import OpenEoApiError, OpenEoApiPlainError
+from shapely.geometry.base import BaseGeometry
+from shapely.validation import explain_validity
+
+from airflow_provider_openeo._lost_create import (
+    CreateLog,
+    LostCreate,
+    find_orphan,
+    lost_create_answer,
+    recording_created_jobs,
+)
+from airflow_provider_openeo.exceptions import OpenEOTransientError
+from airflow_provider_openeo.hooks._job_db_columns import RESERVED
+from airflow_provider_openeo.hooks._openeo_http import redact, translate_openeo_error
+from airflow_provider_openeo.job_row import JobRowRef
+from airflow_provider_openeo.job_status import OpenEOJobStatus, RowStatus
+
+log = logging.getLogger(__name__)
+
+StartJobCallable = Callable[..., "BatchJob | None"]
+ConnectionProvider = Callable[[str], Connection]
+
+#: Backend statuses the row's ``status`` follows directly (the job lives; nobody else writes the row now).
+_LIVE_STATUSES = frozenset(s.value for s in OpenEOJobStatus.active_statuses())
+#: Row statuses saying a job's failure was handled and recorded: running the row again is a deliberate re-run.
+_RECORDED_ENDINGS = frozenset({RowStatus.ERROR.value, RowStatus.CANCELED.value})
+#: A claim older than this is taken to belong to a dead task process: creating and starting takes seconds.
+STALE_CLAIM_SECONDS = 15 * 60
+
+
+class RowStartError(Exception):
+    """The row cannot be started as it is; retrying will not help. The row records why."""
+
+
+class RowSkipped(Exception):
+    """``start_job`` returned None: MBJM's way of saying "no job for this row"."""
+
+
+class TransientStartError(Exception):
+    """The backend could not take the job now (limits, overload, network); an Airflow retry may succeed."""
+
+
+@dataclass(frozen=True)
+class StartOutcome:
+    """What the row holds after :meth:`RowJobStarter.start`: the job and the status the backend last reported."""
+
+    job_id: str
+    backend_status: str
+    reattached: bool
+    job_url: str | None = None
+
+
+def utc_now_rfc3339() -> str:
+    """Timestamps in the row are RFC 3339 UTC strings, the format MBJM writes."""
+    return datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def is_transient(exc: BaseException) -> bool:
+    """Worth a later retry: what the hook classes as transient (network, 429, 5xx), and ``ConcurrentJobLimit``."""
+    if isinstance(exc, OpenEoApiError) and exc.code == "ConcurrentJobLimit":
+        return True
+    return isinstance(translate_openeo_error(exc, action="start"), OpenEOTransientError)
+
+
+def is_job_not_found(exc: BaseException) -> bool:
+    return isinstance(exc, OpenEoApiPlainError) and exc.http_status_code == 404
+
+
+class RowJobStarter:
+    """Brings one row to a started job; shared by the start operator and the batch operator."""
+
+    def __init__(
+        self,
+        row: JobRowRef,
+        *,
+        backend_name: str,
+        connection: Connection,
+        start_job: StartJobCallable,
+        connection_provider: ConnectionProvider,
+        owner: str,
+        start_job_kwargs: Mapping[str, Any] | None = None,
+        start_attempts: int = 3,
+        start_backoff: float = 5.0,
+    ) -> None:
+        self.row = row
+        self.backend_name = backend_name
+        self.connection = connection
+        self.start_job = start_job
+        self.connection_provider = connection_provider
+        self.owner = owner
+        self.start_job_kwargs = dict(start_job_kwargs or {})
+        self.start_attempts = start_attempts
+        self.start_backoff = start_backoff
+        self.db = row.hook()
+
+    # -- decision -----------------------------------------------------------------------------------------
+
+    def start(self) -> StartOutcome:
+        values = self.db.get_row(self.row.row_id)
+        self._check_backend(values)
+        job_id = _clean(values.get("id"))
+        if job_id:
+            outcome = self._resume(job_id, values)
+            if outcome is not None:
+                return outcome
+            values = self.db.get_row(self.row.row_id)
+        return self._create_and_start(values)
+
+    def _check_backend(self, values: Mapping[str, Any]) -> None:
+        pinned = _clean(values.get("backend_name"))
+        if pinned and pinned != self.backend_name:
+            raise RowStartError(
+                f"{self.row}: field 'backend_name' is {pinned!r}, but this task runs on backend "
+                f"{self.backend_name!r}; the plan step assigns each row to exactly one backend"
+            )
+
+    def _resume(self, job_id: str, values: Mapping[str, Any]) -> StartOutcome | None:
+        """Continue with the row's existing job; None means the job is over and a new one is due."""
+        job = self.connection.job(job_id)
+        try:
+            status = job.status()
+        except Exception as exc:
+            if is_job_not_found(exc):
+                log.warning("%s: job %s no longer exists on backend %s", self.row, job_id, self.backend_name)
+                self._retire_job(job_id, values, "deleted")
+                return None
+            if is_transient(exc):
+                raise TransientStartError(
+                    self._scrub(f"{self.row}: cannot read the status of job {job_id}: {exc}")
+                ) from exc
+            raise
+        if status == OpenEOJobStatus.CREATED:
+            log.info("%s: job %s was created but not started; starting it", self.row, job_id)
+            return self._start_created(job, reattached=True)
+        if status in (OpenEOJobStatus.ERROR, OpenEOJobStatus.CANCELED):
+            if _clean(values.get("status")) in _RECORDED_ENDINGS:
+                log.info("%s: job %s ended %s; creating a new job for this re-run", self.row, job_id, status)
+                self._retire_job(job_id, values, status)
+                return None
+            # The job ended while no task watched it (a retry after a crash): finish it, never replace it
+            # behind the user's back; only a re-run of a row that records the failure creates a new job.
+            log.info("%s: job %s ended %s while unwatched; handing it to the job handler", self.row, job_id, status)
+            self._record(job_id, status, {})
+            return StartOutcome(job_id=job_id, backend_status=status, reattached=True)
+        # queued, running, finished, or a status this client does not know: the job may be alive, and a
+        # second job for the row is the one outcome we must never cause.
+        log.info("%s: re-attaching to job %s (%s)", self.row, job_id, status)
+        self._record(job_id, status, {})
+        return StartOutcome(job_id=job_id, backend_status=status, reattached=True)
+
+    # -- creating -----------------------------------------------------------------------------------------
+
+    def _create_and_start(self, values: Mapping[str, Any]) -> StartOutcome:
+        self._claim(values)
+        series = self._row_series()
+        self._check_geometries(series)
+        asked_at = time.time()
+        with recording_created_jobs(self.connection, self._on_created) as created:
+            try:
+                job = self.start_job(
+                    row=series,
+                    connection=self.connection,
+                    connection_provider=self.connection_provider,
+                    provider=self.backend_name,
+                    **self.start_job_kwargs,
+                )
+            except Exception as exc:
+                lost = None if created.ids else (created.unanswered or [lost_create_answer(exc)])[0]
+                orphan = (
+                    find_orphan(self.connection, lost, asked_at, held_ids=self._held_job_ids, label=str(self.row))
+                    if lost is not None
+                    else None
+                )
+                if orphan is None:
+                    self._start_failed(exc, created, lost, series)
+                log.warning("%s: POST /jobs lost its answer (%s); adopting job %s", self.row, lost.reason, orphan)
+                self._on_created(orphan)
+                job = self.connection.job(orphan)
+        if job is None:
+            if created.ids:
+                log.warning("%s: start_job returned None after creating job(s) %s", self.row, created.ids)
+            self._update({"status": RowStatus.SKIPPED.value, "claimed_by": None, "start_time": utc_now_rfc3339()})
+            raise RowSkipped(f"{self.row}: start_job returned None; the row is marked skipped")
+        if not isinstance(job, BatchJob):
+            message = f"{self.row}: start_job returned {type(job).__name__}, expected an openeo BatchJob or None"
+            self._update({"status": RowStatus.START_FAILED.value, "error_message": message, "claimed_by": None})
+            raise RowStartError(message)
+        if job.job_id not in created.ids:
+            # Created through another connection (connection_provider): record it now.
+            self._on_created(job.job_id)
+        self._update({"start_time": utc_now_rfc3339()})
+        try:
+            status = job.status()
+        except Exception as exc:
+            if is_transient(exc):
+                raise TransientStartError(
+                    self._scrub(f"{self.row}: job {job.job_id} created; status unreadable: {exc}")
+                ) from exc
+            raise
+        if status == OpenEOJobStatus.CREATED:
+            return self._start_created(job, reattached=False)
+        self._record(job.job_id, status, {"claimed_by": None})
+        return StartOutcome(job_id=job.job_id, backend_status=status, reattached=False)
+
+    def _claim(self, values: Mapping[str, Any]) -> None:
+        """Compare-and-set on what we read: of two processes that read the same row, one wins."""
+        claimed_by = _clean(values.get("claimed_by"))
+        if claimed_by and claimed_by != self.owner and not _is_stale(values.get("claimed_at")):
+            raise TransientStartError(f"{self.row} is being started by {claimed_by}; not starting it twice")
+        expected = {
+            "status": values.get("status"),
+            "id": values.get("id"),
+            "claimed_by": values.get("claimed_by"),
+        }
+        won = self.db.update_row(
+            self.row.row_id,
+            {
+                "status": RowStatus.QUEUED_FOR_START.value,
+                "backend_name": self.backend_name,
+                "claimed_by": self.owner,
+                "claimed_at": utc_now_rfc3339(),
+                "error_message": None,
+            },
+            expected=expected,
+        )
+        if not won:
+            raise TransientStartError(f"{self.row} changed while being claimed; another task is starting it")
+
+    def _on_created(self, job_id: str) -> None:
+        self._update(
+            {
+                "id": job_id,
+                "status": RowStatus.CREATED.value,
+                "backend_status": OpenEOJobStatus.CREATED.value,
+                "backend_name": self.backend_name,
+            }
+        )
+
+    def _held_job_ids(self) -> set[str]:
+        return {str(value) for value in self.db.read()["id"].dropna()}
+
+    def _check_geometries(self, series: pd.Series) -> None:
+        """An empty or invalid geometry fails here, naming the field, before any job is created for it."""
+        for name, value in series.items():
+            if not isinstance(value, BaseGeometry):
+                continue
+            problem = "is empty" if value.is_empty else None
+            if problem is None and not value.is_valid:
+                problem = f"is not a valid geometry ({explain_validity(value)})"
+            if problem is not None:
+                message = f"{self.row}: field {name!r} {problem}; no job was created for this row"
+                self._update({"status": RowStatus.START_FAILED.value, "error_message": message, "claimed_by": None})
+                raise RowStartError(message)
+
+    def _start_failed(self, exc: Exception, created: CreateLog, lost: LostCreate | None, series: pd.Series) -> NoReturn:
+        message = self._scrub(
+            f"{self.row}: start_job{_describe_start_job(self.start_job)} raised {type(exc).__name__}: {exc}"
+            f"{_empty_fields_hint(series)}"
+        )
+        if created.ids:
+            # The job exists; a retry must start it, not create another.
+            self._update({"error_message": message})
+        elif lost is not None:
+            message = self._scrub(
+                f"{self.row}: field 'id' is unknown: POST /jobs reached backend {self.backend_name!r} at "
+                f"{utc_now_rfc3339()} but its answer was lost ({lost.reason}; {type(exc).__name__}: {exc}), and "
+                "the backend's job list shows no single job that is certainly it. The backend may hold a job for "
+                "this row whose id never reached us; not retrying, so that no second job is created. Look for a "
+                "job in 'created' status from that time: delete it, or write its id into field 'id' to adopt it, "
+                "then re-run the row."
+            )
+            self._update({"status": RowStatus.START_FAILED.value, "error_message": message, "claimed_by": None})
+            raise RowStartError(message) from exc
+        else:
+            status = RowStatus.NOT_STARTED if is_transient(exc) else RowStatus.START_FAILED
+            self._update({"status": status.value, "error_message": message, "claimed_by": None})
+        if is_transient(exc):
+            raise TransientStartError(message) from exc
+        raise RowStartError(message) from exc
+
+    def _start_created(self, job: BatchJob, *, reattached: bool) -> StartOutcome:
+        """``POST /jobs/{id}/results`` is idempotent per the openEO API, so transient failures are retried here."""
+        for attempt in range(1, self.start_attempts + 1):
+            try:
+                job.start()
+                break
+            except Exception as exc:
+                if not is_transient(exc):
+                    message = self._scrub(f"{self.row}: backend refused to start job {job.job_id}: {exc}")
+                    self._update({"status": RowStatus.START_FAILED.value, "error_message": message, "claimed_by": None})
+                    raise RowStartError(message) from exc
+                if attempt == self.start_attempts:
+                    message = self._scrub(f"{self.row}: cannot start job {job.job_id} now: {exc}")
+                    self._update({"error_message": message})
+                    raise TransientStartError(message) from exc
+                log.warning("%s: starting job %s failed (%s); retrying", self.row, job.job_id, exc)
+                time.sleep(self.start_backoff * attempt)
+        try:
+            status = job.status()
+        except Exception as exc:
+            if not is_transient(exc):
+                raise
+            status = OpenEOJobStatus.QUEUED.value
+        self._record(job.job_id, status, {"claimed_by": None, "error_message": None})
+        return StartOutcome(job_id=job.job_id, backend_status=status, reattached=reattached)
+
+    # -- row writes ---------------------------------------------------------------------------------------
+
+    def _row_series(self) -> pd.Series:
+        """The row exactly as MBJM hands it to ``start_job``: a Series named by its index, geometry as shapely."""
+        frame = self.db.get_by_indices([self.row.row_id])
+        if frame.empty:
+            raise RowStartError(f"{self.row} does not exist")
+        return frame.iloc[0]
+
+    def _record(self, job_id: str, backend_status: str, extra: Mapping[str, Any]) -> None:
+        """What the backend said, compare-and-set on the job id.
+
+        ``status`` follows only a live job: ``finished`` (and the final statuses) are the job handler's to write,
+        together with results and usage, so a row that says ``finished`` has always been through ``on_job_done``
+        (the trigger keeps the same rule).
+        """
+        values: dict[str, Any] = {"backend_status": backend_status, **extra}
+        if backend_status in _LIVE_STATUSES:
+            values["status"] = backend_status
+        self.db.update_row(self.row.row_id, values, expected={"id": job_id})
+
+    def _retire_job(self, job_id: str, values: Mapping[str, Any], final_status: str) -> None:
+        """Keep the old job in ``job_history`` so a re-run never hides what happened before."""
+        history = list(_clean(values.get("job_history")) or [])
+        history.append(
+            {
+                "id": job_id,
+                "backend_name": _clean(values.get("backend_name")),
+                "status": final_status,
+                "ended_at": utc_now_rfc3339(),
+            }
+        )
+        self.db.update_row(
+            self.row.row_id,
+            {
+                "id": None,
+                "status": RowStatus.NOT_STARTED.value,
+                "backend_status": None,
+                "job_history": history,
+                "results_state": None,
+                "running_start_time": None,
+                "start_time": None,
+                "attempt": int(_clean(values.get("attempt")) or 0) + 1,
+            },
+            expected={"id": job_id},
+        )
+
+    def _update(self, values: Mapping[str, Any]) -> None:
+        self.db.update_row(self.row.row_id, values)
+
+    def _scrub(self, message: str) -> str:
+        """Error texts go to the row, the task log and XCom: never with a credential of the connection in them."""
+        secrets = getattr(self.connection, "secrets", None)
+        try:
+            known = tuple(secrets()) if callable(secrets) else ()
+        except Exception:
+            known = ()
+        return redact(message, known)
+
+
+def _clean(value: Any) -> Any:
+    """Missing values come back from the table as None or NaN; both mean "not set"."""
+    if value is None:
+        return None
+    try:
+        if pd.isna(value):
+            return None
+    except (TypeError, ValueError):
+        pass
+    return value
+
+
+def _describe_start_job(start_job: StartJobCallable) -> str:
+    """Where a ``ProcessBasedJobCreator`` reads its process from: its errors (a 404, a page that is not JSON)
+    seldom say which URL they came from."""
+    if not isinstance(start_job, ProcessBasedJobCreator):
+        return ""
+    process_id = getattr(start_job, "_process_id", None)
+    namespace = getattr(start_job, "_namespace", None)
+    return f" (ProcessBasedJobCreator, process {process_id!r} from namespace {namespace!r})"
+
+
+def _empty_fields_hint(series: pd.Series) -> str:
+    """Name the row's empty fields: ``start_job`` failing on one (NaN in a JSON body) rarely says which."""
+    empty = [repr(str(name)) for name, value in series.items() if name not in RESERVED and _clean(value) is None]
+    return f" (empty field(s) in this row: {', '.join(empty)})" if empty else ""
+
+
+def _is_stale(claimed_at: Any) -> bool:
+    claimed_at = _clean(claimed_at)
+    if not claimed_at:
+        return True
+    try:
+        when = pd.Timestamp(claimed_at)
+    except (TypeError, ValueError):
+        return True
+    if when.tzinfo is None:
+        when = when.tz_localize("UTC")
+    return (pd.Timestamp.now(tz="UTC") - when).total_seconds() > STALE_CLAIM_SECONDS

@@ -1,0 +1,62 @@
+"""The two status vocabularies a row of the job database carries, and how they relate.
+
+A row has an MBJM-compatible ``status`` (what ``MultiBackendJobManager`` reads and writes, so MBJM can run on
+our table unchanged) and, kept apart from it, ``backend_status``: the official openEO status the backend last
+reported for the row's job. Our pipeline decides from ``status``; ``backend_status`` is evidence, never guessed.
+"""
+
+from __future__ import annotations
+
+from enum import Enum
+
+
+class OpenEOJobStatus(str, Enum):
+    """Official openEO batch-job statuses (openEO API, ``GET /jobs/{id}``)."""
+
+    CREATED = "created"
+    QUEUED = "queued"
+    RUNNING = "running"
+    FINISHED = "finished"
+    CANCELED = "canceled"
+    ERROR = "error"
+
+    @classmethod
+    def terminal_statuses(cls) -> frozenset[OpenEOJobStatus]:
+        return frozenset({cls.FINISHED, cls.CANCELED, cls.ERROR})
+
+    @classmethod
+    def active_statuses(cls) -> frozenset[OpenEOJobStatus]:
+        """Statuses of a job that exists on the backend and has not ended."""
+        return frozenset({cls.CREATED, cls.QUEUED, cls.RUNNING})
+
+    def is_terminal(self) -> bool:
+        return self in self.terminal_statuses()
+
+
+class RowStatus(str, Enum):
+    """Values of the job database's ``status`` column: the openEO statuses plus MBJM's internal ones."""
+
+    NOT_STARTED = "not_started"
+    QUEUED_FOR_START = "queued_for_start"
+    CREATED = "created"
+    QUEUED = "queued"
+    RUNNING = "running"
+    FINISHED = "finished"
+    ERROR = "error"
+    CANCELED = "canceled"
+    START_FAILED = "start_failed"
+    SKIPPED = "skipped"
+
+    @classmethod
+    def values(cls) -> frozenset[str]:
+        return frozenset(member.value for member in cls)
+
+    @classmethod
+    def final_statuses(cls) -> frozenset[RowStatus]:
+        """A row in one of these needs a deliberate re-run (a cleared task) to be tried again."""
+        return frozenset({cls.FINISHED, cls.ERROR, cls.CANCELED, cls.START_FAILED, cls.SKIPPED})
+
+    @classmethod
+    def resumable_statuses(cls) -> frozenset[RowStatus]:
+        """Rows an interrupted batch picks up again: never started, or holding a job that may still live."""
+        return frozenset({cls.NOT_STARTED, cls.QUEUED_FOR_START, cls.CREATED, cls.QUEUED, cls.RUNNING})

@@ -1,0 +1,129 @@
+"""Airflow pools standing in for each backend's ``parallel_jobs``.
+
+Pool ``openeo_<backend>`` has ``parallel_jobs`` slots and counts deferred tasks, so a task holds its slot for its
+remote job's whole life. Task code cannot reach the metadata database in Airflow 3, so pools are made where
+that is allowed: from the ``airflow`` CLI at deployment time (``python -m airflow_provider_openeo.pools``), or
+checked by the plan step through the REST API when an ``airflow_api`` connection is configured.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shutil
+import subprocess
+import sys
+import tempfile
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+from airflow_provider_openeo.planning import BackendSpec, parse_backends
+
+
+class PoolError(Exception):
+    """A backend's pool is missing or has fewer slots than its ``parallel_jobs``."""
+
+
+def pools_document(backends: Mapping[str, BackendSpec]) -> dict[str, dict[str, Any]]:
+    """The JSON ``airflow pools import`` reads."""
+    return {
+        spec.pool: {
+            "slots": spec.parallel_jobs,
+            "description": f"openEO backend {spec.name} ({spec.conn_id}): parallel_jobs",
+            "include_deferred": True,
+        }
+        for spec in backends.values()
+    }
+
+
+def ensure_pools(backends: Mapping[str, BackendSpec], *, airflow_bin: str | None = None) -> None:
+    """Create or update the pools with the ``airflow`` CLI (which, unlike task code, may use the metadata DB).
+
+    One ``airflow pools import`` for all pools: each CLI start costs seconds, and one file is all or nothing.
+    """
+    airflow = airflow_bin or shutil.which("airflow") or str(Path(sys.executable).with_name("airflow"))
+    with tempfile.TemporaryDirectory(prefix="openeo_pools_") as folder:
+        path = Path(folder) / "pools.json"
+        path.write_text(json.dumps(pools_document(backends), indent=2))
+        subprocess.run([airflow, "pools", "import", str(path)], check=True, stdout=subprocess.DEVNULL)
+
+
+def check_pools(backends: Mapping[str, BackendSpec], existing: Mapping[str, Mapping[str, Any]]) -> None:
+    """Fail the plan with one clear message instead of leaving mapped tasks queued forever on a missing pool.
+
+    ``existing`` maps pool name to the REST API's pool record (``slots``, ``include_deferred``).
+    """
+    problems = []
+    for spec in backends.values():
+        pool = existing.get(spec.pool)
+        if pool is None:
+            problems.append(f"pool {spec.pool!r} for backend {spec.name!r} does not exist")
+            continue
+        if int(pool.get("slots", 0)) < spec.parallel_jobs:
+            problems.append(
+                f"pool {spec.pool!r} has {pool.get('slots')} slot(s); backend {spec.name!r} wants "
+                f"parallel_jobs={spec.parallel_jobs}"
+            )
+        if not pool.get("include_deferred", False):
+            problems.append(
+                f"pool {spec.pool!r} does not count deferred tasks: jobs waiting in the triggerer would not hold "
+                "their slot and the backend would get more than parallel_jobs jobs"
+            )
+    if problems:
+        raise PoolError(
+            "; ".join(problems)
+            + ". Create them with: python -m airflow_provider_openeo.pools BACKENDS.json (see the README)"
+        )
+
+
+def fetch_pools(api_conn_id: str, *, timeout: float = 30.0) -> dict[str, dict[str, Any]]:
+    """Read every pool through Airflow's REST API (the way task code may learn about pools in Airflow 3).
+
+    The connection's host is the API server's base URL; login and password, when set, get a token from
+    ``/auth/token`` (Airflow's simple and FAB auth managers both serve it).
+    """
+    import requests
+    from airflow.sdk import BaseHook
+
+    conn = BaseHook.get_connection(api_conn_id)
+    base = (conn.host or "").rstrip("/")
+    if not base.startswith(("http://", "https://")):
+        base = f"http://{base}" + (f":{conn.port}" if conn.port else "")
+    headers = {}
+    if conn.login:
+        answer = requests.post(
+            f"{base}/auth/token", json={"username": conn.login, "password": conn.password}, timeout=timeout
+        )
+        answer.raise_for_status()
+        headers["Authorization"] = f"Bearer {answer.json()['access_token']}"
+    pools: dict[str, dict[str, Any]] = {}
+    offset = 0
+    while True:
+        answer = requests.get(
+            f"{base}/api/v2/pools", params={"limit": 100, "offset": offset}, headers=headers, timeout=timeout
+        )
+        answer.raise_for_status()
+        page = answer.json()
+        for pool in page.get("pools", []):
+            pools[pool["name"]] = pool
+        offset += len(page.get("pools", []))
+        if not page.get("pools") or offset >= page.get("total_entries", 0):
+            return pools
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("backends", help="JSON file: {name: {conn_id, parallel_jobs}}, as openeo_job_batch takes")
+    parser.add_argument("--print", action="store_true", help="print the pools JSON instead of applying it")
+    args = parser.parse_args(argv)
+    backends = parse_backends(json.loads(Path(args.backends).read_text()))
+    if args.print:
+        print(json.dumps(pools_document(backends), indent=2))
+    else:
+        ensure_pools(backends)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,212 @@
+"""``openeo_job_batch``: MultiBackendJobManager as an Airflow task group.
+
+init -> plan -> one mapped :class:`OpenEOBatchJobOperator` per backend (in pool ``openeo_<backend>``) -> summary.
+
+A mapped task's pool comes from ``partial()``, hence one mapped task per backend. One mapped task may not
+exceed ``[core] max_map_length`` (1024 by default), and thousands of mapped task instances in one run load the
+scheduler; so a run takes at most ``max_rows_per_run`` rows per backend and, when rows are left, triggers the
+next run of the same DAG (``continue_until_done``). The job table carries the state from run to run.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from datetime import timedelta
+from typing import Any
+
+import pandas as pd
+from airflow.providers.standard.operators.empty import EmptyOperator
+from airflow.providers.standard.operators.trigger_dagrun import TriggerDagRunOperator
+from airflow.sdk import Asset, TaskGroup, get_current_context, task
+
+from airflow_provider_openeo.hooks.job_db import OpenEOJobDbHook
+from airflow_provider_openeo.job_handlers import OpenEOJobHandler
+from airflow_provider_openeo.job_source import JobSource, load_job_source
+from airflow_provider_openeo.job_starting import StartJobCallable, utc_now_rfc3339
+from airflow_provider_openeo.job_status import RowStatus
+from airflow_provider_openeo.operators.openeo import ROW_LABEL_KEY, OpenEOBatchJobOperator
+from airflow_provider_openeo.planning import assign_backends, parse_backends, rows_to_run
+from airflow_provider_openeo.pools import check_pools, fetch_pools
+from airflow_provider_openeo.summary import summarize
+
+DEFAULT_MAP_INDEX_TEMPLATE = "{{ " + ROW_LABEL_KEY + " }}"
+
+
+def openeo_job_batch(
+    *,
+    backends: Mapping[str, Mapping[str, Any]],
+    start_job: StartJobCallable,
+    job_source: JobSource = None,
+    job_table: str = "openeo_jobs",
+    job_db_conn_id: str | None = None,
+    sqlite_path: str | os.PathLike | None = None,
+    on_exists: str = "skip",
+    root_dir: Any = ".",
+    download_results: bool = True,
+    handler: OpenEOJobHandler | None = None,
+    poll_interval: float = 60.0,
+    cancel_running_job_after: float | timedelta | None = None,
+    start_job_kwargs: Mapping[str, Any] | None = None,
+    rerun_statuses: Iterable[str] = (),
+    max_rows_per_run: int | None = None,
+    continue_until_done: bool = True,
+    export_path: str | os.PathLike | None = None,
+    airflow_api_conn_id: str | None = None,
+    outlets: Sequence[Asset] = (),
+    job_outlets: Sequence[Asset] = (),
+    label_columns: Sequence[str] = ("title", "name"),
+    map_index_template: str = DEFAULT_MAP_INDEX_TEMPLATE,
+    retries: int = 2,
+    retry_delay: timedelta = timedelta(seconds=30),
+    group_id: str = "openeo_job_batch",
+) -> TaskGroup:
+    """Build the batch. Arguments mirror MBJM's (``add_backend``, ``run_jobs``, its constructor) where they exist.
+
+    :param backends: ``{"name": {"conn_id": "openeo_name", "parallel_jobs": 2}}``; pool ``openeo_<name>`` must
+        exist with ``parallel_jobs`` slots and ``include_deferred`` (``python -m airflow_provider_openeo.pools``).
+    :param job_source: rows to load into the job table: a (Geo)DataFrame, a CSV/Parquet/GeoParquet path, a
+        callable ``(context) -> DataFrame`` (recurring batches), or None for an existing table.
+    :param on_exists: what loading does when the table exists: ``skip``, ``append`` or ``error``.
+    :param rerun_statuses: statuses to run again besides the resumable ones, e.g. ``["error", "canceled"]``.
+    :param max_rows_per_run: rows per backend per run; default and upper bound ``[core] max_map_length``.
+    :param airflow_api_conn_id: a connection to Airflow's REST API; when given, the plan checks the pools.
+    :param outlets: assets the summary updates once per run; the event's ``extra`` carries the run's counts
+        (``rows``, ``counts``, ``not_done``), so a consumer can tell a complete batch from one still chained.
+    :param job_outlets: assets every row's task updates when its job is through (one event per finished job).
+    """
+    specs = parse_backends(backends)
+    if on_exists not in ("skip", "append", "error"):
+        raise ValueError(f"on_exists must be 'skip', 'append' or 'error', got {on_exists!r}")
+    rerun = tuple(rerun_statuses)
+    unknown = set(rerun) - RowStatus.values()
+    if unknown:
+        raise ValueError(f"rerun_statuses: unknown status(es) {sorted(unknown)}")
+    if isinstance(cancel_running_job_after, timedelta):
+        cancel_running_job_after = cancel_running_job_after.total_seconds()
+    sqlite = os.fspath(sqlite_path) if sqlite_path is not None else None
+    handler = handler or OpenEOJobHandler(root_dir=root_dir, download_results=download_results)
+
+    def job_db() -> OpenEOJobDbHook:
+        return OpenEOJobDbHook(job_db_conn_id, table=job_table, sqlite_path=sqlite)
+
+    with TaskGroup(group_id=group_id) as group:
+
+        @task(task_id="init")
+        def init() -> dict[str, Any]:
+            return load_job_source(job_source, job_db(), on_exists=on_exists, context=get_current_context())
+
+        @task(task_id="plan")
+        def plan() -> dict[str, Any]:
+            from airflow.configuration import conf
+
+            if airflow_api_conn_id:
+                check_pools(specs, fetch_pools(airflow_api_conn_id))
+            limit = conf.getint("core", "max_map_length", fallback=1024)
+            per_backend = min(max_rows_per_run or limit, limit)
+            db = job_db()
+            outcome = assign_backends(
+                rows_to_run(db.read(), rerun_statuses=rerun), specs, max_rows_per_backend=per_backend
+            )
+            for row_id, message in outcome.rejected.items():
+                db.update_row(row_id, {"status": RowStatus.START_FAILED.value, "error_message": message})
+                print(message)
+            assigned = [(row_id, name) for name, row_ids in outcome.assignments.items() for row_id in row_ids]
+            if assigned:
+                # One transaction for the whole plan: a row-by-row UPDATE costs seconds per thousand rows.
+                ids, names = zip(*assigned, strict=True)
+                db.persist(pd.DataFrame({"backend_name": list(names)}, index=pd.Index(list(ids))))
+            print(
+                f"planned {outcome.planned} row(s): "
+                + ", ".join(f"{name} {len(rows)}" for name, rows in outcome.assignments.items())
+                + f"; {outcome.remaining} left for the next run; {len(outcome.rejected)} refused"
+            )
+            return {"assignments": outcome.assignments, "remaining": outcome.remaining}
+
+        @task(task_id="summary", trigger_rule="all_done", outlets=list(outlets))
+        def summary() -> dict[str, Any]:
+            db = job_db()
+            table = db.read()
+            result = summarize(table, specs)
+            result["finished_at"] = utc_now_rfc3339()
+            result["not_done"] = len(rows_to_run(table, rerun_statuses=()))
+            if export_path is not None:
+                result["exported_to"] = str(db.export(export_path))
+            outlet_events = get_current_context()["outlet_events"]
+            for asset in outlets:
+                outlet_events[asset].extra = {
+                    "job_table": job_table,
+                    "rows": result["rows"],
+                    "counts": result["counts"],
+                    "not_done": result["not_done"],
+                }
+            print(result)
+            return result
+
+        loaded = init()
+        planned = plan()
+        loaded >> planned
+        runs = []
+        for spec in specs.values():
+            run = OpenEOBatchJobOperator.partial(
+                task_id=f"run_{spec.name}",
+                pool=spec.pool,
+                openeo_conn_id=spec.conn_id,
+                backend_name=spec.name,
+                backends={s.name: s.conn_id for s in specs.values()},
+                start_job=start_job,
+                start_job_kwargs=start_job_kwargs,
+                job_table=job_table,
+                job_db_conn_id=job_db_conn_id,
+                sqlite_path=sqlite,
+                handler=handler,
+                poll_interval=poll_interval,
+                cancel_running_job_after=cancel_running_job_after,
+                label_columns=label_columns,
+                map_index_template=map_index_template,
+                retries=retries,
+                retry_delay=retry_delay,
+                outlets=list(job_outlets),
+            ).expand(row_id=rows_of(planned, spec.name))
+            runs.append(run)
+        summarized = summary()
+        runs >> summarized
+        # The summary runs whatever happened (all_done), so on its own a batch with failed rows would end green.
+        # This leaf fails the DAG run when any row's task failed, so Airflow's failure alerts fire.
+        runs >> EmptyOperator(task_id="all_rows_succeeded", trigger_rule="none_failed")
+
+        if continue_until_done:
+            continue_batch(planned, summarized)
+    return group
+
+
+def rows_of(planned: Any, backend_name: str) -> Any:
+    """One backend's row ids from the plan: Airflow maps only over a task's return value, not over a key of it."""
+
+    @task(task_id=f"rows_{backend_name}")
+    def rows(plan: dict[str, Any]) -> list[Any]:
+        return plan["assignments"][backend_name]
+
+    return rows(planned)
+
+
+def continue_batch(planned: Any, summarized: Any) -> None:
+    """Trigger the next run of this DAG when the plan left rows over (a batch past ``max_map_length``).
+
+    Only rows the plan could not fit continue the chain: rows that failed in this run do not, or a backend that
+    stays down would trigger runs forever.
+    """
+
+    @task.short_circuit(task_id="rows_left", ignore_downstream_trigger_rules=True)
+    def rows_left(plan: dict[str, Any]) -> bool:
+        return bool(plan["remaining"])
+
+    next_run: Callable[..., Any] = TriggerDagRunOperator
+    gate = rows_left(planned)
+    summarized >> gate
+    gate >> next_run(
+        task_id="next_run",
+        trigger_dag_id="{{ dag.dag_id }}",
+        conf="{{ dag_run.conf | tojson }}",
+        wait_for_completion=False,
+    )

@@ -1,0 +1,257 @@
+"""Shared, batched status reads: one ``GET /jobs`` listing per backend per poll interval, whatever the job count.
+
+MBJM (and a naive trigger) sends one ``GET /jobs/{id}`` per active job per round. A triggerer holding hundreds of
+deferred tasks for one backend would do the same. Instead every :class:`OpenEOJobTrigger` running in one event
+loop subscribes its job id to the :class:`StatusPoller` of its connection; the poller asks the backend about all
+watched jobs in one ``get_jobs`` call per interval and hands each subscriber its job's metadata.
+
+Pollers are keyed by (event loop, connection id) because asyncio objects belong to one loop: the triggerer runs
+one long-lived loop for all its triggers, while ``dag.test()`` runs each trigger in its own short-lived
+``asyncio.run``. The last subscriber out stops the poller and closes its hook, so nothing outlives its loop.
+
+Errors: a transient error (connection, timeout, 429, 5xx) only delays the next listing (exponential backoff,
+capped, never shorter than the server's ``Retry-After``); it never reaches the subscribers, so it never ends a
+wait. A job missing from the answer (404) is reported to its subscribers; any other error of a listing goes to
+every subscriber.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+from airflow_provider_openeo.exceptions import OpenEOJobNotFoundError, OpenEOTransientError
+
+log = logging.getLogger(__name__)
+
+#: Longest pause between listings after repeated transient errors, unless the server asks for longer.
+DEFAULT_MAX_BACKOFF = 300.0
+#: A server's ``Retry-After`` is honoured up to this many seconds; beyond it the value is surely a mistake.
+MAX_RETRY_AFTER = 3600.0
+
+
+class AsyncJobStatusHook(Protocol):
+    """The part of ``OpenEOAsyncHook`` the triggers use (a fake with these methods serves unit tests)."""
+
+    async def get_jobs(self, job_ids: list[str]) -> dict[str, dict[str, Any]]: ...
+
+    async def cancel_job(self, job_id: str) -> None: ...
+
+    async def close(self) -> None: ...
+
+
+HookFactory = Callable[[str], AsyncJobStatusHook]
+
+
+@dataclass(frozen=True)
+class StatusUpdate:
+    """What one listing said about one job: its metadata, or the error that ends the wait on it."""
+
+    job_id: str
+    observed_at: float
+    """Epoch seconds when the listing that produced this update was sent (the earliest the status held)."""
+    metadata: dict[str, Any] | None = None
+    error: Exception | None = None
+
+
+def backoff_delay(failures: int, *, interval: float, cap: float, retry_after: float | None = None) -> float:
+    """Seconds to wait after ``failures`` transient errors in a row: interval, 2x, 4x, ... up to ``cap``.
+
+    The server's ``Retry-After`` wins when it asks for longer (bounded by :data:`MAX_RETRY_AFTER`).
+    """
+    delay = min(max(cap, interval), interval * 2 ** max(failures - 1, 0))
+    if retry_after is not None and retry_after > 0:
+        delay = max(delay, min(retry_after, MAX_RETRY_AFTER))
+    return delay
+
+
+class Subscription:
+    """One trigger's view of the poller: the latest update for its job, and a way to wait for the next one."""
+
+    def __init__(self, poller: StatusPoller, job_id: str, interval: float) -> None:
+        self.poller = poller
+        self.job_id = job_id
+        self.interval = interval
+        self._latest: StatusUpdate | None = None
+        self._fresh = asyncio.Event()
+        self._closed = False
+
+    def deliver(self, update: StatusUpdate) -> None:
+        self._latest = update
+        self._fresh.set()
+
+    async def next_update(self, timeout: float | None = None) -> StatusUpdate | None:
+        """The next update not yet returned, or None when ``timeout`` seconds pass first."""
+        try:
+            await asyncio.wait_for(self._fresh.wait(), timeout)
+        except asyncio.TimeoutError:
+            return None
+        self._fresh.clear()
+        return self._latest
+
+    async def close(self) -> None:
+        """Leave the poller; idempotent, so both ``run()``'s exit and ``cleanup()`` may call it."""
+        if self._closed:
+            return
+        self._closed = True
+        await self.poller.unsubscribe(self)
+
+
+class StatusPoller:
+    """Lists the statuses of every subscribed job of one backend, once per interval, in one event loop."""
+
+    def __init__(
+        self,
+        conn_id: str,
+        hook_factory: HookFactory,
+        *,
+        loop: asyncio.AbstractEventLoop,
+        max_backoff: float = DEFAULT_MAX_BACKOFF,
+    ) -> None:
+        self.conn_id = conn_id
+        self.loop = loop
+        self.max_backoff = max_backoff
+        self._hook_factory = hook_factory
+        self._subscribers: dict[str, set[Subscription]] = {}
+        self._task: asyncio.Task[None] | None = None
+        self.listings = 0
+        """Number of ``get_jobs`` calls made (for logs and tests)."""
+
+    @property
+    def job_ids(self) -> list[str]:
+        return list(self._subscribers)
+
+    @property
+    def alive(self) -> bool:
+        """False once the polling task ended on an error: new subscribers then get a fresh poller."""
+        return self._task is None or not self._task.done()
+
+    @property
+    def interval(self) -> float:
+        """The shortest interval any subscriber asked for: nobody waits longer than they wanted."""
+        return min((sub.interval for subs in self._subscribers.values() for sub in subs), default=1.0)
+
+    def subscribe(self, job_id: str, interval: float) -> Subscription:
+        subscription = Subscription(self, job_id, interval)
+        self._subscribers.setdefault(job_id, set()).add(subscription)
+        if self._task is None:
+            self._task = self.loop.create_task(self._run(), name=f"openeo-status-poller-{self.conn_id}")
+        return subscription
+
+    async def unsubscribe(self, subscription: Subscription) -> None:
+        subs = self._subscribers.get(subscription.job_id)
+        if subs is not None:
+            subs.discard(subscription)
+            if not subs:
+                del self._subscribers[subscription.job_id]
+        if self._subscribers or self._task is None:
+            return
+        # Last one out: forget this poller before awaiting anything, so a trigger subscribing meanwhile gets a
+        # fresh poller instead of this stopping one.
+        _forget(self)
+        task, self._task = self._task, None
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+
+    async def _run(self) -> None:
+        hook: AsyncJobStatusHook | None = None
+        try:
+            hook = self._hook_factory(self.conn_id)
+            # Let triggers started in the same loop iteration subscribe before the first listing.
+            await asyncio.sleep(0)
+            await self._poll_forever(hook)
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:  # a bug or a broken hook: tell every waiter instead of leaving it hanging
+            log.exception("Status poller of openEO connection %r stopped", self.conn_id)
+            self._deliver_to_all(self._subscribers, error=exc, observed_at=time.time())
+        finally:
+            if hook is not None:
+                with contextlib.suppress(Exception):
+                    await hook.close()
+
+    async def _poll_forever(self, hook: AsyncJobStatusHook) -> None:
+        failures = 0
+        while self._subscribers:
+            started = time.time()
+            try:
+                await self._poll_once(hook, started)
+                failures = 0
+                delay = self.interval
+            except OpenEOTransientError as exc:
+                failures += 1
+                delay = backoff_delay(
+                    failures, interval=self.interval, cap=self.max_backoff, retry_after=exc.retry_after
+                )
+                log.warning(
+                    "Listing %d job(s) on openEO connection %r failed (attempt %d, %s); retrying in %.1f s",
+                    len(self._subscribers),
+                    self.conn_id,
+                    failures,
+                    exc,
+                    delay,
+                )
+            except Exception as exc:  # not transient: every waiter must learn it (auth, refused request)
+                log.warning("Listing jobs on openEO connection %r failed: %s", self.conn_id, exc)
+                self._deliver_to_all(self._subscribers, error=exc, observed_at=started)
+                delay = self.interval
+            await asyncio.sleep(max(0.0, started + delay - time.time()))
+
+    async def _poll_once(self, hook: AsyncJobStatusHook, started: float) -> None:
+        job_ids = self.job_ids
+        jobs = await hook.get_jobs(job_ids)
+        self.listings += 1
+        for job_id in job_ids:
+            metadata = jobs.get(job_id)
+            if metadata is None:
+                # get_jobs leaves out exactly the jobs the backend answered 404 for: they were deleted.
+                gone = OpenEOJobNotFoundError(
+                    f"the backend answered 404 for job {job_id!r} on connection {self.conn_id!r}", job_id=job_id
+                )
+                self._deliver_to_all([job_id], error=gone, observed_at=started)
+            else:
+                self._deliver_to_all([job_id], metadata=metadata, observed_at=started)
+
+    def _deliver_to_all(
+        self,
+        job_ids: Iterable[str],
+        *,
+        observed_at: float,
+        metadata: dict[str, Any] | None = None,
+        error: Exception | None = None,
+    ) -> None:
+        for job_id in list(job_ids):
+            update = StatusUpdate(job_id=job_id, observed_at=observed_at, metadata=metadata, error=error)
+            for subscription in list(self._subscribers.get(job_id, ())):
+                subscription.deliver(update)
+
+
+_POLLERS: dict[tuple[int, str], StatusPoller] = {}
+
+
+def _forget(poller: StatusPoller) -> None:
+    key = (id(poller.loop), poller.conn_id)
+    if _POLLERS.get(key) is poller:
+        del _POLLERS[key]
+
+
+def subscribe(conn_id: str, job_id: str, *, interval: float, hook_factory: HookFactory) -> Subscription:
+    """Watch ``job_id`` through the poller of ``conn_id`` in the running loop, starting one if needed."""
+    loop = asyncio.get_running_loop()
+    key = (id(loop), conn_id)
+    poller = _POLLERS.get(key)
+    if poller is None or poller.loop is not loop or not poller.alive:
+        poller = StatusPoller(conn_id, hook_factory, loop=loop)
+        _POLLERS[key] = poller
+    return poller.subscribe(job_id, interval)
+
+
+def active_pollers() -> list[StatusPoller]:
+    """Pollers currently running (for diagnostics and tests)."""
+    return list(_POLLERS.values())

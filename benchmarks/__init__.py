@@ -1,0 +1,1 @@
+"""Benchmark scripts, run by hand (``python -m benchmarks.<name>``); each prints its figures as JSON."""

@@ -1,0 +1,379 @@
+"""Batch jobs with a real lifecycle on top of openeo-driver's dummy backend (driver venv only).
+
+openeo-driver's ``DummyBatchJobs`` keeps jobs ``running`` forever, ignores cancel and delete and fails
+on results. This subclass keeps openeo-driver's HTTP layer (routing, error format, STAC results,
+asset download, log streaming) and replaces the job bookkeeping with ``store.JobStore``: durations are
+fixed when a job starts, the status follows the wall clock, results are real files on disk.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+import json
+import re
+import shutil
+import struct
+import time
+from collections.abc import Callable, Iterable
+from pathlib import Path
+from typing import Any
+
+from openeo.rest.models.logs import normalize_log_level
+from openeo_driver.backend import BatchJobMetadata, BatchJobResultMetadata, JobListing
+from openeo_driver.constants import DEFAULT_LOG_LEVEL_RETRIEVAL
+from openeo_driver.dummy.dummy_backend import DummyBatchJobs
+from openeo_driver.errors import (
+    JobNotFinishedException,
+    JobNotFoundException,
+    OpenEOApiException,
+    ProcessGraphInvalidException,
+)
+from openeo_driver.users import User
+from openeo_driver.utils import generate_unique_id
+
+from local_backend.store import ACTIVE, CANCELED, ERROR, FINISHED, QUEUED, RUNNING, JobRecord, JobStore
+
+JOB_OPTIONS_KEY = "local_backend"
+_JOB_OPTION_KEYS = {"queue_seconds", "run_seconds", "fail", "fail_message"}
+_BBOX = [5.0, 51.0, 5.1, 51.1]
+_GEOMETRY = {
+    "type": "Polygon",
+    "coordinates": [[[5.0, 51.0], [5.1, 51.0], [5.1, 51.1], [5.0, 51.1], [5.0, 51.0]]],
+}
+
+
+def _utc(epoch: float | None) -> dt.datetime | None:
+    return None if epoch is None else dt.datetime.fromtimestamp(epoch, tz=dt.timezone.utc)
+
+
+def _rfc3339(epoch: float) -> str:
+    return _utc(epoch).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+def usage_of(record: JobRecord, now: float) -> tuple[dict[str, Any] | None, float | None]:
+    """Usage and costs shaped like VITO's backends report them; None until the job has run at all."""
+    ran = record.run_time(now)
+    if record.status(now) not in (FINISHED, ERROR, CANCELED) or ran <= 0:
+        return None, None
+    usage = {
+        "cpu": {"value": round(2 * ran, 3), "unit": "cpu-seconds"},
+        "memory": {"value": round(2048 * ran, 3), "unit": "mb-seconds"},
+        "duration": {"value": round(ran, 3), "unit": "seconds"},
+    }
+    return usage, round(0.5 * ran, 3)
+
+
+class LifecycleBatchJobs(DummyBatchJobs):
+    """openEO batch jobs whose status follows the wall clock; see the module docstring."""
+
+    def __init__(self, store: JobStore, settings: Callable[[], dict[str, Any]], data_dir: Path) -> None:
+        super().__init__()
+        self._store = store
+        self._settings = settings
+        self._results_root = data_dir / "results"
+
+    # -- lookup ---------------------------------------------------------------------------------------
+    def _record(self, job_id: str, user_id: str) -> JobRecord:
+        record = self._store.get(job_id)
+        if record is None or record.user_id != user_id:
+            raise JobNotFoundException(job_id)
+        return record
+
+    def _metadata(self, record: JobRecord, now: float | None = None) -> BatchJobMetadata:
+        now = time.time() if now is None else now
+        status = record.status(now)
+        timeline = record.timeline(now)
+        progress = None
+        if status == RUNNING and record.run_seconds > 0:
+            progress = round(100.0 * (now - record.running_at) / record.run_seconds, 1)
+        usage, costs = usage_of(record, now)
+        ended = timeline["finished"] or timeline["error"] or timeline["canceled"]
+        return BatchJobMetadata(
+            id=record.id,
+            status=status,
+            created=_utc(record.created),
+            process=record.process,
+            job_options=record.job_options,
+            title=record.title,
+            description=record.description,
+            progress=progress,
+            updated=_utc(record.last_change(now)),
+            plan=record.plan,
+            budget=record.budget,
+            costs=costs,
+            started=_utc(timeline["running"]),
+            finished=_utc(ended) if ended and timeline["running"] else None,
+            usage=usage,
+            bbox=_BBOX if status == FINISHED else None,
+            geometry=_GEOMETRY if status == FINISHED else None,
+        )
+
+    def get_job_info(self, job_id: str, user_id: str) -> BatchJobMetadata:
+        return self._metadata(self._record(job_id, user_id))
+
+    def _get_job_info(self, job_id: str, user_id: str) -> BatchJobMetadata:
+        return self.get_job_info(job_id, user_id)
+
+    def get_user_jobs(
+        self, user_id: str, limit: int | None = None, request_parameters: dict | None = None
+    ) -> JobListing:
+        """Newest first; with ``limit`` a ``next`` link carries the (created, id) of the last job shown."""
+        now = time.time()
+        records = sorted(self._store.for_user(user_id), key=lambda r: (r.created, r.id), reverse=True)
+        after = (request_parameters or {}).get("after")
+        if after:
+            created, _, job_id = after.partition("_")
+            try:
+                key = (float(created), job_id)
+            except ValueError:
+                raise OpenEOApiException(
+                    status_code=400, code="InvalidPagination", message=f"Invalid 'after' parameter {after!r}."
+                ) from None
+            records = [r for r in records if (r.created, r.id) < key]
+        next_parameters = None
+        if limit is not None and limit > 0 and len(records) > limit:
+            records = records[:limit]
+            last = records[-1]
+            next_parameters = {"limit": limit, "after": f"{last.created!r}_{last.id}"}
+        return JobListing(jobs=[self._metadata(r, now) for r in records], next_parameters=next_parameters)
+
+    # -- create / start / cancel / delete ---------------------------------------------------------------
+    def create_job(
+        self,
+        user: User,
+        process: dict,
+        api_version: str,
+        metadata: dict,
+        job_options: dict | None = None,
+    ) -> BatchJobMetadata:
+        settings = self._settings()
+        reject = settings["reject_process_graphs"]
+        if reject is True or (
+            isinstance(reject, str) and re.search(reject, json.dumps(process.get("process_graph"), sort_keys=True))
+        ):
+            raise ProcessGraphInvalidException(
+                message="The local backend refuses this process graph (setting 'reject_process_graphs')."
+            )
+        self._job_overrides(job_options)  # reject bad overrides at creation, not at start
+        record = JobRecord(
+            id=generate_unique_id(prefix="j"),
+            user_id=user.user_id,
+            created=time.time(),
+            process=process,
+            title=metadata.get("title"),
+            description=metadata.get("description"),
+            job_options=job_options,
+            plan=metadata.get("plan"),
+            budget=metadata.get("budget"),
+        )
+        self._store.put(record)
+        return self._metadata(record)
+
+    @staticmethod
+    def _job_overrides(job_options: dict | None) -> dict[str, Any]:
+        overrides = (job_options or {}).get(JOB_OPTIONS_KEY) or {}
+        if not isinstance(overrides, dict):
+            raise OpenEOApiException(
+                status_code=400, code="InvalidJobOptions", message=f"job_options.{JOB_OPTIONS_KEY} must be an object."
+            )
+        unknown = sorted(set(overrides) - _JOB_OPTION_KEYS)
+        if unknown:
+            raise OpenEOApiException(
+                status_code=400,
+                code="InvalidJobOptions",
+                message=f"Unknown job_options.{JOB_OPTIONS_KEY} key(s) {unknown}; known: {sorted(_JOB_OPTION_KEYS)}.",
+            )
+        for key in ("queue_seconds", "run_seconds"):
+            value = overrides.get(key)
+            if value is not None and (isinstance(value, bool) or not isinstance(value, (int, float)) or value < 0):
+                raise OpenEOApiException(
+                    status_code=400,
+                    code="InvalidJobOptions",
+                    message=f"job_options.{JOB_OPTIONS_KEY}.{key} must be a number >= 0, got {value!r}.",
+                )
+        return overrides
+
+    def start_job(self, job_id: str, user: User) -> None:
+        settings = self._settings()
+        overrides = None
+        with self._store.lock:
+            record = self._record(job_id, user.user_id)
+            now = time.time()
+            limit = settings["max_concurrent_jobs"]
+            if limit is not None:
+                active = sum(
+                    1 for r in self._store.for_user(user.user_id) if r.id != job_id and r.status(now) in ACTIVE
+                )
+                if active >= limit:
+                    raise OpenEOApiException(
+                        status_code=settings["concurrent_limit_status"],
+                        code="ConcurrentJobLimit",
+                        message=f"You reached the limit of {limit} concurrent jobs ({active} queued or running).",
+                    )
+            overrides = self._job_overrides(record.job_options)
+            title_regex = settings["fail_title_regex"]
+            fail = bool(overrides.get("fail")) or bool(
+                title_regex and record.title and re.search(title_regex, record.title)
+            )
+            self._store.update(
+                job_id,
+                start_count=record.start_count + 1,
+                started_at=now,
+                canceled_at=None,
+                queue_seconds=float(overrides.get("queue_seconds", settings["queue_seconds"])),
+                run_seconds=float(overrides.get("run_seconds", settings["run_seconds"])),
+                fail=fail,
+                fail_message=overrides.get("fail_message") if fail else None,
+            )
+        shutil.rmtree(self._results_root / job_id, ignore_errors=True)
+
+    def update_job(self, job_id: str, user_id: str, changes: dict[str, Any]) -> None:
+        """``PATCH /jobs/{id}`` (openeo-driver answers 501): allowed unless the job is queued or running."""
+        with self._store.lock:
+            record = self._record(job_id, user_id)
+            if record.status() in ACTIVE:
+                raise OpenEOApiException(
+                    status_code=400, code="JobLocked", message="A queued or running job cannot be modified."
+                )
+            fields: dict[str, Any] = {k: changes[k] for k in ("title", "description", "plan", "budget") if k in changes}
+            if isinstance(changes.get("process"), dict) and "process_graph" in changes["process"]:
+                fields["process"] = {"process_graph": changes["process"]["process_graph"]}
+            extra = {
+                k: v
+                for k, v in changes.items()
+                if k not in {"title", "description", "plan", "budget", "process", "log_level"}
+            }
+            if extra:
+                options = {**(record.job_options or {}), **extra}
+                self._job_overrides(options)
+                fields["job_options"] = options
+            if fields:
+                self._store.update(job_id, **fields)
+
+    def estimate(self, job_id: str, user_id: str) -> dict[str, Any]:
+        """``GET /jobs/{id}/estimate`` (openeo-driver answers 501): what a start would take right now."""
+        record = self._record(job_id, user_id)
+        settings = self._settings()
+        overrides = self._job_overrides(record.job_options)
+        queue = float(overrides.get("queue_seconds", settings["queue_seconds"]))
+        run = float(overrides.get("run_seconds", settings["run_seconds"]))
+        return {"costs": round(0.5 * run, 3), "duration": f"PT{queue + run:g}S", "size": settings["result_size"] + 300}
+
+    def restart_if_done(self, job_id: str, user_id: str) -> None:
+        """openEO restarts a finished or failed job on ``POST /jobs/{id}/results``; openeo-driver's view
+        only starts ``created``/``canceled`` jobs, so the server resets such a job to ``created`` first."""
+        with self._store.lock:
+            record = self._store.get(job_id)
+            if record is not None and record.user_id == user_id and record.status() in (FINISHED, ERROR):
+                self._store.update(job_id, started_at=None, canceled_at=None)
+
+    def cancel_job(self, job_id: str, user_id: str) -> None:
+        with self._store.lock:
+            record = self._record(job_id, user_id)
+            if record.status() in ACTIVE:
+                self._store.update(job_id, canceled_at=time.time())
+
+    def delete_job(self, job_id: str, user_id: str) -> None:
+        with self._store.lock:
+            self._record(job_id, user_id)
+            self._store.delete(job_id)
+        shutil.rmtree(self._results_root / job_id, ignore_errors=True)
+
+    # -- results -----------------------------------------------------------------------------------------
+    def _write_results(self, record: JobRecord, out_dir: Path) -> None:
+        """Deterministic per job: the same job always yields the same bytes."""
+        out_dir.mkdir(parents=True, exist_ok=True)
+        size = self._settings()["result_size"]
+        stream = bytearray()
+        block = hashlib.sha256(record.id.encode()).digest()
+        while len(stream) < size:
+            stream.extend(block)
+            block = hashlib.sha256(block).digest()
+        # A little-endian TIFF signature and first-IFD offset, then filler bytes: "GeoTIFF-like" enough for
+        # a content sniffer, small enough for hundreds of jobs.
+        raster = b"II*\x00" + struct.pack("<I", 8) + bytes(stream[: max(0, size - 8)])
+        tmp = out_dir / "result.tif.tmp"
+        tmp.write_bytes(raster)
+        tmp.replace(out_dir / "result.tif")
+        meta = {
+            "job_id": record.id,
+            "title": record.title,
+            "process_graph_sha256": hashlib.sha256(
+                json.dumps(record.process.get("process_graph"), sort_keys=True).encode()
+            ).hexdigest(),
+            "raster_sha256": hashlib.sha256(raster).hexdigest(),
+        }
+        tmp = out_dir / "result.json.tmp"
+        tmp.write_text(json.dumps(meta, indent=2, sort_keys=True), encoding="utf-8")
+        tmp.replace(out_dir / "result.json")
+
+    def get_result_assets(self, job_id: str, user_id: str) -> dict[str, dict]:
+        record = self._record(job_id, user_id)
+        if record.status() != FINISHED:
+            raise JobNotFinishedException()
+        out_dir = self._results_root / job_id
+        with self._store.lock:
+            if not (out_dir / "result.json").exists():
+                self._write_results(record, out_dir)
+        return {
+            "result.tif": {
+                "output_dir": str(out_dir),
+                "type": "image/tiff; application=geotiff",
+                "roles": ["data"],
+                "bands": [{"name": "B04"}],
+                "bbox": _BBOX,
+                "geometry": _GEOMETRY,
+            },
+            "result.json": {"output_dir": str(out_dir), "type": "application/json", "roles": ["metadata"]},
+        }
+
+    def get_result_metadata(self, job_id: str, user_id: str) -> BatchJobResultMetadata:
+        return BatchJobResultMetadata(
+            assets=self.get_result_assets(job_id=job_id, user_id=user_id),
+            links=[],
+            providers=self._get_providers(job_id=job_id, user_id=user_id),
+        )
+
+    # -- logs --------------------------------------------------------------------------------------------
+    def get_log_entries(
+        self,
+        job_id: str,
+        *,
+        user_id: str,
+        offset: str | None = None,
+        limit: int | None = None,
+        level: str = DEFAULT_LOG_LEVEL_RETRIEVAL,
+    ) -> Iterable[dict]:
+        record = self._record(job_id, user_id)
+        now = time.time()
+        t = record.timeline(now)
+        entries: list[tuple[float | None, str, str, str | None]] = [
+            (t["created"], "info", "Job created.", None),
+            (t["queued"], "info", f"Job queued (start #{record.start_count}).", None),
+            (t["running"], "info", "Job running.", None),
+            (t["finished"], "info", "Job finished; results are ready.", None),
+            (t["canceled"], "warning", "Job canceled by the user.", None),
+        ]
+        if t["error"] is not None:
+            message = record.fail_message or "Simulated processing failure (local backend)."
+            entries += [
+                (t["error"], "warning", "Worker lost its data connection; retrying once.", None),
+                (t["error"], "error", message, "LocalBackendFailure"),
+            ]
+        wanted = normalize_log_level(level)
+        shown = [e for e in entries if e[0] is not None and e[0] <= now]
+        shown.sort(key=lambda e: e[0])
+        logs = []
+        for i, (when, lvl, message, code) in enumerate(shown):
+            entry = {"id": str(i), "level": lvl, "message": message, "time": _rfc3339(when)}
+            if code:
+                entry["code"] = code
+            if normalize_log_level(lvl) >= wanted:
+                logs.append(entry)
+        if offset is not None:
+            logs = [e for e in logs if int(e["id"]) > int(offset)] if offset.isdigit() else logs
+        return logs[:limit] if limit else logs
+
+
+__all__ = ["JOB_OPTIONS_KEY", "QUEUED", "LifecycleBatchJobs", "usage_of"]

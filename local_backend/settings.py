@@ -1,0 +1,163 @@
+"""Run-time settings of a local backend: defaults and validation.
+
+Shared by the launcher (main venv, validates before anything is sent) and the server (driver venv,
+validates what arrives over ``POST /_control/config``), so a typo fails at the caller with the name of
+the offending key instead of being ignored by the server.
+"""
+
+from __future__ import annotations
+
+import copy
+import re
+from collections.abc import Mapping
+from typing import Any
+
+# Keys of one fault rule. The top-level settings double as the "default rule" (so
+# ``configure(error_rate=0.5)`` works); ``faults`` adds more rules with their own selectors.
+FAULT_RULE_DEFAULTS: dict[str, Any] = {
+    "error_rate": 0.0,  # share of matching requests answered with ``error_status``
+    "error_status": 500,
+    "rate_limit_rate": 0.0,  # share answered 429 with a Retry-After header
+    "retry_after": 1,  # seconds, sent in Retry-After
+    "drop_rate": 0.0,  # share whose connection is closed without any answer
+    "latency": 0.0,  # seconds added before the request is handled
+    "methods": None,  # e.g. ["GET"]; None = every method
+    "path": None,  # regex searched in the path template ("/jobs/{job_id}") and the concrete path
+    "endpoints": None,  # e.g. ["GET /jobs/{job_id}"], the same keys as the request counter
+    "times": None,  # the rule fires at most this many times (then it is spent); None = forever
+    "after": False,  # True: handle the request for real, then replace the answer by the fault
+}
+
+DEFAULT_SETTINGS: dict[str, Any] = {
+    "name": "local",
+    "queue_seconds": 1.0,
+    "run_seconds": 2.0,
+    "max_concurrent_jobs": None,  # per user, queued + running; None = unlimited
+    "concurrent_limit_status": 400,  # HTTP status of ConcurrentJobLimit (VITO answers 429 on some routes)
+    "fail_title_regex": None,  # jobs whose title matches end in "error"
+    "reject_process_graphs": False,  # True, or a regex searched in the process graph JSON
+    "access_token_lifetime": 600.0,  # seconds an OIDC access token stays valid
+    "result_size": 2048,  # bytes of the raster-like result asset
+    "seed": None,  # seed of the fault dice, for reproducible benchmark runs
+    "faults": [],
+    **FAULT_RULE_DEFAULTS,
+}
+
+_RATES = ("error_rate", "rate_limit_rate", "drop_rate")
+
+
+class SettingsError(ValueError):
+    """A setting has an unknown name or a value of the wrong kind; the message names it."""
+
+
+def _number(key: str, value: Any, *, minimum: float = 0.0, allow_none: bool = False) -> float | None:
+    if value is None and allow_none:
+        return None
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise SettingsError(f"setting {key!r} must be a number, got {value!r}")
+    if value < minimum:
+        raise SettingsError(f"setting {key!r} must be >= {minimum}, got {value!r}")
+    return value
+
+
+def _regex(key: str, value: Any) -> str | None:
+    if value is None:
+        return None
+    if not isinstance(value, str):
+        raise SettingsError(f"setting {key!r} must be a regular expression string, got {value!r}")
+    try:
+        re.compile(value)
+    except re.error as exc:
+        raise SettingsError(f"setting {key!r} is not a valid regular expression: {exc}") from None
+    return value
+
+
+def _string_list(key: str, value: Any) -> list[str] | None:
+    if value is None:
+        return None
+    if isinstance(value, str):
+        value = [value]
+    if not isinstance(value, (list, tuple)) or not all(isinstance(v, str) for v in value):
+        raise SettingsError(f"setting {key!r} must be a list of strings, got {value!r}")
+    return list(value)
+
+
+def validate_fault_rule(rule: Mapping[str, Any], where: str = "fault rule") -> dict[str, Any]:
+    """Check one rule; unknown keys are errors so a misspelt selector cannot silently fault everything."""
+    unknown = sorted(set(rule) - set(FAULT_RULE_DEFAULTS))
+    if unknown:
+        raise SettingsError(f"{where}: unknown key(s) {unknown}; known: {sorted(FAULT_RULE_DEFAULTS)}")
+    out = {**FAULT_RULE_DEFAULTS, **rule}
+    for key in _RATES:
+        rate = _number(f"{where}.{key}", out[key])
+        if rate is not None and rate > 1:
+            raise SettingsError(f"setting {where}.{key} is a probability in [0, 1], got {rate!r}")
+    total = sum(out[k] for k in _RATES)
+    if total > 1 + 1e-9:
+        raise SettingsError(f"{where}: error_rate + rate_limit_rate + drop_rate must be <= 1, got {total}")
+    status = out["error_status"]
+    if isinstance(status, bool) or not isinstance(status, int) or not 500 <= status <= 599:
+        raise SettingsError(f"setting {where}.error_status must be an int in 500..599, got {status!r}")
+    _number(f"{where}.retry_after", out["retry_after"])
+    _number(f"{where}.latency", out["latency"])
+    out["methods"] = [m.upper() for m in _string_list(f"{where}.methods", out["methods"]) or []] or None
+    out["path"] = _regex(f"{where}.path", out["path"])
+    out["endpoints"] = _string_list(f"{where}.endpoints", out["endpoints"])
+    times = out["times"]
+    if times is not None and (isinstance(times, bool) or not isinstance(times, int) or times < 0):
+        raise SettingsError(f"setting {where}.times must be a non-negative int or None, got {times!r}")
+    if not isinstance(out["after"], bool):
+        raise SettingsError(f"setting {where}.after must be true or false, got {out['after']!r}")
+    return out
+
+
+def validate_settings(updates: Mapping[str, Any], base: Mapping[str, Any] | None = None) -> dict[str, Any]:
+    """Merge ``updates`` into ``base`` (defaults when None) and return the checked result.
+
+    Raises SettingsError naming the first bad key; ``base`` is never modified.
+    """
+    unknown = sorted(set(updates) - set(DEFAULT_SETTINGS))
+    if unknown:
+        raise SettingsError(f"unknown setting(s) {unknown}; known: {sorted(DEFAULT_SETTINGS)}")
+    merged = copy.deepcopy(dict(base if base is not None else DEFAULT_SETTINGS))
+    merged.update(copy.deepcopy(dict(updates)))
+
+    if not isinstance(merged["name"], str) or not re.fullmatch(r"[A-Za-z0-9_.-]{1,64}", merged["name"]):
+        raise SettingsError(f"setting 'name' must match [A-Za-z0-9_.-]{{1,64}}, got {merged['name']!r}")
+    _number("queue_seconds", merged["queue_seconds"])
+    _number("run_seconds", merged["run_seconds"])
+    limit = merged["max_concurrent_jobs"]
+    if limit is not None and (isinstance(limit, bool) or not isinstance(limit, int) or limit < 0):
+        raise SettingsError(f"setting 'max_concurrent_jobs' must be a non-negative int or None, got {limit!r}")
+    if merged["concurrent_limit_status"] not in (400, 429):
+        raise SettingsError(
+            f"setting 'concurrent_limit_status' must be 400 or 429, got {merged['concurrent_limit_status']!r}"
+        )
+    _regex("fail_title_regex", merged["fail_title_regex"])
+    reject = merged["reject_process_graphs"]
+    if not isinstance(reject, bool):
+        _regex("reject_process_graphs", reject)
+    _number("access_token_lifetime", merged["access_token_lifetime"], minimum=0.1)
+    size = merged["result_size"]
+    if isinstance(size, bool) or not isinstance(size, int) or not 16 <= size <= 10_000_000:
+        raise SettingsError(f"setting 'result_size' must be an int in 16..10000000, got {size!r}")
+    seed = merged["seed"]
+    if seed is not None and (isinstance(seed, bool) or not isinstance(seed, int)):
+        raise SettingsError(f"setting 'seed' must be an int or None, got {seed!r}")
+
+    default_rule = validate_fault_rule({k: merged[k] for k in FAULT_RULE_DEFAULTS}, where="settings")
+    merged.update(default_rule)
+    if not isinstance(merged["faults"], (list, tuple)):
+        raise SettingsError(f"setting 'faults' must be a list of rules, got {merged['faults']!r}")
+    rules = []
+    for i, rule in enumerate(merged["faults"]):
+        if not isinstance(rule, Mapping):
+            raise SettingsError(f"setting faults[{i}] must be a mapping, got {rule!r}")
+        rules.append(validate_fault_rule(rule, where=f"faults[{i}]"))
+    merged["faults"] = rules
+    return merged
+
+
+def fault_rules(settings: Mapping[str, Any]) -> list[dict[str, Any]]:
+    """The default rule (top-level keys) followed by the explicit ``faults`` rules."""
+    return [{k: settings[k] for k in FAULT_RULE_DEFAULTS}, *settings["faults"]]

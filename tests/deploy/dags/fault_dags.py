@@ -1,0 +1,154 @@
+"""The batch DAGs of the fault tests on a live Airflow (tests/deploy/test_faults.py): one per scenario.
+
+Each scenario gets a DAG of its own, so each has its own job table (its own SQLite file) and its own titles on the
+backends (``<dag id> ...``): what a run created is told apart from the rest by title, whatever else ran before.
+The rows come from the trigger's Params (how many, how long they queue and run, which rows run long, an optional
+pinned backend), so the test shapes each run without re-parsing; what must be fixed at parse time (retries,
+``cancel_running_job_after``, the schedule) is set per DAG below.
+
+``OPENEO_FAULT_DAGS`` (JSON) names the work directory (job databases, results) and the poll interval; without it
+(another session parsing this folder) the DAGs still load, pointing at the current directory.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from datetime import timedelta
+from pathlib import Path
+from typing import Any
+
+import openeo
+import pandas as pd
+from airflow.sdk import DAG, DeltaDataIntervalTimetable, Param
+
+from airflow_provider_openeo.task_groups import openeo_job_batch
+
+CONFIG: dict[str, Any] = json.loads(os.environ.get("OPENEO_FAULT_DAGS") or "{}")
+WORK_DIR = Path(CONFIG.get("work_dir", "."))
+POLL_INTERVAL = float(CONFIG.get("poll_interval", 1.0))
+PARALLEL_JOBS = int(CONFIG.get("parallel_jobs", 3))
+BACKENDS = {
+    "foo": {"conn_id": "openeo_foo", "parallel_jobs": PARALLEL_JOBS},
+    "bar": {"conn_id": "openeo_bar", "parallel_jobs": PARALLEL_JOBS},
+}
+#: Airflow retries do the recovering where a task fails; kept short so a scenario ends in seconds.
+RETRIES = int(CONFIG.get("retries", 4))
+RETRY_DELAY = timedelta(seconds=float(CONFIG.get("retry_delay", 2)))
+#: The recurring DAG's interval: short, so two consecutive intervals run within a test.
+RECURRING_INTERVAL = timedelta(seconds=float(CONFIG.get("recurring_interval", 30)))
+
+PARAMS = {
+    "rows": Param(10, type="integer", minimum=1),
+    "queue_seconds": Param(0.5, type="number", minimum=0),
+    "run_seconds": Param(3.0, type="number", minimum=0),
+    "long_rows": Param([], type="array", description="indices of rows that run long_run_seconds"),
+    "long_run_seconds": Param(60.0, type="number", minimum=0),
+    "backend": Param("", type="string", description="pin every row to this backend; empty: spread"),
+}
+
+
+def _job_options(queue_seconds: float, run_seconds: float) -> str:
+    return json.dumps({"local_backend": {"queue_seconds": queue_seconds, "run_seconds": run_seconds}})
+
+
+def rows_from_params(context: Any) -> pd.DataFrame:
+    """``rows`` rows titled ``<dag id> row <i>``; their job options tell the local backend how long to take."""
+    params = context["params"]
+    dag_id = context["dag"].dag_id
+    long_rows = {int(i) for i in params["long_rows"]}
+    rows = [
+        {
+            "title": f"{dag_id} row {i}",
+            "job_options": _job_options(
+                float(params["queue_seconds"]),
+                float(params["long_run_seconds"] if i in long_rows else params["run_seconds"]),
+            ),
+        }
+        for i in range(int(params["rows"]))
+    ]
+    table = pd.DataFrame(rows)
+    if params["backend"]:
+        table["backend_name"] = params["backend"]
+    return table
+
+
+def rows_of_interval(context: Any) -> pd.DataFrame:
+    """Like ``example_openeo_recurring``: each data interval adds its own rows, ids unique across intervals."""
+    start = pd.Timestamp(context["data_interval_start"])
+    end = pd.Timestamp(context["data_interval_end"])
+    if end <= start:
+        raise ValueError(f"data interval {start} - {end} is empty: this DAG needs a schedule with data intervals")
+    dag_id = context["dag"].dag_id
+    stamp = f"{start:%Y-%m-%dT%H:%M:%S}"
+    return pd.DataFrame(
+        [
+            {
+                "row": f"{stamp}/{field}",
+                "title": f"{dag_id} {stamp} {field}",
+                "job_options": _job_options(0.5, 2.0),
+            }
+            for field in ("north", "south")
+        ]
+    ).set_index("row")
+
+
+def start_job(row: pd.Series, connection: openeo.Connection, provider: str, **kwargs: Any) -> openeo.BatchJob:
+    """MBJM-style: a tiny graph titled after the row; the row's ``job_options`` steer the local backend."""
+    cube = connection.load_collection(
+        "S2_FOOBAR",
+        spatial_extent={"west": 5.0, "south": 51.0, "east": 5.1, "north": 51.1},
+        temporal_extent=["2024-01-01", "2024-02-01"],
+        bands=["B04"],
+    )
+    options = row.get("job_options")
+    return cube.create_job(
+        title=str(row["title"]),
+        job_options=json.loads(options) if isinstance(options, str) and options else None,
+    )
+
+
+def batch_dag(dag_id: str, *, schedule: Any = None, job_source: Any = rows_from_params, **batch: Any) -> DAG:
+    """One scenario's DAG: the same batch shape, its own job table and results folder."""
+    scheduled = schedule is not None
+    with DAG(
+        dag_id,
+        schedule=schedule,
+        start_date=pd.Timestamp("2024-01-01", tz="UTC").to_pydatetime() if scheduled else None,
+        catchup=False,
+        max_active_runs=1,
+        params={} if scheduled else PARAMS,
+        tags=["openeo", "test", "faults"],
+    ) as dag:
+        openeo_job_batch(
+            backends=BACKENDS,
+            job_source=job_source,
+            job_table=dag_id,
+            sqlite_path=str(WORK_DIR / "jobs" / f"{dag_id}.db"),
+            start_job=start_job,
+            root_dir=str(WORK_DIR / "results" / dag_id),
+            poll_interval=POLL_INTERVAL,
+            retries=RETRIES,
+            retry_delay=RETRY_DELAY,
+            **batch,
+        )
+    return dag
+
+
+kill_triggerer = batch_dag("fault_kill_triggerer")
+kill_scheduler = batch_dag("fault_kill_scheduler")
+kill_worker = batch_dag("fault_kill_worker")
+# A POST /jobs answered 5xx may have created a job: the row is marked start_failed instead of risking a second
+# job (no blind retry of a create). After checking the backend, the user re-runs those rows: this DAG does so.
+flaky_backend = batch_dag("fault_flaky_backend", rerun_statuses=["start_failed"])
+job_limit = batch_dag("fault_job_limit")
+backend_down = batch_dag("fault_backend_down")
+cancel_after = batch_dag("fault_cancel_after", cancel_running_job_after=5)
+mark_failed = batch_dag("fault_mark_failed")
+recurring = batch_dag(
+    "fault_recurring",
+    schedule=DeltaDataIntervalTimetable(RECURRING_INTERVAL),
+    job_source=rows_of_interval,
+    on_exists="append",
+    continue_until_done=False,
+)

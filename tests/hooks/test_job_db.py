@@ -1,0 +1,242 @@
+"""OpenEOJobDbHook: MBJM's JobDatabaseInterface and our row-level API, on SQLite and PostgreSQL."""
+
+from __future__ import annotations
+
+import json
+
+import pandas as pd
+import pytest
+import sqlalchemy as sa
+
+from airflow_provider_openeo.hooks._job_db_columns import RESERVED_COLUMNS
+from airflow_provider_openeo.hooks.job_db import (
+    JobDbExistsError,
+    JobDbInputError,
+    JobDbMissingError,
+    OpenEOJobDbHook,
+    RowNotFoundError,
+    UnknownColumnError,
+)
+from airflow_provider_openeo.job_status import RowStatus
+from tests.fixtures.databases import same_table
+
+
+def _frame(n: int = 5) -> pd.DataFrame:
+    return pd.DataFrame({"year": list(range(2000, 2000 + n)), "title": [f"job {i}" for i in range(n)]})
+
+
+def test_fresh_hook_does_not_exist_and_says_how_to_create(job_db: OpenEOJobDbHook) -> None:
+    assert job_db.exists() is False
+    with pytest.raises(JobDbMissingError, match=r"initialize_from_df\(\) or import_file\(\)"):
+        job_db.read()
+
+
+def test_initialize_adds_mbjm_and_reserved_columns(job_db: OpenEOJobDbHook) -> None:
+    job_db.initialize_from_df(_frame())
+    df = job_db.read()
+    assert list(df.columns) == ["year", "title", *(c.name for c in RESERVED_COLUMNS)]
+    assert df["status"].tolist() == ["not_started"] * 5
+    assert df["attempt"].tolist() == [0] * 5
+    assert df["job_history"].tolist() == [[]] * 5
+    assert df["costs"].dtype == "float64"
+    assert df["id"].isna().all()
+    assert job_db.exists()
+
+
+def test_on_exists_error_skip_append(job_db: OpenEOJobDbHook) -> None:
+    job_db.initialize_from_df(_frame(3))
+    with pytest.raises(JobDbExistsError, match=job_db.table):
+        job_db.initialize_from_df(_frame(3))
+    assert job_db.initialize_from_df(_frame(9), on_exists="skip") is job_db
+    assert len(job_db.read()) == 3
+    more = _frame(2)
+    more.index = [10, 11]
+    job_db.initialize_from_df(more, on_exists="append")
+    assert job_db.row_ids() == [0, 1, 2, 10, 11]
+    with pytest.raises(JobDbInputError, match=r"\[10, 11\] already exist"):
+        job_db.initialize_from_df(more, on_exists="append")
+    with pytest.raises(ValueError, match="on_exists='overwrite'"):
+        job_db.initialize_from_df(more, on_exists="overwrite")
+
+
+def test_persist_merges_subset_and_inserts_new_rows(job_db: OpenEOJobDbHook) -> None:
+    job_db.initialize_from_df(_frame(4))
+    subset = job_db.get_by_indices([1, 3]).copy()
+    subset.loc[1, "status"] = "running"
+    subset.loc[3, "id"] = "j-3"
+    job_db.persist(subset)
+    new = pd.DataFrame({"year": [2099], "title": ["late"], "status": ["created"]}, index=[7])
+    job_db.persist(new)
+    df = job_db.read()
+    assert df["status"].tolist() == ["not_started", "running", "not_started", "not_started", "created"]
+    assert df.loc[3, "id"] == "j-3"
+    assert df.loc[7, "title"] == "late" and df.loc[7, "attempt"] == 0
+    job_db.persist(df.iloc[0:0])  # MBJM persists empty selections: a no-op
+    assert len(job_db.read()) == 5
+
+
+def test_persist_adds_new_columns_like_mbjm_usage_metrics(job_db: OpenEOJobDbHook) -> None:
+    job_db.initialize_from_df(_frame(3))
+    active = job_db.get_by_status(["not_started"]).copy()
+    active["input_pixel"] = None
+    active.loc[0, "input_pixel"] = "1.5 mega-pixel"
+    job_db.persist(active)
+    assert job_db.read()["input_pixel"].tolist() == ["1.5 mega-pixel", None, None]
+    other = same_table(job_db)
+    assert other.get_row(0)["input_pixel"] == "1.5 mega-pixel"
+
+
+def test_count_and_get_by_status(job_db: OpenEOJobDbHook) -> None:
+    job_db.initialize_from_df(_frame(6))
+    job_db.update_row(0, {"status": "running"})
+    job_db.update_row(1, {"status": RowStatus.FINISHED})
+    job_db.update_row(2, {"status": "running"})
+    assert job_db.count_by_status() == {"not_started": 3, "running": 2, "finished": 1}
+    assert job_db.count_by_status(["running", "error"]) == {"running": 2}
+    assert job_db.get_by_status(["running"]).index.tolist() == [0, 2]
+    assert job_db.get_by_status(["not_started"], max=2).index.tolist() == [3, 4]
+    assert job_db.get_by_status(["error"]).empty
+    assert job_db.row_ids(statuses=["running", "finished"]) == [0, 1, 2]
+
+
+def test_get_by_indices_skips_unknown(job_db: OpenEOJobDbHook, caplog) -> None:
+    job_db.initialize_from_df(_frame(3))
+    got = job_db.get_by_indices([2, 0, 99])
+    assert got.index.tolist() == [0, 2]
+    assert "99" in caplog.text
+
+
+def test_update_row_and_compare_and_set(job_db: OpenEOJobDbHook) -> None:
+    job_db.initialize_from_df(_frame(2))
+    before = job_db.get_row(0)["updated_at"]
+    assert job_db.update_row(0, {"status": "created", "id": "j-1"}, expected={"status": "not_started"})
+    assert not job_db.update_row(0, {"status": "queued"}, expected={"status": "not_started"})
+    assert job_db.update_row(0, {"status": "queued"}, expected={"status": "created", "backend_name": None})
+    row = job_db.get_row(0)
+    assert (row["status"], row["id"]) == ("queued", "j-1")
+    assert row["updated_at"] > before
+    assert job_db.get_row(1)["status"] == "not_started"
+
+
+def test_update_row_rejects_bad_input_and_writes_nothing(job_db: OpenEOJobDbHook) -> None:
+    job_db.initialize_from_df(_frame(2))
+    before = job_db.read()
+    with pytest.raises(UnknownColumnError, match=r"Row 0: .*no column\(s\) \['nope'\]"):
+        job_db.update_row(0, {"status": "running", "nope": 1})
+    with pytest.raises(JobDbInputError, match=r"Row 0, column 'status': unknown value 'runing'"):
+        job_db.update_row(0, {"status": "runing"})
+    with pytest.raises(JobDbInputError, match=r"Row 0, column 'year': expected an integer"):
+        job_db.update_row(0, {"status": "running", "year": "soon"})
+    with pytest.raises(JobDbInputError, match=r"Row 1, column 'backend_status': unknown value 'done'"):
+        job_db.update_row(1, {"backend_status": "done"})
+    with pytest.raises(JobDbInputError, match=r"column 'updated_at': set by the job database"):
+        job_db.update_row(1, {"updated_at": "2020"})
+    with pytest.raises(JobDbInputError, match=r"column 'attempt': must be a non-negative integer"):
+        job_db.update_row(1, {"attempt": -1})
+    with pytest.raises(JobDbInputError, match=r"column 'job_history': must be a list of dicts"):
+        job_db.update_row(1, {"job_history": [1, 2]})
+    with pytest.raises(RowNotFoundError, match=r"Row 42 does not exist"):
+        job_db.update_row(42, {"status": "running"})
+    with pytest.raises(JobDbInputError, match=r"row ids are integers"):
+        job_db.update_row("0", {"status": "running"})
+    pd.testing.assert_frame_equal(job_db.read(), before)
+
+
+def test_get_row_missing_names_row(job_db: OpenEOJobDbHook) -> None:
+    job_db.initialize_from_df(_frame(1))
+    with pytest.raises(RowNotFoundError, match=rf"Row 5 does not exist in the job table '{job_db.table}'"):
+        job_db.get_row(5)
+    with pytest.raises(KeyError):
+        job_db.get_row(5)
+
+
+def test_claim_row_release_and_reclaim(job_db: OpenEOJobDbHook) -> None:
+    job_db.initialize_from_df(_frame(2))
+    assert job_db.claim_row(0, "task-a", statuses=["not_started"])
+    assert not job_db.claim_row(0, "task-b", statuses=["not_started"])
+    assert job_db.claim_row(0, "task-a", statuses=["not_started"])  # a retry of the same owner keeps it
+    assert not job_db.claim_row(1, "task-b", statuses=["running"])
+    assert not job_db.release_row(0, "task-b")
+    assert job_db.release_row(0, "task-a")
+    assert job_db.get_row(0)["claimed_by"] is None
+    assert job_db.claim_row(0, "task-b", statuses=["not_started"])
+    with pytest.raises(JobDbInputError, match="Unknown status value"):
+        job_db.claim_row(1, "x", statuses=["bogus"])
+    with pytest.raises(RowNotFoundError):
+        job_db.claim_row(9, "x", statuses=["not_started"])
+
+
+def test_claim_next_in_order_and_by_backend(job_db: OpenEOJobDbHook) -> None:
+    frame = _frame(4)
+    frame["backend_name"] = ["foo", "bar", "foo", "bar"]
+    job_db.initialize_from_df(frame)
+    first = job_db.claim_next("w1", statuses=["not_started"], backend_name="bar")
+    assert first is not None and first["_row_id"] == 1 and first["claimed_by"] == "w1"
+    assert job_db.claim_next("w2", statuses=["not_started"])["_row_id"] == 0
+    assert job_db.claim_next("w2", statuses=["not_started"], backend_name="bar")["_row_id"] == 3
+    assert job_db.claim_next("w3", statuses=["not_started"], backend_name="bar") is None
+    assert job_db.claim_next("w3", statuses=["running"]) is None
+
+
+def test_string_row_ids_keep_order_and_name(job_db: OpenEOJobDbHook) -> None:
+    frame = _frame(3)
+    frame.index = pd.Index(["zulu", "alpha", "mike"], name="tile")
+    job_db.initialize_from_df(frame)
+    df = job_db.read()
+    assert df.index.tolist() == ["zulu", "alpha", "mike"] and df.index.name == "tile"
+    assert job_db.claim_row("alpha", "w", statuses=["not_started"])
+    assert job_db.get_by_indices(["mike"]).index.tolist() == ["mike"]
+
+
+def test_migration_adds_a_new_reserved_column(job_db: OpenEOJobDbHook, monkeypatch) -> None:
+    """A table made before a reserved column existed gets it on open (ALTER TABLE), with its default."""
+    import airflow_provider_openeo.hooks._job_db_schema as schema_module
+    import airflow_provider_openeo.hooks.job_db as hook_module
+
+    older = tuple(c for c in RESERVED_COLUMNS if c.name not in ("attempt", "results_state"))
+    monkeypatch.setattr(schema_module, "RESERVED_COLUMNS", older)
+    job_db.initialize_from_df(_frame(2))
+    assert "attempt" not in job_db.read().columns
+    monkeypatch.undo()
+    assert hook_module.RESERVED_COLUMNS == RESERVED_COLUMNS
+    reopened = same_table(job_db)
+    df = reopened.read()
+    assert df["attempt"].tolist() == [0, 0] and df["results_state"].tolist() == [None, None]
+    assert reopened.update_row(1, {"attempt": 2, "results_state": "downloaded"})
+    assert same_table(job_db).get_row(1)["attempt"] == 2
+
+
+def test_drop_removes_table_and_schema(job_db: OpenEOJobDbHook) -> None:
+    job_db.initialize_from_df(_frame(2))
+    job_db.drop()
+    assert not job_db.exists()
+    with sa.create_engine(job_db.get_conn().url).connect() as connection:
+        assert not sa.inspect(connection).has_table(job_db.table)
+    job_db.drop()  # idempotent
+
+
+def test_schema_side_table_is_plain_json(job_db: OpenEOJobDbHook) -> None:
+    job_db.initialize_from_df(_frame(1))
+    with job_db.get_conn().connect() as connection:
+        text = connection.execute(
+            sa.text("SELECT meta FROM openeo_job_db_meta WHERE table_name = :t"), {"t": job_db.table}
+        ).scalar_one()
+    meta = json.loads(text)
+    assert meta["index"]["kind"] == "int"
+    assert [c["name"] for c in meta["columns"]][:2] == ["year", "title"]
+
+
+WEIRD_NAMES = ['x"; DROP TABLE t; --', "select", "with space", "ümlaut €", "order", "a'b", "CamelCase"]
+
+
+def test_any_column_name_is_quoted_never_injected(job_db: OpenEOJobDbHook) -> None:
+    frame = pd.DataFrame({name: [i, i + 1] for i, name in enumerate(WEIRD_NAMES[:4])})
+    job_db.initialize_from_df(frame)
+    later = pd.DataFrame({name: ["v", "w"] for name in WEIRD_NAMES[4:]})
+    job_db.persist(later)  # new columns: ALTER TABLE with the same quoting
+    job_db.update_row(1, {WEIRD_NAMES[0]: 42}, expected={WEIRD_NAMES[5]: "w"})
+    df = same_table(job_db).read()
+    assert list(df.columns[: len(WEIRD_NAMES)]) != WEIRD_NAMES  # reserved columns come between
+    assert df[WEIRD_NAMES[0]].tolist() == [0, 42]
+    assert all(df[name].tolist() == ["v", "w"] for name in WEIRD_NAMES[4:])
+    assert job_db.count_by_status() == {"not_started": 2}

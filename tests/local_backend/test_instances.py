@@ -1,0 +1,92 @@
+"""Several backends side by side, restarts, static process definitions, and launcher failure reports."""
+
+from __future__ import annotations
+
+import openeo
+import pandas as pd
+import pytest
+import requests
+from openeo.extra.job_management.process_based import ProcessBasedJobCreator
+
+from local_backend.launcher import LocalBackend, LocalBackendError, start_local_backend
+from tests.local_backend.conftest import connect, create_job, statuses_until_done
+
+
+def test_two_backends_are_independent(openeo_backends: dict[str, LocalBackend]) -> None:
+    foo, bar = openeo_backends["foo"], openeo_backends["bar"]
+    assert foo.port != bar.port
+    assert openeo.connect(foo.url).capabilities().get("title") == "Local openEO backend foo"
+    assert openeo.connect(bar.url).capabilities().get("title") == "Local openEO backend bar"
+
+    foo_job = create_job(connect(foo))
+    bar_conn = connect(bar)
+    assert foo_job.job_id not in {j["id"] for j in bar_conn.list_jobs(limit=None)}
+    foo.configure(error_rate=1.0, endpoints=["GET /jobs"])
+    bar_conn.list_jobs()  # faults are per backend
+    assert foo.stats()["POST /jobs"] == 1
+    assert "GET /jobs" not in foo.stats()
+    assert foo.fault_stats() == {}
+    assert bar.stats()["GET /jobs"] == 2
+
+
+def test_process_definitions_are_served(openeo_backend: LocalBackend) -> None:
+    definition = {
+        "id": "double",
+        "parameters": [{"name": "x", "description": "a number", "schema": {"type": "number"}}],
+        "process_graph": {
+            "m": {"process_id": "multiply", "arguments": {"x": {"from_parameter": "x"}, "y": 2}, "result": True}
+        },
+    }
+    url = openeo_backend.add_process_definition("double", definition)
+    assert url == f"{openeo_backend.url}/_static/processes/double.json"
+    assert requests.get(url, timeout=10).json() == definition
+
+    # openeo's ProcessBasedJobCreator fetches the definition client-side from the namespace URL.
+    creator = ProcessBasedJobCreator(process_id="double", namespace=url)
+    job = creator.start_job(row=pd.Series({"x": 21}), connection=connect(openeo_backend))
+    process_graph = job.describe()["process"]["process_graph"]
+    assert next(iter(process_graph.values()))["arguments"] == {"x": 21}
+
+    openeo_backend.add_process_definition("broken", "this is <html>, not JSON")
+    response = requests.get(f"{openeo_backend.url}/_static/processes/broken.json", timeout=10)
+    assert (response.status_code, response.text) == (200, "this is <html>, not JSON")
+    assert response.headers["Content-Type"].startswith("text/plain")
+    assert requests.get(f"{openeo_backend.url}/_static/processes/unknown.json", timeout=10).status_code == 404
+    openeo_backend.remove_process_definition("broken")
+    assert requests.get(f"{openeo_backend.url}/_static/processes/broken.json", timeout=10).status_code == 404
+
+
+def test_restart_keeps_jobs_port_and_settings() -> None:
+    backend = start_local_backend(name="restart", queue_seconds=0, run_seconds=1.0)
+    try:
+        backend.configure(max_concurrent_jobs=5)
+        conn = connect(backend)
+        job = create_job(conn, queue_seconds=0, run_seconds=1.0)
+        job.start()
+        port, pid = backend.port, backend.pid
+
+        backend.restart()
+        assert (backend.port, backend.is_running()) == (port, True)
+        assert backend.pid != pid
+        assert backend.config()["max_concurrent_jobs"] == 5
+        # The same connection (same token) keeps working and the job went on running meanwhile.
+        assert statuses_until_done(job)[-1] == "finished"
+        assert backend.stats().get("GET /jobs/{job_id}", 0) >= 1
+        backend.reset_config()
+        assert backend.config()["max_concurrent_jobs"] is None
+    finally:
+        backend.stop()
+    assert not backend.is_running()
+    with pytest.raises(requests.ConnectionError):
+        requests.get(backend.url, timeout=5)
+
+
+def test_start_failure_reports_the_server_log(local_backend: LocalBackend) -> None:
+    with pytest.raises(LocalBackendError, match="Address already in use"):
+        start_local_backend(local_backend.port, name="clash")
+
+
+def test_bad_interpreter_is_reported(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("LOCAL_BACKEND_PYTHON", "/bin/false")
+    with pytest.raises(LocalBackendError, match="exited with code 1"):
+        start_local_backend(name="nopython")

@@ -1,0 +1,158 @@
+"""Whole DAG runs (``dag.test()``, the real task runner): bad rows among good ones, credentials, start + sensor.
+
+- A three-row ``openeo_job_batch``: one good row, one whose ``start_job`` raises, one pinned to an unknown
+  backend. The good row finishes; each bad row says what is wrong with it; the backend holds one job.
+- The same run with basic auth and with OIDC client credentials: no password, client secret or token in the
+  task logs, any XCom of the run, any cell of the job table, or any file written to ``root_dir``.
+- ``OpenEOStartJobOperator`` returns the job id; ``OpenEOJobSensor`` waits on it and finishes the row.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import re
+import time
+import uuid
+from pathlib import Path
+from types import ModuleType
+from typing import Any
+
+import pandas as pd
+import pytest
+
+from airflow_provider_openeo.hooks.job_db import OpenEOJobDbHook
+from local_backend.launcher import BASIC_PASSWORD, OIDC_CLIENT_SECRET, LocalBackend
+from tests.conftest import AIRFLOW_HOME, REPO
+from tests.example_dags.conftest import task_instances
+from tests.fixtures.local_backend import backend_conn_env
+
+DAGS = REPO / "tests" / "dags"
+CONN_ID = "openeo_row_ops_dag"
+#: What a bearer token looks like: the OIDC access tokens here are JWTs; the basic token is base64("alice").
+JWT = re.compile(r"eyJ[\w-]{8,}\.[\w-]{8,}\.[\w-]{8,}")
+SECRETS = {"basic": (BASIC_PASSWORD, "YWxpY2U="), "oidc_client_credentials": (OIDC_CLIENT_SECRET,)}
+
+
+def load_dag(file_name: str, env_name: str, config: dict[str, Any], monkeypatch: pytest.MonkeyPatch) -> ModuleType:
+    """Import a DAG file of tests/dags with its configuration in the environment (dag.test() re-parses it)."""
+    monkeypatch.setenv(env_name, json.dumps(config))
+    spec = importlib.util.spec_from_file_location(file_name, DAGS / f"{file_name}.py")
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def xcom_values(run: Any) -> list[str]:
+    """Every XCom of the run, serialised as stored in Airflow's database."""
+    from airflow.models.xcom import XComModel
+    from airflow.utils.session import create_session
+
+    with create_session() as session:
+        rows = session.query(XComModel).filter(XComModel.dag_id == run.dag_id, XComModel.run_id == run.run_id).all()
+        return [f"{x.task_id}[{x.map_index}].{x.key}={json.dumps(x.value, default=str)}" for x in rows]
+
+
+def files_text(root: Path, *, newer_than: float = 0.0) -> str:
+    if not root.exists():
+        return ""
+    texts = []
+    for path in root.rglob("*"):
+        if path.is_file() and path.stat().st_mtime >= newer_than:
+            texts.append(f"{path}: {path.read_bytes().decode('utf-8', errors='replace')}")
+    return "\n".join(texts)
+
+
+def leaks(text: str, secrets: tuple[str, ...]) -> list[str]:
+    return [s for s in secrets if s in text] + JWT.findall(text)
+
+
+@pytest.fixture
+def batch_world(
+    openeo_backend: LocalBackend, airflow_db: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> dict[str, Any]:
+    openeo_backend.configure(queue_seconds=0.2, run_seconds=0.5)
+    return {"backend": openeo_backend, "tmp": tmp_path, "prefix": f"b{uuid.uuid4().hex[:8]}", "started": time.time()}
+
+
+@pytest.mark.parametrize("auth_method", ["basic", "oidc_client_credentials"])
+def test_bad_rows_fail_alone_and_no_credential_is_written_anywhere(
+    batch_world: dict[str, Any], auth_method: str, monkeypatch: pytest.MonkeyPatch, capfd, caplog
+):
+    backend, tmp, prefix = batch_world["backend"], batch_world["tmp"], batch_world["prefix"]
+    backend_conn_env(monkeypatch, CONN_ID, backend, auth_method)
+    titles = [f"{prefix}-good", f"{prefix}-explode", f"{prefix}-pinned"]
+    source = tmp / "rows.parquet"
+    pd.DataFrame({"title": titles, "backend_name": [None, None, "nowhere"]}).to_parquet(source)
+    config = {
+        "conn_id": CONN_ID,
+        "source": str(source),
+        "table": f"rows_{prefix}",
+        "sqlite_path": str(tmp / "jobs.db"),
+        "root_dir": str(tmp / "results"),
+    }
+    module = load_dag("test_dag_row_failures", "OPENEO_TEST_ROW_FAILURES", config, monkeypatch)
+
+    run = module.dag.test()
+
+    table = OpenEOJobDbHook(table=config["table"], sqlite_path=config["sqlite_path"]).read()
+    good, exploded, pinned = (table.loc[i] for i in range(3))
+    assert (good["status"], good["results_state"]) == ("finished", "downloaded")
+    assert exploded["status"] == "start_failed" and exploded["id"] is None
+    assert exploded["error_message"].startswith(f"row 1 of job table {config['table']!r}: start_job raised ValueError")
+    assert f"field 'title' is '{prefix}-explode'" in exploded["error_message"]
+    assert pinned["status"] == "start_failed"
+    assert pinned["error_message"] == "row 2: field 'backend_name' is 'nowhere', not one of the backends (local)"
+    jobs = [job for job in backend.jobs() if (job.get("title") or "").startswith(prefix)]
+    assert [(job["title"], job["id"]) for job in jobs] == [(titles[0], good["id"])], "one job, for the good row"
+
+    states = {(ti.task_id, ti.map_index): ti.state for ti in task_instances(run)}
+    assert states[("openeo_job_batch.run_local", 0)] == "success"
+    assert states[("openeo_job_batch.run_local", 1)] == "failed"
+    assert states[("openeo_job_batch.summary", -1)] == "success"
+    # A failed row fails the run (so Airflow's alerts fire), after the summary has reported everything.
+    assert states[("openeo_job_batch.all_rows_succeeded", -1)] == "upstream_failed"
+    assert run.state == "failed"
+    labels = {ti.map_index: ti.rendered_map_index for ti in task_instances(run) if ti.map_index >= 0}
+    assert labels[0] == f"0: {titles[0]}"
+
+    captured = capfd.readouterr()
+    places = {
+        "task output": captured.out + captured.err,
+        "log records": caplog.text,
+        "log files": files_text(AIRFLOW_HOME / "logs", newer_than=batch_world["started"]),
+        "XCom": "\n".join(xcom_values(run)),
+        "job table": "\n".join(str(cell) for cell in table.astype(str).to_numpy().ravel()),
+        "results": files_text(tmp / "results"),
+    }
+    assert "Stored asset" in places["task output"] + places["log records"], "the task logs were captured"
+    assert any("return_value" in x for x in xcom_values(run))
+    found = {where: leaks(text, SECRETS[auth_method]) for where, text in places.items()}
+    assert found == {where: [] for where in places}
+
+
+def test_start_operator_then_sensor_on_its_job_id(
+    batch_world: dict[str, Any], monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+):
+    backend, prefix = batch_world["backend"], batch_world["prefix"]
+    backend_conn_env(monkeypatch, CONN_ID, backend)
+    config = {
+        "conn_id": CONN_ID,
+        "table": f"start_{prefix}",
+        "sqlite_path": str(tmp_path / "jobs.db"),
+        "root_dir": str(tmp_path / "results"),
+    }
+    db = OpenEOJobDbHook(table=config["table"], sqlite_path=config["sqlite_path"])
+    db.initialize_from_df(pd.DataFrame({"title": [f"{prefix}-0"]}))
+    module = load_dag("test_dag_start_then_sensor", "OPENEO_TEST_START_SENSOR", config, monkeypatch)
+
+    run = module.dag.test()
+
+    assert run.state == "success"
+    [job] = [job for job in backend.jobs() if job.get("title") == f"{prefix}-0"]
+    xcoms = "\n".join(xcom_values(run))
+    assert f'start[-1].return_value="{job["id"]}"' in xcoms
+    row = db.get_row(0)
+    assert (row["id"], row["status"], row["results_state"]) == (job["id"], "finished", "downloaded")
+    assert (tmp_path / "results" / f"job_{job['id']}" / "result.tif").is_file()

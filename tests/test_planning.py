@@ -1,0 +1,81 @@
+from __future__ import annotations
+
+import pandas as pd
+import pytest
+
+from airflow_provider_openeo.planning import (
+    BackendSpec,
+    assign_backends,
+    parse_backends,
+    pool_name,
+    rows_to_run,
+)
+
+
+def _table(statuses, backend_names=None, results_state=None) -> pd.DataFrame:
+    n = len(statuses)
+    return pd.DataFrame(
+        {
+            "status": statuses,
+            "backend_name": backend_names or [None] * n,
+            "results_state": results_state or [None] * n,
+        },
+        index=range(100, 100 + n),
+    )
+
+
+def test_parse_backends_defaults_and_validation():
+    specs = parse_backends({"foo": {"parallel_jobs": 3}, "bar": {"conn_id": "my_bar"}})
+    assert specs["foo"] == BackendSpec("foo", "openeo_foo", 3)
+    assert specs["bar"].conn_id == "my_bar" and specs["bar"].parallel_jobs == 2
+    assert specs["foo"].pool == pool_name("foo") == "openeo_foo"
+    with pytest.raises(ValueError, match="at least one backend"):
+        parse_backends({})
+    with pytest.raises(ValueError, match="parallel_jobs must be a positive integer"):
+        parse_backends({"foo": {"parallel_jobs": 0}})
+    with pytest.raises(ValueError, match="unknown setting"):
+        parse_backends({"foo": {"paralel_jobs": 2}})
+    with pytest.raises(ValueError, match="names a pool"):
+        parse_backends({"foo bar": {}})
+
+
+def test_rows_to_run_resumes_interrupted_rows_and_undownloaded_results():
+    table = _table(
+        ["not_started", "queued_for_start", "created", "running", "finished", "finished", "finished", "error"],
+        results_state=[None, None, None, None, "downloaded", "downloading", "failed", None],
+    )
+    assert list(rows_to_run(table).index) == [100, 101, 102, 103, 105, 106]
+    assert 107 in rows_to_run(table, rerun_statuses=["error"]).index
+
+
+def test_assign_backends_in_proportion_to_parallel_jobs():
+    specs = parse_backends({"foo": {"parallel_jobs": 3}, "bar": {"parallel_jobs": 1}})
+    plan = assign_backends(_table(["not_started"] * 8), specs, max_rows_per_backend=100)
+    assert len(plan.assignments["foo"]) == 6
+    assert len(plan.assignments["bar"]) == 2
+    assert plan.remaining == 0 and not plan.rejected
+
+
+def test_assign_backends_honours_pins_and_rejects_unknown_backend_naming_row_and_field():
+    specs = parse_backends({"foo": {}, "bar": {}})
+    table = _table(["not_started"] * 4, backend_names=["bar", "bar", "nope", None])
+    plan = assign_backends(table, specs, max_rows_per_backend=10)
+    assert plan.assignments == {"foo": [103], "bar": [100, 101]}
+    assert plan.rejected == {102: "row 102: field 'backend_name' is 'nope', not one of the backends (bar, foo)"}
+
+
+def test_a_5000_row_batch_is_split_so_no_mapped_task_exceeds_max_map_length():
+    """Default Airflow: max_map_length 1024. 5,000 rows over two backends take three runs."""
+    specs = parse_backends({"foo": {"parallel_jobs": 4}, "bar": {"parallel_jobs": 4}})
+    table = _table(["not_started"] * 5000)
+    runs = []
+    while True:
+        plan = assign_backends(rows_to_run(table), specs, max_rows_per_backend=1024)
+        if not plan.planned:
+            break
+        runs.append({name: len(rows) for name, rows in plan.assignments.items()})
+        assert all(len(rows) <= 1024 for rows in plan.assignments.values())
+        for rows in plan.assignments.values():
+            table.loc[rows, "status"] = "finished"
+            table.loc[rows, "results_state"] = "downloaded"
+    assert runs == [{"foo": 1024, "bar": 1024}, {"foo": 1024, "bar": 1024}, {"foo": 452, "bar": 452}]

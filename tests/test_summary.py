@@ -1,0 +1,122 @@
+"""The summary task: figures equal the job table after a real run with one failing job; the export opens in MBJM."""
+
+# Fixtures come from tests/example_dags/conftest.py by import (F401/F811: pytest injects them by name).
+# ruff: noqa: F401, F811
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+import pandas as pd
+import pytest
+from openeo.extra.job_management import CsvJobDatabase
+
+from airflow_provider_openeo.summary import summarize, usage_value
+from tests.example_dags.conftest import (
+    assert_batch_consistent,
+    backend_job_ids,
+    batch_env,
+    batch_table,
+    example_env,
+    load_batch_dag,
+    new_jobs,
+    xcom_of,
+)
+
+FAIL = json.dumps({"local_backend": {"fail": True, "fail_message": "the field is under water"}})
+
+
+def test_summary_matches_job_table_after_a_run_with_one_failure(example_env, batch_env, monkeypatch, tmp_path):
+    rows = pd.DataFrame({"title": ["a", "b", "c", "d", "e"], "job_options": [None, None, FAIL, None, None]})
+    source = tmp_path / "rows.parquet"
+    rows.to_parquet(source)
+    export = tmp_path / "export" / "jobs.csv"
+    config = {**batch_env, "source": str(source), "export_path": str(export)}
+    module = load_batch_dag(monkeypatch, config)
+    before = backend_job_ids(example_env)
+
+    run = module.dag.test()
+
+    summary = xcom_of(run, "openeo_job_batch.summary")
+    table = batch_table(config).read()
+    assert list(table["status"]) == ["finished", "finished", "error", "finished", "finished"]
+    assert summary["rows"] == 5
+    assert summary["counts"] == {"error": 1, "finished": 4}
+    assert summary["stats"] == {
+        "job finished": 4,
+        "job failed": 1,
+        "job canceled": 0,
+        "start_job skipped": 0,
+        "start_job error": 0,
+    }
+    assert summary["not_done"] == 0
+    for name in ("foo", "bar"):
+        rows_of = table[table["backend_name"] == name]
+        figures = summary["backends"][name]
+        durations = [usage_value(v) for v in rows_of["duration"] if usage_value(v) is not None]
+        assert figures["rows"] == len(rows_of) and figures["jobs"] == rows_of["id"].notna().sum()
+        assert figures["finished"] == (rows_of["status"] == "finished").sum()
+        assert figures["failed"] == (rows_of["status"] == "error").sum()
+        assert figures["duration_total"] == pytest.approx(sum(durations))
+        assert figures["costs_total"] == pytest.approx(rows_of["costs"].fillna(0).sum())
+        assert figures["costs_total"] > 0, "the local backend charges for every job that ran"
+    assert sum(summary["backends"][n]["failed"] for n in ("foo", "bar")) == 1
+    assert "under water" in table.loc[2, "error_message"]
+    finished = [row for row in table.index if row != 2]
+    root = Path(config["root_dir"])
+    assert_batch_consistent(table, example_env, new_jobs(example_env, before), root, finished_rows=finished)
+    failed_id = table.loc[2, "id"]
+    assert (root / f"job_{failed_id}" / f"job_{failed_id}_errors.json").is_file()
+
+    assert summary["exported_to"] == str(export)
+    mbjm = CsvJobDatabase(export).read()
+    assert list(mbjm["status"]) == list(table["status"])
+    assert list(mbjm["id"]) == list(table["id"])
+    assert list(mbjm["title"]) == list(table["title"])
+
+
+def test_usage_value_reads_mbjm_usage_text():
+    assert usage_value("12.5 cpu-seconds") == 12.5
+    assert usage_value("40") == 40.0
+    assert usage_value("1e3 mb-seconds") == 1000.0
+    assert usage_value(3) == 3.0
+    assert usage_value(None) is None
+    assert usage_value(math.nan) is None
+    assert usage_value("n/a") is None
+
+
+def test_summarize_counts_and_per_backend_figures():
+    table = pd.DataFrame(
+        {
+            "id": ["j1", "j2", None, "j4", None],
+            "backend_name": ["foo", "foo", "bar", "bar", None],
+            "status": ["finished", "error", "start_failed", "canceled", None],
+            "duration": ["10 seconds", "4 seconds", None, "6 seconds", None],
+            "costs": [1.5, 0.5, None, None, None],
+        }
+    )
+    result = summarize(table, ["foo", "bar"])
+    assert result["rows"] == 5
+    assert result["counts"] == {"canceled": 1, "error": 1, "finished": 1, "not_started": 1, "start_failed": 1}
+    assert result["backends"]["foo"] == {
+        "rows": 2,
+        "jobs": 2,
+        "finished": 1,
+        "failed": 1,
+        "canceled": 0,
+        "duration_total": 14.0,
+        "duration_mean": 7.0,
+        "costs_total": 2.0,
+    }
+    assert result["backends"]["bar"]["failed"] == 1 and result["backends"]["bar"]["canceled"] == 1
+    assert result["backends"]["bar"]["duration_mean"] == 6.0 and result["backends"]["bar"]["costs_total"] == 0
+    assert result["stats"]["start_job error"] == 1 and result["stats"]["job canceled"] == 1
+
+
+def test_summarize_empty_table():
+    empty = pd.DataFrame({"id": [], "backend_name": [], "status": []})
+    result = summarize(empty, ["foo"])
+    assert result["rows"] == 0 and result["counts"] == {}
+    assert result["backends"]["foo"]["rows"] == 0 and result["backends"]["foo"]["duration_mean"] is None

@@ -1,0 +1,180 @@
+"""openeo_job_batch end to end under dag.test(): planning, row labels, bad backends, the chain past max_map_length."""
+
+# Fixtures come from tests/example_dags/conftest.py by import (F401/F811: pytest injects them by name).
+# ruff: noqa: F401, F811
+
+from __future__ import annotations
+
+from datetime import datetime, timezone
+from pathlib import Path
+
+import pandas as pd
+
+from airflow_provider_openeo.planning import assign_backends, parse_backends, rows_to_run
+from tests.example_dags.conftest import (
+    assert_batch_consistent,
+    backend_job_ids,
+    batch_env,
+    batch_table,
+    example_env,
+    load_batch_dag,
+    new_jobs,
+    run_labels,
+    task_instances,
+    triggered_runs,
+    xcom_of,
+)
+
+RUN_TASKS = r"openeo_job_batch\.run_.*"
+
+
+def write_rows(tmp_path, frame: pd.DataFrame) -> str:
+    path = tmp_path / "rows.parquet"
+    frame.to_parquet(path)
+    return str(path)
+
+
+def test_plan_spreads_rows_in_proportion_to_parallel_jobs(batch_env, monkeypatch, tmp_path):
+    config = {
+        **batch_env,
+        "backends": {
+            "foo": {"conn_id": "openeo_foo", "parallel_jobs": 3},
+            "bar": {"conn_id": "openeo_bar", "parallel_jobs": 1},
+        },
+        "source": write_rows(tmp_path, pd.DataFrame({"title": [f"t{i}" for i in range(12)]})),
+    }
+    module = load_batch_dag(monkeypatch, config)
+
+    run = module.dag.test(mark_success_pattern=RUN_TASKS)
+
+    plan = xcom_of(run, "openeo_job_batch.plan")
+    assert {name: len(rows) for name, rows in plan["assignments"].items()} == {"foo": 9, "bar": 3}
+    assert plan["remaining"] == 0
+    table = batch_table(config).read()
+    for name, rows in plan["assignments"].items():
+        assert set(table.loc[rows, "backend_name"]) == {name}
+    mapped = [ti for ti in task_instances(run) if ti.map_index >= 0]
+    assert sorted((ti.task_id, ti.map_index) for ti in mapped) == sorted(
+        [("openeo_job_batch.run_foo", i) for i in range(9)] + [("openeo_job_batch.run_bar", i) for i in range(3)]
+    )
+
+
+def test_five_thousand_rows_default_settings_are_split_and_chained(example_env, batch_env, monkeypatch, tmp_path):
+    """5,000 rows, two backends, Airflow's default ``[core] max_map_length`` (1024).
+
+    The plan gives each backend at most 1024 rows (one mapped task may not exceed the limit): rows 0-2047 go
+    alternately to foo and bar (equal parallel_jobs), 1024 each; the other 2,952 stay ``not_started`` for the
+    next run, which ``rows_left`` -> ``next_run`` triggers with the same conf. Runs 2 and 3 take 2,048 and 904.
+    """
+    from airflow.configuration import conf
+
+    assert conf.getint("core", "max_map_length") == 1024, "the test environment must keep Airflow's default"
+    config = {**batch_env, "source": write_rows(tmp_path, pd.DataFrame({"title": [f"t{i}" for i in range(5000)]}))}
+    module = load_batch_dag(monkeypatch, config)
+    started = datetime.now(timezone.utc)
+    before = backend_job_ids(example_env)
+
+    run = module.dag.test(run_conf={"batch": "big"}, mark_success_pattern=RUN_TASKS)
+
+    assert new_jobs(example_env, before) == {"foo": [], "bar": []}, "only planned: start_job never ran"
+
+    plan = xcom_of(run, "openeo_job_batch.plan")
+    assert {name: len(rows) for name, rows in plan["assignments"].items()} == {"foo": 1024, "bar": 1024}
+    assert plan["assignments"]["foo"][:3] == [0, 2, 4] and plan["assignments"]["bar"][:3] == [1, 3, 5]
+    assert plan["remaining"] == 5000 - 2048
+    table = batch_table(config).read()
+    assert table["backend_name"].notna().sum() == 2048
+    states = {ti.task_id: ti.state for ti in task_instances(run) if ti.map_index < 0}
+    assert states["openeo_job_batch.rows_left"] == "success"
+    assert states["openeo_job_batch.next_run"] == "success"
+    (chained,) = triggered_runs(module.DAG_ID, since=started)
+    assert chained.conf == {"batch": "big"}, "the next run gets the same conf (Params) as this one"
+
+    # The following runs, as the plan will see the table once this run's rows are through:
+    splits = []
+    for _ in range(3):
+        db = batch_table(config)
+        next_plan = assign_backends(
+            rows_to_run(db.read()), parse_backends(module.CONFIG_BACKENDS), max_rows_per_backend=1024
+        )
+        splits.append(({n: len(r) for n, r in next_plan.assignments.items()}, next_plan.remaining))
+        done = [row for rows in next_plan.assignments.values() for row in rows]
+        db.persist(
+            pd.DataFrame({"status": "finished", "results_state": "downloaded"}, index=pd.Index(done, dtype="int64"))
+        )
+    assert splits == [
+        ({"foo": 1024, "bar": 1024}, 2952),
+        ({"foo": 1024, "bar": 1024}, 904),
+        ({"foo": 452, "bar": 452}, 0),
+    ]
+
+
+def test_pinned_backend_honoured_and_unknown_backend_refused(example_env, batch_env, monkeypatch, tmp_path):
+    rows = pd.DataFrame(
+        {
+            "title": [f"t{i}" for i in range(6)],
+            "backend_name": ["bar", "bar", "nowhere", None, None, None],
+        }
+    )
+    config = {**batch_env, "source": write_rows(tmp_path, rows)}
+    module = load_batch_dag(monkeypatch, config)
+    before = backend_job_ids(example_env)
+
+    run = module.dag.test()
+
+    table = batch_table(config).read()
+    refused = table.loc[2]
+    assert refused["status"] == "start_failed"
+    assert refused["backend_name"] == "nowhere", "the refused row keeps what the user wrote"
+    assert "row 2" in refused["error_message"] and "'backend_name'" in refused["error_message"]
+    assert "nowhere" in refused["error_message"] and pd.isna(refused["id"])
+    others = table.drop(index=2)
+    assert list(others["status"]) == ["finished"] * 5
+    assert list(others["backend_name"]) == ["bar", "bar", "foo", "foo", "foo"]
+    root = Path(config["root_dir"])
+    assert_batch_consistent(table, example_env, new_jobs(example_env, before), root, finished_rows=others.index)
+    assert run.state == "success"
+    summary = xcom_of(run, "openeo_job_batch.summary")
+    assert summary["counts"] == {"finished": 5, "start_failed": 1}
+    labels = run_labels(run)
+    assert sorted(labels.values()) == sorted(f"{i}: t{i}" for i in others.index)
+
+
+def asset_events(run) -> list[tuple[str, str, int, dict]]:
+    """(asset uri, source task, source map index, extra) of every asset event the run emitted."""
+    from airflow.models.asset import AssetEvent, AssetModel
+    from airflow.utils.session import create_session
+
+    with create_session() as session:
+        rows = (
+            session.query(AssetModel.uri, AssetEvent.source_task_id, AssetEvent.source_map_index, AssetEvent.extra)
+            .join(AssetModel, AssetModel.id == AssetEvent.asset_id)
+            .filter(AssetEvent.source_dag_id == run.dag_id, AssetEvent.source_run_id == run.run_id)
+            .order_by(AssetEvent.source_task_id, AssetEvent.source_map_index)
+            .all()
+        )
+    return [(uri, task_id, map_index, dict(extra or {})) for uri, task_id, map_index, extra in rows]
+
+
+def test_batch_and_job_asset_events(example_env, batch_env, monkeypatch, tmp_path):
+    config = {
+        **batch_env,
+        "source": write_rows(tmp_path, pd.DataFrame({"title": ["a", "b", "c"]})),
+        "job_outlets": True,
+    }
+    module = load_batch_dag(monkeypatch, config)
+
+    run = module.dag.test()
+
+    assert run.state == "success"
+    events = asset_events(run)
+    batch = [e for e in events if e[0] == module.BATCH_ASSET.uri]
+    jobs = [e for e in events if e[0] == module.JOB_ASSET.uri]
+    assert len(batch) == 1
+    assert batch[0][1] == "openeo_job_batch.summary"
+    assert batch[0][3] == {"job_table": "test_dag_batch_pipeline", "rows": 3, "counts": {"finished": 3}, "not_done": 0}
+    assert sorted((task_id, map_index) for _, task_id, map_index, _ in jobs) == [
+        ("openeo_job_batch.run_bar", 0),
+        ("openeo_job_batch.run_foo", 0),
+        ("openeo_job_batch.run_foo", 1),
+    ]

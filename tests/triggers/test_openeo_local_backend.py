@@ -1,0 +1,121 @@
+"""OpenEOJobTrigger against the real local openEO backend (HTTP server, real async hook, real job lifecycles)."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+
+import openeo
+import pytest
+
+from airflow_provider_openeo.hooks.openeo import OpenEOAsyncHook, OpenEOHook
+from airflow_provider_openeo.triggers import _status_poller
+from airflow_provider_openeo.triggers.openeo import OpenEOJobEvent, OpenEOJobEventStatus, OpenEOJobTrigger
+from local_backend.launcher import OTHER_BASIC_PASSWORD, OTHER_BASIC_USER
+from tests.fixtures.local_backend import backend_connection
+
+CONN_ID = "openeo_trigger_test"
+ADD = {"add": {"process_id": "add", "arguments": {"x": 1, "y": 2}, "result": True}}
+
+
+@pytest.fixture
+def connection(openeo_backend, monkeypatch) -> openeo.Connection:
+    """A user of its own, so the listing holds only this module's jobs whatever other tests created."""
+    conn = backend_connection(openeo_backend, "basic")
+    conn.update(login=OTHER_BASIC_USER, password=OTHER_BASIC_PASSWORD)
+    monkeypatch.setenv(f"AIRFLOW_CONN_{CONN_ID.upper()}", json.dumps(conn))
+    return OpenEOHook(CONN_ID).get_conn()
+
+
+def start_job(connection: openeo.Connection, *, queue: float = 0.2, run: float = 0.6, fail: bool = False) -> str:
+    options = {"local_backend": {"queue_seconds": queue, "run_seconds": run, "fail": fail}}
+    job = connection.create_job(ADD, title="trigger test", job_options=options)
+    job.start()
+    return job.job_id
+
+
+async def wait(trigger: OpenEOJobTrigger) -> OpenEOJobEvent:
+    event = await asyncio.wait_for(anext(trigger.run()), 60)
+    return OpenEOJobEvent.from_dict(event.payload)
+
+
+def test_real_jobs_reach_finished_and_error(connection, openeo_backend):
+    ok, bad = start_job(connection), start_job(connection, fail=True)
+
+    async def both() -> list[OpenEOJobEvent]:
+        return await asyncio.gather(*(wait(OpenEOJobTrigger(CONN_ID, j, poll_interval=0.2)) for j in (ok, bad)))
+
+    finished, failed = asyncio.run(both())
+    assert finished.status is OpenEOJobEventStatus.FINISHED and finished.job["id"] == ok
+    assert finished.running_since is not None
+    assert failed.status is OpenEOJobEventStatus.ERROR and failed.backend_status == "error"
+    assert openeo_backend.stats().get("DELETE /jobs/{job_id}/results", 0) == 0  # nothing was canceled
+    for event in (finished, failed):  # events are stored in Airflow's database: never a credential
+        assert OTHER_BASIC_PASSWORD not in json.dumps(event.to_dict())
+
+
+def test_many_triggers_share_get_jobs_listings(connection, openeo_backend):
+    n = 25
+    job_ids = [start_job(connection, queue=0.3, run=1.0) for _ in range(n)]
+    openeo_backend.reset_stats()
+
+    async def all_of_them() -> tuple[list[OpenEOJobEvent], int]:
+        events = await asyncio.gather(*(wait(OpenEOJobTrigger(CONN_ID, j, poll_interval=0.5)) for j in job_ids))
+        return events, len(_status_poller.active_pollers())
+
+    events, pollers_left = asyncio.run(all_of_them())
+    assert [e.status for e in events] == [OpenEOJobEventStatus.FINISHED] * n
+    assert pollers_left == 0
+    stats = openeo_backend.stats()
+    # Jobs finish ~1.3-2.3 s after start (they were started one after the other): a handful of listings.
+    assert 1 <= stats["GET /jobs"] <= 8, stats
+    assert stats.get("GET /jobs/{job_id}", 0) == 0, stats  # never one request per job
+    print(f"\n{n} jobs: {stats['GET /jobs']} GET /jobs listings, 0 per-job GETs")
+
+
+def test_5xx_and_429_during_polling_do_not_end_the_wait(connection, openeo_backend, monkeypatch):
+    # The real hook, with short internal retries so failures reach the poller's own backoff quickly.
+    monkeypatch.setattr(
+        OpenEOJobTrigger, "hook_factory", lambda conn_id: OpenEOAsyncHook(conn_id, max_attempts=2, backoff=0.05)
+    )
+    job_ids = [start_job(connection, queue=0.2, run=0.5) for _ in range(2)]
+    openeo_backend.configure(
+        faults=[
+            {"endpoints": ["GET /jobs"], "error_rate": 1.0, "error_status": 503, "times": 3},
+            {"endpoints": ["GET /jobs"], "rate_limit_rate": 1.0, "retry_after": 1, "times": 2},
+        ]
+    )
+
+    async def both() -> list[OpenEOJobEvent]:
+        return await asyncio.gather(*(wait(OpenEOJobTrigger(CONN_ID, j, poll_interval=0.2)) for j in job_ids))
+
+    events = asyncio.run(both())
+    assert [e.status for e in events] == [OpenEOJobEventStatus.FINISHED] * 2
+    faults = openeo_backend.fault_stats()
+    assert faults.get("error") == 3 and faults.get("rate_limit") == 2, faults
+
+
+def test_deleted_job_ends_with_not_found(connection):
+    job_id = start_job(connection, queue=30)
+    connection.job(job_id).delete()
+    event = asyncio.run(wait(OpenEOJobTrigger(CONN_ID, job_id, poll_interval=0.2)))
+    assert event.status is OpenEOJobEventStatus.NOT_FOUND and job_id in event.message
+
+
+def test_on_kill_cancels_the_real_job(connection, openeo_backend):
+    job_id = start_job(connection, queue=0.1, run=30)
+
+    async def kill_while_running() -> None:
+        trigger = OpenEOJobTrigger(CONN_ID, job_id, poll_interval=0.2)
+        task = asyncio.ensure_future(anext(trigger.run()))
+        await asyncio.sleep(0.6)
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+        await trigger.cleanup()
+        assert connection.job(job_id).status() == "running"  # cleanup never cancels
+        await trigger.on_kill()
+
+    asyncio.run(kill_while_running())
+    assert connection.job(job_id).status() == "canceled"
+    assert openeo_backend.stats()["DELETE /jobs/{job_id}/results"] == 1
