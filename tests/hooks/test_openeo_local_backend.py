@@ -68,8 +68,8 @@ def test_each_auth_method(openeo_backend: LocalBackend, monkeypatch: pytest.Monk
 def test_oidc_token_is_renewed_before_it_expires(
     openeo_backend: LocalBackend, monkeypatch: pytest.MonkeyPatch, auth_method: str
 ) -> None:
-    """With 2 s tokens, 4 s of work must renew ahead of expiry and never meet a refused token."""
-    openeo_backend.configure(access_token_lifetime=2.0)
+    """With 3 s tokens, 6.5 s of work must renew ahead of expiry and never meet a refused token."""
+    openeo_backend.configure(access_token_lifetime=3.0)
     backend_conn_env(monkeypatch, "oe_short", openeo_backend, auth_method)
     connection = _hook("oe_short").get_conn()
 
@@ -77,11 +77,11 @@ def test_oidc_token_is_renewed_before_it_expires(
         raise AssertionError(f"a request met a refused token ({reason}): renewal came too late")
 
     monkeypatch.setattr(connection, "try_access_token_refresh", refused)
-    deadline = time.monotonic() + 4.5
+    deadline = time.monotonic() + 6.5
     while time.monotonic() < deadline:
         assert connection.describe_account()["user_id"]
         time.sleep(0.25)
-    assert connection.renewals >= 3  # login + at least two renewals in 4.5 s of 2 s tokens
+    assert connection.renewals >= 3  # login + at least two renewals in 6.5 s of 3 s tokens
     assert openeo_backend.stats()["POST /oidc/token"] == connection.renewals
 
 
@@ -94,6 +94,8 @@ def test_expired_token_is_renewed_on_token_invalid(
     connection = _hook("oe_reactive").get_conn()
     connection._token = type(connection._token)(bearer=connection._token.bearer, expires_at=None)
     time.sleep(0.7)
+    # The renewed token must outlive the retried request even on a loaded machine.
+    openeo_backend.configure(access_token_lifetime=300)
     assert connection.describe_account()["user_id"] == "service-account-local-client"
     assert connection.renewals == 2
 
