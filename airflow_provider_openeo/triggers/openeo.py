@@ -268,13 +268,14 @@ class OpenEOJobTrigger(JsonKwargsTrigger):
             message = f"the task's deadline ({rfc3339_from_epoch(self.deadline)}) passed while waiting"
             canceled = False
             if self.cancel_on_kill:
-                canceled, outcome = await self._cancel_remote()
+                result, outcome = await self._cancel_remote()
+                canceled = result.stopped
                 message += f"; {outcome}"
             return self._event(OpenEOJobEventStatus.TIMEOUT, message, cancel_requested=canceled)
         limit_at = self._running_limit_at()
         if limit_at is not None and now >= limit_at:
-            canceled, outcome = await self._cancel_remote()
-            if not canceled:
+            result, outcome = await self._cancel_remote()
+            if not result.stopped:
                 self._state.next_cancel_attempt = now + self.poll_interval
                 self.log.warning(
                     "openEO job %r is over its running limit but %s; retrying in %g s",
@@ -319,36 +320,41 @@ class OpenEOJobTrigger(JsonKwargsTrigger):
             row=self.row,
         )
 
-    async def _cancel_remote(self) -> tuple[bool, str]:
-        """Ask the backend to cancel the job; (accepted, what happened) and never raises."""
+    async def _cancel_remote(self) -> tuple[_CancelResult, str]:
+        """Ask the backend to cancel the job; (result, what happened) and never raises."""
         hook = self._make_hook(self.openeo_conn_id)
         try:
             await asyncio.wait_for(hook.cancel_job(self.job_id), CANCEL_TIMEOUT)
         except OpenEOJobNotFoundError:
-            return True, "the job no longer exists on the backend"
+            return _CancelResult.GONE, "the job no longer exists on the backend"
         except Exception as exc:
-            return False, f"canceling it failed: {type(exc).__name__}: {exc}"
+            return _CancelResult.FAILED, f"canceling it failed: {type(exc).__name__}: {exc}"
         finally:
             await _close_quietly(hook)
         self.log.info("Requested cancellation of openEO job %r", self.job_id)
-        return True, "cancellation requested"
+        return _CancelResult.ACCEPTED, "cancellation requested"
 
     async def on_kill(self) -> None:
         """A user marked the task failed/success or cleared it: stop the remote job too (if allowed).
 
         The row is marked ``canceled`` so that a deliberate re-run starts a new job instead of re-attaching
-        to the one just canceled.
+        to the one just stopped. ``backend_status`` says ``canceled`` only when the backend accepted the
+        cancel; a job that vanished keeps the last status seen.
         """
         if not self.cancel_on_kill:
             return
-        canceled, outcome = await self._cancel_remote()
+        result, outcome = await self._cancel_remote()
         self.log.info("Task killed by a user; openEO job %r: %s", self.job_id, outcome)
-        if canceled and self.row:
-            recorder = JobRowRecorder(JobRowRef.from_dict(self.row), self.job_id, self.log)
-            try:
-                await recorder.record({"status": OpenEOJobStatus.CANCELED.value})
-            finally:
-                await recorder.close()
+        if not (result.stopped and self.row):
+            return
+        values = {"status": OpenEOJobStatus.CANCELED.value}
+        if result is _CancelResult.ACCEPTED:
+            values["backend_status"] = OpenEOJobStatus.CANCELED.value
+        recorder = JobRowRecorder(JobRowRef.from_dict(self.row), self.job_id, self.log)
+        try:
+            await recorder.record(values)
+        finally:
+            await recorder.close()
 
     async def cleanup(self) -> None:
         """Release the shared poller; NEVER cancel here (this also runs when moving to another triggerer)."""
@@ -358,6 +364,17 @@ class OpenEOJobTrigger(JsonKwargsTrigger):
         if self._subscription is not None:
             subscription, self._subscription = self._subscription, None
             await subscription.close()
+
+
+class _CancelResult(Enum):
+    ACCEPTED = "accepted"
+    GONE = "gone"
+    FAILED = "failed"
+
+    @property
+    def stopped(self) -> bool:
+        """The job no longer runs on the backend: canceled now, or already gone."""
+        return self is not _CancelResult.FAILED
 
 
 @dataclass
