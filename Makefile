@@ -55,10 +55,17 @@ clean:
 # DEMO_ARGS=--stop-after stops everything at the end; otherwise `make demo-stop` does.
 DEMO_ARGS ?=
 
-.PHONY: demo demo-stop
+.PHONY: demo demo-stop bench
 
 demo: install driver-venv
 	$(PY) -m deploy.demo $(DEMO_ARGS)
 
 demo-stop: install
 	$(PY) -m deploy.demo --stop
+
+# `make bench`: ours on a live Airflow next to MBJM's run_jobs on the same local backends (BENCHMARKS.md).
+# BENCH_ARGS=--quick for the under-10-minutes mode; --only throughput,job_db,scale,trigger_memory for a subset.
+BENCH_ARGS ?=
+
+bench: install driver-venv services
+	$(PY) -m benchmarks.run $(BENCH_ARGS)

@@ -110,31 +110,39 @@ def _postgres_reachable() -> bool:
         return False
 
 
+def measure(sizes: list[int], repeat: int = 200, *, postgres: bool = True) -> dict[str, Any]:
+    """Every figure for every table size: ``{"postgres": where or why not, "results": {rows: figures}}``."""
+    use_postgres = postgres and _postgres_reachable()
+    report: dict[str, Any] = {
+        "postgres": "127.0.0.1:5432" if use_postgres else "skipped (unreachable or disabled)",
+        "results": {},
+    }
+    for rows in sizes:
+        figures: dict[str, Any] = {}
+        table = f"bench_{uuid.uuid4().hex[:12]}"
+        figures["sqlite"] = _bench_hook(
+            OpenEOJobDbHook(table=table, sqlite_path=_WORKDIR / f"bench_{rows}.db"), rows, repeat
+        )
+        if use_postgres:
+            figures["postgres"] = _bench_hook(OpenEOJobDbHook(_PG_CONN_ID, table=table), rows, repeat)
+        # MBJM rewrites the whole file per persist: fewer repetitions at 100k rows keep the run short
+        mbjm_repeat = max(5, min(50, 50_000 // rows))
+        figures["mbjm_csv"] = _bench_mbjm(".csv", rows, mbjm_repeat)
+        figures["mbjm_parquet"] = _bench_mbjm(".parquet", rows, mbjm_repeat)
+        report["results"][str(rows)] = figures
+    return report
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--sizes", type=int, nargs="+", default=[1_000, 10_000, 100_000])
     parser.add_argument("--repeat", type=int, default=200, help="operations timed per figure (SQL)")
     parser.add_argument("--no-postgres", action="store_true")
     args = parser.parse_args(argv)
-    use_postgres = not args.no_postgres and _postgres_reachable()
-    report: dict[str, Any] = {
+    report = {
         "machine": {"python": platform.python_version(), "cpus": os.cpu_count(), "platform": platform.platform()},
-        "postgres": "127.0.0.1:5432" if use_postgres else "skipped (unreachable or --no-postgres)",
-        "results": {},
+        **measure(args.sizes, args.repeat, postgres=not args.no_postgres),
     }
-    for rows in args.sizes:
-        figures: dict[str, Any] = {}
-        table = f"bench_{uuid.uuid4().hex[:12]}"
-        figures["sqlite"] = _bench_hook(
-            OpenEOJobDbHook(table=table, sqlite_path=_WORKDIR / f"bench_{rows}.db"), rows, args.repeat
-        )
-        if use_postgres:
-            figures["postgres"] = _bench_hook(OpenEOJobDbHook(_PG_CONN_ID, table=table), rows, args.repeat)
-        # MBJM rewrites the whole file per persist: fewer repetitions at 100k rows keep the run short
-        mbjm_repeat = max(5, min(50, 50_000 // rows))
-        figures["mbjm_csv"] = _bench_mbjm(".csv", rows, mbjm_repeat)
-        figures["mbjm_parquet"] = _bench_mbjm(".parquet", rows, mbjm_repeat)
-        report["results"][str(rows)] = figures
     print(json.dumps(report, indent=2))
     return 0
 

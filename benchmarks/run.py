@@ -1,0 +1,222 @@
+"""``make bench``: our DAG on a live Airflow next to MBJM's ``run_jobs``, on the same local backends, in one run.
+
+    python -m benchmarks.run [--quick] [--only throughput,job_db,scale,trigger_memory]
+
+Writes every figure to ``benchmarks/results.json`` (one key per figure, ratios included), the timeline plot to
+``docs/bench-timeline.png`` and regenerates ``BENCHMARKS.md``. Every comparison is a ratio of two figures taken
+in this run: the machines are shared and noisy, absolute seconds are not comparable between runs.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import json
+import math
+import os
+import platform
+import sys
+import time
+import uuid
+from pathlib import Path
+from typing import Any
+
+from deploy.live_airflow import REPO_ROOT
+
+RESULTS = REPO_ROOT / "benchmarks" / "results.json"
+TIMELINE = REPO_ROOT / "docs" / "bench-timeline.png"
+WORKDIR = REPO_ROOT / "build" / "bench"
+WORKLOADS = ("throughput", "job_db", "scale", "trigger_memory")
+
+#: Workload sizes by mode. ``throughput`` is issue 5's workload 1 (rows on 2 backends x 4 slots, 2 s + 28 s jobs).
+SIZES = {
+    "quick": {"throughput_rows": 24, "scale_rows": 120, "job_db_sizes": [1_000, 10_000, 100_000], "job_db_repeat": 50,
+              "trigger_jobs": 1_000},
+    "full": {"throughput_rows": 200, "scale_rows": 5_000, "job_db_sizes": [1_000, 10_000, 100_000],
+             "job_db_repeat": 200, "trigger_jobs": 5_000},
+}  # fmt: skip
+POLL_INTERVAL = 5.0
+MBJM_POLL_SLEEPS = (60.0, 5.0)
+
+
+def log(message: str) -> None:
+    print(f"[bench {dt.datetime.now():%H:%M:%S}] {message}", flush=True)
+
+
+def _ratio(numerator: float | None, denominator: float | None) -> float | None:
+    if numerator is None or not denominator:
+        return None
+    return round(numerator / denominator, 3)
+
+
+def throughput(rig: Any, rows: int) -> tuple[dict[str, Any], dict[str, Any]]:
+    """Workloads 1, 2 and 5: makespan, utilisation, idle gaps, requests per job; spans for the timeline."""
+    from benchmarks import metrics
+    from benchmarks.mbjm_runner import run_mbjm
+    from benchmarks.workload import STANDARD
+
+    job_seconds = STANDARD["queue_seconds"] + STANDARD["run_seconds"]
+    slots = dict.fromkeys(rig.backend_names, STANDARD["parallel_jobs"])
+    figures: dict[str, Any] = {}
+    spans: dict[str, Any] = {}
+    timeout = 60 + 6 * math.ceil(rows / sum(slots.values())) * job_seconds
+
+    contenders = [("ours", None)] + [(f"mbjm_poll{int(p)}", p) for p in MBJM_POLL_SLEEPS]
+    for name, poll_sleep in contenders:
+        tag = f"{name}-{uuid.uuid4().hex[:6]}"
+        rig.reset_counters()
+        log(f"workload 1, {name}: {rows} rows ...")
+        if poll_sleep is None:
+            outcome = rig.run_ours("bench_openeo_throughput", rows=rows, tag=tag, timeout=timeout)
+        else:
+            outcome = run_mbjm(
+                rig.backends,
+                rows=rows,
+                parallel_jobs=STANDARD["parallel_jobs"],
+                poll_sleep=poll_sleep,
+                work_dir=WORKDIR / name,
+                tag=tag,
+            )
+        run_spans = rig.spans(outcome["job_ids"])
+        run = metrics.run_figures(run_spans, slots, job_seconds=job_seconds, wall_seconds=outcome["wall_s"])
+        run["statuses"] = outcome["statuses"]
+        run["requests_per_job"] = metrics.requests_per_job(rig.stats(), max(1, run["jobs"]))
+        if "peak_rss_mb" in outcome:
+            run["peak_rss_mb"] = outcome["peak_rss_mb"]
+        figures[name] = run
+        spans[name] = run_spans
+        log(f"  {name}: {json.dumps({k: v for k, v in run.items() if k != 'requests_per_job'})}")
+
+    ours, slow, fast = figures["ours"], figures["mbjm_poll60"], figures["mbjm_poll5"]
+    figures["ratios"] = {
+        "makespan_vs_mbjm_poll60": _ratio(ours["makespan_s"], slow["makespan_s"]),
+        "makespan_vs_mbjm_poll5": _ratio(ours["makespan_s"], fast["makespan_s"]),
+        "makespan_vs_ideal": _ratio(ours["makespan_s"], ours["ideal_makespan_s"]),
+        "status_requests_vs_mbjm_poll5": _ratio(
+            ours["requests_per_job"]["status"] + ours["requests_per_job"]["listing"],
+            fast["requests_per_job"]["status"] + fast["requests_per_job"]["listing"],
+        ),
+        "total_requests_vs_mbjm_poll5": _ratio(
+            ours["requests_per_job"]["total"], fast["requests_per_job"]["total"]
+        ),
+    }
+    return figures, spans
+
+
+def scale(rig: Any, rows: int) -> dict[str, Any]:
+    """Workload 4: many near-instant jobs through the default ``max_map_length`` (chained runs beyond it)."""
+    for backend in rig.backends.values():
+        backend.configure(queue_seconds=0.0, run_seconds=0.2)
+    log(f"workload 4: {rows} near-instant rows ...")
+    outcome = rig.run_ours("bench_openeo_scale", rows=rows, tag=f"scale-{uuid.uuid4().hex[:6]}", timeout=3 * 3600)
+    # The first run chains follow-up runs for rows beyond max_map_length: wait until the table is done.
+    figures = {
+        "rows": rows,
+        "state": outcome["state"],
+        "wall_s": round(outcome["wall_s"], 1),
+        "statuses": outcome["statuses"],
+        "orchestration_s_per_row": round(outcome["wall_s"] / rows, 3),
+        "peak_rss_mb": outcome["peak_rss_mb"],
+    }
+    for backend in rig.backends.values():
+        backend.reset_config()
+    return figures
+
+
+def trigger_memory(url: str, jobs: int) -> dict[str, Any]:
+    """In a fresh process (the resident set must not include this one's Airflow and MBJM imports)."""
+    import subprocess
+
+    log(f"triggerer memory: {jobs} deferred triggers ...")
+    env = {**os.environ, "AIRFLOW_HOME": str(WORKDIR / "trigger-memory-home")}
+    answer = subprocess.run(
+        [sys.executable, "-m", "benchmarks.trigger_memory", "--url", url, "--jobs", str(jobs)],
+        env=env, cwd=REPO_ROOT, capture_output=True, text=True, timeout=1800, check=False,
+    )  # fmt: skip
+    if answer.returncode != 0:
+        raise RuntimeError(f"benchmarks.trigger_memory failed:\n{answer.stderr[-3000:]}")
+    return json.loads(answer.stdout.strip().splitlines()[-1])
+
+
+def job_db(sizes: list[int], repeat: int) -> dict[str, Any]:
+    from benchmarks import bench_job_db
+
+    log(f"workload 3: job table at {sizes} rows ...")
+    report = bench_job_db.measure(sizes, repeat)
+    largest = report["results"][str(max(sizes))]
+    csv = largest["mbjm_csv"]["persist_one_row"]["median_ms"]
+    report["ratios"] = {
+        f"mbjm_csv_persist_vs_{engine}_update_at_{max(sizes)}": _ratio(csv, largest[engine]["update_row"]["median_ms"])
+        for engine in ("sqlite", "postgres")
+        if engine in largest
+    }
+    return report
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--quick", action="store_true", help="small workloads: under 10 minutes")
+    parser.add_argument("--only", default=",".join(WORKLOADS), help=f"comma-separated subset of {WORKLOADS}")
+    parser.add_argument("--results", type=Path, default=RESULTS)
+    args = parser.parse_args(argv)
+    only = set(args.only.split(","))
+    if only - set(WORKLOADS):
+        parser.error(f"--only: unknown workload(s) {sorted(only - set(WORKLOADS))}; known: {WORKLOADS}")
+    mode = "quick" if args.quick else "full"
+    sizes = SIZES[mode]
+    os.environ.setdefault("AIRFLOW_HOME", str(WORKDIR / "client-home"))
+
+    from benchmarks.live import BenchRig
+    from benchmarks.timeline import plot_timelines
+    from benchmarks.workload import STANDARD
+
+    started = time.monotonic()
+    results: dict[str, Any] = {
+        "command": "make bench" + (" BENCH_ARGS=--quick" if args.quick else ""),
+        "mode": mode,
+        "date": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+        "machine": {"cpus": os.cpu_count(), "python": platform.python_version(), "platform": platform.platform()},
+        "sizes": sizes,
+        "poll_interval_s": POLL_INTERVAL,
+    }
+    if "job_db" in only:
+        results["job_db"] = job_db(sizes["job_db_sizes"], sizes["job_db_repeat"])
+    if only & {"throughput", "scale", "trigger_memory"}:
+        rig = BenchRig(
+            WORKDIR / uuid.uuid4().hex[:8],
+            parallel_jobs=STANDARD["parallel_jobs"],
+            queue_seconds=STANDARD["queue_seconds"],
+            run_seconds=STANDARD["run_seconds"],
+            poll_interval=POLL_INTERVAL,
+        )
+        log("starting two local openEO backends and a live Airflow ...")
+        with rig:
+            if "throughput" in only:
+                figures, spans = throughput(rig, sizes["throughput_rows"])
+                results["throughput"] = figures
+                plot_timelines(
+                    {
+                        f"ours (live Airflow, poll_interval {POLL_INTERVAL:g} s)": spans["ours"],
+                        **{f"MBJM run_jobs poll_sleep={int(p)}": spans[f"mbjm_poll{int(p)}"] for p in MBJM_POLL_SLEEPS},
+                    },
+                    TIMELINE,
+                    title=f"Workload 1: {sizes['throughput_rows']} rows, 2 backends x 4 slots, 2 s queue + 28 s run",
+                )
+                results["throughput"]["timeline_png"] = str(TIMELINE.relative_to(REPO_ROOT))
+            if "trigger_memory" in only:
+                results["trigger_memory"] = trigger_memory(rig.backends["foo"].url, sizes["trigger_jobs"])
+            if "scale" in only:
+                results["scale"] = scale(rig, sizes["scale_rows"])
+    results["bench_wall_s"] = round(time.monotonic() - started, 1)
+    previous = json.loads(args.results.read_text()) if args.results.exists() else {}
+    merged = {**previous, **results} if only != set(WORKLOADS) else results
+    args.results.write_text(json.dumps(merged, indent=2, default=str) + "\n", encoding="utf-8")
+    log(f"figures written to {args.results} ({results['bench_wall_s']:.0f} s)")
+    from benchmarks.report import write_report
+
+    log(f"report written to {write_report(merged)}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,59 @@
+"""The benchmark report and timeline are generated: check them on a small, hand-made results record."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from benchmarks.metrics import JobSpan
+from benchmarks.report import render
+from benchmarks.timeline import lanes_of_run, plot_timelines
+
+RUN = {
+    "jobs": 8,
+    "makespan_s": 70.0,
+    "ideal_makespan_s": 60.0,
+    "utilisation": 0.857,
+    "idle_gap_median_s": 4.0,
+    "idle_gap_p95_s": 9.0,
+    "wall_s": 80.0,
+    "requests_per_job": {"create": 1.0, "status": 0.0, "listing": 1.5, "total": 6.0},
+}
+RESULTS = {
+    "command": "make bench BENCH_ARGS=--quick",
+    "mode": "quick",
+    "throughput": {
+        "ours": RUN,
+        "mbjm_poll5": {**RUN, "makespan_s": 75.0, "requests_per_job": {**RUN["requests_per_job"], "status": 7.0}},
+        "ratios": {"makespan_vs_mbjm_poll5": 0.933, "status_requests_vs_mbjm_poll5": 0.214},
+    },
+    "trigger_memory": {"deferred_jobs": 1000, "rss_before_mb": 80, "rss_waiting_mb": 95, "mb_per_1000_deferred": 15},
+}
+
+
+def test_report_states_each_target_with_its_verdict():
+    text = render(RESULTS)
+    assert "| slot utilisation (ours) | >= 0.85 | 0.857 | met |" in text
+    assert "| makespan / MBJM poll_sleep=5 | <= 1.0 | 0.933 | met |" in text
+    assert "| makespan / MBJM poll_sleep=60 | <= 0.5 | None | not measured |" not in text  # None is rendered empty
+    assert "| makespan / MBJM poll_sleep=60 | <= 0.5 |  | not measured |" in text
+    assert "| triggerer MB per 1,000 deferred jobs | < 100 | 15 | met |" in text
+    assert "| ours (live Airflow) | 8 | 70.0 | 60.0 | 0.857 | 4.0 | 9.0 | 80.0 |" in text
+
+
+def test_a_missed_target_is_marked():
+    results = {**RESULTS, "throughput": {**RESULTS["throughput"], "ours": {**RUN, "idle_gap_median_s": 12.5}}}
+    assert "| median idle gap (ours) | <= 5 s | 12.5 | **missed** |" in render(results)
+
+
+def test_timeline_has_one_lane_per_slot_and_writes_a_png(tmp_path: Path):
+    spans = {
+        "foo": [JobSpan("foo", "a", 0, 1, 11), JobSpan("foo", "b", 0, 1, 12), JobSpan("foo", "c", 13, 14, 24)],
+        "bar": [JobSpan("bar", "d", 0, 1, 11)],
+    }
+    assert [(label, [s.job_id for s in lane]) for label, lane in lanes_of_run(spans)] == [
+        ("bar #1", ["d"]),
+        ("foo #1", ["a"]),
+        ("foo #2", ["b", "c"]),  # c takes the slot freed last before it started
+    ]
+    png = plot_timelines({"ours": spans, "mbjm": spans}, tmp_path / "timeline.png", title="test")
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
