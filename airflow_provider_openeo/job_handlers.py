@@ -169,23 +169,6 @@ class OpenEOJobHandler:
 
     # -- dispatch ---------------------------------------------------------------------------------------------
 
-    def handle(
-        self,
-        context: Mapping[str, Any] | None,
-        job: openeo.BatchJob,
-        row: JobRowRef | None,
-        metadata: Mapping[str, Any],
-    ) -> dict[str, Any]:
-        """Run the hook matching the job's final status (``metadata["status"]``); what waiting code calls."""
-        status = metadata.get("status")
-        if status == OpenEOJobStatus.FINISHED.value:
-            return self.on_job_done(context, job, row, metadata)
-        if status == OpenEOJobStatus.ERROR.value:
-            return self.on_job_error(context, job, row, metadata)
-        if status == OpenEOJobStatus.CANCELED.value:
-            return self.on_job_cancel(context, job, row, metadata)
-        raise ValueError(f"openEO job {job.job_id!r} is not in a final status (status {status!r})")
-
     # -- the three overridable hooks --------------------------------------------------------------------------
 
     def on_job_done(

@@ -38,7 +38,7 @@ from typing import Any, NoReturn
 import pandas as pd
 from openeo import BatchJob, Connection
 from openeo.extra.job_management import ProcessBasedJobCreator
-from openeo.rest import OpenEoApiError, OpenEoApiPlainError
+from openeo.rest import OpenEoApiError
 from shapely.geometry.base import BaseGeometry
 from shapely.validation import explain_validity
 
@@ -49,7 +49,7 @@ from airflow_provider_openeo._lost_create import (
     lost_create_answer,
     recording_created_jobs,
 )
-from airflow_provider_openeo.exceptions import OpenEOTransientError
+from airflow_provider_openeo.exceptions import OpenEOJobNotFoundError, OpenEOTransientError
 from airflow_provider_openeo.hooks._job_db_columns import RESERVED
 from airflow_provider_openeo.hooks._openeo_http import redact, translate_openeo_error
 from airflow_provider_openeo.job_row import JobRowRef
@@ -102,8 +102,8 @@ def is_transient(exc: BaseException) -> bool:
     return isinstance(translate_openeo_error(exc, action="start"), OpenEOTransientError)
 
 
-def is_job_not_found(exc: BaseException) -> bool:
-    return isinstance(exc, OpenEoApiPlainError) and exc.http_status_code == 404
+def is_job_not_found(exc: BaseException, job_id: str) -> bool:
+    return isinstance(translate_openeo_error(exc, action="status", job_id=job_id), OpenEOJobNotFoundError)
 
 
 class RowJobStarter:
@@ -160,7 +160,7 @@ class RowJobStarter:
         try:
             status = job.status()
         except Exception as exc:
-            if is_job_not_found(exc):
+            if is_job_not_found(exc, job_id):
                 log.warning("%s: job %s no longer exists on backend %s", self.row, job_id, self.backend_name)
                 self._retire_job(job_id, values, "deleted")
                 return None

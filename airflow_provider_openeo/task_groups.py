@@ -10,6 +10,7 @@ next run of the same DAG (``continue_until_done``). The job table carries the st
 
 from __future__ import annotations
 
+import logging
 import os
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from datetime import timedelta
@@ -29,6 +30,8 @@ from airflow_provider_openeo.operators.openeo import ROW_LABEL_KEY, OpenEOBatchJ
 from airflow_provider_openeo.planning import assign_backends, parse_backends, rows_to_run
 from airflow_provider_openeo.pools import check_pools, fetch_pools
 from airflow_provider_openeo.summary import summarize
+
+log = logging.getLogger(__name__)
 
 DEFAULT_MAP_INDEX_TEMPLATE = "{{ " + ROW_LABEL_KEY + " }}"
 
@@ -110,16 +113,18 @@ def openeo_job_batch(
             )
             for row_id, message in outcome.rejected.items():
                 db.update_row(row_id, {"status": RowStatus.START_FAILED.value, "error_message": message})
-                print(message)
+                log.warning("%s", message)
             assigned = [(row_id, name) for name, row_ids in outcome.assignments.items() for row_id in row_ids]
             if assigned:
                 # One transaction for the whole plan: a row-by-row UPDATE costs seconds per thousand rows.
                 ids, names = zip(*assigned, strict=True)
                 db.persist(pd.DataFrame({"backend_name": list(names)}, index=pd.Index(list(ids))))
-            print(
-                f"planned {outcome.planned} row(s): "
-                + ", ".join(f"{name} {len(rows)}" for name, rows in outcome.assignments.items())
-                + f"; {outcome.remaining} left for the next run; {len(outcome.rejected)} refused"
+            log.info(
+                "planned %d row(s): %s; %d left for the next run; %d refused",
+                outcome.planned,
+                ", ".join(f"{name} {len(rows)}" for name, rows in outcome.assignments.items()),
+                outcome.remaining,
+                len(outcome.rejected),
             )
             return {"assignments": outcome.assignments, "remaining": outcome.remaining}
 
@@ -140,7 +145,7 @@ def openeo_job_batch(
                     "counts": result["counts"],
                     "not_done": result["not_done"],
                 }
-            print(result)
+            log.info("batch summary: %s", result)
             return result
 
         loaded = init()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import shutil
 import time
 from pathlib import Path
 from typing import Any
@@ -17,7 +18,8 @@ def run_mbjm(
     backends: dict[str, LocalBackend], *, rows: int, parallel_jobs: int, poll_sleep: float, work_dir: Path, tag: str
 ) -> dict[str, Any]:
     """One MBJM run; returns wall time and the ids of the jobs it created (read from its own job db)."""
-    work_dir.mkdir(parents=True, exist_ok=True)
+    shutil.rmtree(work_dir, ignore_errors=True)  # a job db left by an earlier run would be resumed, not run
+    work_dir.mkdir(parents=True)
     manager = MultiBackendJobManager(poll_sleep=poll_sleep, root_dir=work_dir / "results")
     for name, backend in backends.items():
         connection = openeo.connect(backend.url).authenticate_basic(BASIC_USER, BASIC_PASSWORD)

@@ -102,7 +102,10 @@ def _job_db(section: Mapping[str, Any]) -> list[str]:
         for engine in ("sqlite", "postgres"):
             engine_figures = figures.get(engine) or {}
             row += [_get(engine_figures, f"{op}.median_ms") for op in ("update_row", "claim_next", "count_by_status")]
-        row += [_get(figures, "mbjm_csv.persist_one_row.median_ms"), _get(figures, "mbjm_parquet.persist_one_row.median_ms")]
+        row += [
+            _get(figures, "mbjm_csv.persist_one_row.median_ms"),
+            _get(figures, "mbjm_parquet.persist_one_row.median_ms"),
+        ]
         rows.append(row)
     header = ["rows"] + [f"{e} {op}" for e in ("SQLite", "PostgreSQL") for op in ("update", "claim_next", "count")]
     header += ["MBJM CSV persist", "MBJM Parquet persist"]
@@ -138,9 +141,10 @@ def _scale(section: Mapping[str, Any], memory: Mapping[str, Any] | None) -> list
         ]
     if memory:
         out += [
-            f"Triggerer memory: {memory['deferred_jobs']:,} real `OpenEOJobTrigger`s waiting on {memory['deferred_jobs']:,} "
-            f"real jobs in one event loop (`python -m benchmarks.trigger_memory`): {memory['rss_before_mb']} MB before, "
-            f"{memory['rss_waiting_mb']} MB while waiting, **{memory['mb_per_1000_deferred']} MB per 1,000 deferred jobs**.",
+            f"Triggerer memory: {memory['deferred_jobs']:,} real `OpenEOJobTrigger`s waiting on as many real jobs "
+            f"in one event loop (`python -m benchmarks.trigger_memory`): {memory['rss_before_mb']} MB before, "
+            f"{memory['rss_waiting_mb']} MB while waiting, "
+            f"**{memory['mb_per_1000_deferred']} MB per 1,000 deferred jobs**.",
         ]
     return out
 
@@ -154,7 +158,8 @@ def render(results: Mapping[str, Any]) -> str:
         "",
         f"Command: `{results.get('command')}` ({results.get('mode')} mode), {results.get('date')}, "
         f"{machine.get('cpus')} CPUs, Python {machine.get('python')}, {machine.get('platform')}; "
-        f"the whole bench took {results.get('bench_wall_s')} s. Figures: [benchmarks/results.json](benchmarks/results.json).",
+        f"the whole bench took {results.get('bench_wall_s')} s. "
+        "Figures: [benchmarks/results.json](benchmarks/results.json).",
         "",
         "These machines are shared and noisy: compare ratios taken in one run, not seconds across runs.",
         "",
@@ -167,11 +172,11 @@ def render(results: Mapping[str, Any]) -> str:
         "",
     ]
     if "throughput" in results:
-        out += _throughput(results["throughput"]) + [""]
+        out += [*_throughput(results["throughput"]), ""]
     if "job_db" in results:
-        out += _job_db(results["job_db"]) + [""]
+        out += [*_job_db(results["job_db"]), ""]
     if "scale" in results or "trigger_memory" in results:
-        out += _scale(results.get("scale") or {}, results.get("trigger_memory")) + [""]
+        out += [*_scale(results.get("scale") or {}, results.get("trigger_memory")), ""]
     if ANALYSIS.exists():
         out += [ANALYSIS.read_text(encoding="utf-8").rstrip(), ""]
     return "\n".join(out)

@@ -12,9 +12,11 @@ from __future__ import annotations
 import argparse
 import datetime as dt
 import json
+import logging
 import math
 import os
 import platform
+import signal
 import sys
 import time
 import uuid
@@ -96,9 +98,7 @@ def throughput(rig: Any, rows: int) -> tuple[dict[str, Any], dict[str, Any]]:
             ours["requests_per_job"]["status"] + ours["requests_per_job"]["listing"],
             fast["requests_per_job"]["status"] + fast["requests_per_job"]["listing"],
         ),
-        "total_requests_vs_mbjm_poll5": _ratio(
-            ours["requests_per_job"]["total"], fast["requests_per_job"]["total"]
-        ),
+        "total_requests_vs_mbjm_poll5": _ratio(ours["requests_per_job"]["total"], fast["requests_per_job"]["total"]),
     }
     return figures, spans
 
@@ -162,6 +162,9 @@ def main(argv: list[str] | None = None) -> int:
     only = set(args.only.split(","))
     if only - set(WORKLOADS):
         parser.error(f"--only: unknown workload(s) {sorted(only - set(WORKLOADS))}; known: {WORKLOADS}")
+    # SIGTERM (a CI timeout, kill) unwinds like Ctrl-C: the rig stops every process it started.
+    signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(128 + signum))
+    logging.getLogger("openeo").setLevel(logging.WARNING)  # MBJM logs every request at INFO
     mode = "quick" if args.quick else "full"
     sizes = SIZES[mode]
     os.environ.setdefault("AIRFLOW_HOME", str(WORKDIR / "client-home"))

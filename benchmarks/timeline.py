@@ -30,7 +30,10 @@ def plot_timelines(runs: Mapping[str, Mapping[str, Sequence[JobSpan]]], path: Pa
 
     panels = [(name, lanes_of_run(spans)) for name, spans in runs.items()]
     longest = max(
-        (max(s.ended or s.created for _, lane in lanes for s in lane) - min(s.created for _, lane in lanes for s in lane))
+        (
+            max(s.ended or s.created for _, lane in lanes for s in lane)
+            - min(s.created for _, lane in lanes for s in lane)
+        )
         for _, lanes in panels
         if lanes
     )
@@ -41,12 +44,16 @@ def plot_timelines(runs: Mapping[str, Mapping[str, Sequence[JobSpan]]], path: Pa
     axes = [axes] if len(panels) == 1 else list(axes)
     for axis, (name, lanes) in zip(axes, panels, strict=True):
         origin = min((s.created for _, lane in lanes for s in lane), default=0.0)
-        for row, (label, lane) in enumerate(lanes):
+        for row, (_label, lane) in enumerate(lanes):
             for span in lane:
                 if span.started is not None:  # created .. queued: the client's own part, drawn thin
-                    axis.broken_barh([(span.created - origin, span.started - span.created)], (row - 0.1, 0.2), color="0.7")
+                    axis.broken_barh(
+                        [(span.created - origin, span.started - span.created)], (row - 0.1, 0.2), color="0.7"
+                    )
                 if span.started is not None and span.ended is not None:
-                    axis.broken_barh([(span.started - origin, span.ended - span.started)], (row - 0.35, 0.7), color="C0")
+                    axis.broken_barh(
+                        [(span.started - origin, span.ended - span.started)], (row - 0.35, 0.7), color="C0"
+                    )
         axis.set_yticks(range(len(lanes)), [label for label, _ in lanes], fontsize=7)
         axis.set_ylim(-0.6, len(lanes) - 0.4)
         axis.invert_yaxis()

@@ -227,6 +227,9 @@ class AirflowSettings:
     :param services: which of :data:`SERVICES` to start.
     :param extra_services: more processes as ``name -> airflow CLI arguments``, e.g.
         ``{"celery-worker-1": ["celery", "worker", "--concurrency", "1"]}``.
+    :param preload_openeo: write ``config/airflow_local_settings.py`` importing
+        :mod:`airflow_provider_openeo.preload`, as the README recommends for deployments: task processes fork
+        with pandas and the openEO client already loaded. False measures Airflow without it.
     :param env: more environment for every process (``OPENEO_EXAMPLE_*``, ``AIRFLOW__*`` overrides).
     :param service_env: more environment for one process only, by service name (on top of ``env``): e.g. a
         distinct :data:`HOSTNAME_ENV` per Celery worker. :meth:`celery` fills it in.
@@ -243,6 +246,7 @@ class AirflowSettings:
     services: tuple[str, ...] = DEFAULT_SERVICES
     extra_services: Mapping[str, Sequence[str]] = field(default_factory=dict)
     min_file_process_interval: int = 120
+    preload_openeo: bool = True
     env: Mapping[str, str] = field(default_factory=dict)
     service_env: Mapping[str, Mapping[str, str]] = field(default_factory=dict)
 
@@ -408,8 +412,19 @@ class LiveAirflow:
         self.logs.mkdir(parents=True, exist_ok=True)
         if not self.settings.all_admins:
             self._ensure_password()
+        self._write_local_settings()
         self.cli("db", "migrate", timeout=timeout)
         return self
+
+    def _write_local_settings(self) -> None:
+        from airflow_provider_openeo.preload import LOCAL_SETTINGS_LINE
+
+        local_settings = self.home / "config" / "airflow_local_settings.py"
+        if self.settings.preload_openeo:
+            local_settings.parent.mkdir(parents=True, exist_ok=True)
+            local_settings.write_text(LOCAL_SETTINGS_LINE, encoding="utf-8")
+        else:
+            local_settings.unlink(missing_ok=True)
 
     def _ensure_password(self) -> None:
         try:

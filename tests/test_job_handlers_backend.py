@@ -232,17 +232,6 @@ def test_canceled_job_is_recorded(
     assert not (tmp_path / f"job_{job.job_id}").exists()
 
 
-def test_handle_dispatches_on_the_final_status(
-    conn: openeo.Connection, job_table: OpenEOJobDbHook, tmp_path: Path
-) -> None:
-    job = _run_job(conn, fail=True)
-    row = _row(job_table, 0, job.job_id)
-    handler = OpenEOJobHandler(tmp_path)
-    assert handler.handle({}, job, row, job.describe())["status"] == "error"
-    with pytest.raises(ValueError, match="not in a final status"):
-        handler.handle({}, job, row, {"id": job.job_id, "status": "running"})
-
-
 def test_stale_handler_never_overwrites_a_newer_jobs_row(
     conn: openeo.Connection, job_table: OpenEOJobDbHook, tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:

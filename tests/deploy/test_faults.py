@@ -97,18 +97,25 @@ def run_batch(rig: FaultRig, dag_id: str, conf: dict[str, Any]) -> tuple[str, fl
 # -- 1. the triggerer dies ---------------------------------------------------------------------------------------
 
 
-def test_triggerer_killed_mid_batch_and_replaced(rig: FaultRig) -> None:
-    """kill -9 the triggerer while row tasks are deferred; a new triggerer takes their triggers over."""
-    dag_id, rows = "fault_kill_triggerer", 6
-    run_id, started = run_batch(rig, dag_id, {"rows": rows, "run_seconds": 5})
-    rig.wait_until("3 deferred row tasks", lambda: count_state(rig, dag_id, run_id, "deferred") >= 3)
-    deferred_at_kill = count_state(rig, dag_id, run_id, "deferred")
+def kill_and_restart(
+    rig: FaultRig, dag_id: str, service: str, *, rows: int, run_seconds: float, deferred: int, down_for: float
+) -> dict[str, Any]:
+    """``kill -9`` one Airflow service once ``deferred`` row tasks wait in the triggerer, start it again after
+    ``down_for`` seconds, and check the batch still ends with every row finished by exactly one job.
+
+    Returns the observations common to every such scenario (seconds are counted from the trigger).
+    """
+    run_id, started = run_batch(rig, dag_id, {"rows": rows, "run_seconds": run_seconds})
+    rig.wait_until(f"{deferred} deferred row tasks", lambda: count_state(rig, dag_id, run_id, "deferred") >= deferred)
     table = rig.table(dag_id)
-    live_at_kill = int(table["status"].isin(["queued", "running"]).sum())
+    at_kill = {
+        "row_tasks_at_kill": ti_states(rig.mapped(dag_id, run_id)),
+        "jobs_live_at_kill": int(table["status"].isin(["queued", "running"]).sum()),
+    }
     killed = time.monotonic()
-    rig.airflow.kill_service("triggerer", signal.SIGKILL)
-    time.sleep(2.0)
-    rig.airflow.start_service("triggerer")
+    rig.airflow.kill_service(service, signal.SIGKILL)
+    time.sleep(down_for)
+    rig.airflow.start_service(service)
     restarted = time.monotonic()
     run = rig.airflow.wait_for_run(dag_id, run_id, timeout=RUN_TIMEOUT)
     ended = time.monotonic()
@@ -116,54 +123,32 @@ def test_triggerer_killed_mid_batch_and_replaced(rig: FaultRig) -> None:
 
     assert run["state"] == "success", ti_states(tis)
     check_batch(rig, dag_id, rows)
-    observe(
-        rig,
-        "1 kill -9 triggerer",
-        rows=rows,
-        deferred_at_kill=deferred_at_kill,
-        jobs_live_at_kill=live_at_kill,
-        killed_after_s=round(killed - started, 1),
-        new_triggerer_healthy_after_s=round(restarted - killed, 1),
-        run_ended_after_kill_s=round(ended - killed, 1),
-        run_seconds=round(ended - started, 1),
-        run_state=run["state"],
-        retried_tasks=retried(tis),
-        jobs_on_backends=sum(len(j) for j in rig.jobs_of(f"{dag_id} ").values()),
-    )
+    return {
+        "rows": rows,
+        **at_kill,
+        "killed_after_s": round(killed - started, 1),
+        f"{service}_healthy_after_s": round(restarted - killed, 1),
+        "run_ended_after_kill_s": round(ended - killed, 1),
+        "run_seconds": round(ended - started, 1),
+        "run_state": run["state"],
+        "retried_tasks": retried(tis),
+        "jobs_on_backends": sum(len(j) for j in rig.jobs_of(f"{dag_id} ").values()),
+    }
+
+
+def test_triggerer_killed_mid_batch_and_replaced(rig: FaultRig) -> None:
+    """kill -9 the triggerer while row tasks are deferred; a new triggerer takes their triggers over."""
+    seen = kill_and_restart(rig, "fault_kill_triggerer", "triggerer", rows=6, run_seconds=5, deferred=3, down_for=2.0)
+    observe(rig, "1 kill -9 triggerer", **seen)
 
 
 # -- 2. the scheduler dies ---------------------------------------------------------------------------------------
 
 
 def test_scheduler_killed_mid_batch_and_restarted(rig: FaultRig) -> None:
-    dag_id, rows = "fault_kill_scheduler", 6
-    run_id, started = run_batch(rig, dag_id, {"rows": rows, "run_seconds": 6})
-    rig.wait_until("2 deferred row tasks", lambda: count_state(rig, dag_id, run_id, "deferred") >= 2)
-    at_kill = ti_states(rig.mapped(dag_id, run_id))
-    killed = time.monotonic()
-    rig.airflow.kill_service("scheduler", signal.SIGKILL)
-    time.sleep(3.0)
-    rig.airflow.start_service("scheduler")
-    restarted = time.monotonic()
-    run = rig.airflow.wait_for_run(dag_id, run_id, timeout=RUN_TIMEOUT)
-    ended = time.monotonic()
-    tis = rig.mapped(dag_id, run_id)
-
-    assert run["state"] == "success", ti_states(tis)
-    check_batch(rig, dag_id, rows)
-    observe(
-        rig,
-        "2 kill -9 scheduler",
-        rows=rows,
-        row_tasks_at_kill=at_kill,
-        killed_after_s=round(killed - started, 1),
-        scheduler_healthy_after_s=round(restarted - killed, 1),
-        run_ended_after_kill_s=round(ended - killed, 1),
-        run_seconds=round(ended - started, 1),
-        run_state=run["state"],
-        retried_tasks=retried(tis),
-        jobs_on_backends=sum(len(j) for j in rig.jobs_of(f"{dag_id} ").values()),
-    )
+    """kill -9 the scheduler mid-batch; once restarted it adopts the running and deferred row tasks."""
+    seen = kill_and_restart(rig, "fault_kill_scheduler", "scheduler", rows=6, run_seconds=6, deferred=2, down_for=3.0)
+    observe(rig, "2 kill -9 scheduler", **seen)
 
 
 # -- 3. a worker dies while downloading ----------------------------------------------------------------------------
@@ -458,7 +443,7 @@ def test_marking_a_running_row_failed_cancels_its_job(rig: FaultRig) -> None:
     tis = rig.mapped(dag_id, run_id)
 
     table, created = check_batch(rig, dag_id, rows, finished_rows=[1])
-    assert table.loc[0, "status"] == "canceled"
+    assert (table.loc[0, "status"], table.loc[0, "backend_status"]) == ("canceled", "canceled")
     assert run["state"] == "failed"
     observe(
         rig,
