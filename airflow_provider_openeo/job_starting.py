@@ -335,12 +335,9 @@ class RowJobStarter:
                     raise TransientStartError(message) from exc
                 log.warning("%s: starting job %s failed (%s); retrying", self.row, job.job_id, exc)
                 time.sleep(self.start_backoff * attempt)
-        try:
-            status = job.status()
-        except Exception as exc:
-            if not is_transient(exc):
-                raise
-            status = OpenEOJobStatus.QUEUED.value
+        # An accepted start means queued (openEO API); the trigger's shared listing reports what follows. Not
+        # reading the status here spares every job one GET /jobs/{id} (BENCHMARKS.md, requests per job).
+        status = OpenEOJobStatus.QUEUED.value
         self._record(job.job_id, status, {"claimed_by": None, "error_message": None})
         return StartOutcome(job_id=job.job_id, backend_status=status, reattached=reattached)
 

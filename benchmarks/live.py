@@ -94,15 +94,12 @@ class BenchRig:
         workdir: Path,
         *,
         parallel_jobs: int,
-        queue_seconds: float,
-        run_seconds: float,
         poll_interval: float,
         parallelism: int = 6,
         airflow_env: Mapping[str, str] | None = None,
     ) -> None:
         self.workdir = Path(workdir)
         self.parallel_jobs = parallel_jobs
-        self.job_settings = {"queue_seconds": queue_seconds, "run_seconds": run_seconds}
         self.poll_interval = poll_interval
         self.backends: dict[str, LocalBackend] = {}
         config = {
@@ -125,7 +122,7 @@ class BenchRig:
     def start(self) -> None:
         (self.workdir / "ours").mkdir(parents=True, exist_ok=True)
         for name in self.backend_names:
-            self.backends[name] = start_local_backend(name=name, **self.job_settings)
+            self.backends[name] = start_local_backend(name=name)  # job durations come with each row
         self.airflow.prepare()
         self.airflow.start(wait=False)
         self.airflow.set_pools(
@@ -167,14 +164,16 @@ class BenchRig:
             for name, backend in self.backends.items()
         }
 
-    def run_ours(self, dag_id: str, *, rows: int, tag: str, timeout: float) -> dict[str, Any]:
+    def run_ours(
+        self, dag_id: str, *, rows: int, tag: str, timeout: float, profile: str = "standard"
+    ) -> dict[str, Any]:
         """Trigger one benchmark DAG run and wait for it; wall time, job ids and statuses from its job table."""
         from airflow_provider_openeo.hooks.job_db import OpenEOJobDbHook
 
         self.airflow.wait_for_dag(dag_id)
         with MemorySampler(self.airflow).running() as memory:
             started = time.time()
-            run_id = self.airflow.trigger_dag(dag_id, {"rows": rows, "tag": tag})
+            run_id = self.airflow.trigger_dag(dag_id, {"rows": rows, "tag": tag, "profile": profile})
             run = self.airflow.wait_for_run(dag_id, run_id, timeout=timeout, interval=2.0)
             runs = self._wait_for_chained_runs(dag_id, timeout=timeout)
             wall = time.time() - started

@@ -10,6 +10,7 @@ in this run: the machines are shared and noisy, absolute seconds are not compara
 from __future__ import annotations
 
 import argparse
+import concurrent.futures
 import datetime as dt
 import json
 import logging
@@ -32,7 +33,7 @@ WORKLOADS = ("throughput", "job_db", "scale", "trigger_memory")
 
 #: Workload sizes by mode. ``throughput`` is issue 5's workload 1 (rows on 2 backends x 4 slots, 2 s + 28 s jobs).
 SIZES = {
-    "quick": {"throughput_rows": 24, "scale_rows": 120, "job_db_sizes": [1_000, 10_000, 100_000], "job_db_repeat": 50,
+    "quick": {"throughput_rows": 24, "scale_rows": 80, "job_db_sizes": [1_000, 10_000, 100_000], "job_db_repeat": 50,
               "trigger_jobs": 1_000},
     "full": {"throughput_rows": 200, "scale_rows": 5_000, "job_db_sizes": [1_000, 10_000, 100_000],
              "job_db_repeat": 200, "trigger_jobs": 5_000},
@@ -51,76 +52,115 @@ def _ratio(numerator: float | None, denominator: float | None) -> float | None:
     return round(numerator / denominator, 3)
 
 
-def throughput(rig: Any, rows: int) -> tuple[dict[str, Any], dict[str, Any]]:
-    """Workloads 1, 2 and 5: makespan, utilisation, idle gaps, requests per job; spans for the timeline."""
+def _measure(
+    backends: dict[str, Any], outcome: dict[str, Any], slots: dict[str, int], job_seconds: float
+) -> tuple[dict[str, Any], dict[str, Any]]:
+    """A contender's figures from what ``backends`` saw of its jobs, and its spans for the timeline."""
     from benchmarks import metrics
+
+    spans = {
+        name: metrics.spans_from_backend_jobs(name, backend.jobs(), outcome["job_ids"])
+        for name, backend in backends.items()
+    }
+    run = metrics.run_figures(spans, slots, job_seconds=job_seconds, wall_seconds=outcome["wall_s"])
+    run["statuses"] = outcome["statuses"]
+    stats = {name: backend.stats() for name, backend in backends.items()}
+    run["requests_per_job"] = metrics.requests_per_job(stats, max(1, run["jobs"]))
+    return run, spans
+
+
+def throughput(rig: Any, rows: int) -> tuple[dict[str, Any], dict[str, Any]]:
+    """Workloads 1, 2 and 5: makespan, utilisation, idle gaps, requests per job; spans for the timeline.
+
+    MBJM at ``poll_sleep=60`` spends most of its run asleep: it runs alongside the others, on a second pair of
+    identically configured local backends (its own request counters), which keeps ``--quick`` short.
+    """
     from benchmarks.mbjm_runner import run_mbjm
-    from benchmarks.workload import STANDARD
+    from benchmarks.workload import STANDARD, mean_job_seconds
+    from local_backend.launcher import start_local_backend
 
-    job_seconds = STANDARD["queue_seconds"] + STANDARD["run_seconds"]
+    job_seconds = mean_job_seconds(rows)
     slots = dict.fromkeys(rig.backend_names, STANDARD["parallel_jobs"])
-    figures: dict[str, Any] = {}
-    spans: dict[str, Any] = {}
     timeout = 60 + 6 * math.ceil(rows / sum(slots.values())) * job_seconds
+    outcomes: dict[str, tuple[dict[str, Any], dict[str, Any]]] = {}
 
-    contenders = [("ours", None)] + [(f"mbjm_poll{int(p)}", p) for p in MBJM_POLL_SLEEPS]
-    for name, poll_sleep in contenders:
-        tag = f"{name}-{uuid.uuid4().hex[:6]}"
-        rig.reset_counters()
-        log(f"workload 1, {name}: {rows} rows ...")
-        if poll_sleep is None:
-            outcome = rig.run_ours("bench_openeo_throughput", rows=rows, tag=tag, timeout=timeout)
-        else:
-            outcome = run_mbjm(
-                rig.backends,
-                rows=rows,
-                parallel_jobs=STANDARD["parallel_jobs"],
-                poll_sleep=poll_sleep,
-                work_dir=WORKDIR / name,
-                tag=tag,
-            )
-        run_spans = rig.spans(outcome["job_ids"])
-        run = metrics.run_figures(run_spans, slots, job_seconds=job_seconds, wall_seconds=outcome["wall_s"])
-        run["statuses"] = outcome["statuses"]
-        run["requests_per_job"] = metrics.requests_per_job(rig.stats(), max(1, run["jobs"]))
-        if "peak_rss_mb" in outcome:
-            run["peak_rss_mb"] = outcome["peak_rss_mb"]
-        figures[name] = run
-        spans[name] = run_spans
-        log(f"  {name}: {json.dumps({k: v for k, v in run.items() if k != 'requests_per_job'})}")
+    def mbjm(name: str, poll_sleep: float, backends: dict[str, Any]) -> dict[str, Any]:
+        return run_mbjm(
+            backends,
+            rows=rows,
+            parallel_jobs=STANDARD["parallel_jobs"],
+            poll_sleep=poll_sleep,
+            work_dir=WORKDIR / name,
+            tag=f"{name}-{uuid.uuid4().hex[:6]}",
+        )
 
-    ours, slow, fast = figures["ours"], figures["mbjm_poll60"], figures["mbjm_poll5"]
+    side = {name: start_local_backend(name=name) for name in rig.backend_names}
+    try:
+        log(f"workload 1: {rows} rows; MBJM poll_sleep=60 alongside, on a second pair of backends ...")
+        with concurrent.futures.ThreadPoolExecutor(1) as pool:
+            slow = pool.submit(mbjm, "mbjm_poll60", 60.0, side)
+            for name in ("ours", "mbjm_poll5"):
+                rig.reset_counters()
+                log(f"workload 1, {name} ...")
+                if name == "ours":
+                    outcome = rig.run_ours("bench_openeo_throughput", rows=rows, tag=name, timeout=timeout)
+                else:
+                    outcome = mbjm(name, 5.0, rig.backends)
+                outcomes[name] = _measure(rig.backends, outcome, slots, job_seconds)
+                if name == "ours":
+                    outcomes[name][0]["peak_rss_mb"] = outcome["peak_rss_mb"]
+                    outcomes[name][0]["gap_parts"] = _gap_parts(rig, "bench_openeo_throughput", outcomes[name][0])
+                log(f"  {name}: {json.dumps({k: v for k, v in outcomes[name][0].items() if k != 'requests_per_job'})}")
+            outcomes["mbjm_poll60"] = _measure(side, slow.result(timeout=timeout), slots, job_seconds)
+    finally:
+        for backend in side.values():
+            backend.stop()
+    log(
+        f"  mbjm_poll60: {json.dumps({k: v for k, v in outcomes['mbjm_poll60'][0].items() if k != 'requests_per_job'})}"
+    )
+
+    figures = {name: run for name, (run, _) in outcomes.items()}
+    ours, slow_run, fast = figures["ours"], figures["mbjm_poll60"], figures["mbjm_poll5"]
+
+    def status_reads(run: dict[str, Any]) -> float:
+        return run["requests_per_job"]["status"] + run["requests_per_job"]["listing"]
+
     figures["ratios"] = {
-        "makespan_vs_mbjm_poll60": _ratio(ours["makespan_s"], slow["makespan_s"]),
+        "makespan_vs_mbjm_poll60": _ratio(ours["makespan_s"], slow_run["makespan_s"]),
         "makespan_vs_mbjm_poll5": _ratio(ours["makespan_s"], fast["makespan_s"]),
+        "job_span_vs_mbjm_poll60": _ratio(ours["job_span_s"], slow_run["job_span_s"]),
+        "job_span_vs_mbjm_poll5": _ratio(ours["job_span_s"], fast["job_span_s"]),
         "makespan_vs_ideal": _ratio(ours["makespan_s"], ours["ideal_makespan_s"]),
-        "status_requests_vs_mbjm_poll5": _ratio(
-            ours["requests_per_job"]["status"] + ours["requests_per_job"]["listing"],
-            fast["requests_per_job"]["status"] + fast["requests_per_job"]["listing"],
-        ),
+        "status_requests_vs_mbjm_poll5": _ratio(status_reads(ours), status_reads(fast)),
         "total_requests_vs_mbjm_poll5": _ratio(ours["requests_per_job"]["total"], fast["requests_per_job"]["total"]),
     }
-    return figures, spans
+    return figures, {name: spans for name, (_, spans) in outcomes.items()}
+
+
+def _gap_parts(rig: Any, dag_id: str, run: dict[str, Any]) -> dict[str, Any]:
+    from benchmarks.gap_parts import gap_parts
+
+    parts = gap_parts(rig.airflow.logs, dag_id, {name: backend.jobs() for name, backend in rig.backends.items()})
+    medians, median_gap = parts.get("median_s"), run["idle_gap_median_s"]
+    if medians and median_gap is not None:
+        accounted = sum(medians[k] for k in ("detect", "to_resume", "resume", "start"))
+        medians["hand_over"] = round(median_gap - accounted, 2)
+    return parts
 
 
 def scale(rig: Any, rows: int) -> dict[str, Any]:
-    """Workload 4: many near-instant jobs through the default ``max_map_length`` (chained runs beyond it)."""
-    for backend in rig.backends.values():
-        backend.configure(queue_seconds=0.0, run_seconds=0.2)
+    """Workload 4: near-instant jobs through the default ``max_map_length`` (chained runs beyond it)."""
     log(f"workload 4: {rows} near-instant rows ...")
-    outcome = rig.run_ours("bench_openeo_scale", rows=rows, tag=f"scale-{uuid.uuid4().hex[:6]}", timeout=3 * 3600)
-    # The first run chains follow-up runs for rows beyond max_map_length: wait until the table is done.
-    figures = {
+    outcome = rig.run_ours("bench_openeo_scale", rows=rows, tag="scale", timeout=4 * 3600, profile="instant")
+    return {
         "rows": rows,
         "state": outcome["state"],
+        "dag_runs": outcome["dag_runs"],
         "wall_s": round(outcome["wall_s"], 1),
         "statuses": outcome["statuses"],
         "orchestration_s_per_row": round(outcome["wall_s"] / rows, 3),
         "peak_rss_mb": outcome["peak_rss_mb"],
     }
-    for backend in rig.backends.values():
-        backend.reset_config()
-    return figures
 
 
 def trigger_memory(url: str, jobs: int) -> dict[str, Any]:
@@ -188,8 +228,6 @@ def main(argv: list[str] | None = None) -> int:
         rig = BenchRig(
             WORKDIR / uuid.uuid4().hex[:8],
             parallel_jobs=STANDARD["parallel_jobs"],
-            queue_seconds=STANDARD["queue_seconds"],
-            run_seconds=STANDARD["run_seconds"],
             poll_interval=POLL_INTERVAL,
         )
         log("starting two local openEO backends and a live Airflow ...")

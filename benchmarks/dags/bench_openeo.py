@@ -28,7 +28,7 @@ BACKENDS = {
 
 def rows_from_params(context: Any) -> pd.DataFrame:
     params = context["params"]
-    return workload.rows(int(params["rows"]), str(params["tag"]))
+    return workload.rows_of_profile(str(params["profile"]), int(params["rows"]), str(params["tag"]))
 
 
 for dag_id in ("bench_openeo_throughput", "bench_openeo_scale"):
@@ -37,7 +37,11 @@ for dag_id in ("bench_openeo_throughput", "bench_openeo_scale"):
         schedule=None,
         catchup=False,
         max_active_runs=1,
-        params={"rows": Param(24, type="integer", minimum=1), "tag": Param("bench", type="string")},
+        params={
+            "rows": Param(24, type="integer", minimum=1),
+            "tag": Param("bench", type="string"),
+            "profile": Param("standard", enum=["standard", "instant"]),
+        },
         tags=["openeo", "benchmark"],
     ) as dag:
         openeo_job_batch(

@@ -26,8 +26,8 @@ def test_run_figures_utilisation_and_ideal_makespan():
         "foo": [_span("a", 0, 0, 10), _span("c", 12, 12, 22)],
         "bar": [_span("b", 0, 0, 10, "bar"), _span("d", 14, 14, 24, "bar")],
     }
-    figures = run_figures(spans, {"foo": 1, "bar": 1}, job_seconds=10)
-    assert figures["makespan_s"] == 24
+    figures = run_figures(spans, {"foo": 1, "bar": 1}, job_seconds=10, wall_seconds=31.5)
+    assert (figures["makespan_s"], figures["job_span_s"]) == (31.5, 24)
     assert figures["ideal_makespan_s"] == 20
     assert figures["utilisation"] == pytest.approx(40 / 48, abs=1e-3)
     assert figures["idle_gap_median_s"] == 3.0
