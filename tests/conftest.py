@@ -51,5 +51,14 @@ def airflow_db() -> Path:
     return AIRFLOW_HOME / "airflow.db"
 
 
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Under pytest-xdist (``--dist loadgroup``) the live-Airflow tests run one after another on one worker: each
+    starts several Airflow services, and two such deployments at once would starve a 2-core machine."""
+    deploy = REPO / "tests" / "deploy"
+    for item in items:
+        if Path(str(item.path)).is_relative_to(deploy):
+            item.add_marker(pytest.mark.xdist_group("live_airflow"))
+
+
 # DAG files used through dag.test(), not test modules.
 collect_ignore_glob = ["dags/*"]
