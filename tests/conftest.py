@@ -51,6 +51,7 @@ def airflow_db() -> Path:
     return AIRFLOW_HOME / "airflow.db"
 
 
+@pytest.hookimpl(tryfirst=True)  # before xdist turns the group marks into node ids
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     """Under pytest-xdist (``--dist loadgroup``) the live-Airflow tests run one after another on one worker: each
     starts several Airflow services, and two such deployments at once would starve a 2-core machine."""
