@@ -5,9 +5,6 @@ PY := $(VENV)/bin/python
 DRIVER_VENV := build/driver-venv
 UV := $(shell command -v uv 2>/dev/null || echo $(HOME)/.local/bin/uv)
 PYTEST_ARGS ?=
-# Two pytest workers: the live-Airflow tests (tests/deploy, one xdist group) run on one while the rest share the
-# other; on 2 cores this takes the suite from ~18 to ~13 minutes. PYTEST_WORKERS=0 runs everything in one process.
-PYTEST_WORKERS ?= 2
 LINT_PATHS := airflow_provider_openeo tests example_dags local_backend deploy benchmarks
 
 .PHONY: install driver-venv services test test-fast lint format local-backend clean
@@ -35,10 +32,11 @@ services:
 test: install driver-venv services
 	@scripts/ensure_browser.sh
 	$(VENV)/bin/ruff check $(LINT_PATHS)
-	$(PY) -m pytest -ra -n $(PYTEST_WORKERS) --dist loadgroup $(PYTEST_ARGS)
+	@# tests/deploy (live Airflow) runs beside the rest: ~18 min in one process, ~12 split (scripts/run_tests.sh)
+	scripts/run_tests.sh $(PY) $(PYTEST_ARGS)
 
 test-fast: install driver-venv
-	$(PY) -m pytest -ra -n $(PYTEST_WORKERS) --dist loadgroup -m "not slow" $(PYTEST_ARGS)
+	$(PY) -m pytest -ra -m "not slow" $(PYTEST_ARGS)
 
 lint: install
 	$(VENV)/bin/ruff check $(LINT_PATHS)

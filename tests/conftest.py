@@ -11,9 +11,9 @@ from pathlib import Path
 import pytest
 
 REPO = Path(__file__).resolve().parent.parent
-# One AIRFLOW_HOME (and so one SQLite metadata database) per pytest-xdist worker: dag.test() runs must not
-# share a SQLite file across processes.
-_WORKER = os.environ.get("PYTEST_XDIST_WORKER")
+# One AIRFLOW_HOME (and so one SQLite metadata database) per pytest process running at once (``make test`` runs
+# tests/deploy beside the rest; a pytest-xdist worker counts too): dag.test() runs must not share a SQLite file.
+_WORKER = os.environ.get("OPENEO_TEST_SHARD") or os.environ.get("PYTEST_XDIST_WORKER")
 AIRFLOW_HOME = REPO / "build" / (f"test-airflow-home-{_WORKER}" if _WORKER else "test-airflow-home")
 AIRFLOW_HOME.mkdir(parents=True, exist_ok=True)
 os.environ["AIRFLOW_HOME"] = str(AIRFLOW_HOME)
@@ -49,16 +49,6 @@ def airflow_db() -> Path:
         env=os.environ.copy(),
     )
     return AIRFLOW_HOME / "airflow.db"
-
-
-@pytest.hookimpl(tryfirst=True)  # before xdist turns the group marks into node ids
-def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    """Under pytest-xdist (``--dist loadgroup``) the live-Airflow tests run one after another on one worker: each
-    starts several Airflow services, and two such deployments at once would starve a 2-core machine."""
-    deploy = REPO / "tests" / "deploy"
-    for item in items:
-        if Path(str(item.path)).is_relative_to(deploy):
-            item.add_marker(pytest.mark.xdist_group("live_airflow"))
 
 
 # DAG files used through dag.test(), not test modules.
