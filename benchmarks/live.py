@@ -21,7 +21,7 @@ import psutil
 
 from benchmarks import metrics
 from deploy.live_airflow import REPO_ROOT, AirflowSettings, LiveAirflow
-from local_backend.launcher import BASIC_PASSWORD, BASIC_USER, LocalBackend, start_local_backend
+from local_backend.launcher import LocalBackend, start_local_backend
 
 BENCH_DAGS = Path(__file__).resolve().with_name("dags")
 
@@ -124,20 +124,9 @@ class BenchRig:
         for name in self.backend_names:
             self.backends[name] = start_local_backend(name=name)  # job durations come with each row
         self.airflow.prepare()
-        self.airflow.start(wait=False)
-        self.airflow.set_pools(
-            {name: {"conn_id": f"openeo_{name}", "parallel_jobs": self.parallel_jobs} for name in self.backend_names}
+        self.airflow.start_for_local_backends(
+            {name: backend.url for name, backend in self.backends.items()}, parallel_jobs=self.parallel_jobs
         )
-        self.airflow.wait_healthy()
-        for name, backend in self.backends.items():
-            self.airflow.set_connection(
-                f"openeo_{name}",
-                "openeo",
-                host=backend.url,
-                login=BASIC_USER,
-                password=BASIC_PASSWORD,
-                extra={"auth_method": "basic"},
-            )
 
     def stop(self) -> None:
         self.airflow.stop()

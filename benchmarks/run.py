@@ -241,7 +241,7 @@ def main(argv: list[str] | None = None) -> int:
                         **{f"MBJM run_jobs poll_sleep={int(p)}": spans[f"mbjm_poll{int(p)}"] for p in MBJM_POLL_SLEEPS},
                     },
                     TIMELINE,
-                    title=f"Workload 1: {sizes['throughput_rows']} rows, 2 backends x 4 slots, 2 s queue + 28 s run",
+                    title=f"Workload 1: {sizes['throughput_rows']} rows, 2 backends x 4 slots, 2 s queue + 25-31 s run",
                 )
                 results["throughput"]["timeline_png"] = str(TIMELINE.relative_to(REPO_ROOT))
             if "trigger_memory" in only:

@@ -37,7 +37,6 @@ from deploy.live_airflow import (
     free_port,
     port_is_free,
 )
-from local_backend.credentials import BASIC_PASSWORD, BASIC_USER
 from local_backend.settings import SettingsError, validate_settings
 
 DAG_ID = "example_openeo_process_based"
@@ -408,22 +407,11 @@ class Demo:
             }
         )
         self.say("starting Airflow: scheduler, triggerer, dag-processor, api-server ...")
-        self.airflow.start(wait=False)
-        pools = {
-            name: {"conn_id": f"openeo_{name}", "parallel_jobs": self.config.parallel_jobs} for name in BACKEND_NAMES
-        }
-        self.airflow.set_pools(pools)
-        self.airflow.wait_healthy()
-        for name, backend in self.backends.items():
-            self.airflow.set_connection(
-                f"openeo_{name}",
-                "openeo",
-                host=backend.url,
-                login=BASIC_USER,
-                password=BASIC_PASSWORD,
-                extra={"auth_method": "basic"},
-                description=f"local openEO backend {name} (make demo)",
-            )
+        self.airflow.start_for_local_backends(
+            {name: backend.url for name, backend in self.backends.items()},
+            parallel_jobs=self.config.parallel_jobs,
+            description="local openEO backend (make demo)",
+        )
         seconds = time.monotonic() - started
         self.say(f"Airflow is up at {self.airflow.url} ({seconds:.0f} s)")
         return seconds

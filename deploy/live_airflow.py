@@ -482,6 +482,29 @@ class LiveAirflow:
             raise
         return self
 
+    def start_for_local_backends(
+        self, urls: Mapping[str, str], *, parallel_jobs: int, description: str | None = None
+    ) -> LiveAirflow:
+        """Start every service wired to local openEO backends ``{name: url}``, as the demo, the tests and the
+        bench need: pool ``openeo_<name>`` with ``parallel_jobs`` slots (made while the services boot) and
+        connection ``openeo_<name>`` (the local backends' basic-auth user)."""
+        from local_backend.credentials import BASIC_PASSWORD, BASIC_USER
+
+        self.start(wait=False)
+        self.set_pools({name: {"conn_id": f"openeo_{name}", "parallel_jobs": parallel_jobs} for name in urls})
+        self.wait_healthy()
+        for name, url in urls.items():
+            self.set_connection(
+                f"openeo_{name}",
+                "openeo",
+                host=url,
+                login=BASIC_USER,
+                password=BASIC_PASSWORD,
+                extra={"auth_method": "basic"},
+                description=description,
+            )
+        return self
+
     def start_service(self, name: str, *, wait: bool = True, timeout: float = 120.0) -> int:
         """Start one service (again, after :meth:`kill_service`); returns its PID."""
         command = self._commands().get(name)

@@ -25,7 +25,7 @@ import pytest
 
 from airflow_provider_openeo.hooks.job_db import OpenEOJobDbHook
 from deploy.live_airflow import AirflowSettings, LiveAirflow
-from local_backend.launcher import BASIC_PASSWORD, BASIC_USER, LocalBackend, start_local_backend
+from local_backend.launcher import LocalBackend, start_local_backend
 from tests.conftest import REPO
 
 FAULT_DAGS = REPO / "tests" / "deploy" / "dags"
@@ -171,20 +171,9 @@ def fault_rig(fault_backends: dict[str, LocalBackend]) -> Iterator[FaultRig]:
     rig = FaultRig(airflow, fault_backends, work_dir)
     try:
         airflow.prepare()
-        airflow.start(wait=False)
-        airflow.set_pools(
-            {name: {"conn_id": f"openeo_{name}", "parallel_jobs": PARALLEL_JOBS} for name in BACKEND_NAMES}
+        airflow.start_for_local_backends(
+            {name: backend.url for name, backend in fault_backends.items()}, parallel_jobs=PARALLEL_JOBS
         )
-        airflow.wait_healthy()
-        for name, backend in fault_backends.items():
-            airflow.set_connection(
-                f"openeo_{name}",
-                "openeo",
-                host=backend.url,
-                login=BASIC_USER,
-                password=BASIC_PASSWORD,
-                extra={"auth_method": "basic"},
-            )
         yield rig
     finally:
         airflow.stop()
