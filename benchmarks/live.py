@@ -19,7 +19,6 @@ from typing import Any
 
 import psutil
 
-from benchmarks import metrics
 from deploy.live_airflow import REPO_ROOT, AirflowSettings, LiveAirflow
 from local_backend.launcher import LocalBackend, start_local_backend
 
@@ -143,15 +142,6 @@ class BenchRig:
     def reset_counters(self) -> None:
         for backend in self.backends.values():
             backend.reset_stats()
-
-    def stats(self) -> dict[str, dict[str, int]]:
-        return {name: backend.stats() for name, backend in self.backends.items()}
-
-    def spans(self, job_ids: set[str]) -> dict[str, list[metrics.JobSpan]]:
-        return {
-            name: metrics.spans_from_backend_jobs(name, backend.jobs(), job_ids)
-            for name, backend in self.backends.items()
-        }
 
     def run_ours(
         self, dag_id: str, *, rows: int, tag: str, timeout: float, profile: str = "standard"

@@ -31,7 +31,7 @@ TIMELINE = REPO_ROOT / "docs" / "bench-timeline.png"
 WORKDIR = REPO_ROOT / "build" / "bench"
 WORKLOADS = ("throughput", "job_db", "scale", "trigger_memory")
 
-#: Workload sizes by mode. ``throughput`` is issue 5's workload 1 (rows on 2 backends x 4 slots, 2 s + 28 s jobs).
+#: Workload sizes by mode. ``throughput`` is issue 5's workload 1 (rows on 2 backends x 4 slots, ~30 s jobs).
 SIZES = {
     "quick": {"throughput_rows": 24, "scale_rows": 80, "job_db_sizes": [1_000, 10_000, 100_000], "job_db_repeat": 50,
               "trigger_jobs": 1_000},
@@ -50,6 +50,10 @@ def _ratio(numerator: float | None, denominator: float | None) -> float | None:
     if numerator is None or not denominator:
         return None
     return round(numerator / denominator, 3)
+
+
+def _brief(run: dict[str, Any]) -> str:
+    return json.dumps({k: v for k, v in run.items() if k != "requests_per_job"})
 
 
 def _measure(
@@ -99,25 +103,20 @@ def throughput(rig: Any, rows: int) -> tuple[dict[str, Any], dict[str, Any]]:
         log(f"workload 1: {rows} rows; MBJM poll_sleep=60 alongside, on a second pair of backends ...")
         with concurrent.futures.ThreadPoolExecutor(1) as pool:
             slow = pool.submit(mbjm, "mbjm_poll60", 60.0, side)
-            for name in ("ours", "mbjm_poll5"):
-                rig.reset_counters()
-                log(f"workload 1, {name} ...")
-                if name == "ours":
-                    outcome = rig.run_ours("bench_openeo_throughput", rows=rows, tag=name, timeout=timeout)
-                else:
-                    outcome = mbjm(name, 5.0, rig.backends)
-                outcomes[name] = _measure(rig.backends, outcome, slots, job_seconds)
-                if name == "ours":
-                    outcomes[name][0]["peak_rss_mb"] = outcome["peak_rss_mb"]
-                    outcomes[name][0]["gap_parts"] = _gap_parts(rig, "bench_openeo_throughput", outcomes[name][0])
-                log(f"  {name}: {json.dumps({k: v for k, v in outcomes[name][0].items() if k != 'requests_per_job'})}")
+            rig.reset_counters()
+            outcome = rig.run_ours("bench_openeo_throughput", rows=rows, tag="ours", timeout=timeout)
+            outcomes["ours"] = _measure(rig.backends, outcome, slots, job_seconds)
+            outcomes["ours"][0]["peak_rss_mb"] = outcome["peak_rss_mb"]
+            outcomes["ours"][0]["gap_parts"] = _gap_parts(rig, "bench_openeo_throughput", outcomes["ours"][0])
+            log(f"  ours: {_brief(outcomes['ours'][0])}")
+            rig.reset_counters()
+            outcomes["mbjm_poll5"] = _measure(rig.backends, mbjm("mbjm_poll5", 5.0, rig.backends), slots, job_seconds)
+            log(f"  mbjm_poll5: {_brief(outcomes['mbjm_poll5'][0])}")
             outcomes["mbjm_poll60"] = _measure(side, slow.result(timeout=timeout), slots, job_seconds)
     finally:
         for backend in side.values():
             backend.stop()
-    log(
-        f"  mbjm_poll60: {json.dumps({k: v for k, v in outcomes['mbjm_poll60'][0].items() if k != 'requests_per_job'})}"
-    )
+    log(f"  mbjm_poll60: {_brief(outcomes['mbjm_poll60'][0])}")
 
     figures = {name: run for name, (run, _) in outcomes.items()}
     ours, slow_run, fast = figures["ours"], figures["mbjm_poll60"], figures["mbjm_poll5"]
