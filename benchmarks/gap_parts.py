@@ -22,6 +22,8 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+from benchmarks.metrics import spans_from_backend_jobs
+
 _JOB_ID = re.compile(r"\bjob (j-[0-9a-f]+)\b")
 
 
@@ -39,8 +41,8 @@ def _events(path: Path) -> list[tuple[float, str]]:
     return events
 
 
-def _first(events: list[tuple[float, str]], prefix: str, after: float = 0.0) -> float | None:
-    return next((t for t, e in events if t >= after and e.startswith(prefix)), None)
+def _first(events: list[tuple[float, str]], prefix: str) -> float | None:
+    return next((t for t, e in events if e.startswith(prefix)), None)
 
 
 def row_parts(task_log: Path, ended_by_job: Mapping[str, float], created_by_job: Mapping[str, float]) -> dict | None:
@@ -65,14 +67,9 @@ def row_parts(task_log: Path, ended_by_job: Mapping[str, float], created_by_job:
 
 def gap_parts(logs_dir: Path, dag_id: str, backend_jobs: Mapping[str, list[dict[str, Any]]]) -> dict[str, Any]:
     """Median seconds of each part over every row of ``dag_id``'s runs."""
-    ended, created = {}, {}
-    for jobs in backend_jobs.values():
-        for job in jobs:
-            times = job["times"]
-            end = next((times.get(s) for s in ("finished", "error", "canceled") if times.get(s)), None)
-            if end is not None:
-                ended[job["id"]] = end
-                created[job["id"]] = times["created"]
+    spans = [span for name, jobs in backend_jobs.items() for span in spans_from_backend_jobs(name, jobs)]
+    ended = {s.job_id: s.ended for s in spans if s.ended is not None}
+    created = {s.job_id: s.created for s in spans}
     rows = [
         parts
         for log in sorted((logs_dir / f"dag_id={dag_id}").glob("run_id=*/task_id=*.run_*/map_index=*/attempt=1.log"))

@@ -71,9 +71,6 @@ class MemorySampler:
             self._stop.set()
             thread.join(timeout=10)
 
-    def now_mb(self, name: str) -> float:
-        return self._sample().get(name, 0.0)
-
 
 def _rss_mb(processes: list[psutil.Process]) -> float:
     total = 0
