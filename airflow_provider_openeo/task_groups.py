@@ -199,7 +199,9 @@ def continue_batch(planned: Any, summarized: Any) -> None:
     """Trigger the next run of this DAG when the plan left rows over (a batch past ``max_map_length``).
 
     Only rows the plan could not fit continue the chain: rows that failed in this run do not, or a backend that
-    stays down would trigger runs forever.
+    stays down would trigger runs forever. The gate reads only the plan, so it runs beside the rows and the
+    common case (nothing left) costs the run's end no extra task; the next run itself waits for the summary,
+    since this run's rows must be through before another plan looks at the table.
     """
 
     @task.short_circuit(task_id="rows_left", ignore_downstream_trigger_rules=True)
@@ -207,11 +209,11 @@ def continue_batch(planned: Any, summarized: Any) -> None:
         return bool(plan["remaining"])
 
     next_run: Callable[..., Any] = TriggerDagRunOperator
-    gate = rows_left(planned)
-    summarized >> gate
-    gate >> next_run(
+    trigger_next = next_run(
         task_id="next_run",
         trigger_dag_id="{{ dag.dag_id }}",
         conf="{{ dag_run.conf | tojson }}",
         wait_for_completion=False,
     )
+    rows_left(planned) >> trigger_next
+    summarized >> trigger_next

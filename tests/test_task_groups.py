@@ -59,6 +59,20 @@ def test_plan_spreads_rows_in_proportion_to_parallel_jobs(batch_env, monkeypatch
     )
 
 
+def test_chain_gate_reads_only_the_plan_and_the_next_run_waits_for_the_summary(batch_env, monkeypatch):
+    """The gate runs beside the rows, so a batch with nothing left ends with its summary; a chained run still
+    starts only once this run's rows are through (the summary waits for all of them)."""
+    module = load_batch_dag(monkeypatch, batch_env)
+    tasks = module.dag.task_dict
+    assert tasks["openeo_job_batch.rows_left"].upstream_task_ids == {"openeo_job_batch.plan"}
+    assert tasks["openeo_job_batch.next_run"].upstream_task_ids == {
+        "openeo_job_batch.rows_left",
+        "openeo_job_batch.summary",
+    }
+    summary_upstream = tasks["openeo_job_batch.summary"].upstream_task_ids
+    assert {"openeo_job_batch.run_foo", "openeo_job_batch.run_bar"} <= summary_upstream
+
+
 def test_five_thousand_rows_default_settings_are_split_and_chained(example_env, batch_env, monkeypatch, tmp_path):
     """5,000 rows, two backends, Airflow's default ``[core] max_map_length`` (1024).
 
