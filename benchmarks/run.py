@@ -192,6 +192,20 @@ def job_db(sizes: list[int], repeat: int) -> dict[str, Any]:
     return report
 
 
+def _git_commit() -> str | None:
+    """The commit measured, with ``+changes`` when the working tree differs from it."""
+    import subprocess
+
+    def git(*args: str) -> str:
+        return subprocess.run(["git", *args], cwd=REPO_ROOT, capture_output=True, text=True, check=True).stdout
+
+    try:
+        commit = git("rev-parse", "--short", "HEAD").strip()
+        return commit + ("+changes" if git("status", "--porcelain", "--untracked-files=no").strip() else "")
+    except (OSError, subprocess.CalledProcessError):
+        return None
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--quick", action="store_true", help="small workloads: under 10 minutes")
@@ -213,10 +227,12 @@ def main(argv: list[str] | None = None) -> int:
     from benchmarks.workload import STANDARD
 
     started = time.monotonic()
+    bench_args = " ".join(sys.argv[1:] if argv is None else argv)
     results: dict[str, Any] = {
-        "command": "make bench" + (" BENCH_ARGS=--quick" if args.quick else ""),
+        "command": "make bench" + (f' BENCH_ARGS="{bench_args}"' if bench_args else ""),
         "mode": mode,
         "date": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+        "commit": _git_commit(),
         "machine": {"cpus": os.cpu_count(), "python": platform.python_version(), "platform": platform.platform()},
         "sizes": sizes,
         "poll_interval_s": POLL_INTERVAL,
@@ -248,7 +264,11 @@ def main(argv: list[str] | None = None) -> int:
             if "scale" in only:
                 results["scale"] = scale(rig, sizes["scale_rows"])
     results["bench_wall_s"] = round(time.monotonic() - started, 1)
+    provenance = {k: results[k] for k in ("command", "mode", "date", "commit")}
+    for name in only:
+        results[name]["measured"] = provenance
     previous = json.loads(args.results.read_text()) if args.results.exists() else {}
+    # A partial run (--only) replaces its workloads and keeps the others, each labelled with the run it came from.
     merged = {**previous, **results} if only != set(WORKLOADS) else results
     args.results.write_text(json.dumps(merged, indent=2, default=str) + "\n", encoding="utf-8")
     log(f"figures written to {args.results} ({results['bench_wall_s']:.0f} s)")

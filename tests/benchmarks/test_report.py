@@ -18,31 +18,47 @@ RUN = {
     "idle_gap_p95_s": 9.0,
     "requests_per_job": {"create": 1.0, "status": 0.0, "listing": 1.5, "total": 6.0},
 }
+QUICK = {"command": "make bench BENCH_ARGS=--quick", "mode": "quick", "date": "2026-11-25T01:16:22+00:00"}
 RESULTS = {
-    "command": "make bench BENCH_ARGS=--quick",
-    "mode": "quick",
+    **QUICK,
     "throughput": {
+        "measured": {**QUICK, "commit": "abc1234"},
         "ours": RUN,
         "mbjm_poll5": {**RUN, "makespan_s": 75.0, "requests_per_job": {**RUN["requests_per_job"], "status": 7.0}},
         "ratios": {"makespan_vs_mbjm_poll5": 0.933, "status_requests_vs_mbjm_poll5": 0.214},
     },
-    "trigger_memory": {"deferred_jobs": 1000, "rss_before_mb": 80, "rss_waiting_mb": 95, "mb_per_1000_deferred": 15},
+    "trigger_memory": {
+        "measured": {"command": "make bench", "mode": "full", "date": "2026-11-26T03:00:00+00:00", "commit": "def5678"},
+        "deferred_jobs": 5000,
+        "rss_before_mb": 80,
+        "rss_waiting_mb": 155,
+        "mb_per_1000_deferred": 15,
+    },
 }
 
 
 def test_report_states_each_target_with_its_verdict():
     text = render(RESULTS)
-    assert "| slot utilisation (ours) | >= 0.85 | 0.857 | met |" in text
-    assert "| makespan / MBJM poll_sleep=5 | <= 1.0 | 0.933 | met |" in text
-    assert "| makespan / MBJM poll_sleep=60 | <= 0.5 | None | not measured |" not in text  # None is rendered empty
-    assert "| makespan / MBJM poll_sleep=60 | <= 0.5 |  | not measured |" in text
-    assert "| triggerer MB per 1,000 deferred jobs | < 100 | 15 | met |" in text
+    quick = "2026-11-25T01:16:22+00:00"
+    assert f"| slot utilisation (ours) | >= 0.85 | 0.857 | met | {quick} |" in text
+    assert f"| makespan / MBJM poll_sleep=5 | <= 1.0 | 0.933 | met | {quick} |" in text
+    assert "| makespan / MBJM poll_sleep=60 | <= 0.5 | None |" not in text  # None is rendered empty
+    assert f"| makespan / MBJM poll_sleep=60 | <= 0.5 |  | not measured | {quick} |" in text
+    assert "| triggerer MB per 1,000 deferred jobs | < 100 | 15 | met | 2026-11-26T03:00:00+00:00 |" in text
     assert "| ours (live Airflow) | 8 | 80.0 | 70.0 | 60.0 | 0.857 | 4.0 | 9.0 |" in text
 
 
 def test_a_missed_target_is_marked():
     results = {**RESULTS, "throughput": {**RESULTS["throughput"], "ours": {**RUN, "idle_gap_median_s": 12.5}}}
     assert "| median idle gap (ours) | <= 5 s | 12.5 | **missed** |" in render(results)
+
+
+def test_each_section_names_the_run_its_figures_come_from():
+    """A partial run (``--only``) keeps the other workloads' figures: the report must not pass them off as its own."""
+    text = render(RESULTS)
+    quick = "Measured by `make bench BENCH_ARGS=--quick` (quick mode), 2026-11-25T01:16:22+00:00, commit abc1234."
+    assert quick in text
+    assert "Measured by `make bench` (full mode), 2026-11-26T03:00:00+00:00, commit def5678. Triggerer memory" in text
 
 
 def test_timeline_has_one_lane_per_slot_and_writes_a_png(tmp_path: Path):
