@@ -60,7 +60,9 @@ def measured_in(section: Mapping[str, Any] | None) -> str:
     if not run:
         return ""
     commit = f", commit {run['commit']}" if run.get("commit") else ""
-    return f"`{run['command']}` ({run['mode']} mode), {run['date']}{commit}"
+    settings = run.get("airflow_settings") or {}
+    tuned = f", Airflow settings {', '.join(f'{k}={v}' for k, v in settings.items())}" if settings else ""
+    return f"`{run['command']}` ({run['mode']} mode), {run['date']}{commit}{tuned}"
 
 
 def _measured_line(section: Mapping[str, Any]) -> list[str]:

@@ -192,6 +192,18 @@ def job_db(sizes: list[int], repeat: int) -> dict[str, Any]:
     return report
 
 
+def airflow_setting_env(settings: list[str]) -> dict[str, str]:
+    """``scheduler.scheduler_idle_sleep_time=0.25`` -> ``{"AIRFLOW__SCHEDULER__SCHEDULER_IDLE_SLEEP_TIME": "0.25"}``."""
+    env = {}
+    for setting in settings:
+        name, equals, value = setting.partition("=")
+        section, dot, key = name.strip().partition(".")
+        if not (equals and dot and section and key):
+            raise ValueError(f"--airflow-setting {setting!r}: expected SECTION.KEY=VALUE")
+        env[f"AIRFLOW__{section.upper()}__{key.upper()}"] = value.strip()
+    return env
+
+
 def _git_commit() -> str | None:
     """The commit measured, with ``+changes`` when the working tree differs from it."""
     import subprocess
@@ -211,7 +223,18 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--quick", action="store_true", help="small workloads: under 10 minutes")
     parser.add_argument("--only", default=",".join(WORKLOADS), help=f"comma-separated subset of {WORKLOADS}")
     parser.add_argument("--results", type=Path, default=RESULTS)
+    parser.add_argument(
+        "--airflow-setting",
+        action="append",
+        default=[],
+        metavar="SECTION.KEY=VALUE",
+        help="an Airflow setting for the live Airflow (repeatable), e.g. scheduler.scheduler_idle_sleep_time=0.25",
+    )
     args = parser.parse_args(argv)
+    try:
+        airflow_env = airflow_setting_env(args.airflow_setting)
+    except ValueError as exc:
+        parser.error(str(exc))
     only = set(args.only.split(","))
     if only - set(WORKLOADS):
         parser.error(f"--only: unknown workload(s) {sorted(only - set(WORKLOADS))}; known: {WORKLOADS}")
@@ -236,6 +259,7 @@ def main(argv: list[str] | None = None) -> int:
         "machine": {"cpus": os.cpu_count(), "python": platform.python_version(), "platform": platform.platform()},
         "sizes": sizes,
         "poll_interval_s": POLL_INTERVAL,
+        "airflow_settings": dict(sorted(airflow_env.items())),
     }
     if "job_db" in only:
         results["job_db"] = job_db(sizes["job_db_sizes"], sizes["job_db_repeat"])
@@ -244,6 +268,7 @@ def main(argv: list[str] | None = None) -> int:
             WORKDIR / uuid.uuid4().hex[:8],
             parallel_jobs=STANDARD["parallel_jobs"],
             poll_interval=POLL_INTERVAL,
+            airflow_env=airflow_env,
         )
         log("starting two local openEO backends and a live Airflow ...")
         with rig:
@@ -264,7 +289,7 @@ def main(argv: list[str] | None = None) -> int:
             if "scale" in only:
                 results["scale"] = scale(rig, sizes["scale_rows"])
     results["bench_wall_s"] = round(time.monotonic() - started, 1)
-    provenance = {k: results[k] for k in ("command", "mode", "date", "commit")}
+    provenance = {k: results[k] for k in ("command", "mode", "date", "commit", "airflow_settings")}
     for name in only:
         results[name]["measured"] = provenance
     previous = json.loads(args.results.read_text()) if args.results.exists() else {}

@@ -4,8 +4,11 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pytest
+
 from benchmarks.metrics import JobSpan
-from benchmarks.report import render
+from benchmarks.report import measured_in, render
+from benchmarks.run import airflow_setting_env
 from benchmarks.timeline import lanes_of_run, plot_timelines
 
 RUN = {
@@ -73,3 +76,14 @@ def test_timeline_has_one_lane_per_slot_and_writes_a_png(tmp_path: Path):
     ]
     png = plot_timelines({"ours": spans, "mbjm": spans}, tmp_path / "timeline.png", title="test")
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_airflow_settings_given_to_the_bench_are_named():
+    assert airflow_setting_env(["scheduler.scheduler_idle_sleep_time=0.25"]) == {
+        "AIRFLOW__SCHEDULER__SCHEDULER_IDLE_SLEEP_TIME": "0.25"
+    }
+    with pytest.raises(ValueError, match=r"SECTION\.KEY=VALUE"):
+        airflow_setting_env(["scheduler_idle_sleep_time=0.25"])
+    tuned = {"airflow_settings": {"AIRFLOW__SCHEDULER__SCHEDULER_IDLE_SLEEP_TIME": "0.25"}}
+    section = {"measured": {**QUICK, **tuned}}
+    assert measured_in(section).endswith("Airflow settings AIRFLOW__SCHEDULER__SCHEDULER_IDLE_SLEEP_TIME=0.25")
