@@ -1,8 +1,12 @@
 """``openeo_job_batch``: MultiBackendJobManager as an Airflow task group.
 
-init -> plan -> one mapped :class:`OpenEOBatchJobOperator` per backend (in pool ``openeo_<backend>``) -> summary.
+init -> plan -> per backend, a task group mapped over its rows: ``job`` (an :class:`OpenEOBatchJobOperator` in
+pool ``openeo_<backend>``) -> ``results`` (an :class:`OpenEOJobResultsOperator` in the default pool) -> summary.
 
-A mapped task's pool comes from ``partial()``, hence one mapped task per backend. One mapped task may not
+The ``job`` task ends in the triggerer the moment its job finishes, freeing the backend's pool slot at once for
+the next row; the row's ``results`` task then downloads, however long that takes, without holding the slot
+(MBJM's download threads do the same). A pool comes from the task's arguments, hence one mapped group per
+backend. One mapped task may not
 exceed ``[core] max_map_length`` (1024 by default), and thousands of mapped task instances in one run load the
 scheduler; so a run takes at most ``max_rows_per_run`` rows per backend and, when rows are left, triggers the
 next run of the same DAG (``continue_until_done``). The job table carries the state from run to run.
@@ -19,14 +23,14 @@ from typing import Any
 import pandas as pd
 from airflow.providers.standard.operators.empty import EmptyOperator
 from airflow.providers.standard.operators.trigger_dagrun import TriggerDagRunOperator
-from airflow.sdk import Asset, TaskGroup, get_current_context, task
+from airflow.sdk import Asset, TaskGroup, get_current_context, task, task_group
 
 from airflow_provider_openeo.hooks.job_db import OpenEOJobDbHook
 from airflow_provider_openeo.job_handlers import OpenEOJobHandler
 from airflow_provider_openeo.job_source import JobSource, load_job_source
 from airflow_provider_openeo.job_starting import StartJobCallable, utc_now_rfc3339
 from airflow_provider_openeo.job_status import RowStatus
-from airflow_provider_openeo.operators.openeo import ROW_LABEL_KEY, OpenEOBatchJobOperator
+from airflow_provider_openeo.operators.openeo import ROW_LABEL_KEY, OpenEOBatchJobOperator, OpenEOJobResultsOperator
 from airflow_provider_openeo.planning import assign_backends, parse_backends, rows_to_run
 from airflow_provider_openeo.pools import check_pools, fetch_pools
 from airflow_provider_openeo.summary import summarize
@@ -153,27 +157,46 @@ def openeo_job_batch(
         loaded >> planned
         runs = []
         for spec in specs.values():
-            run = OpenEOBatchJobOperator.partial(
-                task_id=f"run_{spec.name}",
-                pool=spec.pool,
-                openeo_conn_id=spec.conn_id,
-                backend_name=spec.name,
-                backends={s.name: s.conn_id for s in specs.values()},
-                start_job=start_job,
-                start_job_kwargs=start_job_kwargs,
-                job_table=job_table,
-                job_db_conn_id=job_db_conn_id,
-                sqlite_path=sqlite,
-                handler=handler,
-                poll_interval=poll_interval,
-                cancel_running_job_after=cancel_running_job_after,
-                label_columns=label_columns,
-                map_index_template=map_index_template,
-                retries=retries,
-                retry_delay=retry_delay,
-                outlets=list(job_outlets),
-            ).expand(row_id=rows_of(planned, spec.name))
-            runs.append(run)
+
+            @task_group(group_id=f"run_{spec.name}")
+            def run_row(row_id: Any, spec: Any = spec) -> None:
+                job = OpenEOBatchJobOperator(
+                    task_id="job",
+                    row_id=row_id,
+                    pool=spec.pool,
+                    openeo_conn_id=spec.conn_id,
+                    backend_name=spec.name,
+                    backends={s.name: s.conn_id for s in specs.values()},
+                    start_job=start_job,
+                    start_job_kwargs=start_job_kwargs,
+                    job_table=job_table,
+                    job_db_conn_id=job_db_conn_id,
+                    sqlite_path=sqlite,
+                    handler=handler,
+                    handle_results=False,
+                    poll_interval=poll_interval,
+                    cancel_running_job_after=cancel_running_job_after,
+                    label_columns=label_columns,
+                    map_index_template=map_index_template,
+                    retries=retries,
+                    retry_delay=retry_delay,
+                )
+                job >> OpenEOJobResultsOperator(
+                    task_id="results",
+                    row_id=row_id,
+                    openeo_conn_id=spec.conn_id,
+                    job_table=job_table,
+                    job_db_conn_id=job_db_conn_id,
+                    sqlite_path=sqlite,
+                    handler=handler,
+                    label_columns=label_columns,
+                    map_index_template=map_index_template,
+                    retries=retries,
+                    retry_delay=retry_delay,
+                    outlets=list(job_outlets),
+                )
+
+            runs.append(run_row.expand(row_id=rows_of(planned, spec.name)))
         summarized = summary()
         runs >> summarized
         # The summary runs whatever happened (all_done), so on its own a batch with failed rows would end green.

@@ -55,7 +55,10 @@ def test_plan_spreads_rows_in_proportion_to_parallel_jobs(batch_env, monkeypatch
         assert set(table.loc[rows, "backend_name"]) == {name}
     mapped = [ti for ti in task_instances(run) if ti.map_index >= 0]
     assert sorted((ti.task_id, ti.map_index) for ti in mapped) == sorted(
-        [("openeo_job_batch.run_foo", i) for i in range(9)] + [("openeo_job_batch.run_bar", i) for i in range(3)]
+        (f"openeo_job_batch.run_{backend}.{task}", i)
+        for backend, rows in (("foo", 9), ("bar", 3))
+        for task in ("job", "results")
+        for i in range(rows)
     )
 
 
@@ -70,7 +73,7 @@ def test_chain_gate_reads_only_the_plan_and_the_next_run_waits_for_the_summary(b
         "openeo_job_batch.summary",
     }
     summary_upstream = tasks["openeo_job_batch.summary"].upstream_task_ids
-    assert {"openeo_job_batch.run_foo", "openeo_job_batch.run_bar"} <= summary_upstream
+    assert {"openeo_job_batch.run_foo.results", "openeo_job_batch.run_bar.results"} <= summary_upstream
 
 
 def test_five_thousand_rows_default_settings_are_split_and_chained(example_env, batch_env, monkeypatch, tmp_path):
@@ -188,7 +191,7 @@ def test_batch_and_job_asset_events(example_env, batch_env, monkeypatch, tmp_pat
     assert batch[0][1] == "openeo_job_batch.summary"
     assert batch[0][3] == {"job_table": "test_dag_batch_pipeline", "rows": 3, "counts": {"finished": 3}, "not_done": 0}
     assert sorted((task_id, map_index) for _, task_id, map_index, _ in jobs) == [
-        ("openeo_job_batch.run_bar", 0),
-        ("openeo_job_batch.run_foo", 0),
-        ("openeo_job_batch.run_foo", 1),
+        ("openeo_job_batch.run_bar.results", 0),
+        ("openeo_job_batch.run_foo.results", 0),
+        ("openeo_job_batch.run_foo.results", 1),
     ]

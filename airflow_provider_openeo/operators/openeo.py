@@ -1,9 +1,12 @@
-"""Operators for one row of an openEO job table: start its job, or start it and see it through.
+"""Operators for one row of an openEO job table: start its job, see it through, store its results.
 
 ``OpenEOStartJobOperator`` creates and starts the row's job and returns its id. ``OpenEOBatchJobOperator`` is
-that same start followed by the sensor's deferrable wait and result handling, in one task instance, so the
-task's pool slot covers the remote job's whole life. Neither holds its own copy of the logic: starting lives in
-:mod:`airflow_provider_openeo.job_starting`, waiting in :mod:`airflow_provider_openeo.job_waiting`.
+that same start followed by the sensor's deferrable wait, so the task's pool slot covers the remote job's whole
+life; it stores the results itself, or (``handle_results=False``, as ``openeo_job_batch`` does) ends in the
+triggerer the moment the job finishes and leaves them to ``OpenEOJobResultsOperator``, so a download never
+holds a backend's slot. None holds its own copy of the logic: starting lives in
+:mod:`airflow_provider_openeo.job_starting`, waiting and result handling in
+:mod:`airflow_provider_openeo.job_waiting`.
 """
 
 from __future__ import annotations
@@ -27,7 +30,7 @@ from airflow_provider_openeo.job_starting import (
     TransientStartError,
 )
 from airflow_provider_openeo.job_status import OpenEOJobStatus
-from airflow_provider_openeo.job_waiting import OpenEOJobWaitMixin
+from airflow_provider_openeo.job_waiting import OpenEOJobWaitMixin, ended_in_triggerer
 from airflow_provider_openeo.links.openeo import OpenEOJobLink
 from airflow_provider_openeo.triggers.openeo import DEFAULT_POLL_INTERVAL, OpenEOJobEvent, OpenEOJobEventStatus
 
@@ -41,51 +44,35 @@ _ENDED = frozenset(s.value for s in OpenEOJobStatus.terminal_statuses())
 ROW_LABEL_KEY = "openeo_row_label"
 
 
-class OpenEOStartJobOperator(BaseOperator):
-    """Create and start the openEO job of one job-table row; return the job id.
+class OpenEORowOperator(BaseOperator):
+    """What every per-row task shares: which row of which job table, on which backend, and its UI label.
 
     :param row_id: the row (its index in the job table).
-    :param start_job: MBJM's callable, unchanged: ``start_job(row, connection, connection_provider, provider,
-        **kwargs)`` returning a ``BatchJob`` (or None to skip the row). ``ProcessBasedJobCreator`` works as is.
-    :param openeo_conn_id: connection of the backend this task runs on.
-    :param backend_name: the backend's name in the batch (what the row's ``backend_name`` says).
-    :param backends: every backend of the batch, name to connection id, for ``start_job``'s
-        ``connection_provider``; defaults to just this one.
+    :param openeo_conn_id: connection of the backend the row runs on.
     :param job_table: the job table; ``job_db_conn_id`` None uses the embedded SQLite database (at
         ``sqlite_path``, default ``$AIRFLOW_HOME/openeo_jobs.db``).
-    :param start_job_kwargs: extra keyword arguments for ``start_job``.
     :param label_columns: columns that name a row in the UI (``map_index_template``), first present wins.
     """
 
-    template_fields: Sequence[str] = ("row_id", "job_table", "backend_name", "openeo_conn_id")
-    operator_extra_links = (OpenEOJobLink(),)
-    ui_color = "#c5e3f6"
+    template_fields: Sequence[str] = ("row_id", "job_table", "openeo_conn_id")
 
     def __init__(
         self,
         *,
         row_id: int | str,
-        start_job: StartJobCallable,
         openeo_conn_id: str = OpenEOHook.default_conn_name,
-        backend_name: str | None = None,
-        backends: Mapping[str, str] | None = None,
         job_table: str = "openeo_jobs",
         job_db_conn_id: str | None = None,
         sqlite_path: str | None = None,
-        start_job_kwargs: Mapping[str, Any] | None = None,
         label_columns: Sequence[str] = ("title", "name"),
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
         self.row_id = row_id
-        self.start_job = start_job
         self.openeo_conn_id = openeo_conn_id
-        self.backend_name = backend_name
-        self.backends = dict(backends or {})
         self.job_table = job_table
         self.job_db_conn_id = job_db_conn_id
         self.sqlite_path = sqlite_path
-        self.start_job_kwargs = dict(start_job_kwargs or {})
         self.label_columns = tuple(label_columns)
 
     @property
@@ -96,6 +83,57 @@ class OpenEOStartJobOperator(BaseOperator):
             job_db_conn_id=self.job_db_conn_id,
             sqlite_path=self.sqlite_path,
         )
+
+    def _label_row(self, context: Context) -> dict[str, Any]:
+        """Name the row for ``map_index_template``: the UI then lists rows by title, not by bare index.
+
+        Airflow renders ``map_index_template`` after every successful try with a strict template environment,
+        so the key must always be set: an unreadable row gets the plain ``row <id>`` label instead of failing
+        a task whose job went fine. Returns the row's values as read (empty when unreadable).
+        """
+        try:
+            hook = self.row.hook()
+            try:
+                values = hook.get_row(self.row_id)
+            finally:
+                hook.dispose()
+        except Exception:  # the label is cosmetic: a missing row fails loudly where it matters instead
+            values = {}
+        context[ROW_LABEL_KEY] = row_label(self.row_id, values, self.label_columns)  # type: ignore[literal-required]
+        return values
+
+
+class OpenEOStartJobOperator(OpenEORowOperator):
+    """Create and start the openEO job of one job-table row; return the job id.
+
+    Takes everything :class:`OpenEORowOperator` takes (``row_id``, ``openeo_conn_id``, ``job_table``, ...), and:
+
+    :param start_job: MBJM's callable, unchanged: ``start_job(row, connection, connection_provider, provider,
+        **kwargs)`` returning a ``BatchJob`` (or None to skip the row). ``ProcessBasedJobCreator`` works as is.
+    :param backend_name: the backend's name in the batch (what the row's ``backend_name`` says).
+    :param backends: every backend of the batch, name to connection id, for ``start_job``'s
+        ``connection_provider``; defaults to just this one.
+    :param start_job_kwargs: extra keyword arguments for ``start_job``.
+    """
+
+    template_fields: Sequence[str] = ("row_id", "job_table", "backend_name", "openeo_conn_id")
+    operator_extra_links = (OpenEOJobLink(),)
+    ui_color = "#c5e3f6"
+
+    def __init__(
+        self,
+        *,
+        start_job: StartJobCallable,
+        backend_name: str | None = None,
+        backends: Mapping[str, str] | None = None,
+        start_job_kwargs: Mapping[str, Any] | None = None,
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(**kwargs)
+        self.start_job = start_job
+        self.backend_name = backend_name
+        self.backends = dict(backends or {})
+        self.start_job_kwargs = dict(start_job_kwargs or {})
 
     def execute(self, context: Context) -> str:
         outcome = self.start_row(context)
@@ -151,23 +189,6 @@ class OpenEOStartJobOperator(BaseOperator):
 
         return provider
 
-    def _label_row(self, context: Context) -> None:
-        """Name the row for ``map_index_template``: the UI then lists rows by title, not by bare index.
-
-        Airflow renders ``map_index_template`` after every successful try with a strict template environment,
-        so the key must always be set: an unreadable row gets the plain ``row <id>`` label instead of failing
-        a task whose job went fine.
-        """
-        try:
-            hook = self.row.hook()
-            try:
-                values = hook.get_row(self.row_id)
-            finally:
-                hook.dispose()
-        except Exception:  # the label is cosmetic: a missing row fails loudly in the starter instead
-            values = {}
-        context[ROW_LABEL_KEY] = row_label(self.row_id, values, self.label_columns)  # type: ignore[literal-required]
-
 
 class OpenEOBatchJobOperator(OpenEOJobWaitMixin, OpenEOStartJobOperator):
     """One row from start to finish: start (or re-attach), wait deferred in the triggerer, handle the result.
@@ -180,6 +201,9 @@ class OpenEOBatchJobOperator(OpenEOJobWaitMixin, OpenEOStartJobOperator):
     :param cancel_running_job_after: seconds a job may run (counted from the backend reporting ``running``)
         before it is canceled.
     :param cancel_on_kill: cancel the remote job when the task is marked failed/success, cleared or times out.
+    :param handle_results: run the handler's ``on_job_done`` (download) in this task. False: the task ends in
+        the triggerer when the job finishes, returning the trigger's event for an ``OpenEOJobResultsOperator``
+        downstream; a job that ended badly is still handled here (its logs fetched, the task failed).
     """
 
     def __init__(
@@ -189,6 +213,7 @@ class OpenEOBatchJobOperator(OpenEOJobWaitMixin, OpenEOStartJobOperator):
         poll_interval: float = DEFAULT_POLL_INTERVAL,
         cancel_running_job_after: float | None = None,
         cancel_on_kill: bool = True,
+        handle_results: bool = True,
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
@@ -196,6 +221,7 @@ class OpenEOBatchJobOperator(OpenEOJobWaitMixin, OpenEOStartJobOperator):
         self.poll_interval = poll_interval
         self.cancel_running_job_after = cancel_running_job_after
         self.cancel_on_kill = cancel_on_kill
+        self.handle_results = handle_results
 
     def execute(self, context: Context) -> Any:
         outcome = self.start_row(context)
@@ -210,13 +236,77 @@ class OpenEOBatchJobOperator(OpenEOJobWaitMixin, OpenEOStartJobOperator):
                 row=self.row.to_dict(),
             )
             return self.finish_wait(context, event)
-        self.defer_until_terminal(context, job_id=outcome.job_id, row=self.row, job_url=outcome.job_url)
+        self.defer_until_terminal(
+            context,
+            job_id=outcome.job_id,
+            row=self.row,
+            job_url=outcome.job_url,
+            end_task_on_finish=not self.handle_results,
+        )
 
     def execute_complete(self, context: Context, event: Any = None) -> Any:
         """Resume after the trigger fired. A resumed try gets a fresh context, so the row label is set again
         (without it Airflow's rendering of ``map_index_template`` fails the try after the results are in)."""
         self._label_row(context)
+        if not self.handle_results and ended_in_triggerer(event):
+            return None
         return super().execute_complete(context, event)
+
+    def on_finished(self, context: Context, event: OpenEOJobEvent) -> Any:  # type: ignore[override]
+        """With ``handle_results=False`` (a job that had already finished when re-attached): the row's results
+        task stores it."""
+        if self.handle_results:
+            return super().on_finished(context, event)
+        return None
+
+
+class OpenEOJobResultsOperator(OpenEOJobWaitMixin, OpenEORowOperator):
+    """Store the results of a row's finished job: the handler's ``on_job_done``, outside the backend's pool.
+
+    Runs after the row's ``OpenEOBatchJobOperator(handle_results=False)``, which ended when the job finished; the
+    row says which job that was. A failed download fails only this task, and its retry downloads again without
+    touching the job. Takes what :class:`OpenEORowOperator` takes, and:
+
+    :param handler: the same ``OpenEOJobHandler`` as the row's batch task (default: download into ``./job_{id}``).
+    """
+
+    ui_color = "#d9ead3"
+
+    def __init__(self, *, handler: OpenEOJobHandler | None = None, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.handler = handler if handler is not None else OpenEOJobHandler()
+
+    def execute(self, context: Context) -> Any:
+        values = self._label_row(context) or self._read_row()  # unreadable for the label: now it must raise
+        job_id = values.get("id")
+        if job_id is None or str(job_id) in ("", "nan", "None"):
+            raise AirflowFailException(f"{self.row}: field 'id' is empty: there is no job to store results for")
+        job_id = str(job_id)
+        status = values.get("backend_status")
+        if status != OpenEOJobStatus.FINISHED.value:
+            # The trigger records the end before it ends the task; a write that failed is asked of the backend.
+            status = str(self._batch_job(job_id).status() or "").lower()
+        if status != OpenEOJobStatus.FINISHED.value:
+            raise AirflowFailException(
+                f"{self.row}: field 'backend_status': openEO job {job_id!r} is {status or 'of unknown status'}, "
+                "not finished: there are no results to store"
+            )
+        event = OpenEOJobEvent(
+            status=OpenEOJobEventStatus.FINISHED,
+            job_id=job_id,
+            openeo_conn_id=self.openeo_conn_id,
+            message=f"openEO job {job_id!r}: finished",
+            backend_status=status,
+            row=self.row.to_dict(),
+        )
+        return self.finish_wait(context, event)
+
+    def _read_row(self) -> dict[str, Any]:
+        hook = self.row.hook()
+        try:
+            return hook.get_row(self.row_id)
+        finally:
+            hook.dispose()
 
 
 def row_label(row_id: Any, values: Mapping[str, Any], label_columns: Sequence[str]) -> str:

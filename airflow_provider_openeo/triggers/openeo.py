@@ -14,7 +14,10 @@ task side reads it back with :meth:`OpenEOJobEvent.from_dict`). What it guarante
   ``running_start_time`` while the job lives), compare-and-set on the row's job id so a stale trigger never
   writes over a newer job;
 - ``on_kill`` (a user marked the task failed/success or cleared it) cancels the remote job; ``cleanup`` (every
-  exit, including a move to another triggerer) never does.
+  exit, including a move to another triggerer) never does;
+- with ``end_task_on_finish``, a finished job ends the task right here (a ``TaskSuccessEvent``) instead of
+  resuming it on a worker: the task's pool slot, which stands for a backend slot, is free the moment the job is
+  seen finished, and a later task stores the results (the row, written first, says which job finished).
 """
 
 from __future__ import annotations
@@ -27,7 +30,7 @@ from dataclasses import asdict, dataclass, field
 from enum import Enum
 from typing import Any, ClassVar
 
-from airflow.triggers.base import BaseTrigger, TriggerEvent
+from airflow.triggers.base import BaseTrigger, TaskSuccessEvent, TriggerEvent
 
 from airflow_provider_openeo.exceptions import OpenEOAuthError, OpenEOJobNotFoundError, OpenEOProviderError
 from airflow_provider_openeo.job_row import JobRowRef
@@ -138,6 +141,8 @@ class OpenEOJobTrigger(JsonKwargsTrigger):
     :param running_since: epoch seconds the job was first seen running, when known and no ``row`` is given.
     :param cancel_on_kill: cancel the remote job on deadline and when a user kills the task.
     :param row: ``JobRowRef.to_dict()`` of the job's row, to record status changes and survive restarts.
+    :param end_task_on_finish: when the job finishes, end the task successfully from the triggerer; every other
+        outcome resumes the task as usual.
     """
 
     serialize_fields = (
@@ -149,6 +154,7 @@ class OpenEOJobTrigger(JsonKwargsTrigger):
         "running_since",
         "cancel_on_kill",
         "row",
+        "end_task_on_finish",
     )
     hook_factory: ClassVar[_status_poller.HookFactory | None] = None
     """Override to use another async hook (tests use an in-process fake); None means ``OpenEOAsyncHook``."""
@@ -164,6 +170,7 @@ class OpenEOJobTrigger(JsonKwargsTrigger):
         running_since: float | None = None,
         cancel_on_kill: bool = True,
         row: dict[str, Any] | None = None,
+        end_task_on_finish: bool = False,
     ) -> None:
         super().__init__()
         if poll_interval <= 0:
@@ -178,6 +185,7 @@ class OpenEOJobTrigger(JsonKwargsTrigger):
         self.running_since = running_since
         self.cancel_on_kill = cancel_on_kill
         self.row = row
+        self.end_task_on_finish = end_task_on_finish
         self._state = _WaitState(running_since=running_since)
         self._subscription: Subscription | None = None
 
@@ -187,7 +195,10 @@ class OpenEOJobTrigger(JsonKwargsTrigger):
 
     async def run(self) -> AsyncIterator[TriggerEvent]:
         event = await self._wait()
-        yield TriggerEvent(event.to_dict())
+        if self.end_task_on_finish and event.status is OpenEOJobEventStatus.FINISHED:
+            yield TaskSuccessEvent()
+        else:
+            yield TriggerEvent(event.to_dict())
 
     async def _wait(self) -> OpenEOJobEvent:
         recorder = JobRowRecorder(JobRowRef.from_dict(self.row), self.job_id, self.log) if self.row else None

@@ -68,16 +68,17 @@ class FaultRig:
     def trigger(self, dag_id: str, conf: dict[str, Any] | None = None) -> str:
         return self.airflow.trigger_dag(dag_id, conf or {})
 
-    def mapped(self, dag_id: str, run_id: str) -> list[dict[str, Any]]:
-        """The run's row task instances (``run_<backend>``, map index >= 0)."""
+    def mapped(self, dag_id: str, run_id: str, task: str = "job") -> list[dict[str, Any]]:
+        """The run's row task instances: one task (``job`` or ``results``) of the ``run_<backend>`` groups."""
         return [
             ti
             for ti in self.airflow.task_instances(dag_id, run_id)
-            if ti["map_index"] >= 0 and ".run_" in ti["task_id"]
+            if ti["map_index"] >= 0 and ".run_" in ti["task_id"] and ti["task_id"].endswith(f".{task}")
         ]
 
-    def row_task(self, dag_id: str, run_id: str, row_id: Any) -> dict[str, Any]:
-        """The task instance running one row: its map index is the row's place in the plan's list for its backend.
+    def row_task(self, dag_id: str, run_id: str, row_id: Any, task: str = "job") -> dict[str, Any]:
+        """One row's task instance (``job`` or ``results``): its map index is the row's place in the plan's list
+        for its backend.
 
         (The row's label, ``rendered_map_index``, appears only once a try succeeded.)
         """
@@ -90,8 +91,8 @@ class FaultRig:
         map_index = row_ids.index(str(row_id))
         (ti,) = [
             ti
-            for ti in self.mapped(dag_id, run_id)
-            if ti["task_id"] == f"openeo_job_batch.run_{backend}" and ti["map_index"] == map_index
+            for ti in self.mapped(dag_id, run_id, task)
+            if ti["task_id"] == f"openeo_job_batch.run_{backend}.{task}" and ti["map_index"] == map_index
         ]
         return ti
 

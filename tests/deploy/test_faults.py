@@ -181,8 +181,8 @@ def test_worker_killed_during_result_download(rig: FaultRig) -> None:
         ),
         timeout=90,
     )
-    ti = rig.row_task(dag_id, run_id, row_id)
-    process = rig.wait_until("the row's task process", lambda: rig.task_process(ti["id"]), timeout=30)
+    ti = rig.row_task(dag_id, run_id, row_id, "results")
+    process = rig.wait_until("the row's results task process", lambda: rig.task_process(ti["id"]), timeout=30)
     job_dir = rig.results(dag_id) / f"job_{job_id}"
     files_at_kill = sorted(p.name for p in job_dir.iterdir()) if job_dir.exists() else []
     supervisor = process.ppid()
@@ -195,7 +195,7 @@ def test_worker_killed_during_result_download(rig: FaultRig) -> None:
 
     assert run["state"] == "success", ti_states(tis)
     table, created = check_batch(rig, dag_id, rows)
-    assert rig.row_task(dag_id, run_id, row_id)["try_number"] >= 2, "the killed try was not retried"
+    assert rig.row_task(dag_id, run_id, row_id, "results")["try_number"] >= 2, "the killed try was not retried"
     assert (job_dir / "result.tif").stat().st_size == backend.config()["result_size"]
     json.loads((job_dir / "result.json").read_text())
     asset_gets = backend.stats().get(ASSET_ENDPOINT, 0)
@@ -337,7 +337,7 @@ def test_backend_down_at_start_comes_back(rig: FaultRig) -> None:
 
     def foo_task_failed_once() -> bool:
         return any(
-            ti["task_id"].endswith(".run_foo") and (ti["state"] == "up_for_retry" or ti["try_number"] > 1)
+            ti["task_id"].endswith(".run_foo.job") and (ti["state"] == "up_for_retry" or ti["try_number"] > 1)
             for ti in rig.mapped(dag_id, run_id)
         )
 
@@ -369,7 +369,7 @@ def test_backend_down_at_start_comes_back(rig: FaultRig) -> None:
 
 
 def _labels(tis: list[dict[str, Any]], backend: str) -> set[str]:
-    return {ti["rendered_map_index"] for ti in tis if ti["task_id"].endswith(f".run_{backend}")}
+    return {ti["rendered_map_index"] for ti in tis if ti["task_id"].endswith(f".run_{backend}.job")}
 
 
 # -- 7. cancel_running_job_after --------------------------------------------------------------------------------------

@@ -224,11 +224,13 @@ def test_demo_runs_a_50_row_batch_on_a_live_airflow(workdir: Path) -> None:
         assert 1 <= _most_at_once(jobs) <= fast["parallel_jobs"], backend
 
     mapped = [ti for ti in report.task_instances if ti["map_index"] >= 0]
-    assert len(mapped) == 50 and {ti["state"] for ti in mapped} == {"success"}
+    assert len(mapped) == 2 * 50 and {ti["state"] for ti in mapped} == {"success"}  # a job and a results task
     for backend in ("foo", "bar"):
-        labels = sorted(ti["rendered_map_index"] for ti in mapped if ti["task_id"].endswith(f".run_{backend}"))
         rows = table[table["backend_name"] == backend]
-        assert labels == sorted(f"{row_id}: {title}" for row_id, title in rows["title"].items())
+        for task in ("job", "results"):
+            suffix = f".run_{backend}.{task}"
+            labels = sorted(ti["rendered_map_index"] for ti in mapped if ti["task_id"].endswith(suffix))
+            assert labels == sorted(f"{row_id}: {title}" for row_id, title in rows["title"].items()), suffix
     summary = next(ti for ti in report.task_instances if ti["task_id"].endswith(".summary"))
     assert summary["state"] == "success"
 

@@ -149,12 +149,13 @@ def task_instances(run: Any) -> list[Any]:
     return tis
 
 
-def run_labels(run: Any) -> dict[str, str | None]:
-    """``task_id[map_index] -> rendered_map_index`` of the run's mapped ``run_<backend>`` task instances."""
+def run_labels(run: Any, task: str = "job") -> dict[str, str | None]:
+    """``task_id[map_index] -> rendered_map_index`` of one task (``job`` or ``results``) of the run's row groups
+    (``run_<backend>``, mapped over the rows)."""
     return {
         f"{ti.task_id}[{ti.map_index}]": ti.rendered_map_index
         for ti in task_instances(run)
-        if ti.map_index >= 0 and ".run_" in ti.task_id
+        if ti.map_index >= 0 and ".run_" in ti.task_id and ti.task_id.endswith(f".{task}")
     }
 
 

@@ -20,6 +20,7 @@ import openeo
 import pandas as pd
 import pytest
 from airflow.sdk.exceptions import TaskDeferred
+from airflow.triggers.base import BaseTaskEndEvent
 
 from airflow_provider_openeo.hooks.job_db import OpenEOJobDbHook
 from airflow_provider_openeo.hooks.openeo import OpenEOHook
@@ -57,7 +58,10 @@ def make_context(ti: FakeTaskInstance | None = None) -> dict[str, Any]:
 
 
 def run_row(operator: OpenEOStartJobOperator, ti: FakeTaskInstance | None = None, *, timeout: float = 60) -> Any:
-    """One try of ``operator`` (start, trigger, resume), returning what the try returns or raising what it raises."""
+    """One try of ``operator`` (start, trigger, resume), returning what the try returns or raising what it raises.
+
+    A trigger that ends the task itself (``TaskSuccessEvent``) ends the try with None, as the triggerer does.
+    """
     ti = ti or FakeTaskInstance()
     try:
         return operator.execute(make_context(ti))
@@ -66,6 +70,9 @@ def run_row(operator: OpenEOStartJobOperator, ti: FakeTaskInstance | None = None
         assert classpath == f"{OpenEOJobTrigger.__module__}.{OpenEOJobTrigger.__qualname__}"
         trigger = OpenEOJobTrigger(**json.loads(json.dumps(kwargs)))
         event = asyncio.run(asyncio.wait_for(anext(trigger.run()), timeout))
+        if isinstance(event, BaseTaskEndEvent):
+            assert event.task_instance_state == "success"
+            return None  # the triggerer ends the try itself; the task is not resumed
         resumed = make_context(ti)
         result = getattr(operator, deferred.method_name)(resumed, event=json.loads(json.dumps(event.payload)))
         if isinstance(operator, OpenEOBatchJobOperator):

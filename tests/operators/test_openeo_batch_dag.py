@@ -108,8 +108,10 @@ def test_bad_rows_fail_alone_and_no_credential_is_written_anywhere(
     assert [(job["title"], job["id"]) for job in jobs] == [(titles[0], good["id"])], "one job, for the good row"
 
     states = {(ti.task_id, ti.map_index): ti.state for ti in task_instances(run)}
-    assert states[("openeo_job_batch.run_local", 0)] == "success"
-    assert states[("openeo_job_batch.run_local", 1)] == "failed"
+    assert states[("openeo_job_batch.run_local.job", 0)] == "success"
+    assert states[("openeo_job_batch.run_local.results", 0)] == "success"
+    assert states[("openeo_job_batch.run_local.job", 1)] == "failed"
+    assert states[("openeo_job_batch.run_local.results", 1)] == "upstream_failed"
     assert states[("openeo_job_batch.summary", -1)] == "success"
     # A failed row fails the run (so Airflow's alerts fire), after the summary has reported everything.
     assert states[("openeo_job_batch.all_rows_succeeded", -1)] == "upstream_failed"

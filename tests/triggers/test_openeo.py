@@ -9,6 +9,7 @@ import time
 
 import pytest
 from airflow.sdk._shared.module_loading import import_string
+from airflow.triggers.base import TaskSuccessEvent
 from openeo.util import rfc3339
 
 from airflow_provider_openeo.exceptions import OpenEOApiRequestError, OpenEOTransientError
@@ -59,6 +60,7 @@ def test_serialize_round_trip_gives_an_identical_trigger():
         running_since=1_800_000_000.0,
         cancel_on_kill=False,
         row=ROW.to_dict(),
+        end_task_on_finish=True,
     )
     classpath, kwargs = trigger.serialize()
     assert classpath == "airflow_provider_openeo.triggers.openeo.OpenEOJobTrigger"
@@ -66,6 +68,7 @@ def test_serialize_round_trip_gives_an_identical_trigger():
     rebuilt = import_string(classpath)(**kwargs)
     assert rebuilt.serialize() == (classpath, kwargs)
     assert kwargs["row"] == ROW.to_dict() and kwargs["cancel_on_kill"] is False
+    assert kwargs["end_task_on_finish"] is True
 
 
 @pytest.mark.parametrize(
@@ -208,6 +211,21 @@ async def test_running_since_kwarg_is_used_without_a_row(backend):
     backend.add_job("j-1", "running")
     event = await first_event(make(running_since=time.time() - 3600, cancel_running_job_after=60))
     assert event.status is OpenEOJobEventStatus.CANCELED
+
+
+async def test_end_task_on_finish_ends_the_task_in_the_triggerer_only_for_a_finished_job(backend, table):
+    """The pool slot (a backend slot) is free the moment the job is seen finished; the row says so first."""
+    table.rows[7] = {"id": "j-1", "status": "running", "backend_status": "running", "running_start_time": None}
+    backend.add_job("j-1", "running", "finished")
+    backend.add_job("bad", "running", "error")
+
+    ended = await asyncio.wait_for(anext(make(row=ROW.to_dict(), end_task_on_finish=True).run()), 10)
+    assert isinstance(ended, TaskSuccessEvent) and ended.task_instance_state == "success"
+    assert table.rows[7]["backend_status"] == "finished", "the row records the end before the task ends"
+    # Any other outcome resumes the task, which handles it (error logs, failing without retry).
+    resumed = await asyncio.wait_for(anext(make("bad", end_task_on_finish=True).run()), 10)
+    assert not isinstance(resumed, TaskSuccessEvent)
+    assert OpenEOJobEvent.from_dict(resumed.payload).status is OpenEOJobEventStatus.ERROR
 
 
 # -- job-db row --------------------------------------------------------------------------------------------------
