@@ -142,8 +142,7 @@ def _gap_parts(rig: Any, dag_id: str, run: dict[str, Any]) -> dict[str, Any]:
     parts = gap_parts(rig.airflow.logs, dag_id, {name: backend.jobs() for name, backend in rig.backends.items()})
     medians, median_gap = parts.get("median_s"), run["idle_gap_median_s"]
     if medians and median_gap is not None:
-        accounted = sum(medians[k] for k in ("detect", "to_resume", "resume", "start"))
-        medians["hand_over"] = round(median_gap - accounted, 2)
+        medians["hand_over"] = round(median_gap - medians["detect"] - medians["start"], 2)
     return parts
 
 
