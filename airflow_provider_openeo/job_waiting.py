@@ -125,7 +125,7 @@ class OpenEOJobWaitMixin:
         """Hand the wait to the triggerer; the task resumes in :meth:`execute_complete`.
 
         ``job_url``: the job's URL when the caller knows it already (saves building a hook to ask again).
-        ``end_task_on_finish``: a finished job ends the task in the triggerer, the event its return value.
+        ``end_task_on_finish``: a finished job ends the task in the triggerer (successfully, returning nothing).
         """
         if job_url:
             OpenEOJobLink.persist(context, job_url)

@@ -6,10 +6,10 @@ pool ``openeo_<backend>``) -> ``results`` (an :class:`OpenEOJobResultsOperator` 
 The ``job`` task ends in the triggerer the moment its job finishes, freeing the backend's pool slot at once for
 the next row; the row's ``results`` task then downloads, however long that takes, without holding the slot
 (MBJM's download threads do the same). A pool comes from the task's arguments, hence one mapped group per
-backend. One mapped task may not
-exceed ``[core] max_map_length`` (1024 by default), and thousands of mapped task instances in one run load the
-scheduler; so a run takes at most ``max_rows_per_run`` rows per backend and, when rows are left, triggers the
-next run of the same DAG (``continue_until_done``). The job table carries the state from run to run.
+backend. One mapped group may not exceed ``[core] max_map_length`` (1024 by default), and thousands of mapped
+task instances in one run load the scheduler; so a run takes at most ``max_rows_per_run`` rows per backend and,
+when rows are left, triggers the next run of the same DAG (``continue_until_done``). The job table carries the
+state from run to run.
 """
 
 from __future__ import annotations

@@ -202,8 +202,8 @@ class OpenEOBatchJobOperator(OpenEOJobWaitMixin, OpenEOStartJobOperator):
         before it is canceled.
     :param cancel_on_kill: cancel the remote job when the task is marked failed/success, cleared or times out.
     :param handle_results: run the handler's ``on_job_done`` (download) in this task. False: the task ends in
-        the triggerer when the job finishes, returning the trigger's event for an ``OpenEOJobResultsOperator``
-        downstream; a job that ended badly is still handled here (its logs fetched, the task failed).
+        the triggerer when the job finishes, and an ``OpenEOJobResultsOperator`` for the same row stores the
+        results; a job that ended badly is still handled here (its logs fetched, the task failed).
     """
 
     def __init__(
