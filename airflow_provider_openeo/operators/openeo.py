@@ -84,6 +84,13 @@ class OpenEORowOperator(BaseOperator):
             sqlite_path=self.sqlite_path,
         )
 
+    def render_template_fields(self, context: Context, jinja_env: Any = None) -> None:
+        """Also put the row's label into the context, before Airflow's first rendering of ``map_index_template``
+        (right after this): a task that ends in the triggerer is never rendered again, so this label is its
+        only one."""
+        super().render_template_fields(context, jinja_env)
+        self._label_row(context)
+
     def _label_row(self, context: Context) -> dict[str, Any]:
         """Name the row for ``map_index_template``: the UI then lists rows by title, not by bare index.
 

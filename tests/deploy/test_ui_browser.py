@@ -274,21 +274,22 @@ def test_grid_shows_mapped_tasks_labelled_with_row_titles(page: Any, demo: tuple
     for backend in BACKENDS:
         row = (By.CSS_SELECTOR, f"[data-testid='task-{GROUP}-run_{backend}']")
         assert wait.until(ec.visibility_of_element_located(row)).text.startswith(f"run_{backend}")
-    # the run's task instance table beside the grid: every row's label, once
-    assert _wait_for_labels(driver, _labels(report)) == _labels(report)
+    # the run's task instance table beside the grid: every row's label, once for its job and once for its results
+    both = sorted(_labels(report) * 2)
+    assert _wait_for_labels(driver, both) == both
     driver.set_window_size(1280, 1300)  # every mapped row of the run's table in the picture
     _shot(driver, "grid-run")
     driver.set_window_size(1280, 900)
 
-    for backend in BACKENDS:  # the grid cell of each mapped task lists its instances, one per row on that backend
-        task_id = f"{GROUP}.run_{backend}"
+    for backend in BACKENDS:  # each backend's mapped group, and its job task's instances: one per row on it
+        group_id = f"{GROUP}.run_{backend}"
         driver.get(_run_url(deployment, report))
         cell = wait.until(
-            ec.presence_of_element_located((By.CSS_SELECTOR, f"a[data-testid='grid-{report.run_id}-{task_id}']"))
+            ec.presence_of_element_located((By.CSS_SELECTOR, f"a[data-testid='grid-{report.run_id}-{group_id}']"))
         )
         href = cell.get_attribute("href")
-        assert href.endswith(f"/tasks/{task_id}/mapped"), href
-        driver.get(href)
+        assert href.endswith(f"/tasks/group/{group_id}"), href
+        driver.get(f"{_run_url(deployment, report)}/tasks/{group_id}.job/mapped")
         expected = _labels(report, backend)
         assert _wait_for_labels(driver, expected) == expected
         _shot(driver, f"grid-mapped-run_{backend}")
@@ -302,7 +303,7 @@ def test_extra_link_opens_the_rows_job_on_its_backend(page: Any, demo: tuple[Dem
 
     driver, wait = page, _wait(page)
     deployment, report = demo
-    task_id = f"{GROUP}.run_{backend}"
+    task_id = f"{GROUP}.run_{backend}.job"
     instance = next(ti for ti in report.task_instances if ti["task_id"] == task_id and ti["map_index"] == 0)
     row_id = int(instance["rendered_map_index"].split(":", 1)[0])
     row = report.table.loc[row_id]
