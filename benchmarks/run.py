@@ -204,7 +204,8 @@ def airflow_setting_env(settings: list[str]) -> dict[str, str]:
 
 
 def _git_commit() -> str | None:
-    """The commit measured, with ``+changes`` when the working tree differs from it."""
+    """The commit measured, with ``+changes`` when the working tree differs from it (this bench's own outputs,
+    rewritten by every run, aside)."""
     import subprocess
 
     def git(*args: str) -> str:
@@ -212,7 +213,9 @@ def _git_commit() -> str | None:
 
     try:
         commit = git("rev-parse", "--short", "HEAD").strip()
-        return commit + ("+changes" if git("status", "--porcelain", "--untracked-files=no").strip() else "")
+        outputs = [f":!{path.relative_to(REPO_ROOT)}" for path in (RESULTS, TIMELINE, REPO_ROOT / "BENCHMARKS.md")]
+        changed = git("status", "--porcelain", "--untracked-files=no", "--", ".", *outputs).strip()
+        return commit + ("+changes" if changed else "")
     except (OSError, subprocess.CalledProcessError):
         return None
 
