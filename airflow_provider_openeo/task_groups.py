@@ -159,7 +159,7 @@ def openeo_job_batch(
         for spec in specs.values():
 
             @task_group(group_id=f"run_{spec.name}")
-            def run_row(row_id: Any, spec: Any = spec) -> None:
+            def run_row(row_id: Any, spec: Any = spec) -> None:  # spec bound now, not to the loop's last value
                 job = OpenEOBatchJobOperator(
                     task_id="job",
                     row_id=row_id,
