@@ -160,41 +160,31 @@ def openeo_job_batch(
 
             @task_group(group_id=f"run_{spec.name}")
             def run_row(row_id: Any, spec: Any = spec) -> None:  # spec bound now, not to the loop's last value
+                row_task_args: dict[str, Any] = {
+                    "row_id": row_id,
+                    "openeo_conn_id": spec.conn_id,
+                    "job_table": job_table,
+                    "job_db_conn_id": job_db_conn_id,
+                    "sqlite_path": sqlite,
+                    "handler": handler,
+                    "label_columns": label_columns,
+                    "map_index_template": map_index_template,
+                    "retries": retries,
+                    "retry_delay": retry_delay,
+                }
                 job = OpenEOBatchJobOperator(
                     task_id="job",
-                    row_id=row_id,
                     pool=spec.pool,
-                    openeo_conn_id=spec.conn_id,
                     backend_name=spec.name,
                     backends={s.name: s.conn_id for s in specs.values()},
                     start_job=start_job,
                     start_job_kwargs=start_job_kwargs,
-                    job_table=job_table,
-                    job_db_conn_id=job_db_conn_id,
-                    sqlite_path=sqlite,
-                    handler=handler,
                     handle_results=False,
                     poll_interval=poll_interval,
                     cancel_running_job_after=cancel_running_job_after,
-                    label_columns=label_columns,
-                    map_index_template=map_index_template,
-                    retries=retries,
-                    retry_delay=retry_delay,
+                    **row_task_args,
                 )
-                job >> OpenEOJobResultsOperator(
-                    task_id="results",
-                    row_id=row_id,
-                    openeo_conn_id=spec.conn_id,
-                    job_table=job_table,
-                    job_db_conn_id=job_db_conn_id,
-                    sqlite_path=sqlite,
-                    handler=handler,
-                    label_columns=label_columns,
-                    map_index_template=map_index_template,
-                    retries=retries,
-                    retry_delay=retry_delay,
-                    outlets=list(job_outlets),
-                )
+                job >> OpenEOJobResultsOperator(task_id="results", outlets=list(job_outlets), **row_task_args)
 
             runs.append(run_row.expand(row_id=rows_of(planned, spec.name)))
         summarized = summary()

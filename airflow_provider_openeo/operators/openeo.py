@@ -85,29 +85,31 @@ class OpenEORowOperator(BaseOperator):
         )
 
     def render_template_fields(self, context: Context, jinja_env: Any = None) -> None:
-        """Also put the row's label into the context, before Airflow's first rendering of ``map_index_template``
-        (right after this): a task that ends in the triggerer is never rendered again, so this label is its
-        only one."""
+        """Also put the row's label into the context. Airflow calls this at the start of every try, a resumed one
+        too (whose context is fresh), just before its first rendering of ``map_index_template``: a task that ends
+        in the triggerer is never rendered again, so that label is its only one."""
         super().render_template_fields(context, jinja_env)
         self._label_row(context)
 
-    def _label_row(self, context: Context) -> dict[str, Any]:
+    def _label_row(self, context: Context) -> None:
         """Name the row for ``map_index_template``: the UI then lists rows by title, not by bare index.
 
         Airflow renders ``map_index_template`` after every successful try with a strict template environment,
         so the key must always be set: an unreadable row gets the plain ``row <id>`` label instead of failing
-        a task whose job went fine. Returns the row's values as read (empty when unreadable).
+        a task whose job went fine.
         """
         try:
-            hook = self.row.hook()
-            try:
-                values = hook.get_row(self.row_id)
-            finally:
-                hook.dispose()
+            values = self._read_row()
         except Exception:  # the label is cosmetic: a missing row fails loudly where it matters instead
             values = {}
         context[ROW_LABEL_KEY] = row_label(self.row_id, values, self.label_columns)  # type: ignore[literal-required]
-        return values
+
+    def _read_row(self) -> dict[str, Any]:
+        hook = self.row.hook()
+        try:
+            return hook.get_row(self.row_id)
+        finally:
+            hook.dispose()
 
 
 class OpenEOStartJobOperator(OpenEORowOperator):
@@ -152,7 +154,6 @@ class OpenEOStartJobOperator(OpenEORowOperator):
         # Validation is advisory (warnings only) and costs the backend one request per job: skip it in batches.
         hook = OpenEOHook(self.openeo_conn_id, auto_validate=False)
         connection = hook.get_conn()
-        self._label_row(context)
         starter = RowJobStarter(
             self.row,
             backend_name=backend_name,
@@ -252,9 +253,7 @@ class OpenEOBatchJobOperator(OpenEOJobWaitMixin, OpenEOStartJobOperator):
         )
 
     def execute_complete(self, context: Context, event: Any = None) -> Any:
-        """Resume after the trigger fired. A resumed try gets a fresh context, so the row label is set again
-        (without it Airflow's rendering of ``map_index_template`` fails the try after the results are in)."""
-        self._label_row(context)
+        """Resume after the trigger fired (the row label is back in the fresh context: ``render_template_fields``)."""
         if not self.handle_results and ended_in_triggerer(event):
             return None
         return super().execute_complete(context, event)
@@ -284,7 +283,7 @@ class OpenEOJobResultsOperator(OpenEOJobWaitMixin, OpenEORowOperator):
         self.handler = handler if handler is not None else OpenEOJobHandler()
 
     def execute(self, context: Context) -> Any:
-        values = self._label_row(context) or self._read_row()  # unreadable for the label: now it must raise
+        values = self._read_row()
         job_id = values.get("id")
         if job_id is None or str(job_id) in ("", "nan", "None"):
             raise AirflowFailException(f"{self.row}: field 'id' is empty: there is no job to store results for")
@@ -307,13 +306,6 @@ class OpenEOJobResultsOperator(OpenEOJobWaitMixin, OpenEORowOperator):
             row=self.row.to_dict(),
         )
         return self.finish_wait(context, event)
-
-    def _read_row(self) -> dict[str, Any]:
-        hook = self.row.hook()
-        try:
-            return hook.get_row(self.row_id)
-        finally:
-            hook.dispose()
 
 
 def row_label(row_id: Any, values: Mapping[str, Any], label_columns: Sequence[str]) -> str:

@@ -57,6 +57,13 @@ def make_context(ti: FakeTaskInstance | None = None) -> dict[str, Any]:
     return {"ti": ti or FakeTaskInstance()}
 
 
+def rendered_context(operator: Any, ti: FakeTaskInstance | None = None) -> dict[str, Any]:
+    """A fresh context after ``render_template_fields``, as Airflow prepares every try (a resumed one too)."""
+    context = make_context(ti)
+    operator.render_template_fields(context)
+    return context
+
+
 def run_row(operator: OpenEOStartJobOperator, ti: FakeTaskInstance | None = None, *, timeout: float = 60) -> Any:
     """One try of ``operator`` (start, trigger, resume), returning what the try returns or raising what it raises.
 
@@ -64,7 +71,7 @@ def run_row(operator: OpenEOStartJobOperator, ti: FakeTaskInstance | None = None
     """
     ti = ti or FakeTaskInstance()
     try:
-        return operator.execute(make_context(ti))
+        return operator.execute(rendered_context(operator, ti))
     except TaskDeferred as deferred:
         classpath, kwargs = deferred.trigger.serialize()
         assert classpath == f"{OpenEOJobTrigger.__module__}.{OpenEOJobTrigger.__qualname__}"
@@ -73,7 +80,7 @@ def run_row(operator: OpenEOStartJobOperator, ti: FakeTaskInstance | None = None
         if isinstance(event, BaseTaskEndEvent):
             assert event.task_instance_state == "success"
             return None  # the triggerer ends the try itself; the task is not resumed
-        resumed = make_context(ti)
+        resumed = rendered_context(operator, ti)
         result = getattr(operator, deferred.method_name)(resumed, event=json.loads(json.dumps(event.payload)))
         if isinstance(operator, OpenEOBatchJobOperator):
             assert ROW_LABEL_KEY in resumed, "map_index_template needs the row label in the resumed context too"

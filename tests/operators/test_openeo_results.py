@@ -13,7 +13,7 @@ from airflow.sdk.exceptions import AirflowFailException, TaskDeferred
 
 from airflow_provider_openeo.job_handlers import OpenEOJobHandler
 from airflow_provider_openeo.operators.openeo import ROW_LABEL_KEY, OpenEOJobResultsOperator
-from tests.operators.conftest import CONN_ID, RowOps, make_context, run_row
+from tests.operators.conftest import CONN_ID, RowOps, make_context, rendered_context, run_row
 
 
 def results_operator(row_ops: RowOps, row_id: Any = 0) -> OpenEOJobResultsOperator:
@@ -41,8 +41,9 @@ def test_the_job_task_ends_at_the_finish_and_the_results_task_stores_the_results
     assert (row["id"], row["backend_status"], row["results_state"]) == (job["id"], "finished", None)
     assert not (row_ops.root_dir / f"job_{job['id']}").exists(), "no download while the backend's slot is held"
 
-    context = make_context()
-    stored = results_operator(row_ops).execute(context)
+    operator = results_operator(row_ops)
+    context = rendered_context(operator)
+    stored = operator.execute(context)
     assert stored["job_id"] == job["id"] and stored["results_state"] == "downloaded"
     assert context[ROW_LABEL_KEY] == f"0: {title}"
     row = row_ops.row()
