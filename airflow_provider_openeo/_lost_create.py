@@ -14,7 +14,7 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
-from urllib.parse import urlparse
+from urllib.parse import unquote, urlparse
 
 import pandas as pd
 import requests
@@ -35,6 +35,16 @@ def _is_create_request(request: Any) -> bool:
     """``POST .../jobs``: the one request whose repetition creates a second job."""
     method = getattr(request, "method", None)
     return method == "POST" and urlparse(getattr(request, "url", None) or "").path.rstrip("/").endswith("/jobs")
+
+
+def _started_job_id(request: Any) -> str | None:
+    """The job a ``POST .../jobs/{id}/results`` (start) request is about, or None for any other request."""
+    if getattr(request, "method", None) != "POST":
+        return None
+    parts = urlparse(getattr(request, "url", None) or "").path.rstrip("/").split("/")
+    if len(parts) >= 3 and parts[-3] == "jobs" and parts[-1] == "results" and parts[-2]:
+        return unquote(parts[-2])
+    return None
 
 
 #: Failures after which a request may have reached the server (errors while building one, e.g. NaN in the JSON
@@ -81,16 +91,18 @@ class CreateLog:
     """What the ``POST /jobs`` requests sent while ``start_job`` ran came to.
 
     ``ids``: jobs the backend confirmed (201). ``unanswered``: requests answered 5xx, after which the backend
-    may or may not hold a job (a gateway timeout, or our own server failing after the insert).
+    may or may not hold a job (a gateway timeout, or our own server failing after the insert). ``started``: jobs
+    whose start the backend accepted (202), so their status is known without asking.
     """
 
     ids: list[str] = field(default_factory=list)
     unanswered: list[LostCreate] = field(default_factory=list)
+    started: set[str] = field(default_factory=set)
 
 
 @contextmanager
 def recording_created_jobs(connection: Connection, on_created: Callable[[str], None]) -> Iterator[CreateLog]:
-    """Report every job this connection creates the moment the backend answers ``POST /jobs``.
+    """Report every job this connection creates the moment the backend answers ``POST /jobs`` (and note starts).
 
     ``start_job`` is user code: it creates the job however it likes. Listening on the HTTP session is the only
     way to learn the new id before ``start_job`` returns, and so to survive a crash inside it.
@@ -98,6 +110,9 @@ def recording_created_jobs(connection: Connection, on_created: Callable[[str], N
     log_ = CreateLog()
 
     def _hook(response: requests.Response, *args: Any, **kwargs: Any) -> None:
+        started = _started_job_id(response.request)
+        if started is not None and response.status_code == 202:
+            log_.started.add(started)
         if not _is_create_request(response.request):
             return
         if response.status_code >= 500:

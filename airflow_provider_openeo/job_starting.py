@@ -229,18 +229,31 @@ class RowJobStarter:
             # Created through another connection (connection_provider): record it now.
             self._on_created(job.job_id)
         self._update({"start_time": utc_now_rfc3339()})
+        status = self._status_after_start_job(job, created)
+        if status == OpenEOJobStatus.CREATED:
+            return self._start_created(job, reattached=False)
+        self._record(job.job_id, status, {"claimed_by": None})
+        return StartOutcome(job_id=job.job_id, backend_status=status, reattached=False)
+
+    def _status_after_start_job(self, job: BatchJob, created: CreateLog) -> str:
+        """The job's status once ``start_job`` returned it, asking the backend only when this connection cannot tell.
+
+        Seen on this connection: a start the backend accepted means queued (openEO API); a job it created and never
+        started is still created. A job ``start_job`` got elsewhere (``connection_provider``) is read back. Sparing
+        the read spares every job one ``GET /jobs/{id}`` (BENCHMARKS.md, requests per job).
+        """
+        if job.job_id in created.started:
+            return OpenEOJobStatus.QUEUED.value
+        if job.job_id in created.ids:
+            return OpenEOJobStatus.CREATED.value
         try:
-            status = job.status()
+            return job.status()
         except Exception as exc:
             if is_transient(exc):
                 raise TransientStartError(
                     self._scrub(f"{self.row}: job {job.job_id} created; status unreadable: {exc}")
                 ) from exc
             raise
-        if status == OpenEOJobStatus.CREATED:
-            return self._start_created(job, reattached=False)
-        self._record(job.job_id, status, {"claimed_by": None})
-        return StartOutcome(job_id=job.job_id, backend_status=status, reattached=False)
 
     def _claim(self, values: Mapping[str, Any]) -> None:
         """Compare-and-set on what we read: of two processes that read the same row, one wins."""

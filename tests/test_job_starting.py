@@ -265,6 +265,36 @@ def test_concurrent_job_limit_keeps_the_created_job_for_the_retry(row_ops: RowOp
     assert [j["id"] for j in row_ops.jobs(title)] == [job["id"]]
 
 
+def _started_by_start_job(row: pd.Series, connection: openeo.Connection, **kwargs: Any) -> openeo.BatchJob:
+    job = add_job_start(row, connection)
+    job.start()
+    return job
+
+
+@pytest.mark.parametrize("start_job", [add_job_start, _started_by_start_job], ids=["created-only", "started"])
+def test_the_status_after_start_job_is_known_without_asking_the_backend(row_ops: RowOps, start_job):
+    """The HTTP session saw the create (and any start): no GET /jobs/{id} per job to learn what it already knows."""
+    [title] = row_ops.table()
+    row_ops.backend.reset_stats()
+    outcome = starter(row_ops, start_job).start()
+    stats = row_ops.backend.stats()
+    assert stats.get("GET /jobs/{job_id}", 0) == 0, stats
+    assert stats["POST /jobs/{job_id}/results"] == 1, "started exactly once, by start_job or by us"
+    [job] = row_ops.jobs(title)
+    assert outcome.job_id == job["id"] and job["status"] != "created"
+    assert row_ops.row()["backend_status"] in ("queued", "running", "finished")
+
+
+def test_a_job_start_job_got_through_another_connection_is_read_back(row_ops: RowOps):
+    [title] = row_ops.table()
+    other = row_ops.connection()  # not the session the starter listens on
+    row_ops.backend.reset_stats()
+    outcome = starter(row_ops, lambda row, connection, **kwargs: add_job_start(row, other)).start()
+    stats = row_ops.backend.stats()
+    assert stats["GET /jobs/{job_id}"] == 1 and stats["POST /jobs/{job_id}/results"] == 1, stats
+    assert [j["id"] for j in row_ops.jobs(title)] == [outcome.job_id]
+
+
 def test_a_row_pinned_to_another_backend_is_refused(row_ops: RowOps):
     row_ops.table()
     row_ops.db.update_row(0, {"backend_name": "elsewhere"})

@@ -9,6 +9,10 @@ Pollers are keyed by (event loop, connection id) because asyncio objects belong 
 one long-lived loop for all its triggers, while ``dag.test()`` runs each trigger in its own short-lived
 ``asyncio.run``. The last subscriber out stops the poller and closes its hook, so nothing outlives its loop.
 
+Listings follow the jobs' reported ``progress`` too: when it forecasts an end before the next regular listing,
+one listing goes out then (:mod:`._end_forecast`, which bounds what that may cost), so a slot is not left idle
+for half an interval on average after its job ends.
+
 Errors: a transient error (connection, timeout, 429, 5xx) only delays the next listing (exponential backoff,
 capped, never shorter than the server's ``Retry-After``); it never reaches the subscribers, so it never ends a
 wait. A job missing from the answer (404) is reported to its subscribers; any other error of a listing goes to
@@ -26,6 +30,7 @@ from dataclasses import dataclass
 from typing import Any, Protocol
 
 from airflow_provider_openeo.exceptions import OpenEOJobNotFoundError, OpenEOTransientError
+from airflow_provider_openeo.triggers._end_forecast import EndForecast
 
 log = logging.getLogger(__name__)
 
@@ -33,6 +38,8 @@ log = logging.getLogger(__name__)
 DEFAULT_MAX_BACKOFF = 300.0
 #: A server's ``Retry-After`` is honoured up to this many seconds; beyond it the value is surely a mistake.
 MAX_RETRY_AFTER = 3600.0
+#: Listings sent for a forecast end are never closer together than this (nor than the interval, if shorter).
+MIN_LISTING_SPACING = 1.0
 
 
 class AsyncJobStatusHook(Protocol):
@@ -119,6 +126,7 @@ class StatusPoller:
         self._hook_factory = hook_factory
         self._subscribers: dict[str, set[Subscription]] = {}
         self._task: asyncio.Task[None] | None = None
+        self._forecast = EndForecast()
         self.listings = 0
         """Number of ``get_jobs`` calls made (for logs and tests)."""
 
@@ -149,6 +157,7 @@ class StatusPoller:
             subs.discard(subscription)
             if not subs:
                 del self._subscribers[subscription.job_id]
+                self._forecast.forget(subscription.job_id)
         if self._subscribers or self._task is None:
             return
         # Last one out: forget this poller before awaiting anything, so a trigger subscribing meanwhile gets a
@@ -183,7 +192,7 @@ class StatusPoller:
             try:
                 await self._poll_once(hook, started)
                 failures = 0
-                delay = self.interval
+                delay = self._delay_after_listing(started)
             except OpenEOTransientError as exc:
                 failures += 1
                 delay = backoff_delay(
@@ -203,19 +212,35 @@ class StatusPoller:
                 delay = self.interval
             await asyncio.sleep(max(0.0, started + delay - time.time()))
 
+    def _delay_after_listing(self, started: float) -> float:
+        """The regular interval, or less when a job's progress forecasts its end before the next regular listing."""
+        interval = self.interval
+        forecast = self._forecast.next_listing()
+        if forecast is None:
+            return interval
+        early = max(forecast, started + min(MIN_LISTING_SPACING, interval))
+        if early >= started + interval:
+            return interval
+        self._forecast.listing_sent_early(early)
+        return early - started
+
     async def _poll_once(self, hook: AsyncJobStatusHook, started: float) -> None:
         job_ids = self.job_ids
         jobs = await hook.get_jobs(job_ids)
         self.listings += 1
+        # The backend read the progress somewhere between our request and its answer.
+        read_at = (started + time.time()) / 2
         for job_id in job_ids:
             metadata = jobs.get(job_id)
             if metadata is None:
+                self._forecast.forget(job_id)
                 # get_jobs leaves out exactly the jobs the backend answered 404 for: they were deleted.
                 gone = OpenEOJobNotFoundError(
                     f"the backend answered 404 for job {job_id!r} on connection {self.conn_id!r}", job_id=job_id
                 )
                 self._deliver_to_all([job_id], error=gone, observed_at=started)
             else:
+                self._forecast.observe(job_id, metadata, read_at)
                 self._deliver_to_all([job_id], metadata=metadata, observed_at=started)
 
     def _deliver_to_all(

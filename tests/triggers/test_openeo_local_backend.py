@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import time
 
 import openeo
 import pytest
@@ -71,6 +72,20 @@ def test_many_triggers_share_get_jobs_listings(connection, openeo_backend):
     assert 1 <= stats["GET /jobs"] <= 8, stats
     assert stats.get("GET /jobs/{job_id}", 0) == 0, stats  # never one request per job
     print(f"\n{n} jobs: {stats['GET /jobs']} GET /jobs listings, 0 per-job GETs")
+
+
+def test_reported_progress_brings_the_listing_forward_to_the_end_of_the_job(connection, openeo_backend):
+    # Regular listings at ~0, 4, 8 and 12 s; the job ends ~9.2 s in. The backend's progress at 4 and 8 s forecasts
+    # that end, so one listing goes out right after it instead of at 12 s.
+    job_id = start_job(connection, queue=0.2, run=9.0)
+    openeo_backend.reset_stats()
+    began = time.monotonic()
+    event = asyncio.run(wait(OpenEOJobTrigger(CONN_ID, job_id, poll_interval=4.0)))
+    noticed_after = time.monotonic() - began
+    assert event.status is OpenEOJobEventStatus.FINISHED
+    assert noticed_after < 11.0, f"the end was noticed {noticed_after:.1f} s in, at the regular listing"
+    stats = openeo_backend.stats()  # one job: the hook reads it by id rather than listing all jobs
+    assert stats.get("GET /jobs", 0) + stats.get("GET /jobs/{job_id}", 0) <= 4, stats  # as many as regular ones
 
 
 def test_5xx_and_429_during_polling_do_not_end_the_wait(connection, openeo_backend, monkeypatch):
