@@ -127,6 +127,17 @@ def _throughput(section: Mapping[str, Any]) -> list[str]:
             "",
             _table(list(parts), [list(parts.values())]),
         ]
+    gaps = (section.get("ours") or {}).get("gap_parts", {}).get("gaps")
+    if gaps:
+        keys = list(gaps["median_s"])
+        labels = {"median_s": "median", "p95_s": "p95", "slowest_5pct_mean_s": "mean of the slowest 5%"}
+        out += [
+            "",
+            f"Our {gaps['count']} idle gaps, each split into the ending job's detect, the hand-over and the next "
+            "job's start (seconds):",
+            "",
+            _table(["", *keys], [[label, *(gaps[key].get(k) for k in keys)] for key, label in labels.items()]),
+        ]
     return out
 
 

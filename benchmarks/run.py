@@ -107,7 +107,7 @@ def throughput(rig: Any, rows: int) -> tuple[dict[str, Any], dict[str, Any]]:
             outcome = rig.run_ours("bench_openeo_throughput", rows=rows, tag="ours", timeout=timeout)
             outcomes["ours"] = _measure(rig.backends, outcome, slots, job_seconds)
             outcomes["ours"][0]["peak_rss_mb"] = outcome["peak_rss_mb"]
-            outcomes["ours"][0]["gap_parts"] = _gap_parts(rig, "bench_openeo_throughput", outcomes["ours"][0])
+            outcomes["ours"][0]["gap_parts"] = _gap_parts(rig, "bench_openeo_throughput")
             log(f"  ours: {_brief(outcomes['ours'][0])}")
             rig.reset_counters()
             outcomes["mbjm_poll5"] = _measure(rig.backends, mbjm("mbjm_poll5", 5.0, rig.backends), slots, job_seconds)
@@ -136,14 +136,10 @@ def throughput(rig: Any, rows: int) -> tuple[dict[str, Any], dict[str, Any]]:
     return figures, {name: spans for name, (_, spans) in outcomes.items()}
 
 
-def _gap_parts(rig: Any, dag_id: str, run: dict[str, Any]) -> dict[str, Any]:
+def _gap_parts(rig: Any, dag_id: str) -> dict[str, Any]:
     from benchmarks.gap_parts import gap_parts
 
-    parts = gap_parts(rig.airflow.logs, dag_id, {name: backend.jobs() for name, backend in rig.backends.items()})
-    medians, median_gap = parts.get("median_s"), run["idle_gap_median_s"]
-    if medians and median_gap is not None:
-        medians["hand_over"] = round(median_gap - medians["detect"] - medians["start"], 2)
-    return parts
+    return gap_parts(rig.airflow.logs, dag_id, {name: backend.jobs() for name, backend in rig.backends.items()})
 
 
 def scale(rig: Any, rows: int) -> dict[str, Any]:

@@ -87,3 +87,12 @@ def test_airflow_settings_given_to_the_bench_are_named():
     tuned = {"airflow_settings": {"AIRFLOW__SCHEDULER__SCHEDULER_IDLE_SLEEP_TIME": "0.25"}}
     section = {"measured": {**QUICK, **tuned}}
     assert measured_in(section).endswith("Airflow settings AIRFLOW__SCHEDULER__SCHEDULER_IDLE_SLEEP_TIME=0.25")
+
+
+def test_the_idle_gaps_split_into_their_parts_are_tabled():
+    split = {"gap": 3.0, "detect": 1.0, "hand_over": 1.5, "start": 0.5}
+    gaps = {"count": 40, "median_s": split, "p95_s": {**split, "gap": 8.0}, "slowest_5pct_mean_s": split}
+    ours = {**RUN, "gap_parts": {"rows": 8, "median_s": {"detect": 1.0}, "gaps": gaps}}
+    text = render({**RESULTS, "throughput": {**RESULTS["throughput"], "ours": ours}})
+    assert "Our 40 idle gaps, each split" in text
+    assert "| p95 | 8.0 | 1.0 | 1.5 | 0.5 |" in text
