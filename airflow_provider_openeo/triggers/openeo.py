@@ -135,7 +135,8 @@ class OpenEOJobTrigger(JsonKwargsTrigger):
     :param openeo_conn_id: Airflow connection of the backend.
     :param job_id: the openEO job id.
     :param poll_interval: seconds between status reads (a shared poller lists at its subscribers' shortest
-        interval; a trigger joining a running poller is included from its next listing).
+        interval; a trigger joining a running poller is included from its next listing). A listing may come
+        sooner when a running job's reported progress forecasts its end (``_end_forecast``).
     :param deadline: epoch seconds after which the wait ends with ``timeout`` (the task's execution_timeout).
     :param cancel_running_job_after: seconds a job may stay ``running`` before it is canceled.
     :param running_since: epoch seconds the job was first seen running, when known and no ``row`` is given.
