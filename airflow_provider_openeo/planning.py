@@ -87,6 +87,17 @@ def rows_to_run(
     return table[selected]
 
 
+#: Rows per backend per run unless ``max_rows_per_run`` says otherwise. Every scheduler loop re-checks the
+#: upstream of each ``results`` task still waiting for its ``job`` (a few milliseconds each), so the run's size
+#: sets the loop's length for the whole deployment; 128 rows still give a backend with 4 slots 32 rounds per run.
+DEFAULT_MAX_ROWS_PER_RUN = 128
+
+
+def rows_per_backend_per_run(max_rows_per_run: int | None, *, max_map_length: int) -> int:
+    """The user's ``max_rows_per_run`` or the default, never above ``max_map_length`` (one mapped group's limit)."""
+    return min(max_rows_per_run or DEFAULT_MAX_ROWS_PER_RUN, max_map_length)
+
+
 def assign_backends(rows: pd.DataFrame, backends: Mapping[str, BackendSpec], *, max_rows_per_backend: int) -> Plan:
     """Give each row a backend: its own ``backend_name`` when set, otherwise in proportion to ``parallel_jobs``.
 

@@ -6,10 +6,12 @@ pool ``openeo_<backend>``) -> ``results`` (an :class:`OpenEOJobResultsOperator` 
 The ``job`` task ends in the triggerer the moment its job finishes, freeing the backend's pool slot at once for
 the next row; the row's ``results`` task then downloads, however long that takes, without holding the slot
 (MBJM's download threads do the same). A pool comes from the task's arguments, hence one mapped group per
-backend. One mapped group may not exceed ``[core] max_map_length`` (1024 by default), and thousands of mapped
-task instances in one run load the scheduler; so a run takes at most ``max_rows_per_run`` rows per backend and,
-when rows are left, triggers the next run of the same DAG (``continue_until_done``). The job table carries the
-state from run to run.
+backend. One mapped group may not exceed ``[core] max_map_length`` (1024 by default), and every loop of the
+scheduler re-checks the upstream of each ``results`` task still waiting for its ``job``, at a few milliseconds per
+task instance (1,024 rows per backend made each loop take 7 s, for every DAG of the deployment; BENCHMARKS.md).
+So a run takes at most ``max_rows_per_run`` rows per backend (``planning.DEFAULT_MAX_ROWS_PER_RUN`` unless raised)
+and, when rows are left, triggers the next run of the same DAG (``continue_until_done``). The job table carries
+the state from run to run.
 """
 
 from __future__ import annotations
@@ -31,7 +33,7 @@ from airflow_provider_openeo.job_source import JobSource, load_job_source
 from airflow_provider_openeo.job_starting import StartJobCallable, utc_now_rfc3339
 from airflow_provider_openeo.job_status import RowStatus
 from airflow_provider_openeo.operators.openeo import ROW_LABEL_KEY, OpenEOBatchJobOperator, OpenEOJobResultsOperator
-from airflow_provider_openeo.planning import assign_backends, parse_backends, rows_to_run
+from airflow_provider_openeo.planning import assign_backends, parse_backends, rows_per_backend_per_run, rows_to_run
 from airflow_provider_openeo.pools import check_pools, fetch_pools
 from airflow_provider_openeo.summary import summarize
 
@@ -76,13 +78,16 @@ def openeo_job_batch(
         callable ``(context) -> DataFrame`` (recurring batches), or None for an existing table.
     :param on_exists: what loading does when the table exists: ``skip``, ``append`` or ``error``.
     :param rerun_statuses: statuses to run again besides the resumable ones, e.g. ``["error", "canceled"]``.
-    :param max_rows_per_run: rows per backend per run; default and upper bound ``[core] max_map_length``.
+    :param max_rows_per_run: rows per backend per run (default ``planning.DEFAULT_MAX_ROWS_PER_RUN``, at most
+        ``[core] max_map_length``); the rest follow in chained runs. Raising it lengthens every scheduler loop.
     :param airflow_api_conn_id: a connection to Airflow's REST API; when given, the plan checks the pools.
     :param outlets: assets the summary updates once per run; the event's ``extra`` carries the run's counts
         (``rows``, ``counts``, ``not_done``), so a consumer can tell a complete batch from one still chained.
     :param job_outlets: assets every row's task updates when its job is through (one event per finished job).
     """
     specs = parse_backends(backends)
+    if max_rows_per_run is not None and max_rows_per_run < 1:
+        raise ValueError(f"max_rows_per_run must be at least 1, got {max_rows_per_run!r}")
     if on_exists not in ("skip", "append", "error"):
         raise ValueError(f"on_exists must be 'skip', 'append' or 'error', got {on_exists!r}")
     rerun = tuple(rerun_statuses)
@@ -109,8 +114,9 @@ def openeo_job_batch(
 
             if airflow_api_conn_id:
                 check_pools(specs, fetch_pools(airflow_api_conn_id))
-            limit = conf.getint("core", "max_map_length", fallback=1024)
-            per_backend = min(max_rows_per_run or limit, limit)
+            per_backend = rows_per_backend_per_run(
+                max_rows_per_run, max_map_length=conf.getint("core", "max_map_length", fallback=1024)
+            )
             db = job_db()
             outcome = assign_backends(
                 rows_to_run(db.read(), rerun_statuses=rerun), specs, max_rows_per_backend=per_backend

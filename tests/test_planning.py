@@ -4,10 +4,12 @@ import pandas as pd
 import pytest
 
 from airflow_provider_openeo.planning import (
+    DEFAULT_MAX_ROWS_PER_RUN,
     BackendSpec,
     assign_backends,
     parse_backends,
     pool_name,
+    rows_per_backend_per_run,
     rows_to_run,
 )
 
@@ -79,3 +81,13 @@ def test_a_5000_row_batch_is_split_so_no_mapped_task_exceeds_max_map_length():
             table.loc[rows, "status"] = "finished"
             table.loc[rows, "results_state"] = "downloaded"
     assert runs == [{"foo": 1024, "bar": 1024}, {"foo": 1024, "bar": 1024}, {"foo": 452, "bar": 452}]
+
+
+@pytest.mark.parametrize(
+    ("asked", "max_map_length", "expected"),
+    [(None, 1024, DEFAULT_MAX_ROWS_PER_RUN), (50, 1024, 50), (5000, 1024, 1024), (None, 64, 64)],
+)
+def test_rows_per_run_default_to_a_short_scheduler_loop_and_never_exceed_max_map_length(
+    asked, max_map_length, expected
+):
+    assert rows_per_backend_per_run(asked, max_map_length=max_map_length) == expected

@@ -9,8 +9,10 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 import pandas as pd
+import pytest
 
 from airflow_provider_openeo.planning import assign_backends, parse_backends, rows_to_run
+from airflow_provider_openeo.task_groups import openeo_job_batch
 from tests.example_dags.conftest import (
     assert_batch_consistent,
     backend_job_ids,
@@ -77,11 +79,11 @@ def test_chain_gate_reads_only_the_plan_and_the_next_run_waits_for_the_summary(b
 
 
 def test_five_thousand_rows_default_settings_are_split_and_chained(example_env, batch_env, monkeypatch, tmp_path):
-    """5,000 rows, two backends, Airflow's default ``[core] max_map_length`` (1024).
+    """5,000 rows, two backends, Airflow's default ``[core] max_map_length`` (1024), no ``max_rows_per_run``.
 
-    The plan gives each backend at most 1024 rows (one mapped task may not exceed the limit): rows 0-2047 go
-    alternately to foo and bar (equal parallel_jobs), 1024 each; the other 2,952 stay ``not_started`` for the
-    next run, which ``rows_left`` -> ``next_run`` triggers with the same conf. Runs 2 and 3 take 2,048 and 904.
+    The plan gives each backend ``DEFAULT_MAX_ROWS_PER_RUN`` (128) rows: rows 0-255 go alternately to foo and bar
+    (equal parallel_jobs); the other 4,744 stay ``not_started`` for the next run, which ``rows_left`` ->
+    ``next_run`` triggers with the same conf. Twenty runs in all, the last taking 68 rows per backend.
     """
     from airflow.configuration import conf
 
@@ -96,34 +98,35 @@ def test_five_thousand_rows_default_settings_are_split_and_chained(example_env, 
     assert new_jobs(example_env, before) == {"foo": [], "bar": []}, "only planned: start_job never ran"
 
     plan = xcom_of(run, "openeo_job_batch.plan")
-    assert {name: len(rows) for name, rows in plan["assignments"].items()} == {"foo": 1024, "bar": 1024}
+    assert {name: len(rows) for name, rows in plan["assignments"].items()} == {"foo": 128, "bar": 128}
     assert plan["assignments"]["foo"][:3] == [0, 2, 4] and plan["assignments"]["bar"][:3] == [1, 3, 5]
-    assert plan["remaining"] == 5000 - 2048
+    assert plan["remaining"] == 5000 - 256
     table = batch_table(config).read()
-    assert table["backend_name"].notna().sum() == 2048
+    assert table["backend_name"].notna().sum() == 256
     states = {ti.task_id: ti.state for ti in task_instances(run) if ti.map_index < 0}
     assert states["openeo_job_batch.rows_left"] == "success"
     assert states["openeo_job_batch.next_run"] == "success"
     (chained,) = triggered_runs(module.DAG_ID, since=started)
     assert chained.conf == {"batch": "big"}, "the next run gets the same conf (Params) as this one"
 
-    # The following runs, as the plan will see the table once this run's rows are through:
+    # The runs, as the plan will see the table as each run's rows get through:
     splits = []
-    for _ in range(3):
+    while True:
         db = batch_table(config)
         next_plan = assign_backends(
-            rows_to_run(db.read()), parse_backends(module.CONFIG_BACKENDS), max_rows_per_backend=1024
+            rows_to_run(db.read()), parse_backends(module.CONFIG_BACKENDS), max_rows_per_backend=128
         )
+        if not next_plan.planned:
+            break
         splits.append(({n: len(r) for n, r in next_plan.assignments.items()}, next_plan.remaining))
         done = [row for rows in next_plan.assignments.values() for row in rows]
         db.persist(
             pd.DataFrame({"status": "finished", "results_state": "downloaded"}, index=pd.Index(done, dtype="int64"))
         )
-    assert splits == [
-        ({"foo": 1024, "bar": 1024}, 2952),
-        ({"foo": 1024, "bar": 1024}, 904),
-        ({"foo": 452, "bar": 452}, 0),
-    ]
+    # The first plan is this run's again (its rows were only marked successful here, never finished).
+    assert len(splits) == 20
+    assert splits[0] == ({"foo": 128, "bar": 128}, 4744)
+    assert splits[-1] == ({"foo": 68, "bar": 68}, 0)
 
 
 def test_pinned_backend_honoured_and_unknown_backend_refused(example_env, batch_env, monkeypatch, tmp_path):
@@ -195,3 +198,16 @@ def test_batch_and_job_asset_events(example_env, batch_env, monkeypatch, tmp_pat
         ("openeo_job_batch.run_foo.results", 0),
         ("openeo_job_batch.run_foo.results", 1),
     ]
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "text"),
+    [
+        ({"max_rows_per_run": 0}, "max_rows_per_run must be at least 1, got 0"),
+        ({"on_exists": "replace"}, "on_exists must be 'skip', 'append' or 'error'"),
+        ({"rerun_statuses": ["eror"]}, "rerun_statuses: unknown status"),
+    ],
+)
+def test_bad_batch_arguments_are_refused_when_the_dag_is_parsed(kwargs, text):
+    with pytest.raises(ValueError, match=text):
+        openeo_job_batch(backends={"foo": {}}, start_job=lambda row, connection, **kw: None, **kwargs)

@@ -53,9 +53,7 @@ def _progress(metadata: dict[str, Any]) -> float | None:
 class EndForecast:
     """The running jobs' progress readings, and the earliest moment one of them is due to end."""
 
-    def __init__(
-        self, *, margin: float = DEFAULT_MARGIN, max_early_listings: int = DEFAULT_MAX_EARLY_LISTINGS
-    ) -> None:
+    def __init__(self, *, margin: float = DEFAULT_MARGIN, max_early_listings: int = DEFAULT_MAX_EARLY_LISTINGS) -> None:
         self.margin = margin
         self.max_early_listings = max_early_listings
         self._jobs: dict[str, _Readings] = {}
