@@ -173,7 +173,9 @@ def _scale(section: Mapping[str, Any], memory: Mapping[str, Any] | None) -> list
         out += [
             *_measured_line(section),
             f"{section['rows']:,} near-instant jobs (0 s queue, 0.2-0.4 s run) on a live Airflow with default "
-            f"settings (`max_map_length` 1024, pools of 4 per backend): {section.get('dag_runs', 1)} DAG run(s), "
+            f"settings (`max_map_length` 1024, pools of 4 per backend, the batch's default "
+            f"{section.get('rows_per_backend_per_run', 'max_map_length')} rows per backend per run): "
+            f"{section.get('dag_runs', 1)} DAG run(s), "
             f"{section['state']}, statuses {section['statuses']}.",
             "",
             _table(

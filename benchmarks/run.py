@@ -143,11 +143,14 @@ def _gap_parts(rig: Any, dag_id: str) -> dict[str, Any]:
 
 
 def scale(rig: Any, rows: int) -> dict[str, Any]:
-    """Workload 4: near-instant jobs through the default ``max_map_length`` (chained runs beyond it)."""
+    """Workload 4: near-instant jobs with the batch's defaults (chained runs beyond its rows per run)."""
+    from airflow_provider_openeo.planning import DEFAULT_MAX_ROWS_PER_RUN
+
     log(f"workload 4: {rows} near-instant rows ...")
     outcome = rig.run_ours("bench_openeo_scale", rows=rows, tag="scale", timeout=4 * 3600, profile="instant")
     return {
         "rows": rows,
+        "rows_per_backend_per_run": DEFAULT_MAX_ROWS_PER_RUN,
         "state": outcome["state"],
         "dag_runs": outcome["dag_runs"],
         "wall_s": round(outcome["wall_s"], 1),
