@@ -38,8 +38,8 @@ log = logging.getLogger(__name__)
 DEFAULT_MAX_BACKOFF = 300.0
 #: A server's ``Retry-After`` is honoured up to this many seconds; beyond it the value is surely a mistake.
 MAX_RETRY_AFTER = 3600.0
-#: Listings sent for a forecast end are never closer together than this, nor than a quarter of the interval: a
-#: backend whose jobs end every moment gets at most four listings per interval, however many jobs it runs.
+#: Listings sent for a forecast end are never closer together than this, nor than a fifth of the interval: a
+#: backend whose jobs end every moment gets at most five listings per interval, however many jobs it runs.
 MIN_LISTING_SPACING = 1.0
 
 
@@ -219,7 +219,7 @@ class StatusPoller:
         forecast = self._forecast.next_listing()
         if forecast is None:
             return interval
-        early = max(forecast, started + max(MIN_LISTING_SPACING, interval / 4))
+        early = max(forecast, started + max(MIN_LISTING_SPACING, interval / 5))
         if early >= started + interval:
             return interval
         self._forecast.listing_sent_early(early)

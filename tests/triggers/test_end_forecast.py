@@ -101,9 +101,9 @@ def test_the_poller_keeps_its_interval_when_the_forecast_is_later_or_missing():
     assert _poller_with({}, interval=5.0)._delay_after_listing(5.0) == 5.0
 
 
-def test_forecast_listings_are_never_closer_than_a_second_nor_a_quarter_of_the_interval():
+def test_forecast_listings_are_never_closer_than_a_second_nor_a_fifth_of_the_interval():
     due_now = {"a": [(0.0, 0.0), (5.0, 99.9)]}  # due a moment after this listing
     assert _poller_with(due_now, interval=2.0)._delay_after_listing(started=5.0) == pytest.approx(1.0)
-    assert _poller_with(due_now, interval=60.0)._delay_after_listing(started=5.0) == pytest.approx(15.0)
+    assert _poller_with(due_now, interval=60.0)._delay_after_listing(started=5.0) == pytest.approx(12.0)
     # An interval shorter than the spacing: the regular listing comes first anyway.
     assert _poller_with(due_now, interval=0.5)._delay_after_listing(started=5.0) == pytest.approx(0.5)
