@@ -92,7 +92,7 @@ class CreateLog:
 
     ``ids``: jobs the backend confirmed (201). ``unanswered``: requests answered 5xx, after which the backend
     may or may not hold a job (a gateway timeout, or our own server failing after the insert). ``started``: jobs
-    whose start the backend accepted (202), so their status is known without asking.
+    whose start the backend accepted (2xx), so their status is known without asking.
     """
 
     ids: list[str] = field(default_factory=list)
@@ -111,7 +111,7 @@ def recording_created_jobs(connection: Connection, on_created: Callable[[str], N
 
     def _hook(response: requests.Response, *args: Any, **kwargs: Any) -> None:
         started = _started_job_id(response.request)
-        if started is not None and response.status_code == 202:
+        if started is not None and 200 <= response.status_code < 300:  # the API says 202; any 2xx accepts
             log_.started.add(started)
         if not _is_create_request(response.request):
             return
