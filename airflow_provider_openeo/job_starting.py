@@ -49,8 +49,9 @@ from airflow_provider_openeo._lost_create import (
     lost_create_answer,
     recording_created_jobs,
 )
+from airflow_provider_openeo.dispatching import StartFailure
 from airflow_provider_openeo.exceptions import OpenEOJobNotFoundError, OpenEOTransientError
-from airflow_provider_openeo.hooks._job_db_columns import RESERVED
+from airflow_provider_openeo.hooks._job_db_columns import BACKEND_CHOSEN_BY_DISPATCH, RESERVED
 from airflow_provider_openeo.hooks._openeo_http import redact, translate_openeo_error
 from airflow_provider_openeo.job_row import JobRowRef
 from airflow_provider_openeo.job_status import OpenEOJobStatus, RowStatus
@@ -77,7 +78,22 @@ class RowSkipped(Exception):
 
 
 class TransientStartError(Exception):
-    """The backend could not take the job now (limits, overload, network); an Airflow retry may succeed."""
+    """The backend could not take the job now (limits, overload, network); an Airflow retry may succeed.
+
+    ``failure`` says what it tells of the backend (the dispatch cools a failing backend down and sends the row
+    elsewhere); None when it says nothing of the backend (another task was starting the row).
+    """
+
+    def __init__(self, message: str, *, failure: StartFailure | None = StartFailure.UNAVAILABLE) -> None:
+        super().__init__(message)
+        self.failure = failure
+
+
+def start_failure_of(exc: BaseException) -> StartFailure:
+    """``ConcurrentJobLimit`` (HTTP 400 on geopyspark, 429 elsewhere) is a full account; the rest an outage."""
+    if isinstance(exc, OpenEoApiError) and exc.code == "ConcurrentJobLimit":
+        return StartFailure.LIMIT
+    return StartFailure.UNAVAILABLE
 
 
 @dataclass(frozen=True)
@@ -180,12 +196,12 @@ class RowJobStarter:
             # The job ended while no task watched it (a retry after a crash): finish it, never replace it
             # behind the user's back; only a re-run of a row that records the failure creates a new job.
             log.info("%s: job %s ended %s while unwatched; handing it to the job handler", self.row, job_id, status)
-            self._record(job_id, status, {})
+            self._record(job_id, status, {"claimed_by": None})
             return StartOutcome(job_id=job_id, backend_status=status, reattached=True)
         # queued, running, finished, or a status this client does not know: the job may be alive, and a
         # second job for the row is the one outcome we must never cause.
         log.info("%s: re-attaching to job %s (%s)", self.row, job_id, status)
-        self._record(job_id, status, {})
+        self._record(job_id, status, {"claimed_by": None})
         return StartOutcome(job_id=job_id, backend_status=status, reattached=True)
 
     # -- creating -----------------------------------------------------------------------------------------
@@ -259,7 +275,9 @@ class RowJobStarter:
         """Compare-and-set on what we read: of two processes that read the same row, one wins."""
         claimed_by = _clean(values.get("claimed_by"))
         if claimed_by and claimed_by != self.owner and not _is_stale(values.get("claimed_at")):
-            raise TransientStartError(f"{self.row} is being started by {claimed_by}; not starting it twice")
+            raise TransientStartError(
+                f"{self.row} is being started by {claimed_by}; not starting it twice", failure=None
+            )
         expected = {
             "status": values.get("status"),
             "id": values.get("id"),
@@ -277,7 +295,9 @@ class RowJobStarter:
             expected=expected,
         )
         if not won:
-            raise TransientStartError(f"{self.row} changed while being claimed; another task is starting it")
+            raise TransientStartError(
+                f"{self.row} changed while being claimed; another task is starting it", failure=None
+            )
 
     def _on_created(self, job_id: str) -> None:
         self._update(
@@ -328,7 +348,7 @@ class RowJobStarter:
             status = RowStatus.NOT_STARTED if is_transient(exc) else RowStatus.START_FAILED
             self._update({"status": status.value, "error_message": message, "claimed_by": None})
         if is_transient(exc):
-            raise TransientStartError(message) from exc
+            raise TransientStartError(message, failure=start_failure_of(exc)) from exc
         raise RowStartError(message) from exc
 
     def _start_created(self, job: BatchJob, *, reattached: bool) -> StartOutcome:
@@ -345,7 +365,7 @@ class RowJobStarter:
                 if attempt == self.start_attempts:
                     message = self._scrub(f"{self.row}: cannot start job {job.job_id} now: {exc}")
                     self._update({"error_message": message})
-                    raise TransientStartError(message) from exc
+                    raise TransientStartError(message, failure=start_failure_of(exc)) from exc
                 log.warning("%s: starting job %s failed (%s); retrying", self.row, job.job_id, exc)
                 time.sleep(self.start_backoff * attempt)
         # An accepted start means queued (openEO API); the trigger's shared listing reports what follows. Not
@@ -397,9 +417,29 @@ class RowJobStarter:
                 "running_start_time": None,
                 "start_time": None,
                 "attempt": int(_clean(values.get("attempt")) or 0) + 1,
+                **_unpinned(values),
             },
             expected={"id": job_id},
         )
+
+    def abandon_created_job(self, job_id: str, reason: str, *, certainly_not_started: bool) -> bool:
+        """Give up a job that was created but whose start failed, so the row may go to another backend.
+
+        The job is deleted first: a start whose answer was lost (a 5xx, a dropped connection) may have started it,
+        and a second job elsewhere must never run beside it. When the delete fails too, the row keeps the job
+        (False) unless the start was certainly refused (``ConcurrentJobLimit``: the job stays ``created`` and
+        never runs). The job goes to ``job_history`` as ``abandoned``.
+        """
+        try:
+            self.connection.job(job_id).delete()
+        except Exception as exc:
+            if not is_job_not_found(exc, job_id) and not certainly_not_started:
+                log.warning("%s: job %s could not be deleted (%s); the row keeps it", self.row, job_id, exc)
+                return False
+        values = self.db.get_row(self.row.row_id)
+        log.info("%s: job %s on %s abandoned (%s)", self.row, job_id, self.backend_name, reason)
+        self._retire_job(job_id, values, "abandoned")
+        return True
 
     def _update(self, values: Mapping[str, Any]) -> None:
         self.db.update_row(self.row.row_id, values)
@@ -424,6 +464,13 @@ def _clean(value: Any) -> Any:
     except (TypeError, ValueError):
         pass
     return value
+
+
+def _unpinned(values: Mapping[str, Any]) -> dict[str, Any]:
+    """Once its job is gone, a row the dispatch placed is free to go anywhere again; a user's pin stays."""
+    if values.get("backend_chosen_by") == BACKEND_CHOSEN_BY_DISPATCH:
+        return {"backend_name": None, "backend_chosen_by": None}
+    return {}
 
 
 def _describe_start_job(start_job: StartJobCallable) -> str:

@@ -1,7 +1,8 @@
-"""Choose which rows a batch run starts and on which backend: pure functions over the job table.
+"""Choose which rows a batch run covers: pure functions over the job table.
 
-Kept free of Airflow so the rules (what resumes, who goes where, how a big batch is cut to fit
-``[core] max_map_length``) are easy to read and test on their own.
+Kept free of Airflow so the rules (what resumes, which rows are pinned, how a big batch is cut to fit
+``[core] max_map_length``) are easy to read and test on their own. Which backend a row runs on is not chosen
+here but when a slot frees (``dispatching``).
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ from typing import Any
 
 import pandas as pd
 
+from airflow_provider_openeo.hooks._job_db_columns import BACKEND_CHOSEN_BY_DISPATCH
 from airflow_provider_openeo.job_status import RowStatus
 
 #: Rows a run picks up without being asked: never started, or holding a job that may still be alive.
@@ -57,15 +59,17 @@ def parse_backends(backends: Mapping[str, Mapping[str, Any]]) -> dict[str, Backe
 
 @dataclass
 class Plan:
-    """The outcome of planning one run: row ids per backend, rows left for a later run, rows refused."""
+    """The outcome of planning one run: the rows it covers, how many instances each backend's group gets, rows
+    left for a later run, rows refused (with the message for the row)."""
 
-    assignments: dict[str, list[Any]]
+    row_ids: list[Any]
+    slots: dict[str, int]
     remaining: int = 0
     rejected: dict[Any, str] = field(default_factory=dict)
 
     @property
     def planned(self) -> int:
-        return sum(len(rows) for rows in self.assignments.values())
+        return len(self.row_ids)
 
 
 def rows_to_run(
@@ -87,46 +91,62 @@ def rows_to_run(
     return table[selected]
 
 
-#: Rows per backend per run unless ``max_rows_per_run`` says otherwise. Every scheduler loop re-checks the
-#: upstream of each ``results`` task still waiting for its ``job`` (a few milliseconds each), so the run's size
-#: sets the loop's length for the whole deployment; 128 rows still give a backend with 4 slots 32 rounds per run.
+#: Rows per run unless ``max_rows_per_run`` says otherwise. Each backend's group has an instance per row it could
+#: take, and every scheduler loop re-checks the upstream of each ``results`` task still waiting for its ``job`` (a
+#: few milliseconds each), so the run's size times the backends sets the loop's length for the whole deployment.
+#: 128 rows keep that where 128 rows per backend kept it when rows were split up front.
 DEFAULT_MAX_ROWS_PER_RUN = 128
 
 
-def rows_per_backend_per_run(max_rows_per_run: int | None, *, max_map_length: int) -> int:
+def rows_per_run(max_rows_per_run: int | None, *, max_map_length: int) -> int:
     """The user's ``max_rows_per_run`` or the default, never above ``max_map_length`` (one mapped group's limit)."""
     return min(max_rows_per_run or DEFAULT_MAX_ROWS_PER_RUN, max_map_length)
 
 
-def assign_backends(rows: pd.DataFrame, backends: Mapping[str, BackendSpec], *, max_rows_per_backend: int) -> Plan:
-    """Give each row a backend: its own ``backend_name`` when set, otherwise in proportion to ``parallel_jobs``.
+def pinned_backend(values: Mapping[str, Any]) -> str | None:
+    """The backend a row must run on: the user's ``backend_name``, or the backend of the job the row holds.
 
-    A row holding a job stays where the job lives. Each backend gets at most ``max_rows_per_backend`` rows
-    (one mapped task may not exceed ``[core] max_map_length``); the rest wait for the next run.
+    A ``backend_name`` the dispatch wrote for a row that holds no job (its job was given up) is where an earlier
+    start went, not a pin: such a row may go anywhere.
     """
-    if max_rows_per_backend < 1:
-        raise ValueError("max_rows_per_backend must be at least 1")
-    assignments: dict[str, list[Any]] = {name: [] for name in backends}
+    backend = values.get("backend_name")
+    if backend is None or (isinstance(backend, float) and pd.isna(backend)) or backend == "":
+        return None
+    job_id = values.get("id")
+    holds_job = job_id is not None and not (isinstance(job_id, float) and pd.isna(job_id)) and job_id != ""
+    if not holds_job and values.get("backend_chosen_by") == BACKEND_CHOSEN_BY_DISPATCH:
+        return None
+    return str(backend)
+
+
+def plan_run(rows: pd.DataFrame, backends: Mapping[str, BackendSpec], *, max_rows: int) -> Plan:
+    """Pick the rows this run covers (at most ``max_rows``, in table order) and size each backend's group.
+
+    No row is given a backend here: an instance of a backend's group takes a row when the backend's pool gives
+    it a slot (``dispatching``). A backend gets an instance for every row it could take: every unpinned row
+    and the rows pinned to it, so a slow or failing backend never leaves a row without somewhere to go.
+    A row pinned to a backend the batch does not have is refused, naming the row and the field.
+    """
+    if max_rows < 1:
+        raise ValueError("max_rows must be at least 1")
+    covered: list[Any] = []
     rejected: dict[Any, str] = {}
     remaining = 0
-    free: list[Any] = []
+    pins: dict[str, int] = {name: 0 for name in backends}
+    free = 0
     names = ", ".join(sorted(backends))
     for row_id, row in rows.iterrows():
-        pinned = row.get("backend_name")
-        if pinned is None or (isinstance(pinned, float) and pd.isna(pinned)) or pinned == "":
-            free.append(row_id)
-        elif pinned not in backends:
+        pinned = pinned_backend(row)
+        if pinned is not None and pinned not in backends:
             rejected[row_id] = f"row {row_id!r}: field 'backend_name' is {pinned!r}, not one of the backends ({names})"
-        elif len(assignments[pinned]) < max_rows_per_backend:
-            assignments[pinned].append(row_id)
-        else:
-            remaining += 1
-    for row_id in free:
-        candidates = [b for b in backends.values() if len(assignments[b.name]) < max_rows_per_backend]
-        if not candidates:
+            continue
+        if len(covered) >= max_rows:
             remaining += 1
             continue
-        # Least loaded relative to its parallel_jobs; ties go to the backend listed first.
-        target = min(candidates, key=lambda b: (len(assignments[b.name]) + 1) / b.parallel_jobs)
-        assignments[target.name].append(row_id)
-    return Plan(assignments=assignments, remaining=remaining, rejected=rejected)
+        covered.append(row_id)
+        if pinned is None:
+            free += 1
+        else:
+            pins[pinned] += 1
+    slots = {name: free + pins[name] for name in backends}
+    return Plan(row_ids=covered, slots=slots, remaining=remaining, rejected=rejected)

@@ -1,28 +1,34 @@
 """``openeo_job_batch``: MultiBackendJobManager as an Airflow task group.
 
-init -> plan -> per backend, a task group mapped over its rows: ``job`` (an :class:`OpenEOBatchJobOperator` in
-pool ``openeo_<backend>``) -> ``results`` (an :class:`OpenEOJobResultsOperator` in the default pool) -> summary.
+init -> plan -> per backend, a mapped task group: ``job`` (an :class:`OpenEOBatchJobOperator` in pool
+``openeo_<backend>``) -> ``results`` (an :class:`OpenEOJobResultsOperator` in the default pool) -> summary.
+
+The plan only says which rows the run covers. Which backend runs a row is decided when a slot frees: each
+backend's group has an instance for every row it could take, the instances queue in the backend's pool, and an
+instance that gets a slot takes the next row (``dispatching``: a backend's own rows first, then free ones; a
+backend that keeps failing to start jobs cools down and its rows go elsewhere). A pool comes from the task's
+arguments, hence one mapped group per backend. When nothing is left for a backend, its unused instances are
+skipped at once, without a process each.
 
 The ``job`` task ends in the triggerer the moment its job finishes, freeing the backend's pool slot at once for
 the next row; the row's ``results`` task then downloads, however long that takes, without holding the slot
-(MBJM's download threads do the same). A pool comes from the task's arguments, hence one mapped group per
-backend. One mapped group may not exceed ``[core] max_map_length`` (1024 by default), and every loop of the
-scheduler re-checks the upstream of each ``results`` task still waiting for its ``job``, at a few milliseconds per
-task instance (1,024 rows per backend made each loop take 7 s, for every DAG of the deployment; BENCHMARKS.md).
-So a run takes at most ``max_rows_per_run`` rows per backend (``planning.DEFAULT_MAX_ROWS_PER_RUN`` unless raised)
-and, when rows are left, triggers the next run of the same DAG (``continue_until_done``). The job table carries
-the state from run to run.
+(MBJM's download threads do the same). One mapped group may not exceed ``[core] max_map_length`` (1024 by
+default), and every loop of the scheduler re-checks the upstream of each ``results`` task still waiting for its
+``job``, at a few milliseconds per task instance (1,024 rows per backend made each loop take 7 s, for every DAG of
+the deployment; BENCHMARKS.md). So a run takes at most ``max_rows_per_run`` rows (``planning.
+DEFAULT_MAX_ROWS_PER_RUN`` unless raised) and, when rows are left, triggers the next run of the same DAG
+(``continue_until_done``). The job table carries the state from run to run.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import os
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from datetime import timedelta
 from typing import Any
 
-import pandas as pd
 from airflow.providers.standard.operators.empty import EmptyOperator
 from airflow.providers.standard.operators.trigger_dagrun import TriggerDagRunOperator
 from airflow.sdk import Asset, TaskGroup, get_current_context, task, task_group
@@ -33,11 +39,14 @@ from airflow_provider_openeo.job_source import JobSource, load_job_source
 from airflow_provider_openeo.job_starting import StartJobCallable, utc_now_rfc3339
 from airflow_provider_openeo.job_status import RowStatus
 from airflow_provider_openeo.operators.openeo import ROW_LABEL_KEY, OpenEOBatchJobOperator, OpenEOJobResultsOperator
-from airflow_provider_openeo.planning import assign_backends, parse_backends, rows_per_backend_per_run, rows_to_run
+from airflow_provider_openeo.planning import parse_backends, plan_run, rows_per_run, rows_to_run
 from airflow_provider_openeo.pools import check_pools, fetch_pools
+from airflow_provider_openeo.row_dispatch import DispatchSettings, run_key_of
 from airflow_provider_openeo.summary import summarize
 
 log = logging.getLogger(__name__)
+#: The longest a dispatched instance waits before looking again at rows that may come back to the run.
+DISPATCH_RECHECK_SECONDS = 5.0
 
 DEFAULT_MAP_INDEX_TEMPLATE = "{{ " + ROW_LABEL_KEY + " }}"
 
@@ -68,6 +77,7 @@ def openeo_job_batch(
     map_index_template: str = DEFAULT_MAP_INDEX_TEMPLATE,
     retries: int = 2,
     retry_delay: timedelta = timedelta(seconds=30),
+    backend_outage_limit: float | timedelta | None = timedelta(hours=1),
     group_id: str = "openeo_job_batch",
 ) -> TaskGroup:
     """Build the batch. Arguments mirror MBJM's (``add_backend``, ``run_jobs``, its constructor) where they exist.
@@ -78,8 +88,12 @@ def openeo_job_batch(
         callable ``(context) -> DataFrame`` (recurring batches), or None for an existing table.
     :param on_exists: what loading does when the table exists: ``skip``, ``append`` or ``error``.
     :param rerun_statuses: statuses to run again besides the resumable ones, e.g. ``["error", "canceled"]``.
-    :param max_rows_per_run: rows per backend per run (default ``planning.DEFAULT_MAX_ROWS_PER_RUN``, at most
-        ``[core] max_map_length``); the rest follow in chained runs. Raising it lengthens every scheduler loop.
+    :param max_rows_per_run: rows per run (default ``planning.DEFAULT_MAX_ROWS_PER_RUN``, at most
+        ``[core] max_map_length``); the rest follow in chained runs. Each backend's group has an instance per row
+        it could take, so raising it lengthens every scheduler loop.
+    :param backend_outage_limit: how long a backend may keep failing to start jobs (connection errors, 5xx)
+        before the rows that can only run there (pinned by ``backend_name``, or every backend failing) fail with
+        a message naming it; until then they wait through its cool-downs. None: wait as long as it takes.
     :param airflow_api_conn_id: a connection to Airflow's REST API; when given, the plan checks the pools.
     :param outlets: assets the summary updates once per run; the event's ``extra`` carries the run's counts
         (``rows``, ``counts``, ``not_done``), so a consumer can tell a complete batch from one still chained.
@@ -96,6 +110,12 @@ def openeo_job_batch(
         raise ValueError(f"rerun_statuses: unknown status(es) {sorted(unknown)}")
     if isinstance(cancel_running_job_after, timedelta):
         cancel_running_job_after = cancel_running_job_after.total_seconds()
+    if isinstance(backend_outage_limit, timedelta):
+        backend_outage_limit = backend_outage_limit.total_seconds()
+    if backend_outage_limit is not None and backend_outage_limit <= 0:
+        raise ValueError(
+            f"backend_outage_limit must be positive (seconds or a timedelta), got {backend_outage_limit!r}"
+        )
     sqlite = os.fspath(sqlite_path) if sqlite_path is not None else None
     handler = handler or OpenEOJobHandler(root_dir=root_dir, download_results=download_results)
 
@@ -114,29 +134,24 @@ def openeo_job_batch(
 
             if airflow_api_conn_id:
                 check_pools(specs, fetch_pools(airflow_api_conn_id))
-            per_backend = rows_per_backend_per_run(
+            max_rows = rows_per_run(
                 max_rows_per_run, max_map_length=conf.getint("core", "max_map_length", fallback=1024)
             )
             db = job_db()
-            outcome = assign_backends(
-                rows_to_run(db.read(), rerun_statuses=rerun), specs, max_rows_per_backend=per_backend
-            )
+            outcome = plan_run(rows_to_run(db.read(), rerun_statuses=rerun), specs, max_rows=max_rows)
             for row_id, message in outcome.rejected.items():
                 db.update_row(row_id, {"status": RowStatus.START_FAILED.value, "error_message": message})
                 log.warning("%s", message)
-            assigned = [(row_id, name) for name, row_ids in outcome.assignments.items() for row_id in row_ids]
-            if assigned:
-                # One transaction for the whole plan: a row-by-row UPDATE costs seconds per thousand rows.
-                ids, names = zip(*assigned, strict=True)
-                db.persist(pd.DataFrame({"backend_name": list(names)}, index=pd.Index(list(ids))))
+            ti = get_current_context()["ti"]
+            db.assign_run(outcome.row_ids, run_key_of(ti.dag_id, ti.run_id))
             log.info(
-                "planned %d row(s): %s; %d left for the next run; %d refused",
+                "planned %d row(s), instances per backend: %s; %d left for the next run; %d refused",
                 outcome.planned,
-                ", ".join(f"{name} {len(rows)}" for name, rows in outcome.assignments.items()),
+                ", ".join(f"{name} {count}" for name, count in outcome.slots.items()),
                 outcome.remaining,
                 len(outcome.rejected),
             )
-            return {"assignments": outcome.assignments, "remaining": outcome.remaining}
+            return {"rows": outcome.planned, "remaining": outcome.remaining, "slots": outcome.slots}
 
         @task(task_id="summary", trigger_rule="all_done", outlets=list(outlets))
         def summary() -> dict[str, Any]:
@@ -161,13 +176,22 @@ def openeo_job_batch(
         loaded = init()
         planned = plan()
         loaded >> planned
+        task_ids = {
+            name: [f"{run_group_id(group, name)}.job", f"{run_group_id(group, name)}.results"] for name in specs
+        }
         runs = []
         for spec in specs.values():
 
             @task_group(group_id=f"run_{spec.name}")
-            def run_row(row_id: Any, spec: Any = spec) -> None:  # spec bound now, not to the loop's last value
+            def run_row(slot: Any, spec: Any = spec) -> None:  # spec bound now, not to the loop's last value
+                dispatch = DispatchSettings(
+                    backend=spec.name,
+                    backends={s.name: s.parallel_jobs for s in specs.values()},
+                    task_ids=task_ids,
+                    recheck_seconds=min(poll_interval, DISPATCH_RECHECK_SECONDS),
+                    give_up_after=backend_outage_limit,
+                )
                 row_task_args: dict[str, Any] = {
-                    "row_id": row_id,
                     "openeo_conn_id": spec.conn_id,
                     "job_table": job_table,
                     "job_db_conn_id": job_db_conn_id,
@@ -188,11 +212,19 @@ def openeo_job_batch(
                     handle_results=False,
                     poll_interval=poll_interval,
                     cancel_running_job_after=cancel_running_job_after,
+                    dispatch=dispatch,
                     **row_task_args,
                 )
-                job >> OpenEOJobResultsOperator(task_id="results", outlets=list(job_outlets), **row_task_args)
+                results = OpenEOJobResultsOperator(
+                    task_id="results",
+                    outlets=list(job_outlets),
+                    dispatch=dataclasses.replace(dispatch, slot_task_id=job.task_id),
+                    **row_task_args,
+                )
+                job >> results
+                del slot  # the instance's number: which row it runs is decided when it gets a pool slot
 
-            runs.append(run_row.expand(row_id=rows_of(planned, spec.name)))
+            runs.append(run_row.expand(slot=slots_of(planned, spec.name)))
         summarized = summary()
         runs >> summarized
         # The summary runs whatever happened (all_done), so on its own a batch with failed rows would end green.
@@ -204,14 +236,19 @@ def openeo_job_batch(
     return group
 
 
-def rows_of(planned: Any, backend_name: str) -> Any:
-    """One backend's row ids from the plan: Airflow maps only over a task's return value, not over a key of it."""
+def slots_of(planned: Any, backend_name: str) -> Any:
+    """One backend's instance numbers from the plan: Airflow maps only over a task's return value."""
 
-    @task(task_id=f"rows_{backend_name}")
-    def rows(plan: dict[str, Any]) -> list[Any]:
-        return plan["assignments"][backend_name]
+    @task(task_id=f"slots_{backend_name}")
+    def slots(plan: dict[str, Any]) -> list[int]:
+        return list(range(plan["slots"][backend_name]))
 
-    return rows(planned)
+    return slots(planned)
+
+
+def run_group_id(group: TaskGroup, backend_name: str) -> str:
+    """The id of a backend's mapped group, as Airflow prefixes it."""
+    return group.child_id(f"run_{backend_name}")
 
 
 def continue_batch(planned: Any, summarized: Any) -> None:

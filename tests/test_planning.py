@@ -6,10 +6,11 @@ import pytest
 from airflow_provider_openeo.planning import (
     DEFAULT_MAX_ROWS_PER_RUN,
     BackendSpec,
-    assign_backends,
     parse_backends,
+    pinned_backend,
+    plan_run,
     pool_name,
-    rows_per_backend_per_run,
+    rows_per_run,
     rows_to_run,
 )
 
@@ -50,37 +51,46 @@ def test_rows_to_run_resumes_interrupted_rows_and_undownloaded_results():
     assert 107 in rows_to_run(table, rerun_statuses=["error"]).index
 
 
-def test_assign_backends_in_proportion_to_parallel_jobs():
+def test_the_plan_fixes_no_backend_and_gives_every_backend_an_instance_per_row_it_could_take():
+    """Which backend runs a row is decided when a slot frees; the plan only sizes each backend's group."""
     specs = parse_backends({"foo": {"parallel_jobs": 3}, "bar": {"parallel_jobs": 1}})
-    plan = assign_backends(_table(["not_started"] * 8), specs, max_rows_per_backend=100)
-    assert len(plan.assignments["foo"]) == 6
-    assert len(plan.assignments["bar"]) == 2
+    plan = plan_run(_table(["not_started"] * 8), specs, max_rows=100)
+    assert plan.row_ids == list(range(100, 108))
+    assert plan.slots == {"foo": 8, "bar": 8}
     assert plan.remaining == 0 and not plan.rejected
 
 
-def test_assign_backends_honours_pins_and_rejects_unknown_backend_naming_row_and_field():
+def test_pins_size_only_their_backend_and_unknown_backends_are_refused_naming_row_and_field():
     specs = parse_backends({"foo": {}, "bar": {}})
     table = _table(["not_started"] * 4, backend_names=["bar", "bar", "nope", None])
-    plan = assign_backends(table, specs, max_rows_per_backend=10)
-    assert plan.assignments == {"foo": [103], "bar": [100, 101]}
+    plan = plan_run(table, specs, max_rows=10)
+    assert plan.row_ids == [100, 101, 103]
+    assert plan.slots == {"foo": 1, "bar": 3}
     assert plan.rejected == {102: "row 102: field 'backend_name' is 'nope', not one of the backends (bar, foo)"}
 
 
+def test_a_backend_the_dispatch_chose_is_no_pin_once_the_row_holds_no_job():
+    assert pinned_backend({"backend_name": "foo", "backend_chosen_by": "dispatch", "id": None}) is None
+    assert pinned_backend({"backend_name": "foo", "backend_chosen_by": "dispatch", "id": "j-1"}) == "foo"
+    assert pinned_backend({"backend_name": "foo", "backend_chosen_by": "user", "id": None}) == "foo"
+    assert pinned_backend({"backend_name": "foo", "id": float("nan")}) == "foo", "a pin from the job source"
+    assert pinned_backend({"backend_name": float("nan")}) is None
+
+
 def test_a_5000_row_batch_is_split_so_no_mapped_task_exceeds_max_map_length():
-    """Default Airflow: max_map_length 1024. 5,000 rows over two backends take three runs."""
+    """Default Airflow: max_map_length 1024. 5,000 rows take five runs of at most 1,024 instances per backend."""
     specs = parse_backends({"foo": {"parallel_jobs": 4}, "bar": {"parallel_jobs": 4}})
     table = _table(["not_started"] * 5000)
     runs = []
     while True:
-        plan = assign_backends(rows_to_run(table), specs, max_rows_per_backend=1024)
+        plan = plan_run(rows_to_run(table), specs, max_rows=rows_per_run(5000, max_map_length=1024))
         if not plan.planned:
             break
-        runs.append({name: len(rows) for name, rows in plan.assignments.items()})
-        assert all(len(rows) <= 1024 for rows in plan.assignments.values())
-        for rows in plan.assignments.values():
-            table.loc[rows, "status"] = "finished"
-            table.loc[rows, "results_state"] = "downloaded"
-    assert runs == [{"foo": 1024, "bar": 1024}, {"foo": 1024, "bar": 1024}, {"foo": 452, "bar": 452}]
+        runs.append(len(plan.row_ids))
+        assert all(count <= 1024 for count in plan.slots.values())
+        table.loc[plan.row_ids, "status"] = "finished"
+        table.loc[plan.row_ids, "results_state"] = "downloaded"
+    assert runs == [1024, 1024, 1024, 1024, 904]
 
 
 @pytest.mark.parametrize(
@@ -90,4 +100,4 @@ def test_a_5000_row_batch_is_split_so_no_mapped_task_exceeds_max_map_length():
 def test_rows_per_run_default_to_a_short_scheduler_loop_and_never_exceed_max_map_length(
     asked, max_map_length, expected
 ):
-    assert rows_per_backend_per_run(asked, max_map_length=max_map_length) == expected
+    assert rows_per_run(asked, max_map_length=max_map_length) == expected

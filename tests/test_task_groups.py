@@ -11,7 +11,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from airflow_provider_openeo.planning import assign_backends, parse_backends, rows_to_run
+from airflow_provider_openeo.planning import parse_backends, plan_run, rows_to_run
 from airflow_provider_openeo.task_groups import openeo_job_batch
 from tests.example_dags.conftest import (
     assert_batch_consistent,
@@ -36,7 +36,9 @@ def write_rows(tmp_path, frame: pd.DataFrame) -> str:
     return str(path)
 
 
-def test_plan_spreads_rows_in_proportion_to_parallel_jobs(batch_env, monkeypatch, tmp_path):
+def test_plan_covers_rows_and_gives_each_backend_an_instance_per_row_it_could_take(batch_env, monkeypatch, tmp_path):
+    """No backend is fixed at planning: each backend's group gets an instance for every free row (the instances
+    take rows when their pool gives them a slot); the plan marks the rows as this run's."""
     config = {
         **batch_env,
         "backends": {
@@ -50,17 +52,16 @@ def test_plan_spreads_rows_in_proportion_to_parallel_jobs(batch_env, monkeypatch
     run = module.dag.test(mark_success_pattern=RUN_TASKS)
 
     plan = xcom_of(run, "openeo_job_batch.plan")
-    assert {name: len(rows) for name, rows in plan["assignments"].items()} == {"foo": 9, "bar": 3}
-    assert plan["remaining"] == 0
+    assert plan == {"rows": 12, "remaining": 0, "slots": {"foo": 12, "bar": 12}}
     table = batch_table(config).read()
-    for name, rows in plan["assignments"].items():
-        assert set(table.loc[rows, "backend_name"]) == {name}
+    assert table["backend_name"].isna().all(), "no row is given a backend before a slot takes it"
+    assert set(table["dispatch_run"]) == {f"{run.dag_id}/{run.run_id}"} and table["dispatch_slot"].isna().all()
     mapped = [ti for ti in task_instances(run) if ti.map_index >= 0]
     assert sorted((ti.task_id, ti.map_index) for ti in mapped) == sorted(
         (f"openeo_job_batch.run_{backend}.{task}", i)
-        for backend, rows in (("foo", 9), ("bar", 3))
+        for backend in ("foo", "bar")
         for task in ("job", "results")
-        for i in range(rows)
+        for i in range(12)
     )
 
 
@@ -81,9 +82,9 @@ def test_chain_gate_reads_only_the_plan_and_the_next_run_waits_for_the_summary(b
 def test_five_thousand_rows_default_settings_are_split_and_chained(example_env, batch_env, monkeypatch, tmp_path):
     """5,000 rows, two backends, Airflow's default ``[core] max_map_length`` (1024), no ``max_rows_per_run``.
 
-    The plan gives each backend ``DEFAULT_MAX_ROWS_PER_RUN`` (128) rows: rows 0-255 go alternately to foo and bar
-    (equal parallel_jobs); the other 4,744 stay ``not_started`` for the next run, which ``rows_left`` ->
-    ``next_run`` triggers with the same conf. Twenty runs in all, the last taking 68 rows per backend.
+    The plan covers ``DEFAULT_MAX_ROWS_PER_RUN`` (128) rows, 0-127, each backend's group with an instance for each;
+    the other 4,872 stay ``not_started`` for the next run, which ``rows_left`` -> ``next_run`` triggers with the
+    same conf. Forty runs in all, the last taking 8 rows.
     """
     from airflow.configuration import conf
 
@@ -98,11 +99,9 @@ def test_five_thousand_rows_default_settings_are_split_and_chained(example_env, 
     assert new_jobs(example_env, before) == {"foo": [], "bar": []}, "only planned: start_job never ran"
 
     plan = xcom_of(run, "openeo_job_batch.plan")
-    assert {name: len(rows) for name, rows in plan["assignments"].items()} == {"foo": 128, "bar": 128}
-    assert plan["assignments"]["foo"][:3] == [0, 2, 4] and plan["assignments"]["bar"][:3] == [1, 3, 5]
-    assert plan["remaining"] == 5000 - 256
+    assert plan == {"rows": 128, "remaining": 5000 - 128, "slots": {"foo": 128, "bar": 128}}
     table = batch_table(config).read()
-    assert table["backend_name"].notna().sum() == 256
+    assert list(table.index[table["dispatch_run"].notna()]) == list(range(128))
     states = {ti.task_id: ti.state for ti in task_instances(run) if ti.map_index < 0}
     assert states["openeo_job_batch.rows_left"] == "success"
     assert states["openeo_job_batch.next_run"] == "success"
@@ -113,20 +112,18 @@ def test_five_thousand_rows_default_settings_are_split_and_chained(example_env, 
     splits = []
     while True:
         db = batch_table(config)
-        next_plan = assign_backends(
-            rows_to_run(db.read()), parse_backends(module.CONFIG_BACKENDS), max_rows_per_backend=128
-        )
+        next_plan = plan_run(rows_to_run(db.read()), parse_backends(module.CONFIG_BACKENDS), max_rows=128)
         if not next_plan.planned:
             break
-        splits.append(({n: len(r) for n, r in next_plan.assignments.items()}, next_plan.remaining))
-        done = [row for rows in next_plan.assignments.values() for row in rows]
+        splits.append((next_plan.planned, next_plan.remaining))
+        done = next_plan.row_ids
         db.persist(
             pd.DataFrame({"status": "finished", "results_state": "downloaded"}, index=pd.Index(done, dtype="int64"))
         )
     # The first plan is this run's again (its rows were only marked successful here, never finished).
-    assert len(splits) == 20
-    assert splits[0] == ({"foo": 128, "bar": 128}, 4744)
-    assert splits[-1] == ({"foo": 68, "bar": 68}, 0)
+    assert len(splits) == 40
+    assert splits[0] == (128, 4872)
+    assert splits[-1] == (8, 0)
 
 
 def test_pinned_backend_honoured_and_unknown_backend_refused(example_env, batch_env, monkeypatch, tmp_path):
@@ -150,7 +147,9 @@ def test_pinned_backend_honoured_and_unknown_backend_refused(example_env, batch_
     assert "nowhere" in refused["error_message"] and pd.isna(refused["id"])
     others = table.drop(index=2)
     assert list(others["status"]) == ["finished"] * 5
-    assert list(others["backend_name"]) == ["bar", "bar", "foo", "foo", "foo"]
+    assert list(others["backend_name"][:2]) == ["bar", "bar"], "pinned rows run where the user said"
+    assert set(others["backend_name"]) <= {"foo", "bar"}
+    assert list(others["backend_chosen_by"]) == ["user", "user", "dispatch", "dispatch", "dispatch"]
     root = Path(config["root_dir"])
     assert_batch_consistent(table, example_env, new_jobs(example_env, before), root, finished_rows=others.index)
     assert run.state == "success"
@@ -193,11 +192,12 @@ def test_batch_and_job_asset_events(example_env, batch_env, monkeypatch, tmp_pat
     assert len(batch) == 1
     assert batch[0][1] == "openeo_job_batch.summary"
     assert batch[0][3] == {"job_table": "test_dag_batch_pipeline", "rows": 3, "counts": {"finished": 3}, "not_done": 0}
-    assert sorted((task_id, map_index) for _, task_id, map_index, _ in jobs) == [
-        ("openeo_job_batch.run_bar.results", 0),
-        ("openeo_job_batch.run_foo.results", 0),
-        ("openeo_job_batch.run_foo.results", 1),
-    ]
+    sources = [(task_id, map_index) for _, task_id, map_index, _ in jobs]
+    assert len(sources) == len(set(sources)) == 3, "one event per finished job, each from its own instance"
+    assert {task_id for task_id, _ in sources} <= {
+        "openeo_job_batch.run_foo.results",
+        "openeo_job_batch.run_bar.results",
+    }
 
 
 @pytest.mark.parametrize(

@@ -35,6 +35,11 @@ _MBJM_EXTRA_STATUSES = frozenset({"queued_for_start_failed"})
 ROW_STATUS_VALUES = RowStatus.values() | _MBJM_EXTRA_STATUSES
 BACKEND_STATUS_VALUES = frozenset(s.value for s in OpenEOJobStatus)
 RESULTS_STATES = frozenset({"downloading", "downloaded", "failed", "skipped"})
+#: Who put the row's ``backend_name`` there: the user (a pin, also when the value came with the job source and
+#: this column is empty) or the dispatch (where the row ran; cleared when its job is given up, so a re-run may
+#: go anywhere).
+BACKEND_CHOSEN_BY_USER = "user"
+BACKEND_CHOSEN_BY_DISPATCH = "dispatch"
 
 _STR = ColumnSpec("str", "object", {"na": "none"})
 
@@ -125,6 +130,10 @@ RESERVED_COLUMNS: tuple[ReservedColumn, ...] = (
     ReservedColumn("attempt", ColumnSpec("int", "int64"), default=0, nullable=False, coerce=_non_negative_int),
     ReservedColumn("job_history", ColumnSpec("json", "object"), default=[], nullable=False, coerce=_history),
     ReservedColumn("results_state", _STR, allowed=RESULTS_STATES),
+    ReservedColumn("backend_chosen_by", _STR, allowed=frozenset({BACKEND_CHOSEN_BY_USER, BACKEND_CHOSEN_BY_DISPATCH})),
+    #: The batch run whose plan covers the row (``<dag_id>/<run_id>``) and the instance of that run holding it.
+    ReservedColumn("dispatch_run", _STR),
+    ReservedColumn("dispatch_slot", _STR),
     ReservedColumn("updated_at", _STR, automatic=True),
 )
 RESERVED: dict[str, ReservedColumn] = {column.name: column for column in RESERVED_COLUMNS}

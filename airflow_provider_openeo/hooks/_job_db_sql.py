@@ -42,6 +42,18 @@ META_TABLE = sa.Table(
 )
 
 
+#: One row per backend name: the dispatch's record of its recent starts (``dispatching.BackendHealth`` as JSON),
+#: shared by every batch of this database, as the backend's pool is shared by every DAG.
+HEALTH_TABLE_NAME = "openeo_backend_health"
+HEALTH_TABLE = sa.Table(
+    HEALTH_TABLE_NAME,
+    _metadata,
+    sa.Column("backend_name", sa.String(MAX_IDENTIFIER_BYTES), primary_key=True),
+    sa.Column("record", sa.Text, nullable=False),
+)
+_SIDE_TABLES = (META_TABLE_NAME, HEALTH_TABLE_NAME)
+
+
 def validate_table_name(name: str) -> str:
     """Only plain lower-case identifiers: no quoting games, and the same table on SQLite and PostgreSQL."""
     if not isinstance(name, str) or not _TABLE_NAME_RE.match(name) or len(name) > MAX_TABLE_NAME_LENGTH:
@@ -49,8 +61,8 @@ def validate_table_name(name: str) -> str:
             f"Invalid job table name {name!r}: use lower-case letters, digits and underscores, starting with a "
             f"letter or underscore, at most {MAX_TABLE_NAME_LENGTH} characters."
         )
-    if name == META_TABLE_NAME:
-        raise JobDbInputError(f"Invalid job table name {name!r}: reserved for the job database's side table.")
+    if name in _SIDE_TABLES:
+        raise JobDbInputError(f"Invalid job table name {name!r}: reserved for one of the job database's side tables.")
     return name
 
 
@@ -145,16 +157,16 @@ def create_indexes(connection: Connection, table: sa.Table) -> None:
         ).create(connection)
 
 
-def ensure_meta_table(engine: Engine) -> None:
-    """Create the side table; tolerate a concurrent creator (PostgreSQL raises on the catalog's unique index)."""
+def ensure_meta_table(engine: Engine, table: sa.Table = META_TABLE) -> None:
+    """Create a side table; tolerate a concurrent creator (PostgreSQL raises on the catalog's unique index)."""
     try:
         with write_transaction(engine) as connection:
-            META_TABLE.create(connection, checkfirst=True)
+            table.create(connection, checkfirst=True)
     except sa.exc.IntegrityError:
         pass
     except sa.exc.ProgrammingError:
         with read_transaction(engine) as connection:
-            if not sa.inspect(connection).has_table(META_TABLE_NAME):
+            if not sa.inspect(connection).has_table(table.name):
                 raise
 
 

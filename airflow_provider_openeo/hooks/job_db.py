@@ -13,6 +13,7 @@ stored in Airflow's metadata database.
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import pathlib
@@ -558,6 +559,103 @@ class OpenEOJobDbHook(BaseHook, JobDatabaseInterface):
         rid = schema.coerce_row_id(row_id)
         conditions = [table.c[ROW_ID_COLUMN] == rid, table.c.claimed_by == _checked_owner(owner)]
         return self._cas(table, rid, conditions, {"claimed_by": None, "claimed_at": None, "updated_at": utc_now()})
+
+    # ------------------------------------------------------------------------------------ dispatch
+
+    def assign_run(self, row_ids: Sequence[int | str], run_key: str) -> None:
+        """Mark ``row_ids`` as the rows batch run ``run_key`` covers, none of them held by an instance yet.
+
+        One transaction for the whole plan (a row-by-row UPDATE costs seconds per thousand rows).
+        """
+        if not row_ids:
+            return
+        schema, table = self._open()
+        rids = [schema.coerce_row_id(r) for r in row_ids]
+        now = utc_now()
+        with write_transaction(self.get_conn()) as connection:
+            for start in range(0, len(rids), _CHUNK):
+                chunk = rids[start : start + _CHUNK]
+                connection.execute(
+                    sa.update(table)
+                    .where(table.c[ROW_ID_COLUMN].in_(chunk))
+                    .values(dispatch_run=run_key, dispatch_slot=None, updated_at=now)
+                )
+
+    def run_rows(self, run_key: str) -> list[dict[str, Any]]:
+        """The rows of batch run ``run_key`` in table order, with what the dispatch reads of them.
+
+        Each dict has the row id under ``"_row_id"`` and ``id``, ``status``, ``backend_name``,
+        ``backend_chosen_by``, ``dispatch_slot``, ``claimed_by`` and ``claimed_at``. One narrow query: this runs at
+        every claim.
+        """
+        _, table = self._open()
+        names = ("id", "status", "backend_name", "backend_chosen_by", "dispatch_slot", "claimed_by", "claimed_at")
+        query = (
+            sa.select(table.c[ROW_ID_COLUMN], *(table.c[n] for n in names))
+            .where(table.c.dispatch_run == run_key)
+            .order_by(table.c[SEQ_COLUMN])
+        )
+        with read_transaction(self.get_conn()) as connection:
+            rows = connection.execute(query).all()
+        return [{ROW_ID_KEY: row[0], **dict(zip(names, row[1:], strict=True))} for row in rows]
+
+    def slot_row_id(self, run_key: str, slot: str) -> int | str | None:
+        """The row instance ``slot`` of run ``run_key`` holds, or None."""
+        _, table = self._open()
+        query = sa.select(table.c[ROW_ID_COLUMN]).where(table.c.dispatch_run == run_key, table.c.dispatch_slot == slot)
+        with read_transaction(self.get_conn()) as connection:
+            return connection.execute(query.limit(1)).scalar_one_or_none()
+
+    def count_rows(self, *, statuses: Iterable[str], backend_name: str) -> int:
+        """How many rows on ``backend_name`` are in ``statuses`` (the jobs of ours a backend runs now)."""
+        _, table = self._open()
+        wanted = _checked_statuses(statuses)
+        query = sa.select(sa.func.count()).where(table.c.status.in_(wanted), table.c.backend_name == backend_name)
+        with read_transaction(self.get_conn()) as connection:
+            return int(connection.execute(query).scalar_one())
+
+    def backend_health_records(self) -> dict[str, dict[str, Any]]:
+        """Every backend's record in ``openeo_backend_health`` (JSON objects the dispatch reads), by name."""
+        from airflow_provider_openeo.hooks._job_db_sql import HEALTH_TABLE
+
+        engine = self.get_conn()
+        try:
+            with read_transaction(engine) as connection:
+                rows = connection.execute(sa.select(HEALTH_TABLE.c.backend_name, HEALTH_TABLE.c.record)).all()
+        except (sa.exc.OperationalError, sa.exc.ProgrammingError):
+            with read_transaction(engine) as connection:
+                if sa.inspect(connection).has_table(HEALTH_TABLE.name):
+                    raise
+            return {}
+        return {name: json.loads(record) for name, record in rows}
+
+    def change_backend_health(
+        self, backend_name: str, change: Callable[[dict[str, Any] | None], dict[str, Any]]
+    ) -> dict[str, Any]:
+        """Read, change and write one backend's record atomically (the write lock is taken first)."""
+        from airflow_provider_openeo.hooks._job_db_sql import HEALTH_TABLE
+
+        engine = self.get_conn()
+        ensure_meta_table(engine, HEALTH_TABLE)
+        key = HEALTH_TABLE.c.backend_name == backend_name
+        for attempt in range(2):
+            try:
+                with write_transaction(engine) as connection:
+                    query = sa.select(HEALTH_TABLE.c.record).where(key)
+                    if engine.dialect.name == "postgresql":
+                        query = query.with_for_update()
+                    text = connection.execute(query).scalar_one_or_none()
+                    record = change(None if text is None else json.loads(text))
+                    encoded = json.dumps(record)
+                    if text is None:
+                        connection.execute(sa.insert(HEALTH_TABLE).values(backend_name=backend_name, record=encoded))
+                    else:
+                        connection.execute(sa.update(HEALTH_TABLE).where(key).values(record=encoded))
+                    return record
+            except sa.exc.IntegrityError:
+                if attempt:  # a concurrent first writer inserted the row: the second round updates it
+                    raise
+        raise AssertionError("unreachable")  # pragma: no cover
 
     # ------------------------------------------------------------------------------------ files
 

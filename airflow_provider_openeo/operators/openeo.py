@@ -12,12 +12,21 @@ holds a backend's slot. None holds its own copy of the logic: starting lives in
 from __future__ import annotations
 
 import dataclasses
+import time
 from collections.abc import Mapping, Sequence
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NoReturn
 
 from airflow.sdk import BaseOperator
-from airflow.sdk.exceptions import AirflowException, AirflowFailException, AirflowSkipException
+from airflow.sdk.exceptions import (
+    AirflowException,
+    AirflowFailException,
+    AirflowSkipException,
+    DownstreamTasksSkipped,
+)
 
+from airflow_provider_openeo.dispatching import Claim, Done, GiveUp, StartFailure, Wait
+from airflow_provider_openeo.hooks._job_db_columns import BACKEND_CHOSEN_BY_DISPATCH
+from airflow_provider_openeo.hooks.job_db import OpenEOJobDbHook
 from airflow_provider_openeo.hooks.openeo import OpenEOHook
 from airflow_provider_openeo.job_handlers import OpenEOJobHandler
 from airflow_provider_openeo.job_row import JobRowRef
@@ -28,11 +37,18 @@ from airflow_provider_openeo.job_starting import (
     StartJobCallable,
     StartOutcome,
     TransientStartError,
+    is_transient,
 )
 from airflow_provider_openeo.job_status import OpenEOJobStatus
 from airflow_provider_openeo.job_waiting import OpenEOJobWaitMixin, ended_in_triggerer
 from airflow_provider_openeo.links.openeo import OpenEOJobLink
-from airflow_provider_openeo.triggers.openeo import DEFAULT_POLL_INTERVAL, OpenEOJobEvent, OpenEOJobEventStatus
+from airflow_provider_openeo.row_dispatch import DispatchSettings, RowDispatcher
+from airflow_provider_openeo.triggers.openeo import (
+    DEFAULT_POLL_INTERVAL,
+    OpenEODispatchWaitTrigger,
+    OpenEOJobEvent,
+    OpenEOJobEventStatus,
+)
 
 if TYPE_CHECKING:
     from airflow.sdk import Context
@@ -42,12 +58,17 @@ if TYPE_CHECKING:
 _ENDED = frozenset(s.value for s in OpenEOJobStatus.terminal_statuses())
 #: Where the batch operator puts a row's label for ``map_index_template`` (see :func:`row_label`).
 ROW_LABEL_KEY = "openeo_row_label"
+#: Decisions one dispatched try makes before it waits in the triggerer: enough to pass a few lost claim races
+#: and to give a row back after a failed start and take the next one.
+_DISPATCH_ROUNDS = 8
 
 
 class OpenEORowOperator(BaseOperator):
     """What every per-row task shares: which row of which job table, on which backend, and its UI label.
 
-    :param row_id: the row (its index in the job table).
+    :param row_id: the row (its index in the job table); None with ``dispatch``: the row this instance takes (the
+        batch operator) or took (the results operator) in its batch run.
+    :param dispatch: how the instances of ``openeo_job_batch`` take rows (:class:`DispatchSettings`).
     :param openeo_conn_id: connection of the backend the row runs on.
     :param job_table: the job table; ``job_db_conn_id`` None uses the embedded SQLite database (at
         ``sqlite_path``, default ``$AIRFLOW_HOME/openeo_jobs.db``).
@@ -59,16 +80,20 @@ class OpenEORowOperator(BaseOperator):
     def __init__(
         self,
         *,
-        row_id: int | str,
+        row_id: int | str | None = None,
         openeo_conn_id: str = OpenEOHook.default_conn_name,
         job_table: str = "openeo_jobs",
         job_db_conn_id: str | None = None,
         sqlite_path: str | None = None,
         label_columns: Sequence[str] = ("title", "name"),
+        dispatch: DispatchSettings | None = None,
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
+        if row_id is None and dispatch is None:
+            raise ValueError(f"{self.task_id}: give row_id (a row of the job table), or dispatch (a batch's rows)")
         self.row_id = row_id
+        self.dispatch = dispatch
         self.openeo_conn_id = openeo_conn_id
         self.job_table = job_table
         self.job_db_conn_id = job_db_conn_id
@@ -77,6 +102,8 @@ class OpenEORowOperator(BaseOperator):
 
     @property
     def row(self) -> JobRowRef:
+        if self.row_id is None:
+            raise AirflowException(f"{self.task_id}: this instance holds no row of job table {self.job_table!r}")
         return JobRowRef(
             table=self.job_table,
             row_id=self.row_id,
@@ -96,13 +123,36 @@ class OpenEORowOperator(BaseOperator):
 
         Airflow renders ``map_index_template`` after every successful try with a strict template environment,
         so the key must always be set: an unreadable row gets the plain ``row <id>`` label instead of failing
-        a task whose job went fine.
+        a task whose job went fine. A dispatched instance that holds no row yet is labelled as waiting; it is
+        labelled again when it takes one.
         """
+        if self.row_id is None and self.dispatch is not None:
+            dispatcher = self._dispatcher(context)
+            try:
+                self.row_id = dispatcher.held_row_id()
+            except Exception:  # an unreadable table fails the task where it matters, with its own message
+                self.row_id = None
+            finally:
+                dispatcher.db.dispose()
+            if self.row_id is None:
+                self.set_label(context, "waiting for a row")
+                return
         try:
             values = self._read_row()
         except Exception:  # the label is cosmetic: a missing row fails loudly where it matters instead
             values = {}
-        context[ROW_LABEL_KEY] = row_label(self.row_id, values, self.label_columns)  # type: ignore[literal-required]
+        self.set_label(context, row_label(self.row_id, values, self.label_columns))
+
+    @staticmethod
+    def set_label(context: Context, label: str) -> None:
+        context[ROW_LABEL_KEY] = label  # type: ignore[literal-required]
+
+    def _dispatcher(self, context: Context) -> RowDispatcher:
+        assert self.dispatch is not None
+        return RowDispatcher(self.job_db(), self.dispatch.scope(context, task_id=self.task_id))
+
+    def job_db(self) -> OpenEOJobDbHook:
+        return OpenEOJobDbHook(self.job_db_conn_id, table=self.job_table, sqlite_path=self.sqlite_path)
 
     def _read_row(self) -> dict[str, Any]:
         hook = self.row.hook()
@@ -150,11 +200,19 @@ class OpenEOStartJobOperator(OpenEORowOperator):
 
     def start_row(self, context: Context) -> StartOutcome:
         """Bring the row to a started (or re-attached) job, translating outcomes into Airflow's vocabulary."""
-        backend_name = self.backend_name or self.openeo_conn_id
+        try:
+            return self._start(context, self._hook())
+        except TransientStartError as exc:
+            raise AirflowException(f"{exc} (an Airflow retry will try again)") from exc
+
+    def _hook(self) -> OpenEOHook:
         # Validation is advisory (warnings only) and costs the backend one request per job: skip it in batches.
-        hook = OpenEOHook(self.openeo_conn_id, auto_validate=False)
+        return OpenEOHook(self.openeo_conn_id, auto_validate=False)
+
+    def _starter(self, context: Context, hook: OpenEOHook, *, start_attempts: int = 3) -> RowJobStarter:
+        backend_name = self.backend_name or self.openeo_conn_id
         connection = hook.get_conn()
-        starter = RowJobStarter(
+        return RowJobStarter(
             self.row,
             backend_name=backend_name,
             connection=connection,
@@ -162,15 +220,19 @@ class OpenEOStartJobOperator(OpenEORowOperator):
             connection_provider=self._connection_provider(backend_name, connection),
             owner=_task_instance_owner(context),
             start_job_kwargs=self.start_job_kwargs,
+            start_attempts=start_attempts,
         )
+
+    def _start(self, context: Context, hook: OpenEOHook, *, start_attempts: int = 3) -> StartOutcome:
+        """The start itself; a ``TransientStartError`` is left to the caller (a retry, or the dispatch)."""
+        backend_name = self.backend_name or self.openeo_conn_id
+        starter = self._starter(context, hook, start_attempts=start_attempts)
         try:
             outcome = starter.start()
         except RowSkipped as exc:
             raise AirflowSkipException(str(exc)) from exc
         except RowStartError as exc:
             raise AirflowFailException(str(exc)) from exc
-        except TransientStartError as exc:
-            raise AirflowException(f"{exc} (an Airflow retry will try again)") from exc
         finally:
             starter.db.dispose()  # a PostgreSQL pool must not outlive the start in a long-deferred task
         outcome = dataclasses.replace(outcome, job_url=OpenEOJobLink.persist(context, hook.job_url(outcome.job_id)))
@@ -232,7 +294,15 @@ class OpenEOBatchJobOperator(OpenEOJobWaitMixin, OpenEOStartJobOperator):
         self.handle_results = handle_results
 
     def execute(self, context: Context) -> Any:
-        outcome = self.start_row(context)
+        if self.dispatch is not None:
+            return self._dispatch(context)
+        return self._wait_for(context, self.start_row(context))
+
+    def execute_dispatch(self, context: Context, event: Any = None) -> Any:
+        """Resume after waiting in the triggerer for the dispatch to have something to do."""
+        return self._dispatch(context)
+
+    def _wait_for(self, context: Context, outcome: StartOutcome) -> Any:
         if outcome.backend_status in _ENDED:
             # Ended while nobody watched (or its download was interrupted): finish it now, no trigger needed.
             event = OpenEOJobEvent(
@@ -251,6 +321,97 @@ class OpenEOBatchJobOperator(OpenEOJobWaitMixin, OpenEOStartJobOperator):
             job_url=outcome.job_url,
             end_task_on_finish=not self.handle_results,
         )
+
+    def _dispatch(self, context: Context) -> Any:
+        """Take a row of the batch run and start it, or wait for one, or end when nothing is left (``dispatching``).
+
+        A start that fails because of the backend (unreachable, 5xx, ``ConcurrentJobLimit``) is recorded against
+        the backend and the row is given back, so another backend's free slot takes it; this instance then asks
+        again, and waits in the triggerer once the backend cools down.
+        """
+        dispatcher = self._dispatcher(context)
+        try:
+            return self._dispatch_with(context, dispatcher)
+        finally:
+            dispatcher.db.dispose()
+
+    def _dispatch_with(self, context: Context, dispatcher: RowDispatcher) -> Any:
+        hook: OpenEOHook | None = None
+        for _ in range(_DISPATCH_ROUNDS):
+            decision = dispatcher.decide()
+            if isinstance(decision, Wait):
+                self._wait_to_dispatch(context, dispatcher, decision)
+            if isinstance(decision, Done):
+                self.set_label(context, f"no row left ({self.backend_name})")
+                self.log.info("%s; skipping the instances nobody needs", decision.reason)
+                raise DownstreamTasksSkipped(tasks=dispatcher.instances_to_skip())
+            if isinstance(decision, GiveUp):
+                self.row_id = decision.row_id
+                self._label_row(context)
+                dispatcher.give_up(decision.row_id, decision.reason)
+                raise AirflowFailException(f"{self.row}: {decision.reason}")
+            assert isinstance(decision, Claim)
+            if hook is None:
+                hook = self._hook()
+                try:
+                    hook.get_conn()
+                except Exception as exc:
+                    if not is_transient(exc):
+                        raise
+                    hook = None
+                    self._backend_failed(dispatcher, StartFailure.UNAVAILABLE, f"cannot connect: {exc}")
+                    continue
+            if not decision.held and not dispatcher.claim(decision.row_id, _task_instance_owner(context)):
+                continue  # another instance took it first
+            self.row_id = decision.row_id
+            self._label_row(context)
+            try:
+                outcome = self._start(context, hook, start_attempts=1)
+            except TransientStartError as exc:
+                if exc.failure is None:
+                    raise AirflowException(f"{exc} (an Airflow retry will try again)") from exc
+                self._give_back(context, dispatcher, hook, exc)
+                continue
+            dispatcher.record_success()
+            return self._wait_for(context, outcome)
+        self._wait_to_dispatch(context, dispatcher, Wait(time.time() + dispatcher.scope.recheck_seconds, "busy"))
+
+    def _backend_failed(self, dispatcher: RowDispatcher, failure: StartFailure, message: str) -> None:
+        health = dispatcher.record_failure(failure, message)
+        self.log.warning("%s: %s", self.backend_name, health.describe(time.time()))
+
+    def _give_back(
+        self, context: Context, dispatcher: RowDispatcher, hook: OpenEOHook, exc: TransientStartError
+    ) -> None:
+        """After a failed start: give up a created job the row need not keep, record the failure, free the row."""
+        assert exc.failure is not None
+        row_id = self.row_id
+        values = self._read_row()
+        job_id = values.get("id")
+        placed = values.get("backend_chosen_by") == BACKEND_CHOSEN_BY_DISPATCH  # not the user's pin
+        if job_id and values.get("status") == OpenEOJobStatus.CREATED.value and placed:
+            starter = self._starter(context, hook, start_attempts=1)
+            try:
+                starter.abandon_created_job(
+                    str(job_id), str(exc), certainly_not_started=exc.failure is StartFailure.LIMIT
+                )
+            finally:
+                starter.db.dispose()
+        self._backend_failed(dispatcher, exc.failure, str(exc))
+        dispatcher.release(row_id, f"{exc}; the row was given back for another slot")
+        self.log.warning("%s given back after a failed start on %s: %s", self.row, self.backend_name, exc)
+        self.row_id = None
+        self.set_label(context, "waiting for a row")
+
+    def _wait_to_dispatch(self, context: Context, dispatcher: RowDispatcher, decision: Wait) -> NoReturn:
+        self.log.info("waiting until %s: %s", time.strftime("%H:%M:%S", time.gmtime(decision.until)), decision.reason)
+        trigger = OpenEODispatchWaitTrigger(
+            job_db={"table": self.job_table, "job_db_conn_id": self.job_db_conn_id, "sqlite_path": self.sqlite_path},
+            scope=dispatcher.scope.to_dict(),
+            until=decision.until,
+        )
+        self.defer(trigger=trigger, method_name="execute_dispatch")
+        raise AssertionError("defer() returned")  # pragma: no cover - defer always raises
 
     def execute_complete(self, context: Context, event: Any = None) -> Any:
         """Resume after the trigger fired (the row label is back in the fresh context: ``render_template_fields``)."""
@@ -283,6 +444,10 @@ class OpenEOJobResultsOperator(OpenEOJobWaitMixin, OpenEORowOperator):
         self.handler = handler if handler is not None else OpenEOJobHandler()
 
     def execute(self, context: Context) -> Any:
+        if self.row_id is None:  # dispatched: the row the job task's instance took (rendering looked it up)
+            self._label_row(context)
+            if self.row_id is None:
+                raise AirflowSkipException("the job task of this instance took no row: no results to store")
         values = self._read_row()
         job_id = values.get("id")
         if job_id is None or str(job_id) in ("", "nan", "None"):

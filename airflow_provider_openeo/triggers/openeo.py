@@ -407,3 +407,51 @@ class _WaitState:
 async def _close_quietly(hook: AsyncJobStatusHook) -> None:
     with contextlib.suppress(Exception):  # closing an HTTP session must never mask the outcome
         await hook.close()
+
+
+class OpenEODispatchWaitTrigger(JsonKwargsTrigger):
+    """Hold a batch instance in the triggerer (no worker, its pool slot kept) until its dispatch would act.
+
+    The instance found nothing to take now (its backend cools down, runs all the jobs its account allows, or
+    rows held elsewhere may come back). Every ``check_interval`` seconds this asks the same
+    :func:`dispatching.decide` the instance asked, from the job database; as soon as the answer is no longer
+    "wait" (or at ``until``), the instance resumes and acts on it.
+
+    :param job_db: ``{"table", "job_db_conn_id", "sqlite_path"}`` of the batch's job table.
+    :param scope: ``row_dispatch.DispatchScope.to_dict()`` of the instance.
+    :param until: epoch seconds at which to resume in any case.
+    """
+
+    serialize_fields = ("job_db", "scope", "until", "check_interval")
+
+    def __init__(
+        self, job_db: dict[str, Any], scope: dict[str, Any], until: float, check_interval: float = 2.0
+    ) -> None:
+        super().__init__()
+        self.job_db = dict(job_db)
+        self.scope = dict(scope)
+        self.until = float(until)
+        self.check_interval = float(check_interval)
+
+    async def run(self) -> AsyncIterator[TriggerEvent]:
+        from airflow_provider_openeo.dispatching import Wait
+        from airflow_provider_openeo.hooks.job_db import OpenEOJobDbHook
+        from airflow_provider_openeo.row_dispatch import DispatchScope, RowDispatcher
+
+        db = OpenEOJobDbHook(
+            self.job_db.get("job_db_conn_id"), table=self.job_db["table"], sqlite_path=self.job_db.get("sqlite_path")
+        )
+        dispatcher = RowDispatcher(db, DispatchScope(**self.scope))
+        try:
+            while time.time() < self.until:
+                try:
+                    decision = await asyncio.to_thread(dispatcher.decide)
+                except Exception as exc:  # the database is busy or away: the instance will ask itself at `until`
+                    self.log.warning("dispatch check failed (%s); looking again", exc)
+                    decision = None
+                if decision is not None and not isinstance(decision, Wait):
+                    break
+                await asyncio.sleep(max(0.0, min(self.check_interval, self.until - time.time())))
+        finally:
+            await asyncio.to_thread(db.dispose)
+        yield TriggerEvent({"dispatch": "recheck"})

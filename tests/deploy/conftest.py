@@ -24,6 +24,7 @@ import psutil
 import pytest
 
 from airflow_provider_openeo.hooks.job_db import OpenEOJobDbHook
+from airflow_provider_openeo.row_dispatch import parse_slot
 from deploy.live_airflow import AirflowSettings, LiveAirflow
 from local_backend.launcher import LocalBackend, start_local_backend
 from tests.conftest import REPO
@@ -77,22 +78,15 @@ class FaultRig:
         ]
 
     def row_task(self, dag_id: str, run_id: str, row_id: Any, task: str = "job") -> dict[str, Any]:
-        """One row's task instance (``job`` or ``results``): its map index is the row's place in the plan's list
-        for its backend.
+        """One row's task instance (``job`` or ``results``): the instance of its backend's group that took it, as the
+        row's ``dispatch_slot`` says (the ``results`` task of the same map index stores its results).
 
         (The row's label, ``rendered_map_index``, appears only once a try succeeded.)
         """
-        backend = self.table(dag_id).loc[row_id, "backend_name"]
-        plan = self.airflow.api(
-            "GET",
-            f"/dags/{dag_id}/dagRuns/{run_id}/taskInstances/openeo_job_batch.rows_{backend}/xcomEntries/return_value",
-        )["value"]
-        row_ids = [str(r) for r in (json.loads(plan) if isinstance(plan, str) else plan)]
-        map_index = row_ids.index(str(row_id))
+        job_task, map_index = parse_slot(self.table(dag_id).loc[row_id, "dispatch_slot"])
+        task_id = job_task.rsplit(".", 1)[0] + f".{task}"
         (ti,) = [
-            ti
-            for ti in self.mapped(dag_id, run_id, task)
-            if ti["task_id"] == f"openeo_job_batch.run_{backend}.{task}" and ti["map_index"] == map_index
+            ti for ti in self.mapped(dag_id, run_id, task) if (ti["task_id"], ti["map_index"]) == (task_id, map_index)
         ]
         return ti
 

@@ -1,0 +1,267 @@
+"""Which row a backend's free slot takes, and when a backend takes none: pure functions, no Airflow, no SQL.
+
+A batch run does not split its rows across backends up front. Each backend has a mapped group with as many
+instances as rows it could take, queued in its pool ``openeo_<backend>``; an instance that gets a pool slot
+asks :func:`decide` what to do, and claims the row it names. So a row goes to whichever backend has room at the
+moment it has room, and a backend that ends jobs three times faster takes about three times the rows.
+
+What :func:`decide` weighs, in order:
+
+1. the row this slot already holds (a retried or resumed instance) is its row, whatever else holds;
+2. a backend that keeps failing to start jobs (connection errors, 5xx: :attr:`StartFailure.UNAVAILABLE`) takes
+   no new row until its cool-down ends (it grows while the backend stays bad), then one start probes it;
+3. a backend whose starts answered ``ConcurrentJobLimit`` (:attr:`StartFailure.LIMIT`: the account's slots are
+   held by other jobs) runs at most ``slot_limit`` jobs of ours until a start succeeds again;
+4. rows pinned to this backend (or holding a job there) first, then unpinned rows, in table order;
+5. nothing left that this backend could ever take: the backend is done, its remaining instances are skipped.
+
+A row is released (given back, unpinned again) when a start on a bad backend fails, so another backend takes
+it; :func:`health_after_failure` and :func:`health_after_success` keep each backend's record.
+"""
+
+from __future__ import annotations
+
+import enum
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, replace
+from typing import Any
+
+#: Consecutive failed starts (connection errors, 5xx) after which a backend cools down.
+FAILURES_BEFORE_COOLDOWN = 3
+#: The first cool-down, in seconds; each further failure doubles it up to :data:`MAX_COOLDOWN_SECONDS`.
+BASE_COOLDOWN_SECONDS = 30.0
+MAX_COOLDOWN_SECONDS = 15 * 60.0
+
+
+class StartFailure(str, enum.Enum):
+    """Why a start on a backend failed, as far as the dispatch cares."""
+
+    UNAVAILABLE = "unavailable"
+    """Connection error, timeout, 5xx: the backend may be down."""
+    LIMIT = "limit"
+    """``ConcurrentJobLimit``: the account runs as many jobs as the backend allows, some of them not ours."""
+
+
+@dataclass(frozen=True)
+class BackendHealth:
+    """What the batch knows of one backend's recent starts (kept in the job database, shared by its batches).
+
+    :param failures: consecutive failed starts.
+    :param failing_since: epoch seconds of the first of them.
+    :param cooldown_until: epoch seconds before which the backend takes no new row (UNAVAILABLE) or no row beyond
+        ``slot_limit`` (LIMIT).
+    :param slot_limit: jobs of ours the backend takes at once after a ``ConcurrentJobLimit``; None: its
+        ``parallel_jobs`` (the pool).
+    :param last_error: the last failure's message (no credentials: the starter scrubs it).
+    """
+
+    name: str
+    failures: int = 0
+    failing_since: float | None = None
+    cooldown_until: float = 0.0
+    slot_limit: int | None = None
+    last_error: str | None = None
+    last_failure: StartFailure | None = None
+
+    def cooling_down(self, now: float) -> bool:
+        return now < self.cooldown_until
+
+    def describe(self, now: float) -> str:
+        """``backend 'foo': 4 failed starts since 12:00:03 UTC (last: ...)``, for row messages and logs."""
+        if not self.failures:
+            return f"backend {self.name!r} is healthy"
+        text = f"backend {self.name!r}: {self.failures} failed start(s) in a row"
+        if self.failing_since is not None:
+            text += f" over {max(0.0, now - self.failing_since):.0f} s"
+        if self.last_error:
+            text += f" (last: {self.last_error})"
+        return text
+
+
+def cooldown_seconds(failures: int) -> float:
+    """The cool-down after ``failures`` consecutive failures: 30 s at the threshold, doubling, at most 15 min."""
+    steps = max(0, failures - FAILURES_BEFORE_COOLDOWN)
+    return min(MAX_COOLDOWN_SECONDS, BASE_COOLDOWN_SECONDS * 2**steps)
+
+
+def health_after_failure(
+    health: BackendHealth, failure: StartFailure, *, now: float, active: int, message: str | None = None
+) -> BackendHealth:
+    """The record after one failed start. ``active``: jobs of ours the backend runs right now (other rows).
+
+    UNAVAILABLE cools the backend down from the :data:`FAILURES_BEFORE_COOLDOWN`-th failure in a row on.
+    LIMIT lowers ``slot_limit`` to what the backend does run for us (the account's other jobs hold the rest) and
+    cools down at once: above that limit nothing is tried before the cool-down ends.
+    """
+    failures = health.failures + 1
+    changed = replace(
+        health,
+        failures=failures,
+        failing_since=health.failing_since if health.failing_since is not None else now,
+        last_error=message if message is not None else health.last_error,
+        last_failure=failure,
+    )
+    if failure is StartFailure.LIMIT:
+        limit = max(0, active)
+        if health.slot_limit is not None:
+            limit = min(limit, health.slot_limit)
+        return replace(changed, slot_limit=limit, cooldown_until=now + cooldown_seconds(max(failures, 3)))
+    if failures >= FAILURES_BEFORE_COOLDOWN:
+        return replace(changed, cooldown_until=now + cooldown_seconds(failures))
+    return changed
+
+
+def health_after_success(health: BackendHealth, *, parallel_jobs: int) -> BackendHealth:
+    """A start went through: the failure streak ends, and a lowered ``slot_limit`` grows back by one."""
+    limit = health.slot_limit
+    if limit is not None:
+        limit = None if limit + 1 >= parallel_jobs else limit + 1
+    return replace(health, failures=0, failing_since=None, cooldown_until=0.0, slot_limit=limit, last_failure=None)
+
+
+@dataclass(frozen=True)
+class RunRow:
+    """One row of a batch run as the dispatch sees it. Every row the plan gave the run needs an instance until
+    one holds it; a row given back (its start failed on a bad backend) is free again.
+
+    :param backend_name: where the row must run: the user's pin, or the backend of the job it holds; None: any.
+    :param slot: the instance that holds the row in this run (``"<job task id>[<map index>]"``), None if free.
+    :param settled: held, and its start is through (the job was started, or the row ended): a held row that is
+        not settled may still fail to start and come back free.
+    """
+
+    row_id: Any
+    backend_name: str | None = None
+    slot: str | None = None
+    settled: bool = False
+
+    @property
+    def unsettled(self) -> bool:
+        return self.slot is not None and not self.settled
+
+
+@dataclass(frozen=True)
+class Claim:
+    """Take this row (write the slot on it, compare-and-set) and start it."""
+
+    row_id: Any
+    held: bool = False
+    """The slot held the row already: a retry or a resumed instance continues with it."""
+
+
+@dataclass(frozen=True)
+class Wait:
+    """Take no row now; ask again at ``until`` (epoch seconds)."""
+
+    until: float
+    reason: str
+
+
+@dataclass(frozen=True)
+class Done:
+    """Nothing in this run is left for this backend; ``reason`` says why."""
+
+    reason: str
+
+
+@dataclass(frozen=True)
+class GiveUp:
+    """Fail this row: every backend it may run on has been failing longer than the batch allows."""
+
+    row_id: Any
+    reason: str
+
+
+Decision = Claim | Wait | Done | GiveUp
+
+
+def decide(
+    rows: Sequence[RunRow],
+    *,
+    backend: str,
+    slot: str,
+    health: BackendHealth,
+    active: int,
+    now: float,
+    recheck_seconds: float,
+    eligible_backends: Iterable[str],
+    all_health: dict[str, BackendHealth] | None = None,
+    give_up_after: float | None = None,
+) -> Decision:
+    """What the instance ``slot`` of ``backend`` does now. See the module docstring for the order of rules.
+
+    :param rows: the run's rows (see :class:`RunRow`).
+    :param active: jobs of ours running on ``backend`` now (rows holding a live job there).
+    :param recheck_seconds: how long to wait before looking again when waiting on a running job to end.
+    :param eligible_backends: every backend of the batch (for unpinned rows and for :class:`GiveUp`).
+    :param all_health: the other backends' records, for :class:`GiveUp` (None: never give up).
+    :param give_up_after: seconds a backend may keep failing before the rows that can only go to failing
+        backends are failed (None: wait as long as it takes).
+    """
+    for row in rows:
+        if row.slot == slot:
+            return Claim(row.row_id, held=True)
+    mine = [r for r in rows if r.slot is None and r.backend_name == backend]
+    free = [r for r in rows if r.slot is None and r.backend_name is None]
+    if not mine and not free:
+        if any(r.unsettled for r in rows):
+            # A row held elsewhere is still being started: a failed start would give it back.
+            return Wait(now + recheck_seconds, "rows are being started elsewhere and may come back")
+        return Done(f"no row of this run is left for backend {backend!r}")
+    if health.failures and health.cooling_down(now) and health.last_failure is StartFailure.UNAVAILABLE:
+        stuck = _given_up(mine, free, health, eligible_backends, all_health, give_up_after, now)
+        if stuck is not None:
+            return stuck
+        return Wait(health.cooldown_until, f"{health.describe(now)}; cooling down")
+    limit = health.slot_limit
+    if limit is not None and active >= limit and health.cooling_down(now):
+        until = min(health.cooldown_until, now + recheck_seconds)
+        return Wait(until, f"backend {backend!r} takes {limit} job(s) of ours now (ConcurrentJobLimit)")
+    if mine:
+        return Claim(mine[0].row_id)
+    return Claim(free[0].row_id)
+
+
+def _given_up(
+    mine: list[RunRow],
+    free: list[RunRow],
+    health: BackendHealth,
+    backends: Iterable[str],
+    all_health: dict[str, BackendHealth] | None,
+    give_up_after: float | None,
+    now: float,
+) -> GiveUp | None:
+    """A row to fail: pinned to this failing backend, or free while every backend has been failing too long."""
+    if give_up_after is None or all_health is None or not _failing_too_long(health, give_up_after, now):
+        return None
+    if mine:
+        return GiveUp(mine[0].row_id, f"{health.describe(now)}; the row runs only there (field 'backend_name')")
+    others = [all_health.get(name, BackendHealth(name)) for name in backends]
+    if free and all(_failing_too_long(h, give_up_after, now) for h in others):
+        return GiveUp(free[0].row_id, "every backend keeps failing: " + "; ".join(h.describe(now) for h in others))
+    return None
+
+
+def _failing_too_long(health: BackendHealth, give_up_after: float, now: float) -> bool:
+    return health.failing_since is not None and now - health.failing_since >= give_up_after
+
+
+def slots_per_backend(rows: Sequence[RunRow], backends: Sequence[str]) -> dict[str, int]:
+    """Instances each backend's mapped group gets: every row it could take (its own rows and every free one).
+
+    Any backend can take every free row, so a backend that is down or slow never leaves rows without a slot;
+    the instances a backend does not use are skipped when nothing is left for it (no process each).
+    """
+    free = sum(1 for r in rows if r.backend_name is None)
+    return {name: free + sum(1 for r in rows if r.backend_name == name) for name in backends}
+
+
+def done_backends(rows: Sequence[RunRow], backends: Iterable[str]) -> list[str]:
+    """Backends nothing in the run is left for, now or later: their unused instances can be skipped."""
+    if any(r.unsettled for r in rows):
+        return []
+    waiting = [r for r in rows if r.slot is None]
+    if any(r.backend_name is None for r in waiting):
+        return []
+    wanted = {r.backend_name for r in waiting}
+    return [name for name in backends if name not in wanted]

@@ -1,0 +1,280 @@
+"""One instance's dispatch: read its run from the job database, ask :func:`dispatching.decide`, claim the row.
+
+The rules are pure functions in :mod:`airflow_provider_openeo.dispatching`; this module is the part that reads
+and writes the job database for them, so the batch operator (which claims, starts and releases rows) and the
+dispatch-wait trigger (which re-asks while an instance waits in the triggerer) share one reading of the table.
+
+A claim is a compare-and-set on the row's ``dispatch_slot`` (free, and still in this run), so two instances
+that pick the same row at once cannot both take it; the loser asks again.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import asdict, dataclass
+from typing import TYPE_CHECKING, Any
+
+from airflow_provider_openeo.dispatching import (
+    BackendHealth,
+    Decision,
+    RunRow,
+    StartFailure,
+    decide,
+    done_backends,
+    health_after_failure,
+    health_after_success,
+)
+from airflow_provider_openeo.hooks._job_db_columns import (
+    BACKEND_CHOSEN_BY_DISPATCH,
+    BACKEND_CHOSEN_BY_USER,
+    ROW_ID_KEY,
+)
+from airflow_provider_openeo.job_starting import STALE_CLAIM_SECONDS as STALE_START_CLAIM_SECONDS
+from airflow_provider_openeo.job_starting import utc_now_rfc3339
+from airflow_provider_openeo.job_status import RowStatus
+from airflow_provider_openeo.planning import pinned_backend
+from airflow_provider_openeo.triggers._job_row_recorder import epoch_from_rfc3339
+
+if TYPE_CHECKING:
+    from airflow_provider_openeo.hooks.job_db import OpenEOJobDbHook
+
+#: Statuses of rows that take one of a backend's slots.
+ACTIVE_STATUSES = frozenset(
+    {RowStatus.QUEUED_FOR_START.value, RowStatus.CREATED.value, RowStatus.QUEUED.value, RowStatus.RUNNING.value}
+)
+#: A held row whose start is still not through after this long belongs to a dead instance (the starter's rule).
+STALE_CLAIM_SECONDS = STALE_START_CLAIM_SECONDS
+
+
+def run_key_of(dag_id: str, run_id: str) -> str:
+    """The value of ``dispatch_run``: which DAG run's plan covers a row."""
+    return f"{dag_id}/{run_id}"
+
+
+def slot_of(task_id: str, map_index: int) -> str:
+    """The value of ``dispatch_slot``: which instance of the run holds a row."""
+    return f"{task_id}[{map_index}]"
+
+
+def parse_slot(slot: str) -> tuple[str, int]:
+    """``("<job task id>", map index)`` of a ``dispatch_slot`` value (to find a row's task instance)."""
+    task_id, _, rest = slot.rpartition("[")
+    return task_id, int(rest.rstrip("]"))
+
+
+@dataclass(frozen=True)
+class DispatchScope:
+    """Everything an instance needs to dispatch, JSON-serialisable so the wait trigger gets it too.
+
+    :param backends: every backend of the batch, name to ``parallel_jobs``.
+    :param task_ids: every backend's ``[job task id, results task id]``, to skip the instances nobody needs.
+    :param recheck_seconds: how soon a waiting instance looks again at rows held elsewhere.
+    :param give_up_after: seconds a backend may keep failing before rows that can only go to failing backends
+        fail (None: wait for as long as it takes).
+    """
+
+    run_key: str
+    slot: str
+    backend: str
+    backends: dict[str, int]
+    task_ids: dict[str, list[str]]
+    recheck_seconds: float = 5.0
+    give_up_after: float | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+@dataclass(frozen=True)
+class DispatchSettings:
+    """What ``openeo_job_batch`` gives each row task about the dispatch; the run and slot come from the context.
+
+    :param backend: the backend whose group this task belongs to.
+    :param slot_task_id: the task whose instance holds the row: the ``job`` task (None: this task itself).
+    """
+
+    backend: str
+    backends: dict[str, int]
+    task_ids: dict[str, list[str]]
+    slot_task_id: str | None = None
+    recheck_seconds: float = 5.0
+    give_up_after: float | None = None
+
+    def scope(self, context: Mapping[str, Any], *, task_id: str) -> DispatchScope:
+        ti = context["ti"]
+        return DispatchScope(
+            run_key=run_key_of(ti.dag_id, ti.run_id),
+            slot=slot_of(self.slot_task_id or task_id, ti.map_index),
+            backend=self.backend,
+            backends=dict(self.backends),
+            task_ids={name: list(ids) for name, ids in self.task_ids.items()},
+            recheck_seconds=self.recheck_seconds,
+            give_up_after=self.give_up_after,
+        )
+
+
+def run_row(values: Mapping[str, Any], *, now: float) -> RunRow:
+    """A row as the dispatch sees it (see :class:`RunRow`)."""
+    backend = pinned_backend(values)
+    slot = values.get("dispatch_slot") or None
+    settled = False
+    if slot is not None:
+        # The starter holds ``claimed_by`` from the slot's claim until the start is through (or the row failed).
+        claimed = epoch_from_rfc3339(values.get("claimed_at"))
+        stale = claimed is None or now - claimed >= STALE_CLAIM_SECONDS
+        settled = not values.get("claimed_by") or stale
+    return RunRow(row_id=values[ROW_ID_KEY], backend_name=backend, slot=slot, settled=settled)
+
+
+def health_from_record(name: str, record: Mapping[str, Any] | None) -> BackendHealth:
+    if not record:
+        return BackendHealth(name)
+    values = dict(record)
+    failure = values.get("last_failure")
+    values["last_failure"] = StartFailure(failure) if failure else None
+    return BackendHealth(**{**values, "name": name})
+
+
+def health_to_record(health: BackendHealth) -> dict[str, Any]:
+    record = asdict(health)
+    record["last_failure"] = health.last_failure.value if health.last_failure else None
+    return record
+
+
+class RowDispatcher:
+    """Reads the run and the backends' records, decides, claims, and records what starts did."""
+
+    def __init__(self, db: OpenEOJobDbHook, scope: DispatchScope) -> None:
+        self.db = db
+        self.scope = scope
+
+    # -- reading ------------------------------------------------------------------------------------------
+
+    def rows(self, now: float) -> list[RunRow]:
+        return [run_row(values, now=now) for values in self.db.run_rows(self.scope.run_key)]
+
+    def health(self) -> dict[str, BackendHealth]:
+        records = self.db.backend_health_records()
+        return {name: health_from_record(name, records.get(name)) for name in self.scope.backends}
+
+    def decide(self, now: float | None = None) -> Decision:
+        now = time.time() if now is None else now
+        scope = self.scope
+        health = self.health()
+        return decide(
+            self.rows(now),
+            backend=scope.backend,
+            slot=scope.slot,
+            health=health[scope.backend],
+            active=self.db.count_rows(statuses=ACTIVE_STATUSES, backend_name=scope.backend),
+            now=now,
+            recheck_seconds=scope.recheck_seconds,
+            eligible_backends=list(scope.backends),
+            all_health=health,
+            give_up_after=scope.give_up_after,
+        )
+
+    def held_row_id(self) -> Any:
+        return self.db.slot_row_id(self.scope.run_key, self.scope.slot)
+
+    # -- claiming -----------------------------------------------------------------------------------------
+
+    def claim(self, row_id: Any, owner: str) -> bool:
+        """Take a free row of the run for this slot; False when another instance was faster.
+
+        ``owner`` (the task instance, as the starter names it) holds ``claimed_by`` until the start is through:
+        that is how other instances tell a row being started (it may come back) from one that is settled.
+        """
+        values = self.db.get_row(row_id)
+        pinned = values.get("backend_name")
+        expected = {"dispatch_run": self.scope.run_key, "dispatch_slot": None, "backend_name": pinned}
+        update: dict[str, Any] = {
+            "dispatch_slot": self.scope.slot,
+            "claimed_by": owner,
+            "claimed_at": utc_now_rfc3339(),
+        }
+        if not pinned or (not values.get("id") and values.get("backend_chosen_by") == BACKEND_CHOSEN_BY_DISPATCH):
+            update["backend_name"] = self.scope.backend
+            update["backend_chosen_by"] = BACKEND_CHOSEN_BY_DISPATCH
+        elif pinned != self.scope.backend:
+            return False
+        elif not values.get("backend_chosen_by"):
+            update["backend_chosen_by"] = BACKEND_CHOSEN_BY_USER
+        return self.db.update_row(row_id, update, expected=expected)
+
+    def release(self, row_id: Any, message: str) -> bool:
+        """Give a row whose start failed back to the run: free, and unpinned again unless the user pinned it or
+        it holds a job on this backend."""
+        values = self.db.get_row(row_id)
+        update: dict[str, Any] = {"dispatch_slot": None, "claimed_by": None, "error_message": message}
+        if not values.get("id"):
+            update["status"] = RowStatus.NOT_STARTED.value
+            if values.get("backend_chosen_by") == BACKEND_CHOSEN_BY_DISPATCH:
+                update["backend_name"] = None
+                update["backend_chosen_by"] = None
+        expected = {"dispatch_run": self.scope.run_key, "dispatch_slot": self.scope.slot}
+        return self.db.update_row(row_id, update, expected=expected)
+
+    def give_up(self, row_id: Any, message: str) -> bool:
+        """Fail a row no backend can take (it stays held by this slot, so nobody else tries it in this run)."""
+        update = {
+            "dispatch_slot": self.scope.slot,
+            "claimed_by": None,
+            "claimed_at": utc_now_rfc3339(),
+            "status": RowStatus.START_FAILED.value,
+            "error_message": message,
+        }
+        return self.db.update_row(row_id, update, expected={"dispatch_run": self.scope.run_key, "dispatch_slot": None})
+
+    # -- health -------------------------------------------------------------------------------------------
+
+    def record_failure(self, failure: StartFailure, message: str) -> BackendHealth:
+        name = self.scope.backend
+        active = self.db.count_rows(statuses=ACTIVE_STATUSES, backend_name=name)
+        now = time.time()
+
+        def change(record: dict[str, Any] | None) -> dict[str, Any]:
+            health = health_from_record(name, record)
+            return health_to_record(health_after_failure(health, failure, now=now, active=active, message=message))
+
+        return health_from_record(name, self.db.change_backend_health(name, change))
+
+    def record_success(self) -> None:
+        """Only written when there is something to forget: a healthy backend costs no write per start."""
+        name = self.scope.backend
+        current = self.health()[name]
+        if not current.failures and current.slot_limit is None:
+            return
+        parallel_jobs = self.scope.backends[name]
+
+        def change(record: dict[str, Any] | None) -> dict[str, Any]:
+            return health_to_record(health_after_success(health_from_record(name, record), parallel_jobs=parallel_jobs))
+
+        self.db.change_backend_health(name, change)
+
+    # -- ending -------------------------------------------------------------------------------------------
+
+    def instances_to_skip(self) -> list[tuple[str, int]]:
+        """The unused instances of every backend nothing is left for: ``(task id, map index)`` pairs.
+
+        Instances holding a row keep theirs; the rest (queued for a pool slot, or waiting in the triggerer) are
+        skipped at once rather than each started in a process of its own to find nothing. Indexes past a
+        backend's last instance name no task instance and are ignored by Airflow.
+        """
+        now = time.time()
+        rows = self.rows(now)
+        held = {row.slot for row in rows if row.slot is not None}
+        targets: list[tuple[str, int]] = []
+        for name in done_backends(rows, self.scope.backends):
+            job_task, results_task = self.scope.task_ids[name]
+            for index in range(len(rows)):
+                if slot_of(job_task, index) in held:
+                    continue
+                targets += [(job_task, index), (results_task, index)]
+        return targets
+
+
+def backend_names(specs: Sequence[Any]) -> dict[str, int]:
+    """``{name: parallel_jobs}`` of the batch's backend specs."""
+    return {spec.name: spec.parallel_jobs for spec in specs}

@@ -1,0 +1,176 @@
+"""The dispatch rules as pure functions: free slots take rows, pins, cool-down, adaptive slots, giving up, ends."""
+
+from __future__ import annotations
+
+import pytest
+
+from airflow_provider_openeo.dispatching import (
+    BASE_COOLDOWN_SECONDS,
+    FAILURES_BEFORE_COOLDOWN,
+    MAX_COOLDOWN_SECONDS,
+    BackendHealth,
+    Claim,
+    Done,
+    GiveUp,
+    RunRow,
+    StartFailure,
+    Wait,
+    cooldown_seconds,
+    decide,
+    done_backends,
+    health_after_failure,
+    health_after_success,
+    slots_per_backend,
+)
+
+NOW = 1_000_000.0
+BACKENDS = ("foo", "bar")
+
+
+def ask(rows, backend="foo", slot="run_foo.job[0]", health=None, active=0, now=NOW, **kwargs):
+    return decide(
+        rows,
+        backend=backend,
+        slot=slot,
+        health=health or BackendHealth(backend),
+        active=active,
+        now=now,
+        recheck_seconds=5.0,
+        eligible_backends=BACKENDS,
+        **kwargs,
+    )
+
+
+def failing(name="foo", failures=FAILURES_BEFORE_COOLDOWN, since=NOW - 10, failure=StartFailure.UNAVAILABLE):
+    health = BackendHealth(name)
+    for i in range(failures):
+        health = health_after_failure(health, failure, now=since + i, active=0, message="connection refused")
+    return health
+
+
+def test_a_free_slot_takes_the_first_free_row_in_table_order():
+    rows = [RunRow(0, slot="run_bar.job[0]", settled=True), RunRow(1), RunRow(2)]
+    assert ask(rows) == Claim(1)
+
+
+def test_own_pinned_rows_come_before_free_ones_and_other_pins_are_left_alone():
+    rows = [RunRow(0, backend_name="bar"), RunRow(1), RunRow(2, backend_name="foo")]
+    assert ask(rows) == Claim(2)
+    assert ask(rows, backend="bar", slot="run_bar.job[0]") == Claim(0)
+    assert ask([RunRow(0, backend_name="bar")]) == Done("no row of this run is left for backend 'foo'")
+
+
+def test_a_slot_that_holds_a_row_continues_with_it_whatever_else_holds():
+    rows = [RunRow(0), RunRow(1, backend_name="foo", slot="run_foo.job[3]")]
+    cooling = failing()
+    assert ask(rows, slot="run_foo.job[3]", health=cooling) == Claim(1, held=True)
+
+
+def test_nothing_left_but_rows_still_being_started_elsewhere_means_wait_not_done():
+    rows = [RunRow(0, slot="run_bar.job[0]", settled=False)]
+    decision = ask(rows)
+    assert isinstance(decision, Wait) and decision.until == NOW + 5.0
+    assert ask([RunRow(0, slot="run_bar.job[0]", settled=True)]) == Done("no row of this run is left for backend 'foo'")
+
+
+def test_fewer_failures_than_the_threshold_do_not_stop_a_backend():
+    health = failing(failures=FAILURES_BEFORE_COOLDOWN - 1)
+    assert not health.cooling_down(NOW)
+    assert ask([RunRow(0)], health=health) == Claim(0)
+
+
+def test_a_failing_backend_cools_down_and_is_probed_after_it():
+    health = failing(since=NOW)
+    assert health.cooldown_until == NOW + FAILURES_BEFORE_COOLDOWN - 1 + BASE_COOLDOWN_SECONDS
+    decision = ask([RunRow(0)], health=health, now=NOW + 5)
+    assert isinstance(decision, Wait) and decision.until == health.cooldown_until
+    assert "3 failed start(s) in a row" in decision.reason and "connection refused" in decision.reason
+    assert ask([RunRow(0)], health=health, now=health.cooldown_until) == Claim(0), "the probe after the cool-down"
+
+
+def test_the_cool_down_grows_while_the_backend_stays_bad_up_to_a_cap():
+    assert [cooldown_seconds(n) for n in range(FAILURES_BEFORE_COOLDOWN, FAILURES_BEFORE_COOLDOWN + 4)] == [
+        BASE_COOLDOWN_SECONDS * 2**i for i in range(4)
+    ]
+    assert cooldown_seconds(100) == MAX_COOLDOWN_SECONDS
+    first = failing(since=NOW)
+    again = health_after_failure(first, StartFailure.UNAVAILABLE, now=first.cooldown_until, active=0)
+    assert again.cooldown_until - first.cooldown_until == 2 * BASE_COOLDOWN_SECONDS
+    assert again.failing_since == NOW, "the streak keeps its start"
+
+
+def test_one_success_ends_the_streak():
+    healed = health_after_success(failing(), parallel_jobs=2)
+    assert (healed.failures, healed.failing_since, healed.cooldown_until, healed.slot_limit) == (0, None, 0.0, None)
+    assert ask([RunRow(0)], health=healed) == Claim(0)
+
+
+def test_concurrent_job_limit_lowers_the_slots_instead_of_failing_rows_and_they_grow_back():
+    health = health_after_failure(BackendHealth("foo"), StartFailure.LIMIT, now=NOW, active=2)
+    assert health.slot_limit == 2 and health.cooling_down(NOW)
+    rows = [RunRow(0), RunRow(1)]
+    waiting = ask(rows, health=health, active=2, now=NOW + 1)
+    assert isinstance(waiting, Wait) and "ConcurrentJobLimit" in waiting.reason
+    assert waiting.until == NOW + 1 + 5.0, "looks again soon: a job of ours may end"
+    assert ask(rows, health=health, active=1, now=NOW + 1) == Claim(0), "below the lowered limit"
+    assert ask(rows, health=health, active=2, now=health.cooldown_until) == Claim(0), "a probe above it"
+    grown = health_after_success(health, parallel_jobs=4)
+    assert grown.slot_limit == 3
+    assert health_after_success(grown, parallel_jobs=4).slot_limit is None, "back to the pool's slots"
+
+
+def test_an_account_full_of_other_jobs_takes_none_of_ours_until_the_cool_down_ends():
+    health = health_after_failure(BackendHealth("foo"), StartFailure.LIMIT, now=NOW, active=0)
+    assert health.slot_limit == 0
+    assert isinstance(ask([RunRow(0)], health=health, active=0, now=NOW + 1), Wait)
+    assert ask([RunRow(0)], health=health, active=0, now=health.cooldown_until) == Claim(0)
+
+
+def test_a_limit_never_rises_on_a_failure():
+    health = health_after_failure(BackendHealth("foo"), StartFailure.LIMIT, now=NOW, active=1)
+    assert health_after_failure(health, StartFailure.LIMIT, now=NOW + 1, active=3).slot_limit == 1
+
+
+def test_pinned_rows_of_a_backend_failing_too_long_are_given_up_with_the_backend_named():
+    health = failing_for("foo", 4000)
+    all_health = {"foo": health, "bar": BackendHealth("bar")}
+    rows = [RunRow(0, backend_name="foo"), RunRow(1)]
+    decision = ask(rows, health=health, all_health=all_health, give_up_after=3600)
+    assert isinstance(decision, GiveUp) and decision.row_id == 0
+    assert "backend 'foo'" in decision.reason and "HTTP 503" in decision.reason and "'backend_name'" in decision.reason
+    assert isinstance(ask(rows, health=health, all_health=all_health, give_up_after=None), Wait)
+    assert isinstance(ask(rows, health=health, all_health=all_health, give_up_after=5000), Wait)
+
+
+def failing_for(name: str, seconds: float) -> BackendHealth:
+    """Failing since ``seconds`` ago, its last failure a second ago (so it cools down now)."""
+    health = failing(name, since=NOW - seconds)
+    return health_after_failure(health, StartFailure.UNAVAILABLE, now=NOW - 1, active=0, message="HTTP 503")
+
+
+def test_free_rows_are_given_up_only_when_every_backend_has_failed_too_long():
+    foo, bar = failing_for("foo", 4000), failing_for("bar", 4000)
+    rows = [RunRow(0)]
+    assert isinstance(
+        ask(rows, health=foo, all_health={"foo": foo, "bar": BackendHealth("bar")}, give_up_after=60), Wait
+    )
+    decision = ask(rows, health=foo, all_health={"foo": foo, "bar": bar}, give_up_after=60)
+    assert isinstance(decision, GiveUp) and "every backend keeps failing" in decision.reason
+
+
+def test_slots_per_backend_give_every_backend_every_row_it_could_take():
+    rows = [RunRow(0), RunRow(1, backend_name="foo"), RunRow(2), RunRow(3, backend_name="bar")]
+    assert slots_per_backend(rows, BACKENDS) == {"foo": 3, "bar": 3}
+
+
+@pytest.mark.parametrize(
+    ("rows", "done"),
+    [
+        ([RunRow(0, slot="s", settled=True)], ["foo", "bar"]),
+        ([RunRow(0, slot="s", settled=True), RunRow(1, backend_name="bar")], ["foo"]),
+        ([RunRow(0, slot="s", settled=True), RunRow(1)], []),
+        ([RunRow(0, slot="s", settled=False)], []),
+    ],
+)
+def test_done_backends_are_those_nothing_is_left_for_now_or_later(rows, done):
+    assert done_backends(rows, BACKENDS) == done
