@@ -13,7 +13,10 @@ What :func:`decide` weighs, in order:
 3. a backend whose starts answered ``ConcurrentJobLimit`` (:attr:`StartFailure.LIMIT`: the account's slots are
    held by other jobs) runs at most ``slot_limit`` jobs of ours until a start succeeds again;
 4. rows pinned to this backend (or holding a job there) first, then unpinned rows, in table order;
-5. nothing left that this backend could ever take: the backend is done, its remaining instances are skipped.
+5. near the end of a run, a backend leaves the last unpinned rows to faster ones when, by the job table's own
+   history, they would finish them all before this backend finished one (:func:`leave_to_faster`): the one
+   slow job started last would otherwise set the batch's end;
+6. nothing left that this backend could ever take: the backend is done, its remaining instances are skipped.
 
 A row is released (given back, unpinned again) when a start on a bad backend fails, so another backend takes
 it; :func:`health_after_failure` and :func:`health_after_success` keep each backend's record.
@@ -187,6 +190,8 @@ def decide(
     eligible_backends: Iterable[str],
     all_health: dict[str, BackendHealth] | None = None,
     give_up_after: float | None = None,
+    paces: dict[str, float] | None = None,
+    slots: dict[str, int] | None = None,
 ) -> Decision:
     """What the instance ``slot`` of ``backend`` does now. See the module docstring for the order of rules.
 
@@ -197,6 +202,8 @@ def decide(
     :param all_health: the other backends' records, for :class:`GiveUp` (None: never give up).
     :param give_up_after: seconds a backend may keep failing before the rows that can only go to failing
         backends are failed (None: wait as long as it takes).
+    :param paces: seconds a job takes on each backend, from the job table's history (see :func:`leave_to_faster`).
+    :param slots: each backend's ``parallel_jobs``.
     """
     for row in rows:
         if row.slot == slot:
@@ -219,7 +226,50 @@ def decide(
         return Wait(until, f"backend {backend!r} takes {limit} job(s) of ours now (ConcurrentJobLimit)")
     if mine:
         return Claim(mine[0].row_id)
+    if paces and slots and leave_to_faster(backend, len(free), paces, _usable_slots(slots, all_health, now)):
+        return Wait(now + recheck_seconds, f"faster backends will finish the {len(free)} row(s) left sooner")
     return Claim(free[0].row_id)
+
+
+def leave_to_faster(backend: str, free_rows: int, paces: dict[str, float], slots: dict[str, int]) -> bool:
+    """Whether the backends faster than ``backend`` would end all ``free_rows`` before it ended one of them.
+
+    A faster backend ``c`` (a job takes ``paces[c]`` seconds there, ``paces[backend]`` here) finishes about
+    ``slots[c] * (paces[backend] / paces[c] - 1)`` jobs while this backend runs one: its slots are busy now and free
+    within one of its jobs. Without a pace for this backend (no job of it ended yet) it never leaves a row.
+    """
+    mine = paces.get(backend)
+    if mine is None or free_rows < 1:
+        return False
+    capacity = sum(
+        slots.get(name, 0) * max(0.0, mine / pace - 1.0)
+        for name, pace in paces.items()
+        if name != backend and 0 < pace < mine
+    )
+    return free_rows <= capacity
+
+
+def _usable_slots(slots: dict[str, int], all_health: dict[str, BackendHealth] | None, now: float) -> dict[str, int]:
+    """Slots each backend can use now: none while it cools down after failures, at most its lowered limit."""
+    usable = {}
+    for name, count in slots.items():
+        health = (all_health or {}).get(name)
+        if health is not None and health.failures and health.cooling_down(now):
+            if health.last_failure is StartFailure.UNAVAILABLE:
+                count = 0
+            elif health.slot_limit is not None:
+                count = min(count, health.slot_limit)
+        usable[name] = count
+    return usable
+
+
+def pace_of(durations: Iterable[float]) -> float | None:
+    """A backend's pace: the median of its recent jobs' seconds from creation to end (None without any)."""
+    ordered = sorted(d for d in durations if d > 0)
+    if not ordered:
+        return None
+    middle = len(ordered) // 2
+    return ordered[middle] if len(ordered) % 2 else (ordered[middle - 1] + ordered[middle]) / 2
 
 
 def _given_up(

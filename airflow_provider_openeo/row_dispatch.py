@@ -24,6 +24,7 @@ from airflow_provider_openeo.dispatching import (
     done_backends,
     health_after_failure,
     health_after_success,
+    pace_of,
 )
 from airflow_provider_openeo.hooks._job_db_columns import (
     BACKEND_CHOSEN_BY_DISPATCH,
@@ -158,6 +159,16 @@ class RowDispatcher:
         records = self.db.backend_health_records()
         return {name: health_from_record(name, records.get(name)) for name in self.scope.backends}
 
+    def paces(self) -> dict[str, float]:
+        """Seconds a job takes on each backend (creation to stored results), from the table's recent rows."""
+        durations: dict[str, list[float]] = {}
+        for backend, started, ended in self.db.recent_finished_jobs():
+            start, end = epoch_from_rfc3339(started), epoch_from_rfc3339(ended)
+            if start is not None and end is not None:
+                durations.setdefault(backend, []).append(end - start)
+        paces = {name: pace_of(values) for name, values in durations.items() if name in self.scope.backends}
+        return {name: pace for name, pace in paces.items() if pace is not None}
+
     def decide(self, now: float | None = None) -> Decision:
         now = time.time() if now is None else now
         scope = self.scope
@@ -173,6 +184,8 @@ class RowDispatcher:
             eligible_backends=list(scope.backends),
             all_health=health,
             give_up_after=scope.give_up_after,
+            paces=self.paces(),
+            slots=scope.backends,
         )
 
     def held_row_id(self) -> Any:

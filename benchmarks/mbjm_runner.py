@@ -15,7 +15,14 @@ from local_backend.launcher import BASIC_PASSWORD, BASIC_USER, LocalBackend
 
 
 def run_mbjm(
-    backends: dict[str, LocalBackend], *, rows: int, parallel_jobs: int, poll_sleep: float, work_dir: Path, tag: str
+    backends: dict[str, LocalBackend],
+    *,
+    rows: int,
+    parallel_jobs: int,
+    poll_sleep: float,
+    work_dir: Path,
+    tag: str,
+    profile: str = "standard",
 ) -> dict[str, Any]:
     """One MBJM run; returns wall time and the ids of the jobs it created (read from its own job db)."""
     shutil.rmtree(work_dir, ignore_errors=True)  # a job db left by an earlier run would be resumed, not run
@@ -24,7 +31,7 @@ def run_mbjm(
     for name, backend in backends.items():
         connection = openeo.connect(backend.url).authenticate_basic(BASIC_USER, BASIC_PASSWORD)
         manager.add_backend(name, connection=connection, parallel_jobs=parallel_jobs)
-    job_db = CsvJobDatabase(work_dir / "jobs.csv").initialize_from_df(workload.rows(rows, tag))
+    job_db = CsvJobDatabase(work_dir / "jobs.csv").initialize_from_df(workload.rows_of_profile(profile, rows, tag))
     started = time.time()
     manager.run_jobs(start_job=workload.start_job, job_db=job_db)
     wall = time.time() - started

@@ -129,6 +129,21 @@ def run_figures(
     }
 
 
+def idle_share_while_rows_wait(spans: Sequence[JobSpan], all_spans: Sequence[JobSpan], slots: int) -> float | None:
+    """The share of a backend's slot-seconds left idle while rows still waited for a slot anywhere.
+
+    The window runs from the batch's first job created to its last job created (until then some row had no job
+    yet); a slot counts as busy from creating its job to the job's end.
+    """
+    if not all_spans or slots < 1:
+        return None
+    start, end = min(s.created for s in all_spans), max(s.created for s in all_spans)
+    if end <= start:
+        return None
+    busy = sum(max(0.0, min(end, s.ended if s.ended is not None else end) - max(start, s.created)) for s in spans)
+    return round(max(0.0, 1 - busy / (slots * (end - start))), 3)
+
+
 def requests_per_job(stats_by_backend: Mapping[str, Mapping[str, int]], jobs: int) -> dict[str, float]:
     """Requests the backends received per job, by kind (``other``: capabilities, credentials, validation...)."""
     totals: dict[str, int] = {kind: 0 for kind, _ in REQUEST_KINDS}

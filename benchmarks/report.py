@@ -26,6 +26,13 @@ TARGETS: tuple[tuple[str, str, str], ...] = (
     ("makespan / MBJM poll_sleep=60", "<= 0.5", "throughput.ratios.makespan_vs_mbjm_poll60"),
     ("makespan / MBJM poll_sleep=5", "<= 1.0", "throughput.ratios.makespan_vs_mbjm_poll5"),
     ("status reads per job / MBJM poll_sleep=5", "<= 0.5", "throughput.ratios.status_requests_vs_mbjm_poll5"),
+    ("unequal backends: makespan / MBJM poll_sleep=60", "<= 0.5", "heterogeneous.ratios.makespan_vs_mbjm_poll60"),
+    ("unequal backends: makespan / MBJM poll_sleep=5", "<= 1.0", "heterogeneous.ratios.makespan_vs_mbjm_poll5"),
+    (
+        "unequal backends: fast backend idle while rows wait (share)",
+        "<= 0.05",
+        "heterogeneous.ours.fast_idle_share_while_rows_wait",
+    ),
     (
         "MBJM CSV persist / our SQLite update, 100,000 rows",
         ">= 100",
@@ -141,6 +148,40 @@ def _throughput(section: Mapping[str, Any]) -> list[str]:
     return out
 
 
+def _heterogeneous(section: Mapping[str, Any]) -> list[str]:
+    names = [n for n in ("ours", "mbjm_poll60", "mbjm_poll5") if n in section]
+    labels = {"ours": "ours (live Airflow)", "mbjm_poll60": "MBJM poll_sleep=60", "mbjm_poll5": "MBJM poll_sleep=5"}
+    keys = ["jobs", "makespan_s", "job_span_s", "ideal_makespan_s", "utilisation", "idle_gap_median_s"]
+    fast = section.get("fast_backend", "bar")
+    header = ["contender", *keys, "jobs per backend", f"{fast} idle while rows wait"]
+    rows = [
+        [
+            labels[n],
+            *(section[n].get(k) for k in keys),
+            ", ".join(f"{b} {c}" for b, c in (section[n].get("jobs_per_backend") or {}).items()),
+            section[n].get("fast_idle_share_while_rows_wait"),
+        ]
+        for n in names
+    ]
+    out = [
+        "## 1b. Backends of unequal speed (workload 6)",
+        "",
+        *_measured_line(section),
+        "Workload 1's rows and backends, but on `foo` every job queues 8 s and runs 3x longer (`start_job` scales the "
+        "row's times by the backend it is called for, so both contenders send the same requests). The ideal "
+        "makespan keeps every slot of both backends busy. `idle while rows wait`: the share of the fast backend's "
+        "slot-seconds with no job of ours, from the first job created to the last one created.",
+        "",
+        _table(header, rows),
+        "",
+        _table(["ratio", "value"], [[k, v] for k, v in section.get("ratios", {}).items()]),
+    ]
+    timeline = section.get("timeline_png")
+    if timeline:
+        out += ["", f"![timeline of workload 6, one lane per backend slot]({timeline})"]
+    return out
+
+
 def _job_db(section: Mapping[str, Any]) -> list[str]:
     rows = []
     for size, figures in section["results"].items():
@@ -167,6 +208,13 @@ def _job_db(section: Mapping[str, Any]) -> list[str]:
     ]
 
 
+def _rows_per_run(section: Mapping[str, Any]) -> str:
+    """Runs measured before the dispatch split rows per backend; since then a run takes its rows whole."""
+    if "rows_per_run" in section:
+        return f"{section['rows_per_run']} rows per run): "
+    return f"{section.get('rows_per_backend_per_run', 'max_map_length')} rows per backend per run): "
+
+
 def _scale(section: Mapping[str, Any], memory: Mapping[str, Any] | None) -> list[str]:
     out = ["## 4. Scale (workload 4)", ""]
     if section:
@@ -174,8 +222,8 @@ def _scale(section: Mapping[str, Any], memory: Mapping[str, Any] | None) -> list
             *_measured_line(section),
             f"{section['rows']:,} near-instant jobs (0 s queue, 0.2-0.4 s run) on a live Airflow with default "
             f"settings (`max_map_length` 1024, pools of 4 per backend, the batch's default "
-            f"{section.get('rows_per_backend_per_run', 'max_map_length')} rows per backend per run): "
-            f"{section.get('dag_runs', 1)} DAG run(s), "
+            + _rows_per_run(section)
+            + f"{section.get('dag_runs', 1)} DAG run(s), "
             f"{section['state']}, statuses {section['statuses']}.",
             "",
             _table(
@@ -229,6 +277,8 @@ def render(results: Mapping[str, Any]) -> str:
     ]
     if "throughput" in results:
         out += [*_throughput(results["throughput"]), ""]
+    if "heterogeneous" in results:
+        out += [*_heterogeneous(results["heterogeneous"]), ""]
     if "job_db" in results:
         out += [*_job_db(results["job_db"]), ""]
     if "scale" in results or "trigger_memory" in results:

@@ -29,14 +29,15 @@ from deploy.live_airflow import REPO_ROOT
 RESULTS = REPO_ROOT / "benchmarks" / "results.json"
 TIMELINE = REPO_ROOT / "docs" / "bench-timeline.png"
 WORKDIR = REPO_ROOT / "build" / "bench"
-WORKLOADS = ("throughput", "job_db", "scale", "trigger_memory")
+TIMELINE_HETEROGENEOUS = REPO_ROOT / "docs" / "bench-timeline-heterogeneous.png"
+WORKLOADS = ("throughput", "heterogeneous", "job_db", "scale", "trigger_memory")
 
 #: Workload sizes by mode. ``throughput`` is issue 5's workload 1 (rows on 2 backends x 4 slots, ~30 s jobs).
 SIZES = {
-    "quick": {"throughput_rows": 24, "scale_rows": 80, "job_db_sizes": [1_000, 10_000, 100_000], "job_db_repeat": 50,
-              "trigger_jobs": 1_000},
-    "full": {"throughput_rows": 200, "scale_rows": 5_000, "job_db_sizes": [1_000, 10_000, 100_000],
-             "job_db_repeat": 200, "trigger_jobs": 5_000},
+    "quick": {"throughput_rows": 24, "heterogeneous_rows": 24, "scale_rows": 80,
+              "job_db_sizes": [1_000, 10_000, 100_000], "job_db_repeat": 50, "trigger_jobs": 1_000},
+    "full": {"throughput_rows": 200, "heterogeneous_rows": 96, "scale_rows": 5_000,
+             "job_db_sizes": [1_000, 10_000, 100_000], "job_db_repeat": 200, "trigger_jobs": 5_000},
 }  # fmt: skip
 POLL_INTERVAL = 5.0
 MBJM_POLL_SLEEPS = (60.0, 5.0)
@@ -74,18 +75,48 @@ def _measure(
 
 
 def throughput(rig: Any, rows: int) -> tuple[dict[str, Any], dict[str, Any]]:
-    """Workloads 1, 2 and 5: makespan, utilisation, idle gaps, requests per job; spans for the timeline.
+    """Workloads 1, 2 and 5: makespan, utilisation, idle gaps, requests per job; spans for the timeline."""
+    from benchmarks.workload import STANDARD, mean_job_seconds
+
+    slots = dict.fromkeys(rig.backend_names, STANDARD["parallel_jobs"])
+    log(f"workload 1: {rows} rows; MBJM poll_sleep=60 alongside, on a second pair of backends ...")
+    return _compare(rig, rows, "bench_openeo_throughput", "standard", slots, mean_job_seconds(rows))
+
+
+def heterogeneous(rig: Any, rows: int) -> tuple[dict[str, Any], dict[str, Any]]:
+    """Workload 6: the same rows on backends of unequal speed; also how long the fast one idled while rows waited."""
+    from benchmarks import metrics
+    from benchmarks.workload import HETEROGENEOUS, STANDARD, heterogeneous_job_seconds
+
+    slots = dict.fromkeys(rig.backend_names, STANDARD["parallel_jobs"])
+    log(f"workload 6: {rows} rows, {HETEROGENEOUS['backend']} {HETEROGENEOUS['factor']:g}x slower ...")
+    figures, spans = _compare(
+        rig, rows, "bench_openeo_heterogeneous", "heterogeneous", slots, heterogeneous_job_seconds(rows, slots)
+    )
+    fast = next(name for name in rig.backend_names if name != HETEROGENEOUS["backend"])
+    for name, by_backend in spans.items():
+        every = [span for group in by_backend.values() for span in group]
+        figures[name]["fast_idle_share_while_rows_wait"] = metrics.idle_share_while_rows_wait(
+            by_backend[fast], every, slots[fast]
+        )
+        figures[name]["jobs_per_backend"] = {backend: len(group) for backend, group in by_backend.items()}
+    figures["fast_backend"] = fast
+    return figures, spans
+
+
+def _compare(
+    rig: Any, rows: int, dag_id: str, profile: str, slots: dict[str, int], job_seconds: float
+) -> tuple[dict[str, Any], dict[str, Any]]:
+    """Ours, then MBJM ``poll_sleep=5``, on the rig's backends; MBJM ``poll_sleep=60`` alongside ours.
 
     MBJM at ``poll_sleep=60`` spends most of its run asleep: it runs alongside the others, on a second pair of
     identically configured local backends (its own request counters), which keeps ``--quick`` short.
     """
     from benchmarks.mbjm_runner import run_mbjm
-    from benchmarks.workload import STANDARD, mean_job_seconds
+    from benchmarks.workload import STANDARD
     from local_backend.launcher import start_local_backend
 
-    job_seconds = mean_job_seconds(rows)
-    slots = dict.fromkeys(rig.backend_names, STANDARD["parallel_jobs"])
-    timeout = 60 + 6 * math.ceil(rows / sum(slots.values())) * job_seconds
+    timeout = 60 + 12 * math.ceil(rows / sum(slots.values())) * job_seconds
     outcomes: dict[str, tuple[dict[str, Any], dict[str, Any]]] = {}
 
     def mbjm(name: str, poll_sleep: float, backends: dict[str, Any]) -> dict[str, Any]:
@@ -94,20 +125,22 @@ def throughput(rig: Any, rows: int) -> tuple[dict[str, Any], dict[str, Any]]:
             rows=rows,
             parallel_jobs=STANDARD["parallel_jobs"],
             poll_sleep=poll_sleep,
-            work_dir=WORKDIR / name,
+            work_dir=WORKDIR / f"{dag_id}-{name}",
             tag=f"{name}-{uuid.uuid4().hex[:6]}",
+            profile=profile,
         )
 
     side = {name: start_local_backend(name=name) for name in rig.backend_names}
     try:
-        log(f"workload 1: {rows} rows; MBJM poll_sleep=60 alongside, on a second pair of backends ...")
         with concurrent.futures.ThreadPoolExecutor(1) as pool:
             slow = pool.submit(mbjm, "mbjm_poll60", 60.0, side)
             rig.reset_counters()
-            outcome = rig.run_ours("bench_openeo_throughput", rows=rows, tag="ours", timeout=timeout)
+            outcome = rig.run_ours(
+                dag_id, rows=rows, tag=f"ours-{uuid.uuid4().hex[:6]}", timeout=timeout, profile=profile
+            )
             outcomes["ours"] = _measure(rig.backends, outcome, slots, job_seconds)
             outcomes["ours"][0]["peak_rss_mb"] = outcome["peak_rss_mb"]
-            outcomes["ours"][0]["gap_parts"] = _gap_parts(rig, "bench_openeo_throughput")
+            outcomes["ours"][0]["gap_parts"] = _gap_parts(rig, dag_id)
             log(f"  ours: {_brief(outcomes['ours'][0])}")
             rig.reset_counters()
             outcomes["mbjm_poll5"] = _measure(rig.backends, mbjm("mbjm_poll5", 5.0, rig.backends), slots, job_seconds)
@@ -150,7 +183,7 @@ def scale(rig: Any, rows: int) -> dict[str, Any]:
     outcome = rig.run_ours("bench_openeo_scale", rows=rows, tag="scale", timeout=4 * 3600, profile="instant")
     return {
         "rows": rows,
-        "rows_per_backend_per_run": DEFAULT_MAX_ROWS_PER_RUN,
+        "rows_per_run": DEFAULT_MAX_ROWS_PER_RUN,
         "state": outcome["state"],
         "dag_runs": outcome["dag_runs"],
         "wall_s": round(outcome["wall_s"], 1),
@@ -212,7 +245,10 @@ def _git_commit() -> str | None:
 
     try:
         commit = git("rev-parse", "--short", "HEAD").strip()
-        outputs = [f":!{path.relative_to(REPO_ROOT)}" for path in (RESULTS, TIMELINE, REPO_ROOT / "BENCHMARKS.md")]
+        outputs = [
+            f":!{path.relative_to(REPO_ROOT)}"
+            for path in (RESULTS, TIMELINE, TIMELINE_HETEROGENEOUS, REPO_ROOT / "BENCHMARKS.md")
+        ]
         changed = git("status", "--porcelain", "--untracked-files=no", "--", ".", *outputs).strip()
         return commit + ("+changes" if changed else "")
     except (OSError, subprocess.CalledProcessError):
@@ -264,7 +300,7 @@ def main(argv: list[str] | None = None) -> int:
     }
     if "job_db" in only:
         results["job_db"] = job_db(sizes["job_db_sizes"], sizes["job_db_repeat"])
-    if only & {"throughput", "scale", "trigger_memory"}:
+    if only & {"throughput", "heterogeneous", "scale", "trigger_memory"}:
         rig = BenchRig(
             WORKDIR / uuid.uuid4().hex[:8],
             parallel_jobs=STANDARD["parallel_jobs"],
@@ -285,6 +321,18 @@ def main(argv: list[str] | None = None) -> int:
                     title=f"Workload 1: {sizes['throughput_rows']} rows, 2 backends x 4 slots, 2 s queue + 25-31 s run",
                 )
                 results["throughput"]["timeline_png"] = str(TIMELINE.relative_to(REPO_ROOT))
+            if "heterogeneous" in only:
+                figures, spans = heterogeneous(rig, sizes["heterogeneous_rows"])
+                results["heterogeneous"] = figures
+                plot_timelines(
+                    {
+                        f"ours (live Airflow, poll_interval {POLL_INTERVAL:g} s)": spans["ours"],
+                        **{f"MBJM run_jobs poll_sleep={int(p)}": spans[f"mbjm_poll{int(p)}"] for p in MBJM_POLL_SLEEPS},
+                    },
+                    TIMELINE_HETEROGENEOUS,
+                    title=f"Workload 6: {sizes['heterogeneous_rows']} rows, foo 3x slower (8 s queue) than bar",
+                )
+                results["heterogeneous"]["timeline_png"] = str(TIMELINE_HETEROGENEOUS.relative_to(REPO_ROOT))
             if "trigger_memory" in only:
                 results["trigger_memory"] = trigger_memory(rig.backends["foo"].url, sizes["trigger_jobs"])
             if "scale" in only:

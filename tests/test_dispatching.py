@@ -20,6 +20,8 @@ from airflow_provider_openeo.dispatching import (
     done_backends,
     health_after_failure,
     health_after_success,
+    leave_to_faster,
+    pace_of,
     slots_per_backend,
 )
 
@@ -174,3 +176,31 @@ def test_slots_per_backend_give_every_backend_every_row_it_could_take():
 )
 def test_done_backends_are_those_nothing_is_left_for_now_or_later(rows, done):
     assert done_backends(rows, BACKENDS) == done
+
+
+def test_a_slow_backend_leaves_the_last_rows_to_a_faster_one_that_ends_them_all_sooner():
+    """bar runs a job in 30 s, foo in 90 s: while foo runs one, bar's 4 slots end about 4 x (90/30 - 1) = 8."""
+    paces, slots = {"foo": 90.0, "bar": 30.0}, {"foo": 4, "bar": 4}
+    assert leave_to_faster("foo", 8, paces, slots)
+    assert not leave_to_faster("foo", 9, paces, slots), "more rows than bar ends meanwhile: foo helps"
+    assert not leave_to_faster("bar", 1, paces, slots), "the fast backend never waits"
+    assert not leave_to_faster("foo", 1, {"bar": 30.0}, slots), "no history of foo: no guess"
+    assert not leave_to_faster("foo", 1, {"foo": 31.0, "bar": 30.0}, slots), "equal backends never wait"
+    rows = [RunRow(i) for i in range(8)]
+    decision = ask(rows, paces=paces, slots=slots)
+    assert isinstance(decision, Wait) and "faster backends" in decision.reason
+    assert ask([*rows, RunRow(8)], paces=paces, slots=slots) == Claim(0)
+    assert ask([RunRow(0, backend_name="foo")], paces=paces, slots=slots) == Claim(0), "its own rows it runs"
+
+
+def test_a_cooling_backend_counts_no_slots_for_leaving_rows_to_it():
+    paces, slots = {"foo": 90.0, "bar": 30.0}, {"foo": 4, "bar": 4}
+    bar_down = failing("bar", since=NOW - 5)
+    decision = ask([RunRow(0)], paces=paces, slots=slots, all_health={"foo": BackendHealth("foo"), "bar": bar_down})
+    assert decision == Claim(0)
+
+
+def test_pace_is_the_median_of_recent_job_times():
+    assert pace_of([30.0, 32.0, 100.0]) == 32.0
+    assert pace_of([30.0, 40.0]) == 35.0
+    assert pace_of([]) is None and pace_of([0.0, -1.0]) is None

@@ -614,6 +614,19 @@ class OpenEOJobDbHook(BaseHook, JobDatabaseInterface):
         with read_transaction(self.get_conn()) as connection:
             return int(connection.execute(query).scalar_one())
 
+    def recent_finished_jobs(self, limit: int = 200) -> list[tuple[str, Any, Any]]:
+        """``(backend_name, start_time, updated_at)`` of the ``limit`` rows that finished last (the dispatch's
+        history of how long a job takes on each backend)."""
+        _, table = self._open()
+        query = (
+            sa.select(table.c.backend_name, table.c.start_time, table.c.updated_at)
+            .where(table.c.status == "finished", table.c.backend_name.is_not(None))
+            .order_by(table.c.updated_at.desc())
+            .limit(limit)
+        )
+        with read_transaction(self.get_conn()) as connection:
+            return [tuple(row) for row in connection.execute(query).all()]
+
     def backend_health_records(self) -> dict[str, dict[str, Any]]:
         """Every backend's record in ``openeo_backend_health`` (JSON objects the dispatch reads), by name."""
         from airflow_provider_openeo.hooks._job_db_sql import HEALTH_TABLE

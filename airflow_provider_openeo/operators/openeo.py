@@ -58,6 +58,8 @@ if TYPE_CHECKING:
 _ENDED = frozenset(s.value for s in OpenEOJobStatus.terminal_statuses())
 #: Where the batch operator puts a row's label for ``map_index_template`` (see :func:`row_label`).
 ROW_LABEL_KEY = "openeo_row_label"
+#: The label of the instance that found nothing left for its backend (it skips the unused ones and succeeds).
+NO_ROW_LEFT_LABEL = "no row left ({backend})"
 #: Decisions one dispatched try makes before it waits in the triggerer: enough to pass a few lost claim races
 #: and to give a row back after a failed start and take the next one.
 _DISPATCH_ROUNDS = 8
@@ -295,12 +297,12 @@ class OpenEOBatchJobOperator(OpenEOJobWaitMixin, OpenEOStartJobOperator):
 
     def execute(self, context: Context) -> Any:
         if self.dispatch is not None:
-            return self._dispatch(context)
+            return self._take_a_row(context)
         return self._wait_for(context, self.start_row(context))
 
     def execute_dispatch(self, context: Context, event: Any = None) -> Any:
         """Resume after waiting in the triggerer for the dispatch to have something to do."""
-        return self._dispatch(context)
+        return self._take_a_row(context)
 
     def _wait_for(self, context: Context, outcome: StartOutcome) -> Any:
         if outcome.backend_status in _ENDED:
@@ -322,7 +324,7 @@ class OpenEOBatchJobOperator(OpenEOJobWaitMixin, OpenEOStartJobOperator):
             end_task_on_finish=not self.handle_results,
         )
 
-    def _dispatch(self, context: Context) -> Any:
+    def _take_a_row(self, context: Context) -> Any:
         """Take a row of the batch run and start it, or wait for one, or end when nothing is left (``dispatching``).
 
         A start that fails because of the backend (unreachable, 5xx, ``ConcurrentJobLimit``) is recorded against
@@ -331,18 +333,18 @@ class OpenEOBatchJobOperator(OpenEOJobWaitMixin, OpenEOStartJobOperator):
         """
         dispatcher = self._dispatcher(context)
         try:
-            return self._dispatch_with(context, dispatcher)
+            return self._take_a_row_with(context, dispatcher)
         finally:
             dispatcher.db.dispose()
 
-    def _dispatch_with(self, context: Context, dispatcher: RowDispatcher) -> Any:
+    def _take_a_row_with(self, context: Context, dispatcher: RowDispatcher) -> Any:
         hook: OpenEOHook | None = None
         for _ in range(_DISPATCH_ROUNDS):
             decision = dispatcher.decide()
             if isinstance(decision, Wait):
                 self._wait_to_dispatch(context, dispatcher, decision)
             if isinstance(decision, Done):
-                self.set_label(context, f"no row left ({self.backend_name})")
+                self.set_label(context, NO_ROW_LEFT_LABEL.format(backend=self.backend_name))
                 self.log.info("%s; skipping the instances nobody needs", decision.reason)
                 raise DownstreamTasksSkipped(tasks=dispatcher.instances_to_skip())
             if isinstance(decision, GiveUp):

@@ -35,7 +35,7 @@ def rows_from_params(context: Any) -> pd.DataFrame:
     return workload.rows_of_profile(str(params["profile"]), int(params["rows"]), str(params["tag"]))
 
 
-for dag_id in ("bench_openeo_throughput", "bench_openeo_scale"):
+for dag_id in ("bench_openeo_throughput", "bench_openeo_heterogeneous", "bench_openeo_scale"):
     with DAG(
         dag_id,
         schedule=None,
@@ -44,7 +44,7 @@ for dag_id in ("bench_openeo_throughput", "bench_openeo_scale"):
         params={
             "rows": Param(24, type="integer", minimum=1),
             "tag": Param("bench", type="string"),
-            "profile": Param("standard", enum=["standard", "instant"]),
+            "profile": Param("standard", enum=list(workload.PROFILES)),
         },
         tags=["openeo", "benchmark"],
     ) as dag:

@@ -322,27 +322,38 @@ def test_backend_refusing_jobs_with_concurrent_job_limit(rig: FaultRig) -> None:
     )
 
 
-# -- 6. a backend down at the start -------------------------------------------------------------------------------
+# -- 6. a backend down: failover --------------------------------------------------------------------------------
+
+
+def _stop(backend: Any) -> None:
+    server = psutil.Process(backend.pid)
+    server.send_signal(signal.SIGTERM)
+    server.wait(timeout=15)
+
+
+def _health(rig: FaultRig, dag_id: str) -> dict[str, dict[str, Any]]:
+    db = rig.job_db(dag_id)
+    try:
+        return db.backend_health_records()
+    finally:
+        db.dispose()
 
 
 def test_backend_down_at_start_comes_back(rig: FaultRig) -> None:
-    """foo is stopped before the trigger and started again (same port, same jobs) once a foo row task failed."""
-    dag_id, rows = "fault_backend_down", 4
+    """foo is stopped before the trigger: its starts fail, it cools down and bar takes the rows; started again (same
+    port, same jobs) during the cool-down, the probe after it succeeds and foo takes rows again. No row fails, no
+    Airflow retry is spent on the outage."""
+    dag_id, rows = "fault_backend_down", 9
     foo = rig.backends["foo"]
-    assert foo.pid is not None
-    server = psutil.Process(foo.pid)
-    server.send_signal(signal.SIGTERM)
-    server.wait(timeout=15)
-    run_id, started = run_batch(rig, dag_id, {"rows": rows, "run_seconds": 2})
+    _stop(foo)
+    run_id, started = run_batch(rig, dag_id, {"rows": rows, "run_seconds": 12})
 
-    def foo_task_failed_once() -> bool:
-        return any(
-            ti["task_id"].endswith(".run_foo.job") and (ti["state"] == "up_for_retry" or ti["try_number"] > 1)
-            for ti in rig.mapped(dag_id, run_id)
-        )
+    def foo_cooling_down() -> bool:
+        return _health(rig, dag_id).get("foo", {}).get("cooldown_until", 0) > time.time()
 
-    rig.wait_until("a foo row task to fail and await its retry", foo_task_failed_once, timeout=150, interval=1)
-    first_failure = time.monotonic()
+    rig.wait_until("foo to cool down after failed starts", foo_cooling_down, timeout=150, interval=1)
+    cooling = time.monotonic()
+    record = _health(rig, dag_id)["foo"]
     foo.restart()
     back = time.monotonic()
     run = rig.airflow.wait_for_run(dag_id, run_id, timeout=RUN_TIMEOUT)
@@ -351,20 +362,152 @@ def test_backend_down_at_start_comes_back(rig: FaultRig) -> None:
 
     assert run["state"] == "success", ti_states(tis)
     table, created = check_batch(rig, dag_id, rows)
-    foo_retries = {label: n for label, n in retried(tis).items() if label in _labels(tis, "foo")}
-    assert foo_retries, "no foo row task needed an Airflow retry"
+    on_foo = int((table["backend_name"] == "foo").sum())
+    assert on_foo >= 1, "foo took no row after it came back: the probe after the cool-down never came"
+    assert _health(rig, dag_id)["foo"]["failures"] == 0, "the successful probe ends the failure streak"
+    assert not retried(tis), "the outage cost Airflow retries instead of going to the other backend"
     observe(
         rig,
-        "6 backend down at start",
+        "6 backend down at start, comes back",
         rows=rows,
-        rows_on_foo=int((table["backend_name"] == "foo").sum()),
-        first_task_failure_after_s=round(first_failure - started, 1),
+        rows_on_foo=on_foo,
+        failures_before_cooldown=record["failures"],
+        cooldown_after_s=round(cooling - started, 1),
         backend_down_s=round(back - started, 1),
         run_ended_after_comeback_s=round(ended - back, 1),
         run_seconds=round(ended - started, 1),
         run_state=run["state"],
+        jobs_on_backends=sum(len(j) for j in created.values()),
+    )
+
+
+def test_backend_down_for_the_whole_batch(rig: FaultRig) -> None:
+    """foo stays down: every unpinned row finishes on bar, each started within a cool-down of the moment a bar slot
+    was free; the row pinned to foo fails once foo has been failing for the DAG's ``backend_outage_limit`` (20 s),
+    with a message naming foo and its error."""
+    dag_id, rows, pinned = "fault_backend_outage", 7, 3
+    _stop(rig.backends["foo"])
+    triggered_at = time.time()
+    run_id, started = run_batch(rig, dag_id, {"rows": rows, "run_seconds": 2, "pins": {str(pinned): "foo"}})
+    try:
+        run = rig.airflow.wait_for_run(dag_id, run_id, timeout=RUN_TIMEOUT)
+    finally:
+        rig.backends["foo"].restart()
+    ended = time.monotonic()
+    tis = rig.mapped(dag_id, run_id)
+    table = rig.table(dag_id)
+
+    unpinned = table.index.drop(pinned)
+    assert set(table.loc[unpinned, "backend_name"]) == {"bar"}
+    check_batch(rig, dag_id, rows, finished_rows=unpinned, jobs=rows - 1)
+    row = table.loc[pinned]
+    assert row["status"] == "start_failed" and pd.isna(row["id"]), row.to_dict()
+    message = str(row["error_message"])
+    assert "backend 'foo'" in message and "'backend_name'" in message, message
+    assert run["state"] == "failed", "a failed row fails the run (all_rows_succeeded)"
+    bar_jobs = sorted(rig.jobs_of(f"{dag_id} ")["bar"], key=lambda job: job["times"]["created"])
+    first_bar = bar_jobs[0]["times"]["created"]
+    observe(
+        rig,
+        "6b backend down for the whole batch",
+        rows=rows,
+        pinned_row=pinned,
+        pinned_row_message=message,
+        rows_on_bar=len(bar_jobs),
+        first_bar_job_after_trigger_s=round(first_bar - triggered_at, 1),
+        run_seconds=round(ended - started, 1),
+        run_state=run["state"],
+        row_tasks=ti_states(tis),
+        retried_tasks=retried(tis),
+    )
+
+
+def test_account_slots_held_by_jobs_outside_the_batch(rig: FaultRig) -> None:
+    """foo allows 2 concurrent jobs per account, and 2 jobs started outside the batch hold them: foo's starts answer
+    ``ConcurrentJobLimit``, its created jobs are deleted and the rows go to bar. Nothing fails."""
+    import openeo
+
+    from local_backend.launcher import BASIC_PASSWORD, BASIC_USER
+
+    dag_id, rows = "fault_account_full", 6
+    foo = rig.backends["foo"]
+    foo.configure(max_concurrent_jobs=2)
+    outside = openeo.connect(foo.url).authenticate_basic(BASIC_USER, BASIC_PASSWORD)
+    cube = outside.load_collection("S2_FOOBAR", bands=["B04"])
+    others = [
+        cube.create_job(title=f"outside {i}", job_options={"local_backend": {"queue_seconds": 0, "run_seconds": 600}})
+        for i in range(2)
+    ]
+    for job in others:
+        job.start()
+    try:
+        run_id, started = run_batch(rig, dag_id, {"rows": rows, "run_seconds": 3})
+        run = rig.airflow.wait_for_run(dag_id, run_id, timeout=RUN_TIMEOUT)
+    finally:
+        for job in others:
+            job.stop()
+    ended = time.monotonic()
+    tis = rig.mapped(dag_id, run_id)
+
+    assert run["state"] == "success", ti_states(tis)
+    table, created = check_batch(rig, dag_id, rows)
+    refused = foo.stats().get("POST /jobs/{job_id}/results", 0)
+    assert refused >= 1, "foo never refused a start: the scenario did not happen"
+    assert set(table["backend_name"]) == {"bar"}
+    record = _health(rig, dag_id)["foo"]
+    assert record["last_failure"] == "limit" and record["slot_limit"] == 0, record
+    observe(
+        rig,
+        "6c account slots held outside the batch",
+        rows=rows,
+        refused_starts_on_foo=refused,
+        foo_slot_limit=record["slot_limit"],
+        history=[h for h in table["job_history"] if h],
+        run_seconds=round(ended - started, 1),
+        run_state=run["state"],
         retried_tasks=retried(tis),
         jobs_on_backends=sum(len(j) for j in created.values()),
+    )
+
+
+def _max_concurrent(jobs: list[dict[str, Any]]) -> int:
+    """The most jobs a backend held at once between queued and their end (its own timelines)."""
+    events = []
+    for job in jobs:
+        times = job["times"]
+        start = times.get("queued")
+        end = next((times[s] for s in ("finished", "error", "canceled") if times.get(s)), None)
+        if start is not None and end is not None:
+            events += [(start, 1), (end, -1)]
+    running = peak = 0
+    for _, step in sorted(events, key=lambda e: (e[0], e[1])):
+        running += step
+        peak = max(peak, running)
+    return peak
+
+
+def test_two_dags_sharing_a_backend_never_exceed_its_pool_together(rig: FaultRig) -> None:
+    """Two batches at once on the same two backends: their jobs together never outnumber a backend's pool slots."""
+    from tests.deploy.conftest import PARALLEL_JOBS
+
+    runs = {
+        dag_id: run_batch(rig, dag_id, {"rows": 8, "run_seconds": 3})[0]
+        for dag_id in ("fault_shared_backend_a", "fault_shared_backend_b")
+    }
+    states = {
+        dag_id: rig.airflow.wait_for_run(dag_id, run_id, timeout=RUN_TIMEOUT)["state"]
+        for dag_id, run_id in runs.items()
+    }
+    assert set(states.values()) == {"success"}, states
+    peaks = {}
+    for name in ("foo", "bar"):
+        jobs = [job for dag_id in runs for job in rig.jobs_of(f"{dag_id} ")[name]]
+        peaks[name] = _max_concurrent(jobs)
+        assert peaks[name] <= PARALLEL_JOBS, f"{name} ran {peaks[name]} jobs of the two batches at once"
+    for dag_id in runs:
+        check_batch(rig, dag_id, 8)
+    observe(
+        rig, "6d two DAGs sharing the backends", rows_per_dag=8, peak_jobs_per_backend=peaks, pool_slots=PARALLEL_JOBS
     )
 
 

@@ -21,6 +21,7 @@ import pandas as pd
 import pytest
 
 from airflow_provider_openeo.hooks.job_db import OpenEOJobDbHook
+from airflow_provider_openeo.operators.openeo import NO_ROW_LEFT_LABEL
 from local_backend.launcher import BASIC_PASSWORD, BASIC_USER, LocalBackend
 from tests.conftest import REPO
 from tests.fixtures.local_backend import backend_conn_env
@@ -151,11 +152,16 @@ def task_instances(run: Any) -> list[Any]:
 
 def run_labels(run: Any, task: str = "job") -> dict[str, str | None]:
     """``task_id[map_index] -> rendered_map_index`` of one task (``job`` or ``results``) of the run's row groups
-    (``run_<backend>``, mapped over the rows)."""
+    (``run_<backend>``), for the instances that ran a row: not the unused ones (skipped) nor the one per backend
+    that found no row left and skipped them."""
     return {
         f"{ti.task_id}[{ti.map_index}]": ti.rendered_map_index
         for ti in task_instances(run)
-        if ti.map_index >= 0 and ".run_" in ti.task_id and ti.task_id.endswith(f".{task}")
+        if ti.map_index >= 0
+        and ".run_" in ti.task_id
+        and ti.task_id.endswith(f".{task}")
+        and ti.state != "skipped"
+        and not str(ti.rendered_map_index).startswith(NO_ROW_LEFT_LABEL.split("(")[0])
     }
 
 

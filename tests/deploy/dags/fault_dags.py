@@ -45,6 +45,7 @@ PARAMS = {
     "long_rows": Param([], type="array", description="indices of rows that run long_run_seconds"),
     "long_run_seconds": Param(60.0, type="number", minimum=0),
     "backend": Param("", type="string", description="pin every row to this backend; empty: spread"),
+    "pins": Param({}, type="object", description="row index -> the backend that row is pinned to"),
 }
 
 
@@ -70,6 +71,8 @@ def rows_from_params(context: Any) -> pd.DataFrame:
     table = pd.DataFrame(rows)
     if params["backend"]:
         table["backend_name"] = params["backend"]
+    for index, backend in (params.get("pins") or {}).items():
+        table.loc[int(index), "backend_name"] = backend
     return table
 
 
@@ -143,6 +146,11 @@ kill_worker = batch_dag("fault_kill_worker")
 flaky_backend = batch_dag("fault_flaky_backend", rerun_statuses=["start_failed"])
 job_limit = batch_dag("fault_job_limit")
 backend_down = batch_dag("fault_backend_down")
+# A backend down for the whole batch: rows pinned to it give up after this long (the default is an hour).
+backend_outage = batch_dag("fault_backend_outage", backend_outage_limit=timedelta(seconds=20))
+account_full = batch_dag("fault_account_full")
+shared_a = batch_dag("fault_shared_backend_a")
+shared_b = batch_dag("fault_shared_backend_b")
 cancel_after = batch_dag("fault_cancel_after", cancel_running_job_after=5)
 mark_failed = batch_dag("fault_mark_failed")
 recurring = batch_dag(
