@@ -274,7 +274,7 @@ class RowJobStarter:
     def _claim(self, values: Mapping[str, Any]) -> None:
         """Compare-and-set on what we read: of two processes that read the same row, one wins."""
         claimed_by = _clean(values.get("claimed_by"))
-        if claimed_by and claimed_by != self.owner and not _is_stale(values.get("claimed_at")):
+        if claimed_by and claimed_by != self.owner and not claim_is_stale(values.get("claimed_at")):
             raise TransientStartError(
                 f"{self.row} is being started by {claimed_by}; not starting it twice", failure=None
             )
@@ -489,7 +489,9 @@ def _empty_fields_hint(series: pd.Series) -> str:
     return f" (empty field(s) in this row: {', '.join(empty)})" if empty else ""
 
 
-def _is_stale(claimed_at: Any) -> bool:
+def claim_is_stale(claimed_at: Any, now: float | None = None) -> bool:
+    """Whether a row's claim (``claimed_at``) is old enough to belong to a dead task: creating and starting a job
+    takes seconds, so a claim older than :data:`STALE_CLAIM_SECONDS` (or unreadable) is taken over."""
     claimed_at = _clean(claimed_at)
     if not claimed_at:
         return True
@@ -499,4 +501,5 @@ def _is_stale(claimed_at: Any) -> bool:
         return True
     if when.tzinfo is None:
         when = when.tz_localize("UTC")
-    return (pd.Timestamp.now(tz="UTC") - when).total_seconds() > STALE_CLAIM_SECONDS
+    current = pd.Timestamp.now(tz="UTC") if now is None else pd.Timestamp(now, unit="s", tz="UTC")
+    return (current - when).total_seconds() > STALE_CLAIM_SECONDS

@@ -31,8 +31,7 @@ from airflow_provider_openeo.hooks._job_db_columns import (
     BACKEND_CHOSEN_BY_USER,
     ROW_ID_KEY,
 )
-from airflow_provider_openeo.job_starting import STALE_CLAIM_SECONDS as STALE_START_CLAIM_SECONDS
-from airflow_provider_openeo.job_starting import utc_now_rfc3339
+from airflow_provider_openeo.job_starting import claim_is_stale, utc_now_rfc3339
 from airflow_provider_openeo.job_status import RowStatus
 from airflow_provider_openeo.planning import pinned_backend
 from airflow_provider_openeo.triggers._job_row_recorder import epoch_from_rfc3339
@@ -44,8 +43,6 @@ if TYPE_CHECKING:
 ACTIVE_STATUSES = frozenset(
     {RowStatus.QUEUED_FOR_START.value, RowStatus.CREATED.value, RowStatus.QUEUED.value, RowStatus.RUNNING.value}
 )
-#: A held row whose start is still not through after this long belongs to a dead instance (the starter's rule).
-STALE_CLAIM_SECONDS = STALE_START_CLAIM_SECONDS
 
 
 def run_key_of(dag_id: str, run_id: str) -> str:
@@ -122,9 +119,7 @@ def run_row(values: Mapping[str, Any], *, now: float) -> RunRow:
     settled = False
     if slot is not None:
         # The starter holds ``claimed_by`` from the slot's claim until the start is through (or the row failed).
-        claimed = epoch_from_rfc3339(values.get("claimed_at"))
-        stale = claimed is None or now - claimed >= STALE_CLAIM_SECONDS
-        settled = not values.get("claimed_by") or stale
+        settled = not values.get("claimed_by") or claim_is_stale(values.get("claimed_at"), now)
     return RunRow(row_id=values[ROW_ID_KEY], backend_name=backend, slot=slot, settled=settled)
 
 
@@ -200,8 +195,16 @@ class RowDispatcher:
         that is how other instances tell a row being started (it may come back) from one that is settled.
         """
         values = self.db.get_row(row_id)
+        holder = values.get("claimed_by")
+        if holder and holder != owner and not claim_is_stale(values.get("claimed_at"), time.time()):
+            return False  # a task (of an earlier run, say) is starting this row right now
         pinned = values.get("backend_name")
-        expected = {"dispatch_run": self.scope.run_key, "dispatch_slot": None, "backend_name": pinned}
+        expected = {
+            "dispatch_run": self.scope.run_key,
+            "dispatch_slot": None,
+            "backend_name": pinned,
+            "claimed_by": holder,
+        }
         update: dict[str, Any] = {
             "dispatch_slot": self.scope.slot,
             "claimed_by": owner,

@@ -261,6 +261,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--only", default=",".join(WORKLOADS), help=f"comma-separated subset of {WORKLOADS}")
     parser.add_argument("--results", type=Path, default=RESULTS)
     parser.add_argument(
+        "--rows",
+        action="append",
+        default=[],
+        metavar="WORKLOAD=N",
+        help="override a workload's rows for this run (recorded with its figures), e.g. scale=1000",
+    )
+    parser.add_argument(
         "--airflow-setting",
         action="append",
         default=[],
@@ -279,7 +286,14 @@ def main(argv: list[str] | None = None) -> int:
     signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(128 + signum))
     logging.getLogger("openeo").setLevel(logging.WARNING)  # MBJM logs every request at INFO
     mode = "quick" if args.quick else "full"
-    sizes = SIZES[mode]
+    sizes = dict(SIZES[mode])
+    for override in args.rows:
+        workload, _, count = override.partition("=")
+        if f"{workload}_rows" not in sizes or not count.isdigit():
+            parser.error(
+                f"--rows {override!r}: expected WORKLOAD=N with WORKLOAD one of throughput, heterogeneous, scale"
+            )
+        sizes[f"{workload}_rows"] = int(count)
     os.environ.setdefault("AIRFLOW_HOME", str(WORKDIR / "client-home"))
 
     from benchmarks.live import BenchRig

@@ -208,7 +208,7 @@ def test_plan_fails_on_missing_pools_and_runs_once_they_exist(api_server, batch_
 
     states = {ti.task_id: ti.state for ti in task_instances(refused) if ti.map_index < 0}
     assert refused.state == "failed" and states["openeo_job_batch.plan"] == "failed"
-    assert batch_table(config).read()["backend_name"].isna().all(), "a refused plan assigns nothing"
+    assert batch_table(config).read()["dispatch_run"].isna().all(), "a refused plan covers no row"
     with pytest.raises(PoolError, match="does not exist"):
         check_pools(parse_backends(backends), fetch_pools("airflow_api_test"))
 
@@ -217,4 +217,4 @@ def test_plan_fails_on_missing_pools_and_runs_once_they_exist(api_server, batch_
 
     states = {ti.task_id: ti.state for ti in task_instances(planned) if ti.map_index < 0}
     assert states["openeo_job_batch.plan"] == "success"
-    assert batch_table(config).read()["backend_name"].notna().all()
+    assert set(batch_table(config).read()["dispatch_run"]) == {f"{planned.dag_id}/{planned.run_id}"}

@@ -26,6 +26,7 @@ from airflow.sdk.exceptions import (
 
 from airflow_provider_openeo.dispatching import Claim, Done, GiveUp, StartFailure, Wait
 from airflow_provider_openeo.hooks._job_db_columns import BACKEND_CHOSEN_BY_DISPATCH
+from airflow_provider_openeo.hooks._openeo_http import safe_retry
 from airflow_provider_openeo.hooks.job_db import OpenEOJobDbHook
 from airflow_provider_openeo.hooks.openeo import OpenEOHook
 from airflow_provider_openeo.job_handlers import OpenEOJobHandler
@@ -60,6 +61,18 @@ _ENDED = frozenset(s.value for s in OpenEOJobStatus.terminal_statuses())
 ROW_LABEL_KEY = "openeo_row_label"
 #: The label of the instance that found nothing left for its backend (it skips the unused ones and succeeds).
 NO_ROW_LEFT_LABEL = "no row left ({backend})"
+#: Retries of a dispatched start's requests: a failing backend is left for another within seconds.
+DISPATCH_RETRY = {"total": 2, "backoff_factor": 0.5, "backoff_max": 4.0}
+#: The label of an instance that has not taken a row (yet): it waits for one, or was skipped unused.
+NO_ROW_YET_LABEL = "no row yet ({backend})"
+
+
+def holds_no_row(label: str | None) -> bool:
+    """Whether a ``job`` instance's label says it ran no row (the grid and the tests tell them apart by it)."""
+    text = str(label or "")
+    return any(text.startswith(template.split("{")[0]) for template in (NO_ROW_LEFT_LABEL, NO_ROW_YET_LABEL))
+
+
 #: Decisions one dispatched try makes before it waits in the triggerer: enough to pass a few lost claim races
 #: and to give a row back after a failed start and take the next one.
 _DISPATCH_ROUNDS = 8
@@ -137,7 +150,7 @@ class OpenEORowOperator(BaseOperator):
             finally:
                 dispatcher.db.dispose()
             if self.row_id is None:
-                self.set_label(context, "waiting for a row")
+                self.set_label(context, NO_ROW_YET_LABEL.format(backend=getattr(self.dispatch, "backend", "")))
                 return
         try:
             values = self._read_row()
@@ -354,7 +367,8 @@ class OpenEOBatchJobOperator(OpenEOJobWaitMixin, OpenEOStartJobOperator):
                 raise AirflowFailException(f"{self.row}: {decision.reason}")
             assert isinstance(decision, Claim)
             if hook is None:
-                hook = self._hook()
+                # A dead backend must cost seconds, not the minute of backoff a read gets: the row can go elsewhere.
+                hook = OpenEOHook(self.openeo_conn_id, auto_validate=False, retry=safe_retry(**DISPATCH_RETRY))
                 try:
                     hook.get_conn()
                 except Exception as exc:
@@ -403,7 +417,7 @@ class OpenEOBatchJobOperator(OpenEOJobWaitMixin, OpenEOStartJobOperator):
         dispatcher.release(row_id, f"{exc}; the row was given back for another slot")
         self.log.warning("%s given back after a failed start on %s: %s", self.row, self.backend_name, exc)
         self.row_id = None
-        self.set_label(context, "waiting for a row")
+        self.set_label(context, NO_ROW_YET_LABEL.format(backend=self.backend_name))
 
     def _wait_to_dispatch(self, context: Context, dispatcher: RowDispatcher, decision: Wait) -> NoReturn:
         self.log.info("waiting until %s: %s", time.strftime("%H:%M:%S", time.gmtime(decision.until)), decision.reason)

@@ -35,6 +35,7 @@ from tests.example_dags.conftest import (
     UDP_FILE,
     assert_batch_consistent,
     backend_job_ids,
+    instances_with_a_row,
     new_jobs,
 )
 
@@ -338,13 +339,18 @@ def test_batch_on_celery_workers_with_postgres_and_object_storage(
         assert 1 <= _most_at_once(jobs) <= PARALLEL_JOBS, backend
 
     # every task ran on a Celery worker, and both workers took part in the batch
-    assert len(mapped) == 2 * ROWS and {ti["state"] for ti in mapped} == {"success"}  # a job and a results task
+    with_a_row = instances_with_a_row(mapped)
+    assert len(with_a_row) == 2 * ROWS and {ti["state"] for ti in with_a_row} == {"success"}  # a job and a results
+    assert {ti["state"] for ti in mapped} <= {"success", "skipped"}, "the unused instances are skipped"
     assert set(hostnames) <= set(WORKERS), f"task instances ran elsewhere: {dict(hostnames)}"
     assert all(hostnames[w] > 0 for w in WORKERS), f"a worker ran no task instance: {dict(hostnames)}"
     for worker in WORKERS:
         assert worker_runs[worker]["run_foo.job"] + worker_runs[worker]["run_bar.job"] > 0, f"{worker} ran no row"
     assert set().union(*worker_runs.values()) == {ti["task_id"].split(".", 1)[-1] for ti in ran}
     total_workloads = sum(sum(c.values()) for c in worker_runs.values())
-    assert total_workloads == len(ran), "each task ran once: a row's job task ends in the triggerer, not resumed"
+    # Each task ran once (a row's job task ends in the triggerer, not resumed), but for the few instances that
+    # waited in the triggerer at the run's end for rows still being started elsewhere (one pool slot each at most).
+    slots = PARALLEL_JOBS * len(openeo_backends)
+    assert len(ran) <= total_workloads <= len(ran) + slots, (total_workloads, len(ran))
 
     shutil.rmtree(home, ignore_errors=True)  # kept on failure: the services' and tasks' logs are in there

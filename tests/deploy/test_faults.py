@@ -343,7 +343,7 @@ def test_backend_down_at_start_comes_back(rig: FaultRig) -> None:
     """foo is stopped before the trigger: its starts fail, it cools down and bar takes the rows; started again (same
     port, same jobs) during the cool-down, the probe after it succeeds and foo takes rows again. No row fails, no
     Airflow retry is spent on the outage."""
-    dag_id, rows = "fault_backend_down", 9
+    dag_id, rows = "fault_backend_down", 15
     foo = rig.backends["foo"]
     _stop(foo)
     run_id, started = run_batch(rig, dag_id, {"rows": rows, "run_seconds": 12})

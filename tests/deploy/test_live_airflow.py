@@ -34,7 +34,7 @@ from deploy.demo import (
 )
 from deploy.live_airflow import AirflowSettings, LiveAirflow, ProcessRecord, ProcessRegistry
 from tests.conftest import REPO
-from tests.example_dags.conftest import assert_batch_consistent
+from tests.example_dags.conftest import assert_batch_consistent, instances_with_a_row
 
 BACKENDS = {"foo": {"parallel_jobs": 2}, "bar": {"parallel_jobs": 2}}
 
@@ -224,6 +224,8 @@ def test_demo_runs_a_50_row_batch_on_a_live_airflow(workdir: Path) -> None:
         assert 1 <= _most_at_once(jobs) <= fast["parallel_jobs"], backend
 
     mapped = [ti for ti in report.task_instances if ti["map_index"] >= 0]
+    assert {ti["state"] for ti in mapped} <= {"success", "skipped"}  # unused instances are skipped
+    mapped = instances_with_a_row(mapped)
     assert len(mapped) == 2 * 50 and {ti["state"] for ti in mapped} == {"success"}  # a job and a results task
     for backend in ("foo", "bar"):
         rows = table[table["backend_name"] == backend]

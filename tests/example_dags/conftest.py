@@ -21,7 +21,7 @@ import pandas as pd
 import pytest
 
 from airflow_provider_openeo.hooks.job_db import OpenEOJobDbHook
-from airflow_provider_openeo.operators.openeo import NO_ROW_LEFT_LABEL
+from airflow_provider_openeo.operators.openeo import holds_no_row
 from local_backend.launcher import BASIC_PASSWORD, BASIC_USER, LocalBackend
 from tests.conftest import REPO
 from tests.fixtures.local_backend import backend_conn_env
@@ -134,6 +134,16 @@ def assert_batch_consistent(
     assert folders <= {f"job_{job_id}" for job_id in ids}, "no result folder of a job the table does not hold"
 
 
+def instances_with_a_row(tis: Iterable[Mapping[str, Any]]) -> list[Mapping[str, Any]]:
+    """The row groups' task instances (REST API dicts) that ran a row: not the unused instances (skipped) nor
+    the one per backend that found no row left."""
+    return [
+        ti
+        for ti in tis
+        if ti["map_index"] >= 0 and ti["state"] != "skipped" and not holds_no_row(ti["rendered_map_index"])
+    ]
+
+
 def task_instances(run: Any) -> list[Any]:
     """The run's task instances as Airflow's metadata database has them (map index, rendered label, state)."""
     from airflow.models.taskinstance import TaskInstance
@@ -161,7 +171,7 @@ def run_labels(run: Any, task: str = "job") -> dict[str, str | None]:
         and ".run_" in ti.task_id
         and ti.task_id.endswith(f".{task}")
         and ti.state != "skipped"
-        and not str(ti.rendered_map_index).startswith(NO_ROW_LEFT_LABEL.split("(")[0])
+        and not holds_no_row(ti.rendered_map_index)
     }
 
 

@@ -22,6 +22,7 @@ import pandas as pd
 import pytest
 
 from airflow_provider_openeo.hooks.job_db import OpenEOJobDbHook
+from airflow_provider_openeo.row_dispatch import parse_slot
 from local_backend.launcher import BASIC_PASSWORD, OIDC_CLIENT_SECRET, LocalBackend
 from tests.conftest import AIRFLOW_HOME, REPO
 from tests.example_dags.conftest import task_instances
@@ -108,16 +109,23 @@ def test_bad_rows_fail_alone_and_no_credential_is_written_anywhere(
     assert [(job["title"], job["id"]) for job in jobs] == [(titles[0], good["id"])], "one job, for the good row"
 
     states = {(ti.task_id, ti.map_index): ti.state for ti in task_instances(run)}
-    assert states[("openeo_job_batch.run_local.job", 0)] == "success"
-    assert states[("openeo_job_batch.run_local.results", 0)] == "success"
-    assert states[("openeo_job_batch.run_local.job", 1)] == "failed"
-    assert states[("openeo_job_batch.run_local.results", 1)] == "upstream_failed"
+    # each row's instance is the one that took it (its dispatch_slot); the third instance found nothing left
+    (_, good_index), (_, exploded_index) = (parse_slot(table.loc[i, "dispatch_slot"]) for i in (0, 1))
+    assert states[("openeo_job_batch.run_local.job", good_index)] == "success"
+    assert states[("openeo_job_batch.run_local.results", good_index)] == "success"
+    assert states[("openeo_job_batch.run_local.job", exploded_index)] == "failed"
+    assert states[("openeo_job_batch.run_local.results", exploded_index)] == "upstream_failed"
     assert states[("openeo_job_batch.summary", -1)] == "success"
     # A failed row fails the run (so Airflow's alerts fire), after the summary has reported everything.
     assert states[("openeo_job_batch.all_rows_succeeded", -1)] == "upstream_failed"
     assert run.state == "failed"
-    labels = {ti.map_index: ti.rendered_map_index for ti in task_instances(run) if ti.map_index >= 0}
-    assert labels[0] == f"0: {titles[0]}"
+    labels = {
+        ti.map_index: ti.rendered_map_index
+        for ti in task_instances(run)
+        if ti.map_index >= 0 and ti.task_id.endswith(".job")
+    }
+    assert labels[good_index] == f"0: {titles[0]}"
+    assert labels[exploded_index] == f"1: {titles[1]}"
 
     captured = capfd.readouterr()
     places = {
