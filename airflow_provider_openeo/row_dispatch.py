@@ -39,11 +39,6 @@ from airflow_provider_openeo.triggers._job_row_recorder import epoch_from_rfc333
 if TYPE_CHECKING:
     from airflow_provider_openeo.hooks.job_db import OpenEOJobDbHook
 
-#: Statuses of rows that take one of a backend's slots.
-ACTIVE_STATUSES = frozenset(
-    {RowStatus.QUEUED_FOR_START.value, RowStatus.CREATED.value, RowStatus.QUEUED.value, RowStatus.RUNNING.value}
-)
-
 
 def run_key_of(dag_id: str, run_id: str) -> str:
     """The value of ``dispatch_run``: which DAG run's plan covers a row."""
@@ -173,7 +168,7 @@ class RowDispatcher:
             backend=scope.backend,
             slot=scope.slot,
             health=health[scope.backend],
-            active=self.db.count_rows(statuses=ACTIVE_STATUSES, backend_name=scope.backend),
+            active=self.db.count_live_jobs(scope.backend),
             now=now,
             recheck_seconds=scope.recheck_seconds,
             eligible_backends=list(scope.backends),
@@ -247,7 +242,7 @@ class RowDispatcher:
 
     def record_failure(self, failure: StartFailure, message: str) -> BackendHealth:
         name = self.scope.backend
-        active = self.db.count_rows(statuses=ACTIVE_STATUSES, backend_name=name)
+        active = self.db.count_live_jobs(name)
         now = time.time()
 
         def change(record: dict[str, Any] | None) -> dict[str, Any]:

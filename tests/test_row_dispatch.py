@@ -173,3 +173,17 @@ def test_concurrent_slots_take_every_row_exactly_once_and_pins_only_on_their_bac
         assert table.loc[row, "backend_name"] == backend
         if pins[row] is not None:
             assert backend == pins[row], f"row {row} is pinned to {pins[row]}"
+
+
+def test_live_jobs_free_their_slot_when_the_job_ends_not_when_its_results_are_stored(job_db):
+    db = table_of(job_db, [None, None, None, None])
+    rows = {
+        0: {"backend_name": "foo", "status": "queued_for_start"},
+        1: {"backend_name": "foo", "status": "running", "backend_status": "running", "id": "j-1"},
+        2: {"backend_name": "foo", "status": "running", "backend_status": "finished", "id": "j-2"},
+        3: {"backend_name": "foo", "status": "error", "backend_status": "queued", "id": "j-3"},
+    }
+    for row_id, values in rows.items():
+        db.update_row(row_id, values)
+    assert db.count_live_jobs("foo") == 2, "being started, and running; not finished (results pending), not ended"
+    assert db.count_live_jobs("bar") == 0

@@ -73,6 +73,7 @@ from airflow_provider_openeo.hooks._job_db_sql import (
     validate_table_name,
     write_transaction,
 )
+from airflow_provider_openeo.job_status import OpenEOJobStatus, RowStatus
 
 __all__ = [
     "JobDbError",
@@ -606,11 +607,16 @@ class OpenEOJobDbHook(BaseHook, JobDatabaseInterface):
         with read_transaction(self.get_conn()) as connection:
             return connection.execute(query.limit(1)).scalar_one_or_none()
 
-    def count_rows(self, *, statuses: Iterable[str], backend_name: str) -> int:
-        """How many rows on ``backend_name`` are in ``statuses`` (the jobs of ours a backend runs now)."""
+    def count_live_jobs(self, backend_name: str) -> int:
+        """Jobs of this table that take one of ``backend_name``'s slots now: rows being started there, and rows
+        whose job the backend last reported alive (a finished job frees its slot before its results are stored)."""
         _, table = self._open()
-        wanted = _checked_statuses(statuses)
-        query = sa.select(sa.func.count()).where(table.c.status.in_(wanted), table.c.backend_name == backend_name)
+        live = [s.value for s in OpenEOJobStatus.active_statuses()]
+        query = sa.select(sa.func.count()).where(
+            table.c.backend_name == backend_name,
+            sa.or_(table.c.status == RowStatus.QUEUED_FOR_START.value, table.c.backend_status.in_(live)),
+            table.c.status.notin_([s.value for s in RowStatus.final_statuses()]),
+        )
         with read_transaction(self.get_conn()) as connection:
             return int(connection.execute(query).scalar_one())
 

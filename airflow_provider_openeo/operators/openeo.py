@@ -73,11 +73,6 @@ def holds_no_row(label: str | None) -> bool:
     return any(text.startswith(template.split("{")[0]) for template in (NO_ROW_LEFT_LABEL, NO_ROW_YET_LABEL))
 
 
-#: Decisions one dispatched try makes before it waits in the triggerer: enough to pass a few lost claim races
-#: and to give a row back after a failed start and take the next one.
-_DISPATCH_ROUNDS = 8
-
-
 class OpenEORowOperator(BaseOperator):
     """What every per-row task shares: which row of which job table, on which backend, and its UI label.
 
@@ -131,7 +126,11 @@ class OpenEORowOperator(BaseOperator):
         too (whose context is fresh), just before its first rendering of ``map_index_template``: a task that ends
         in the triggerer is never rendered again, so that label is its only one."""
         super().render_template_fields(context, jinja_env)
+        self._before_label(context)
         self._label_row(context)
+
+    def _before_label(self, context: Context) -> None:
+        """What a row task does before it is labelled (the batch operator takes its row here)."""
 
     def _label_row(self, context: Context) -> None:
         """Name the row for ``map_index_template``: the UI then lists rows by title, not by bare index.
@@ -337,12 +336,36 @@ class OpenEOBatchJobOperator(OpenEOJobWaitMixin, OpenEOStartJobOperator):
             end_task_on_finish=not self.handle_results,
         )
 
+    def _before_label(self, context: Context) -> None:
+        """A dispatched instance takes its row here, when Airflow renders the try's templates.
+
+        Airflow renders ``map_index_template`` once before ``execute`` and not again for a task that defers and
+        ends in the triggerer, so the row must be known by then for the grid to show it. Only the claim happens
+        here (a compare-and-set on the row); everything else that the decision asks for happens in ``execute``.
+        """
+        self._decision = None
+        if self.dispatch is None or self.row_id is not None or "ti" not in context:
+            return
+        dispatcher = self._dispatcher(context)
+        try:
+            if dispatcher.held_row_id() is not None:
+                return  # a retry or a resumed try: the label reads the row it holds
+            decision = dispatcher.decide()
+            owner = _task_instance_owner(context)
+            taken = isinstance(decision, Claim) and dispatcher.claim(decision.row_id, owner)
+            if taken or isinstance(decision, GiveUp):
+                self.row_id = decision.row_id
+            self._decision = decision
+        finally:
+            dispatcher.db.dispose()
+
     def _take_a_row(self, context: Context) -> Any:
-        """Take a row of the batch run and start it, or wait for one, or end when nothing is left (``dispatching``).
+        """Start the row this instance took, or wait for one, or end when nothing is left (``dispatching``).
 
         A start that fails because of the backend (unreachable, 5xx, ``ConcurrentJobLimit``) is recorded against
-        the backend and the row is given back, so another backend's free slot takes it; this instance then asks
-        again, and waits in the triggerer once the backend cools down.
+        the backend and the row is given back, so another backend's free slot takes it; this instance then waits
+        in the triggerer for its next turn (at once, or once the backend's cool-down ends), and takes its next row
+        when that turn's templates are rendered, so its label always names the row it runs.
         """
         dispatcher = self._dispatcher(context)
         try:
@@ -351,46 +374,40 @@ class OpenEOBatchJobOperator(OpenEOJobWaitMixin, OpenEOStartJobOperator):
             dispatcher.db.dispose()
 
     def _take_a_row_with(self, context: Context, dispatcher: RowDispatcher) -> Any:
-        hook: OpenEOHook | None = None
-        for _ in range(_DISPATCH_ROUNDS):
+        decision = getattr(self, "_decision", None)
+        if isinstance(decision, GiveUp):
+            dispatcher.give_up(decision.row_id, decision.reason)
+            raise AirflowFailException(f"{self.row}: {decision.reason}")
+        if self.row_id is None:
             decision = dispatcher.decide()
-            if isinstance(decision, Wait):
-                self._wait_to_dispatch(context, dispatcher, decision)
             if isinstance(decision, Done):
                 self.set_label(context, NO_ROW_LEFT_LABEL.format(backend=self.backend_name))
                 self.log.info("%s; skipping the instances nobody needs", decision.reason)
                 raise DownstreamTasksSkipped(tasks=dispatcher.instances_to_skip())
-            if isinstance(decision, GiveUp):
-                self.row_id = decision.row_id
-                self._label_row(context)
-                dispatcher.give_up(decision.row_id, decision.reason)
-                raise AirflowFailException(f"{self.row}: {decision.reason}")
-            assert isinstance(decision, Claim)
-            if hook is None:
-                # A dead backend must cost seconds, not the minute of backoff a read gets: the row can go elsewhere.
-                hook = OpenEOHook(self.openeo_conn_id, auto_validate=False, retry=safe_retry(**DISPATCH_RETRY))
-                try:
-                    hook.get_conn()
-                except Exception as exc:
-                    if not is_transient(exc):
-                        raise
-                    hook = None
-                    self._backend_failed(dispatcher, StartFailure.UNAVAILABLE, f"cannot connect: {exc}")
-                    continue
-            if not decision.held and not dispatcher.claim(decision.row_id, _task_instance_owner(context)):
-                continue  # another instance took it first
-            self.row_id = decision.row_id
-            self._label_row(context)
-            try:
-                outcome = self._start(context, hook, start_attempts=1)
-            except TransientStartError as exc:
-                if exc.failure is None:
-                    raise AirflowException(f"{exc} (an Airflow retry will try again)") from exc
-                self._give_back(context, dispatcher, hook, exc)
-                continue
-            dispatcher.record_success()
-            return self._wait_for(context, outcome)
-        self._wait_to_dispatch(context, dispatcher, Wait(time.time() + dispatcher.scope.recheck_seconds, "busy"))
+            if isinstance(decision, Wait):
+                self._wait_to_dispatch(dispatcher, decision)
+            # A row came free since this try's templates were rendered: take it on the next turn, labelled.
+            self._wait_to_dispatch(dispatcher, Wait(time.time(), "a row came free"))
+        # A dead backend must cost seconds, not the minute of backoff a read gets: the row can go elsewhere.
+        hook = OpenEOHook(self.openeo_conn_id, auto_validate=False, retry=safe_retry(**DISPATCH_RETRY))
+        try:
+            hook.get_conn()
+        except Exception as exc:
+            if not is_transient(exc):
+                raise
+            message = f"cannot connect to backend {self.backend_name!r}: {exc}"
+            self._backend_failed(dispatcher, StartFailure.UNAVAILABLE, message)
+            dispatcher.release(self.row_id, f"{self.row}: {message}; the row was given back for another slot")
+            self._wait_to_dispatch(dispatcher, Wait(time.time(), "the row was given back"))
+        try:
+            outcome = self._start(context, hook, start_attempts=1)
+        except TransientStartError as exc:
+            if exc.failure is None:
+                raise AirflowException(f"{exc} (an Airflow retry will try again)") from exc
+            self._give_back(context, dispatcher, hook, exc)
+            self._wait_to_dispatch(dispatcher, Wait(time.time(), "the row was given back"))
+        dispatcher.record_success()
+        return self._wait_for(context, outcome)
 
     def _backend_failed(self, dispatcher: RowDispatcher, failure: StartFailure, message: str) -> None:
         health = dispatcher.record_failure(failure, message)
@@ -416,10 +433,8 @@ class OpenEOBatchJobOperator(OpenEOJobWaitMixin, OpenEOStartJobOperator):
         self._backend_failed(dispatcher, exc.failure, str(exc))
         dispatcher.release(row_id, f"{exc}; the row was given back for another slot")
         self.log.warning("%s given back after a failed start on %s: %s", self.row, self.backend_name, exc)
-        self.row_id = None
-        self.set_label(context, NO_ROW_YET_LABEL.format(backend=self.backend_name))
 
-    def _wait_to_dispatch(self, context: Context, dispatcher: RowDispatcher, decision: Wait) -> NoReturn:
+    def _wait_to_dispatch(self, dispatcher: RowDispatcher, decision: Wait) -> NoReturn:
         self.log.info("waiting until %s: %s", time.strftime("%H:%M:%S", time.gmtime(decision.until)), decision.reason)
         trigger = OpenEODispatchWaitTrigger(
             job_db={"table": self.job_table, "job_db_conn_id": self.job_db_conn_id, "sqlite_path": self.sqlite_path},
