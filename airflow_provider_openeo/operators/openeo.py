@@ -376,8 +376,10 @@ class OpenEOBatchJobOperator(OpenEOJobWaitMixin, OpenEOStartJobOperator):
     def _take_a_row_with(self, context: Context, dispatcher: RowDispatcher) -> Any:
         decision = getattr(self, "_decision", None)
         if isinstance(decision, GiveUp):
-            dispatcher.give_up(decision.row_id, decision.reason)
-            raise AirflowFailException(f"{self.row}: {decision.reason}")
+            if dispatcher.give_up(decision.row_id, decision.reason):
+                raise AirflowFailException(f"{self.row}: {decision.reason}")
+            self.row_id = None  # another instance gave it up first: this one looks again
+            self._wait_to_dispatch(dispatcher, Wait(time.time(), "the row was given up elsewhere"))
         if self.row_id is None:
             decision = dispatcher.decide()
             if isinstance(decision, Done):

@@ -349,8 +349,9 @@ def test_batch_on_celery_workers_with_postgres_and_object_storage(
     assert set().union(*worker_runs.values()) == {ti["task_id"].split(".", 1)[-1] for ti in ran}
     total_workloads = sum(sum(c.values()) for c in worker_runs.values())
     # Each task ran once (a row's job task ends in the triggerer, not resumed), but for the few instances that
-    # waited in the triggerer at the run's end for rows still being started elsewhere (one pool slot each at most).
+    # waited a turn in the triggerer at the run's end (rows still being started elsewhere) and the unused ones
+    # skipped after a worker had been handed them: a handful per pool slot, not one per row.
     slots = PARALLEL_JOBS * len(openeo_backends)
-    assert len(ran) <= total_workloads <= len(ran) + slots, (total_workloads, len(ran))
+    assert len(ran) <= total_workloads <= len(ran) + 2 * slots, (total_workloads, len(ran))
 
     shutil.rmtree(home, ignore_errors=True)  # kept on failure: the services' and tasks' logs are in there
