@@ -25,6 +25,7 @@ it; :func:`health_after_failure` and :func:`health_after_success` keep each back
 from __future__ import annotations
 
 import enum
+import math
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, replace
 from typing import Any
@@ -234,15 +235,16 @@ def decide(
 def leave_to_faster(backend: str, free_rows: int, paces: dict[str, float], slots: dict[str, int]) -> bool:
     """Whether the backends faster than ``backend`` would end all ``free_rows`` before it ended one of them.
 
-    A faster backend ``c`` (a job takes ``paces[c]`` seconds there, ``paces[backend]`` here) finishes about
-    ``slots[c] * (paces[backend] / paces[c] - 1)`` jobs while this backend runs one: its slots are busy now and free
-    within one of its jobs. Without a pace for this backend (no job of it ended yet) it never leaves a row.
+    A faster backend ``c`` (a job takes ``paces[c]`` seconds there, ``paces[backend]`` here) has each slot busy now,
+    half-way through a job on average, and then ends ``floor(paces[backend] / paces[c] - 0.5)`` whole new jobs per
+    slot while this backend runs one. Without a pace for this backend (no job of it ended yet) it never leaves a
+    row; near-equal backends never leave one to each other.
     """
     mine = paces.get(backend)
     if mine is None or free_rows < 1:
         return False
     capacity = sum(
-        slots.get(name, 0) * max(0.0, mine / pace - 1.0)
+        slots.get(name, 0) * max(0, math.floor(mine / pace - 0.5))
         for name, pace in paces.items()
         if name != backend and 0 < pace < mine
     )

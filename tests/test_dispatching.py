@@ -179,13 +179,14 @@ def test_done_backends_are_those_nothing_is_left_for_now_or_later(rows, done):
 
 
 def test_a_slow_backend_leaves_the_last_rows_to_a_faster_one_that_ends_them_all_sooner():
-    """bar runs a job in 30 s, foo in 90 s: while foo runs one, bar's 4 slots end about 4 x (90/30 - 1) = 8."""
+    """bar runs a job in 30 s, foo in 90 s: while foo runs one, bar's 4 slots (half-way through a job each) end
+    4 x floor(90/30 - 0.5) = 8 new ones."""
     paces, slots = {"foo": 90.0, "bar": 30.0}, {"foo": 4, "bar": 4}
     assert leave_to_faster("foo", 8, paces, slots)
     assert not leave_to_faster("foo", 9, paces, slots), "more rows than bar ends meanwhile: foo helps"
     assert not leave_to_faster("bar", 1, paces, slots), "the fast backend never waits"
     assert not leave_to_faster("foo", 1, {"bar": 30.0}, slots), "no history of foo: no guess"
-    assert not leave_to_faster("foo", 1, {"foo": 31.0, "bar": 30.0}, slots), "equal backends never wait"
+    assert not leave_to_faster("foo", 1, {"foo": 44.0, "bar": 30.0}, slots), "near-equal backends share the end"
     rows = [RunRow(i) for i in range(8)]
     decision = ask(rows, paces=paces, slots=slots)
     assert isinstance(decision, Wait) and "faster backends" in decision.reason
