@@ -150,7 +150,7 @@ class RowDispatcher:
         return {name: health_from_record(name, records.get(name)) for name in self.scope.backends}
 
     def paces(self) -> dict[str, float]:
-        """Seconds a job takes on each backend (creation to stored results), from the table's recent rows."""
+        """Seconds a job takes on each backend (creation to the end the trigger recorded), from recent rows."""
         durations: dict[str, list[float]] = {}
         for backend, started, ended in self.db.recent_finished_jobs():
             start, end = epoch_from_rfc3339(started), epoch_from_rfc3339(ended)

@@ -187,3 +187,18 @@ def test_live_jobs_free_their_slot_when_the_job_ends_not_when_its_results_are_st
         db.update_row(row_id, values)
     assert db.count_live_jobs("foo") == 2, "being started, and running; not finished (results pending), not ended"
     assert db.count_live_jobs("bar") == 0
+
+
+def test_a_backends_pace_counts_from_the_end_the_trigger_recorded_before_results_are_stored(job_db):
+    backends = names()
+    foo, bar = list(backends)
+    db = table_of(job_db, [None, None, None])
+    db.update_row(
+        0,
+        {"backend_name": foo, "status": "running", "backend_status": "finished", "start_time": "2020-01-01T00:00:00Z"},
+    )
+    db.update_row(
+        1, {"backend_name": bar, "status": "running", "backend_status": "running", "start_time": "2020-01-01T00:00:00Z"}
+    )
+    paces = RowDispatcher(db, scope(foo, 0, backends)).paces()
+    assert set(paces) == {foo} and paces[foo] > 0, "a finished job counts at once; a running one not yet"

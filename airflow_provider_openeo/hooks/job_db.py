@@ -621,12 +621,13 @@ class OpenEOJobDbHook(BaseHook, JobDatabaseInterface):
             return int(connection.execute(query).scalar_one())
 
     def recent_finished_jobs(self, limit: int = 200) -> list[tuple[str, Any, Any]]:
-        """``(backend_name, start_time, updated_at)`` of the ``limit`` rows that finished last (the dispatch's
-        history of how long a job takes on each backend)."""
+        """``(backend_name, start_time, updated_at)`` of the ``limit`` rows whose job the backend reported finished
+        last (the dispatch's history of how long a job takes on each backend). The trigger records the end at once,
+        before the job's slot goes to the next row; its results may still be on their way."""
         _, table = self._open()
         query = (
             sa.select(table.c.backend_name, table.c.start_time, table.c.updated_at)
-            .where(table.c.status == "finished", table.c.backend_name.is_not(None))
+            .where(table.c.backend_status == OpenEOJobStatus.FINISHED.value, table.c.backend_name.is_not(None))
             .order_by(table.c.updated_at.desc())
             .limit(limit)
         )
