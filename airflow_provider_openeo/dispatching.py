@@ -193,6 +193,7 @@ def decide(
     give_up_after: float | None = None,
     paces: dict[str, float] | None = None,
     slots: dict[str, int] | None = None,
+    live: dict[str, int] | None = None,
 ) -> Decision:
     """What the instance ``slot`` of ``backend`` does now. See the module docstring for the order of rules.
 
@@ -205,6 +206,8 @@ def decide(
         backends are failed (None: wait as long as it takes).
     :param paces: seconds a job takes on each backend, from the job table's history (see :func:`leave_to_faster`).
     :param slots: each backend's ``parallel_jobs``.
+    :param live: jobs of ours each backend runs now; rows are left only to faster backends that are running jobs
+        (an idle one takes free rows at once anyway, and a wait for a backend that runs nothing could last forever).
     """
     for row in rows:
         if row.slot == slot:
@@ -227,8 +230,11 @@ def decide(
         return Wait(until, f"backend {backend!r} takes {limit} job(s) of ours now (ConcurrentJobLimit)")
     if mine:
         return Claim(mine[0].row_id)
-    if paces and slots and leave_to_faster(backend, len(free), paces, _usable_slots(slots, all_health, now)):
-        return Wait(now + recheck_seconds, f"faster backends will finish the {len(free)} row(s) left sooner")
+    busy = {name: count for name, count in (slots or {}).items() if (live or {}).get(name, 0) > 0}
+    if paces and busy and leave_to_faster(backend, len(free), paces, _usable_slots(busy, all_health, now)):
+        # Asked again as soon as the answer changes (a faster backend took them, or nothing is left).
+        until = now + max(recheck_seconds, paces[backend])
+        return Wait(until, f"faster backends will finish the {len(free)} row(s) left sooner")
     return Claim(free[0].row_id)
 
 

@@ -163,6 +163,7 @@ class RowDispatcher:
         now = time.time() if now is None else now
         scope = self.scope
         health = self.health()
+        paces = self.paces()
         return decide(
             self.rows(now),
             backend=scope.backend,
@@ -174,8 +175,9 @@ class RowDispatcher:
             eligible_backends=list(scope.backends),
             all_health=health,
             give_up_after=scope.give_up_after,
-            paces=self.paces(),
+            paces=paces,
             slots=scope.backends,
+            live={name: self.db.count_live_jobs(name) for name in scope.backends} if paces else None,
         )
 
     def held_row_id(self) -> Any:

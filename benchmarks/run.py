@@ -169,6 +169,23 @@ def _compare(
     return figures, {name: spans for name, (_, spans) in outcomes.items()}
 
 
+def _compared_with_timeline(rig: Any, measure: Any, rows: int, timeline: Path, title: str) -> dict[str, Any]:
+    """One compared workload's figures, its timeline of ours and both MBJMs drawn to ``timeline``."""
+    from benchmarks.timeline import plot_timelines
+
+    figures, spans = measure(rig, rows)
+    plot_timelines(
+        {
+            f"ours (live Airflow, poll_interval {POLL_INTERVAL:g} s)": spans["ours"],
+            **{f"MBJM run_jobs poll_sleep={int(p)}": spans[f"mbjm_poll{int(p)}"] for p in MBJM_POLL_SLEEPS},
+        },
+        timeline,
+        title=title.format(rows=rows),
+    )
+    figures["timeline_png"] = str(timeline.relative_to(REPO_ROOT))
+    return figures
+
+
 def _gap_parts(rig: Any, dag_id: str) -> dict[str, Any]:
     from benchmarks.gap_parts import gap_parts
 
@@ -297,7 +314,6 @@ def main(argv: list[str] | None = None) -> int:
     os.environ.setdefault("AIRFLOW_HOME", str(WORKDIR / "client-home"))
 
     from benchmarks.live import BenchRig
-    from benchmarks.timeline import plot_timelines
     from benchmarks.workload import STANDARD
 
     started = time.monotonic()
@@ -323,30 +339,23 @@ def main(argv: list[str] | None = None) -> int:
         )
         log("starting two local openEO backends and a live Airflow ...")
         with rig:
-            if "throughput" in only:
-                figures, spans = throughput(rig, sizes["throughput_rows"])
-                results["throughput"] = figures
-                plot_timelines(
-                    {
-                        f"ours (live Airflow, poll_interval {POLL_INTERVAL:g} s)": spans["ours"],
-                        **{f"MBJM run_jobs poll_sleep={int(p)}": spans[f"mbjm_poll{int(p)}"] for p in MBJM_POLL_SLEEPS},
-                    },
+            comparisons = (
+                (
+                    "throughput",
+                    throughput,
                     TIMELINE,
-                    title=f"Workload 1: {sizes['throughput_rows']} rows, 2 backends x 4 slots, 2 s queue + 25-31 s run",
-                )
-                results["throughput"]["timeline_png"] = str(TIMELINE.relative_to(REPO_ROOT))
-            if "heterogeneous" in only:
-                figures, spans = heterogeneous(rig, sizes["heterogeneous_rows"])
-                results["heterogeneous"] = figures
-                plot_timelines(
-                    {
-                        f"ours (live Airflow, poll_interval {POLL_INTERVAL:g} s)": spans["ours"],
-                        **{f"MBJM run_jobs poll_sleep={int(p)}": spans[f"mbjm_poll{int(p)}"] for p in MBJM_POLL_SLEEPS},
-                    },
+                    "Workload 1: {rows} rows, 2 backends x 4 slots, 2 s queue + 25-31 s run",
+                ),
+                (
+                    "heterogeneous",
+                    heterogeneous,
                     TIMELINE_HETEROGENEOUS,
-                    title=f"Workload 6: {sizes['heterogeneous_rows']} rows, foo 3x slower (8 s queue) than bar",
-                )
-                results["heterogeneous"]["timeline_png"] = str(TIMELINE_HETEROGENEOUS.relative_to(REPO_ROOT))
+                    "Workload 6: {rows} rows, foo 3x slower (8 s queue) than bar",
+                ),
+            )
+            for name, measure, timeline, title in comparisons:
+                if name in only:
+                    results[name] = _compared_with_timeline(rig, measure, sizes[f"{name}_rows"], timeline, title)
             if "trigger_memory" in only:
                 results["trigger_memory"] = trigger_memory(rig.backends["foo"].url, sizes["trigger_jobs"])
             if "scale" in only:

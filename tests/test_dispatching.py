@@ -187,17 +187,20 @@ def test_a_slow_backend_leaves_the_last_rows_to_a_faster_one_that_ends_them_all_
     assert not leave_to_faster("bar", 1, paces, slots), "the fast backend never waits"
     assert not leave_to_faster("foo", 1, {"bar": 30.0}, slots), "no history of foo: no guess"
     assert not leave_to_faster("foo", 1, {"foo": 44.0, "bar": 30.0}, slots), "near-equal backends share the end"
-    rows = [RunRow(i) for i in range(8)]
-    decision = ask(rows, paces=paces, slots=slots)
+    rows, live = [RunRow(i) for i in range(8)], {"foo": 4, "bar": 4}
+    decision = ask(rows, paces=paces, slots=slots, live=live)
     assert isinstance(decision, Wait) and "faster backends" in decision.reason
-    assert ask([*rows, RunRow(8)], paces=paces, slots=slots) == Claim(0)
-    assert ask([RunRow(0, backend_name="foo")], paces=paces, slots=slots) == Claim(0), "its own rows it runs"
+    assert decision.until == NOW + 90.0, "asked again when the answer changes, at the latest after a slow job"
+    assert ask([*rows, RunRow(8)], paces=paces, slots=slots, live=live) == Claim(0)
+    assert ask([RunRow(0, backend_name="foo")], paces=paces, slots=slots, live=live) == Claim(0), "its own rows"
+    assert ask(rows, paces=paces, slots=slots, live={"foo": 4, "bar": 0}) == Claim(0), "bar runs nothing: no wait"
 
 
 def test_a_cooling_backend_counts_no_slots_for_leaving_rows_to_it():
     paces, slots = {"foo": 90.0, "bar": 30.0}, {"foo": 4, "bar": 4}
     bar_down = failing("bar", since=NOW - 5)
-    decision = ask([RunRow(0)], paces=paces, slots=slots, all_health={"foo": BackendHealth("foo"), "bar": bar_down})
+    all_health = {"foo": BackendHealth("foo"), "bar": bar_down}
+    decision = ask([RunRow(0)], paces=paces, slots=slots, all_health=all_health, live={"bar": 4})
     assert decision == Claim(0)
 
 
