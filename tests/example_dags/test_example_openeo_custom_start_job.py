@@ -30,7 +30,8 @@ def test_mbjm_csv_and_callable_run_unchanged(example_env, tmp_path, monkeypatch)
     table = db.read()
     assert list(table["year"]) == [2020, 2021, 2022, 2023]
     created = new_jobs(example_env, before)
-    assert {name: len(jobs) for name, jobs in created.items()} == {"foo": 2, "bar": 2}
+    # one job per row; which backend took which row is the dispatch's choice at the moment (a free slot)
+    assert sum(len(jobs) for jobs in created.values()) == 4 and set(created) == {"foo", "bar"}
     assert_batch_consistent(table, example_env, created, results_root(module))
     titles = {job["id"]: job["title"] for jobs in created.values() for job in jobs}
     for _, row in table.iterrows():
