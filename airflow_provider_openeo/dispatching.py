@@ -16,7 +16,9 @@ What :func:`decide` weighs, in order:
 5. near the end of a run, a backend leaves the last unpinned rows to faster ones when, by the job table's own
    history, they would finish them all before this backend finished one (:func:`leave_to_faster`): the one
    slow job started last would otherwise set the batch's end;
-6. nothing left that this backend could ever take: the backend is done, its remaining instances are skipped.
+6. nothing left that this backend could ever take: the backend is done, its remaining instances are skipped;
+   before that, instances beyond what the rows still free could need are skipped as rows get taken
+   (:func:`spare_indexes`).
 
 A row is released (given back, unpinned again) when a start on a bad backend fails, so another backend takes
 it; :func:`health_after_failure` and :func:`health_after_success` keep each backend's record.
@@ -26,7 +28,7 @@ from __future__ import annotations
 
 import enum
 import math
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, replace
 from typing import Any
 
@@ -312,6 +314,23 @@ def slots_per_backend(rows: Sequence[RunRow], backends: Sequence[str]) -> dict[s
     """
     free = sum(1 for r in rows if r.backend_name is None)
     return {name: free + sum(1 for r in rows if r.backend_name == name) for name in backends}
+
+
+def spare_indexes(
+    rows: Sequence[RunRow], backend: str, *, own: Callable[[str], bool], unused: Sequence[int], margin: int
+) -> list[int]:
+    """Map indexes of ``backend``'s unused instances beyond anything the run may still ask of the backend.
+
+    ``unused``: the backend's instances that hold no row, lowest first (Airflow hands pool slots out in that
+    order). The lowest stay: one for each row the backend may still have to take (free rows it may run, and rows
+    another backend is starting, which a failed start would give back; ``own`` tells this backend's slots), and
+    ``margin`` more for instances that ended without a row. The rest are skipped while the run goes on, so the
+    scheduler does not re-check, every loop, a ``results`` task per unused instance until the run's end.
+    """
+    needed = sum(
+        1 for r in rows if r.backend_name in (None, backend) and (r.slot is None or (r.unsettled and not own(r.slot)))
+    )
+    return list(unused[needed + margin :])
 
 
 def done_backends(rows: Sequence[RunRow], backends: Iterable[str]) -> list[str]:

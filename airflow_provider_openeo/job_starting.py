@@ -32,7 +32,6 @@ import logging
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from datetime import datetime, timezone
 from typing import Any, NoReturn
 
 import pandas as pd
@@ -55,6 +54,7 @@ from airflow_provider_openeo.hooks._job_db_columns import BACKEND_CHOSEN_BY_DISP
 from airflow_provider_openeo.hooks._openeo_http import redact, translate_openeo_error
 from airflow_provider_openeo.job_row import JobRowRef
 from airflow_provider_openeo.job_status import OpenEOJobStatus, RowStatus
+from airflow_provider_openeo.timestamps import utc_now_rfc3339
 
 log = logging.getLogger(__name__)
 
@@ -104,11 +104,6 @@ class StartOutcome:
     backend_status: str
     reattached: bool
     job_url: str | None = None
-
-
-def utc_now_rfc3339() -> str:
-    """Timestamps in the row are RFC 3339 UTC strings, the format MBJM writes."""
-    return datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 def is_transient(exc: BaseException) -> bool:

@@ -13,6 +13,7 @@ from typing import Any
 
 import pandas as pd
 
+from airflow_provider_openeo.dispatching import RunRow, slots_per_backend
 from airflow_provider_openeo.hooks._job_db_columns import BACKEND_CHOSEN_BY_DISPATCH
 from airflow_provider_openeo.job_status import RowStatus
 
@@ -129,11 +130,9 @@ def plan_run(rows: pd.DataFrame, backends: Mapping[str, BackendSpec], *, max_row
     """
     if max_rows < 1:
         raise ValueError("max_rows must be at least 1")
-    covered: list[Any] = []
+    covered: list[RunRow] = []
     rejected: dict[Any, str] = {}
     remaining = 0
-    pins: dict[str, int] = {name: 0 for name in backends}
-    free = 0
     names = ", ".join(sorted(backends))
     for row_id, row in rows.iterrows():
         pinned = pinned_backend(row)
@@ -143,10 +142,10 @@ def plan_run(rows: pd.DataFrame, backends: Mapping[str, BackendSpec], *, max_row
         if len(covered) >= max_rows:
             remaining += 1
             continue
-        covered.append(row_id)
-        if pinned is None:
-            free += 1
-        else:
-            pins[pinned] += 1
-    slots = {name: free + pins[name] for name in backends}
-    return Plan(row_ids=covered, slots=slots, remaining=remaining, rejected=rejected)
+        covered.append(RunRow(row_id, backend_name=pinned))
+    return Plan(
+        row_ids=[row.row_id for row in covered],
+        slots=slots_per_backend(covered, list(backends)),
+        remaining=remaining,
+        rejected=rejected,
+    )

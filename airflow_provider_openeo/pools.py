@@ -37,16 +37,81 @@ def pools_document(backends: Mapping[str, BackendSpec]) -> dict[str, dict[str, A
     }
 
 
-def ensure_pools(backends: Mapping[str, BackendSpec], *, airflow_bin: str | None = None) -> None:
+class PoolCommandError(PoolError):
+    """Airflow's CLI refused (a metadata database not migrated yet, a bad config): its own message is kept."""
+
+
+def ensure_pools(backends: Mapping[str, BackendSpec], *, airflow_bin: str | None = None) -> list[str]:
     """Create or update the pools with the ``airflow`` CLI (which, unlike task code, may use the metadata DB).
 
     One ``airflow pools import`` for all pools: each CLI start costs seconds, and one file is all or nothing.
+    Returns one line per pool saying what was done (created, updated from what, or already right); raises
+    :class:`PoolCommandError` with Airflow's own message when the CLI fails.
     """
     airflow = airflow_bin or shutil.which("airflow") or str(Path(sys.executable).with_name("airflow"))
+    wanted = pools_document(backends)
+    before = list_pools(airflow)
     with tempfile.TemporaryDirectory(prefix="openeo_pools_") as folder:
         path = Path(folder) / "pools.json"
-        path.write_text(json.dumps(pools_document(backends), indent=2))
-        subprocess.run([airflow, "pools", "import", str(path)], check=True, stdout=subprocess.DEVNULL)
+        path.write_text(json.dumps(wanted, indent=2))
+        _airflow(airflow, "pools", "import", str(path))
+    return describe_changes(wanted, before)
+
+
+def list_pools(airflow: str) -> dict[str, dict[str, Any]]:
+    """Every pool as ``airflow pools list`` shows it (values as text: ``"2"``, ``"True"``)."""
+    out = _airflow(airflow, "pools", "list", "--output", "json")
+    # Airflow may log lines before the JSON, and a log line can start with "[" too ("[info     ] ...").
+    decoder = json.JSONDecoder()
+    for at in (i for i, char in enumerate(out) if char == "["):
+        try:
+            listed, _ = decoder.raw_decode(out, at)
+        except ValueError:
+            continue
+        if isinstance(listed, list) and all(isinstance(pool, dict) and "pool" in pool for pool in listed):
+            return {str(pool["pool"]): pool for pool in listed}
+    raise PoolCommandError(f"`airflow pools list --output json` printed no pool list: {out[-500:]!r}")
+
+
+def describe_changes(wanted: Mapping[str, Mapping[str, Any]], before: Mapping[str, Mapping[str, Any]]) -> list[str]:
+    """What importing ``wanted`` did to the pools that were there (``before``, as ``airflow pools list`` gives)."""
+    lines = []
+    for name, pool in wanted.items():
+        now = f"{pool['slots']} slot(s), deferred tasks counted"
+        old = before.get(name)
+        if old is None:
+            lines.append(f"created pool {name}: {now}")
+            continue
+        changes = []
+        if str(old.get("slots")) != str(pool["slots"]):
+            changes.append(f"slots {old.get('slots')} -> {pool['slots']}")
+        if str(old.get("include_deferred")).lower() != "true":
+            changes.append("now counts deferred tasks")
+        lines.append(f"updated pool {name}: {', '.join(changes)}" if changes else f"pool {name} already right: {now}")
+    return lines
+
+
+def _airflow(airflow: str, *args: str) -> str:
+    result = subprocess.run([airflow, *args], capture_output=True, text=True, check=False)
+    if result.returncode != 0:
+        said = airflow_said(result.stderr.strip() or result.stdout.strip())
+        command = " ".join(args)
+        raise PoolCommandError(f"`airflow {command}` failed with exit code {result.returncode}; Airflow said: {said}")
+    return result.stdout
+
+
+def airflow_said(output: str) -> str:
+    """The part of a failed CLI's output a person acts on: a traceback's exception line, else its last lines."""
+    lines = output.splitlines()
+    starts = [i for i, line in enumerate(lines) if line.startswith("Traceback")]
+    if starts:
+        unindented = [line for line in lines[starts[-1] + 1 :] if line and not line[0].isspace()]
+        said = unindented[0] if unindented else lines[-1]
+    else:
+        said = "\n".join(lines[-20:])
+    if "no such table" in said or ("relation" in said and "does not exist" in said):
+        said += " (the metadata database has no tables yet: run `airflow db migrate` first)"
+    return said
 
 
 def check_pools(backends: Mapping[str, BackendSpec], existing: Mapping[str, Mapping[str, Any]]) -> None:
@@ -120,8 +185,13 @@ def main(argv: list[str] | None = None) -> int:
     backends = parse_backends(json.loads(Path(args.backends).read_text()))
     if args.print:
         print(json.dumps(pools_document(backends), indent=2))
-    else:
-        ensure_pools(backends)
+        return 0
+    try:
+        for line in ensure_pools(backends):
+            print(line)
+    except PoolError as exc:
+        print(f"pools not changed: {exc}", file=sys.stderr)
+        return 1
     return 0
 
 

@@ -11,7 +11,7 @@ that pick the same row at once cannot both take it; the loser asks again.
 from __future__ import annotations
 
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from dataclasses import asdict, dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -25,16 +25,17 @@ from airflow_provider_openeo.dispatching import (
     health_after_failure,
     health_after_success,
     pace_of,
+    spare_indexes,
 )
 from airflow_provider_openeo.hooks._job_db_columns import (
     BACKEND_CHOSEN_BY_DISPATCH,
     BACKEND_CHOSEN_BY_USER,
     ROW_ID_KEY,
 )
-from airflow_provider_openeo.job_starting import claim_is_stale, utc_now_rfc3339
+from airflow_provider_openeo.job_starting import claim_is_stale
 from airflow_provider_openeo.job_status import RowStatus
 from airflow_provider_openeo.planning import pinned_backend
-from airflow_provider_openeo.triggers._job_row_recorder import epoch_from_rfc3339
+from airflow_provider_openeo.timestamps import epoch_from_rfc3339, utc_now_rfc3339
 
 if TYPE_CHECKING:
     from airflow_provider_openeo.hooks.job_db import OpenEOJobDbHook
@@ -287,7 +288,26 @@ class RowDispatcher:
                 targets += [(job_task, index), (results_task, index)]
         return targets
 
+    def spare_instances(self) -> list[tuple[str, int]]:
+        """``job`` instances of backends still taking rows that no row of the run can need any more.
 
-def backend_names(specs: Sequence[Any]) -> dict[str, int]:
-    """``{name: parallel_jobs}`` of the batch's backend specs."""
-    return {spec.name: spec.parallel_jobs for spec in specs}
+        Only ``job`` instances: the scheduler skips a skipped instance's ``results`` task itself (its upstream was
+        skipped), so a ``job`` instance that got its slot and took a row a moment ago, which Airflow 3.3 will not
+        mark skipped (it never overwrites a running task instance), keeps its ``results`` task too.
+        """
+        rows = self.rows(time.time())
+        held = {row.slot for row in rows if row.slot is not None}
+        done = set(done_backends(rows, self.scope.backends))
+        targets: list[tuple[str, int]] = []
+        for name, parallel_jobs in self.scope.backends.items():
+            if name in done:
+                continue  # instances_to_skip names those, results tasks too
+            job_task = self.scope.task_ids[name][0]
+            unused = [index for index in range(len(rows)) if slot_of(job_task, index) not in held]
+
+            def own(slot: str, task: str = job_task) -> bool:
+                return parse_slot(slot)[0] == task
+
+            spare = spare_indexes(rows, name, own=own, unused=unused, margin=parallel_jobs)
+            targets += [(job_task, index) for index in spare]
+        return targets

@@ -32,23 +32,31 @@ from typing import Any
 from airflow.providers.standard.operators.empty import EmptyOperator
 from airflow.providers.standard.operators.trigger_dagrun import TriggerDagRunOperator
 from airflow.sdk import Asset, TaskGroup, get_current_context, task, task_group
+from airflow.sdk.exceptions import AirflowFailException
 
+from airflow_provider_openeo import arguments
 from airflow_provider_openeo.hooks.job_db import OpenEOJobDbHook
 from airflow_provider_openeo.job_handlers import OpenEOJobHandler
 from airflow_provider_openeo.job_source import JobSource, load_job_source
-from airflow_provider_openeo.job_starting import StartJobCallable, utc_now_rfc3339
+from airflow_provider_openeo.job_starting import StartJobCallable
 from airflow_provider_openeo.job_status import RowStatus
 from airflow_provider_openeo.operators.openeo import ROW_LABEL_KEY, OpenEOBatchJobOperator, OpenEOJobResultsOperator
 from airflow_provider_openeo.planning import parse_backends, plan_run, rows_per_run, rows_to_run
 from airflow_provider_openeo.pools import check_pools, fetch_pools
+from airflow_provider_openeo.preflight import BackendsUnusable, check_backends
 from airflow_provider_openeo.row_dispatch import DispatchSettings, run_key_of
 from airflow_provider_openeo.summary import summarize
+from airflow_provider_openeo.timestamps import utc_now_rfc3339
 
 log = logging.getLogger(__name__)
 #: The longest a dispatched instance waits before looking again at rows that may come back to the run.
 DISPATCH_RECHECK_SECONDS = 5.0
 
 DEFAULT_MAP_INDEX_TEMPLATE = "{{ " + ROW_LABEL_KEY + " }}"
+#: Retries of each row's tasks when neither the call nor ``default_args`` says: a retry re-attaches to the row's
+#: job, so retries are what carries a row through a killed worker or a backend's bad minute.
+DEFAULT_ROW_RETRIES = 2
+DEFAULT_ROW_RETRY_DELAY = timedelta(seconds=30)
 
 
 def openeo_job_batch(
@@ -56,7 +64,7 @@ def openeo_job_batch(
     backends: Mapping[str, Mapping[str, Any]],
     start_job: StartJobCallable,
     job_source: JobSource = None,
-    job_table: str = "openeo_jobs",
+    job_table: str | None = None,
     job_db_conn_id: str | None = None,
     sqlite_path: str | os.PathLike | None = None,
     on_exists: str = "skip",
@@ -75,10 +83,10 @@ def openeo_job_batch(
     job_outlets: Sequence[Asset] = (),
     label_columns: Sequence[str] = ("title", "name"),
     map_index_template: str = DEFAULT_MAP_INDEX_TEMPLATE,
-    retries: int = 2,
-    retry_delay: timedelta = timedelta(seconds=30),
+    retries: int | None = None,
+    retry_delay: timedelta | None = None,
     backend_outage_limit: float | timedelta | None = timedelta(hours=1),
-    group_id: str = "openeo_job_batch",
+    group_id: str = arguments.DEFAULT_GROUP_ID,
 ) -> TaskGroup:
     """Build the batch. Arguments mirror MBJM's (``add_backend``, ``run_jobs``, its constructor) where they exist.
 
@@ -86,6 +94,8 @@ def openeo_job_batch(
         exist with ``parallel_jobs`` slots and ``include_deferred`` (``python -m airflow_provider_openeo.pools``).
     :param job_source: rows to load into the job table: a (Geo)DataFrame, a CSV/Parquet/GeoParquet path, a
         callable ``(context) -> DataFrame`` (recurring batches), or None for an existing table.
+    :param job_table: the SQL table holding the batch's rows; default: named after the DAG (and the group, when
+        it is not ``openeo_job_batch``; :func:`arguments.default_job_table`), so DAGs never share one by accident.
     :param on_exists: what loading does when the table exists: ``skip``, ``append`` or ``error``.
     :param rerun_statuses: statuses to run again besides the resumable ones, e.g. ``["error", "canceled"]``.
     :param max_rows_per_run: rows per run (default ``planning.DEFAULT_MAX_ROWS_PER_RUN``, at most
@@ -98,8 +108,23 @@ def openeo_job_batch(
     :param outlets: assets the summary updates once per run; the event's ``extra`` carries the run's counts
         (``rows``, ``counts``, ``not_done``), so a consumer can tell a complete batch from one still chained.
     :param job_outlets: assets every row's task updates when its job is through (one event per finished job).
+    :param retries: Airflow retries of each row's tasks (a retry re-attaches to the row's job, never creates a
+        second one); default: the DAG's (or an enclosing group's) ``default_args``, else
+        :data:`DEFAULT_ROW_RETRIES`.
+    :param retry_delay: likewise; default: ``default_args``, else :data:`DEFAULT_ROW_RETRY_DELAY`.
+
+    Every argument that can be checked without running anything is checked here, so a bad value is an import
+    error naming it, not a failed row.
     """
     specs = parse_backends(backends)
+    if job_table is not None:
+        arguments.job_table(job_table)
+    arguments.start_job(start_job, start_job_kwargs)
+    poll_interval = arguments.seconds("poll_interval", poll_interval)
+    if retries is not None:
+        arguments.retries("retries", retries)
+    if retry_delay is not None:
+        arguments.seconds("retry_delay", retry_delay)
     if max_rows_per_run is not None and max_rows_per_run < 1:
         raise ValueError(f"max_rows_per_run must be at least 1, got {max_rows_per_run!r}")
     if on_exists not in ("skip", "append", "error"):
@@ -108,30 +133,40 @@ def openeo_job_batch(
     unknown = set(rerun) - RowStatus.values()
     if unknown:
         raise ValueError(f"rerun_statuses: unknown status(es) {sorted(unknown)}")
-    if isinstance(cancel_running_job_after, timedelta):
-        cancel_running_job_after = cancel_running_job_after.total_seconds()
-    if isinstance(backend_outage_limit, timedelta):
-        backend_outage_limit = backend_outage_limit.total_seconds()
-    if backend_outage_limit is not None and backend_outage_limit <= 0:
-        raise ValueError(
-            f"backend_outage_limit must be positive (seconds or a timedelta), got {backend_outage_limit!r}"
-        )
+    cancel_running_job_after = arguments.seconds("cancel_running_job_after", cancel_running_job_after, optional=True)
+    backend_outage_limit = arguments.seconds("backend_outage_limit", backend_outage_limit, optional=True)
     sqlite = os.fspath(sqlite_path) if sqlite_path is not None else None
     handler = handler or OpenEOJobHandler(root_dir=root_dir, download_results=download_results)
 
-    def job_db() -> OpenEOJobDbHook:
-        return OpenEOJobDbHook(job_db_conn_id, table=job_table, sqlite_path=sqlite)
-
     with TaskGroup(group_id=group_id) as group:
+        dag_id = getattr(getattr(group, "dag", None), "dag_id", None)
+        table_given = job_table is not None
+        job_table = job_table if table_given else arguments.default_job_table(dag_id, group.group_id)
+
+        def job_db(table: str = job_table) -> OpenEOJobDbHook:
+            return OpenEOJobDbHook(job_db_conn_id, table=table, sqlite_path=sqlite)
+
+        inherited = inherited_default_args(group)
+        row_retries = retries if retries is not None else inherited.get("retries", DEFAULT_ROW_RETRIES)
+        row_retry_delay = retry_delay if retry_delay is not None else inherited.get("retry_delay")
+        if row_retry_delay is None:
+            row_retry_delay = DEFAULT_ROW_RETRY_DELAY
 
         @task(task_id="init")
         def init() -> dict[str, Any]:
-            return load_job_source(job_source, job_db(), on_exists=on_exists, context=get_current_context())
+            db = job_db()
+            if not table_given:
+                refuse_rows_left_in_the_legacy_table(db, job_db(arguments.LEGACY_JOB_TABLE), dag_id)
+            return load_job_source(job_source, db, on_exists=on_exists, context=get_current_context())
 
         @task(task_id="plan")
         def plan() -> dict[str, Any]:
             from airflow.configuration import conf
 
+            try:
+                check_backends(specs)
+            except BackendsUnusable as exc:
+                raise AirflowFailException(str(exc)) from None
             if airflow_api_conn_id:
                 check_pools(specs, fetch_pools(airflow_api_conn_id))
             max_rows = rows_per_run(
@@ -199,8 +234,8 @@ def openeo_job_batch(
                     "handler": handler,
                     "label_columns": label_columns,
                     "map_index_template": map_index_template,
-                    "retries": retries,
-                    "retry_delay": retry_delay,
+                    "retries": row_retries,
+                    "retry_delay": row_retry_delay,
                 }
                 job = OpenEOBatchJobOperator(
                     task_id="job",
@@ -234,6 +269,40 @@ def openeo_job_batch(
         if continue_until_done:
             continue_batch(planned, summarized)
     return group
+
+
+def refuse_rows_left_in_the_legacy_table(db: OpenEOJobDbHook, legacy: OpenEOJobDbHook, dag_id: str | None) -> None:
+    """Stop a batch whose rows are still in the table every batch shared before tables were named after DAGs.
+
+    Loading its source into a new, empty table would run every row again: a second job for each, billed twice.
+    So when this DAG's table does not exist yet and the old shared table holds rows this DAG's runs planned, the
+    run fails once, saying which argument keeps the old table.
+    """
+    if not dag_id or db.table == legacy.table or db.exists() or not legacy.exists():
+        return
+    table = legacy.read()
+    mine = f"{dag_id}/"  # the run keys and the claims the batch writes on rows start with its DAG's id
+    if not any(
+        table[column].dropna().astype(str).str.startswith(mine).any()
+        for column in ("dispatch_run", "claimed_by")
+        if column in table.columns
+    ):
+        return
+    raise AirflowFailException(
+        f"job_table: this DAG's rows are in job table {legacy.table!r} (every batch that named no table shared it "
+        f"before tables were named after their DAG, now {db.table!r}). Pass job_table={legacy.table!r} to go on with "
+        "them; starting over in the new table would create a second job for every row."
+    )
+
+
+def inherited_default_args(group: TaskGroup) -> dict[str, Any]:
+    """The ``default_args`` the group's tasks would get from the DAG and the enclosing groups (the nearer wins).
+
+    The row tasks are given their retries explicitly (the batch's default differs from Airflow's 0), so what the
+    DAG author set in ``default_args`` is read here and passed on, instead of being overridden.
+    """
+    dag = getattr(group, "dag", None)
+    return {**(getattr(dag, "default_args", None) or {}), **(group.default_args or {})}
 
 
 def slots_of(planned: Any, backend_name: str) -> Any:

@@ -20,6 +20,7 @@ from typing import Any
 
 import psutil
 
+from benchmarks.scheduler_loop import StatsdTimers, own_cpu_seconds, with_cpu
 from deploy.live_airflow import REPO_ROOT, AirflowSettings, LiveAirflow
 from local_backend.launcher import LocalBackend, start_local_backend
 
@@ -99,6 +100,8 @@ class BenchRig:
         self.parallel_jobs = parallel_jobs
         self.poll_interval = poll_interval
         self.backends: dict[str, LocalBackend] = {}
+        # Airflow's StatsD metrics come here: each run reports the scheduler's loop time while it ran.
+        self.timers = StatsdTimers()
         config = {
             "work_dir": str(self.workdir / "ours"),
             "poll_interval": poll_interval,
@@ -112,11 +115,17 @@ class BenchRig:
                 parallelism=parallelism,
                 paused_at_creation=True,
                 all_admins=True,
-                env={"OPENEO_BENCH": json.dumps(config), "PYTHONPATH": pythonpath, **dict(airflow_env or {})},
+                env={
+                    "OPENEO_BENCH": json.dumps(config),
+                    "PYTHONPATH": pythonpath,
+                    **self.timers.airflow_env(),
+                    **dict(airflow_env or {}),
+                },
             ),
         )
 
     def start(self) -> None:
+        self.timers.start()
         (self.workdir / "ours").mkdir(parents=True, exist_ok=True)
         for name in self.backend_names:
             self.backends[name] = start_local_backend(name=name)  # job durations come with each row
@@ -138,6 +147,7 @@ class BenchRig:
         self.airflow.stop()
         for backend in self.backends.values():
             backend.stop()
+        self.timers.stop()
 
     def __enter__(self) -> BenchRig:
         self.start()
@@ -157,11 +167,16 @@ class BenchRig:
         from airflow_provider_openeo.hooks.job_db import OpenEOJobDbHook
 
         self.airflow.wait_for_dag(dag_id)
+        self.timers.reset()
+        scheduler_cpu = own_cpu_seconds(self.airflow.pid("scheduler"))
         with MemorySampler(self.airflow).running() as memory:
             started = time.time()
             run_id = self.airflow.trigger_dag(dag_id, {"rows": rows, "tag": tag, "profile": profile})
             run = self.airflow.wait_for_run(dag_id, run_id, timeout=timeout, interval=2.0)
             runs = self._wait_for_chained_runs(dag_id, timeout=timeout)
+        scheduler_cpu_end = own_cpu_seconds(self.airflow.pid("scheduler"))
+        if scheduler_cpu is not None and scheduler_cpu_end is not None:
+            scheduler_cpu = scheduler_cpu_end - scheduler_cpu
         # Airflow's own end of the last run, not when this client's 2 s poll noticed it (MBJM's wall is exact too).
         wall = max(_epoch(r["end_date"]) for r in runs) - started
         db = OpenEOJobDbHook(table=dag_id, sqlite_path=str(self.workdir / "ours" / f"{dag_id}.db"))
@@ -175,6 +190,7 @@ class BenchRig:
             "job_ids": set(table["id"].dropna()),
             "statuses": table["status"].value_counts().to_dict(),
             "peak_rss_mb": dict(memory.peaks_mb),
+            "scheduler_loop": with_cpu(self.timers.summary(), scheduler_cpu if scheduler_cpu_end is not None else None),
             "run_id": run_id,
             "dag_runs": len(runs),
         }

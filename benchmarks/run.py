@@ -140,6 +140,7 @@ def _compare(
             )
             outcomes["ours"] = _measure(rig.backends, outcome, slots, job_seconds)
             outcomes["ours"][0]["peak_rss_mb"] = outcome["peak_rss_mb"]
+            outcomes["ours"][0]["scheduler_loop"] = outcome["scheduler_loop"]
             outcomes["ours"][0]["gap_parts"] = _gap_parts(rig, dag_id)
             log(f"  ours: {_brief(outcomes['ours'][0])}")
             rig.reset_counters()
@@ -207,6 +208,7 @@ def scale(rig: Any, rows: int) -> dict[str, Any]:
         "statuses": outcome["statuses"],
         "orchestration_s_per_row": round(outcome["wall_s"] / rows, 3),
         "peak_rss_mb": outcome["peak_rss_mb"],
+        "scheduler_loop": outcome["scheduler_loop"],
     }
 
 

@@ -23,6 +23,7 @@ from airflow_provider_openeo.dispatching import (
     leave_to_faster,
     pace_of,
     slots_per_backend,
+    spare_indexes,
 )
 
 NOW = 1_000_000.0
@@ -208,3 +209,23 @@ def test_pace_is_the_median_of_recent_job_times():
     assert pace_of([30.0, 32.0, 100.0]) == 32.0
     assert pace_of([30.0, 40.0]) == 35.0
     assert pace_of([]) is None and pace_of([0.0, -1.0]) is None
+
+
+def test_spare_instances_are_those_beyond_the_rows_a_backend_may_still_have_to_take():
+    def own(slot: str) -> bool:
+        return slot.startswith("foo[")
+
+    rows = [
+        RunRow(0, slot="foo[0]", settled=True),
+        RunRow(1, slot="bar[0]", settled=True),
+        RunRow(2, slot="bar[1]", settled=False),  # being started on bar: a failed start gives it back
+        RunRow(3, slot="foo[1]", settled=False),  # being started here: its own instance takes it again
+        RunRow(4),
+        RunRow(5, backend_name="bar"),  # pinned elsewhere: never foo's
+        RunRow(6, backend_name="foo"),
+    ]
+    unused = [2, 3, 4, 5, 6, 7, 8]
+    # foo may still take rows 2, 4 and 6; one more instance per slot of margin
+    assert spare_indexes(rows, "foo", own=own, unused=unused, margin=1) == [6, 7, 8]
+    assert spare_indexes(rows, "foo", own=own, unused=unused, margin=4) == []
+    assert spare_indexes([RunRow(0, slot="foo[0]", settled=True)], "foo", own=own, unused=[1, 2], margin=0) == [1, 2]

@@ -21,9 +21,18 @@ import pytest
 import requests
 
 from airflow_provider_openeo.planning import parse_backends
-from airflow_provider_openeo.pools import PoolError, check_pools, ensure_pools, fetch_pools, main, pools_document
+from airflow_provider_openeo.pools import (
+    PoolError,
+    check_pools,
+    describe_changes,
+    ensure_pools,
+    fetch_pools,
+    main,
+    pools_document,
+)
 from tests.conftest import AIRFLOW_HOME
 from tests.example_dags.conftest import batch_env, batch_table, example_env, load_batch_dag, task_instances
+from tests.fixtures.local_backend import backend_conn_env
 
 AIRFLOW_BIN = str(Path(sys.executable).with_name("airflow"))
 
@@ -111,16 +120,58 @@ def test_module_command_creates_and_updates_pools_in_the_metadata_db(airflow_db,
     path.write_text(json.dumps(backends))
 
     command = [sys.executable, "-m", "airflow_provider_openeo.pools", str(path)]
-    subprocess.run(command, check=True, env={**os.environ, "AIRFLOW_HOME": str(AIRFLOW_HOME)})
+    env = {**os.environ, "AIRFLOW_HOME": str(AIRFLOW_HOME)}
+    done = subprocess.run(command, check=True, env=env, capture_output=True, text=True)
+    assert done.stdout.splitlines() == [
+        f"created pool {names[0]}: 2 slot(s), deferred tasks counted",
+        f"created pool {names[1]}: 3 slot(s), deferred tasks counted",
+    ]
 
     pools = airflow_pools(*names)
     assert [(pools[n]["slots"], pools[n]["include_deferred"]) for n in names] == [("2", "True"), ("3", "True")]
 
-    # parallel_jobs changed: running the command again updates the pool in place.
+    # parallel_jobs changed: running the command again updates the pool in place, and says so.
     backends[next(iter(backends))]["parallel_jobs"] = 5
-    ensure_pools(parse_backends(backends), airflow_bin=AIRFLOW_BIN)
+    said = ensure_pools(parse_backends(backends), airflow_bin=AIRFLOW_BIN)
+    assert said == [
+        f"updated pool {names[0]}: slots 2 -> 5",
+        f"pool {names[1]} already right: 3 slot(s), deferred tasks counted",
+    ]
     updated = airflow_pools(names[0])[names[0]]
     assert (updated["slots"], updated["include_deferred"]) == ("5", "True")
+
+
+def test_module_command_passes_airflows_own_error_through(tmp_path):
+    """A metadata database that was never migrated: Airflow's message, not a bare CalledProcessError."""
+    path = tmp_path / "backends.json"
+    path.write_text(json.dumps(unique_backends((2,))))
+    home = tmp_path / "airflow-home"
+    home.mkdir()
+    env = {
+        **os.environ,
+        "AIRFLOW_HOME": str(home),
+        "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": f"sqlite:///{home / 'never_migrated.db'}",
+    }
+    command = [sys.executable, "-m", "airflow_provider_openeo.pools", str(path)]
+    failed = subprocess.run(command, env=env, capture_output=True, text=True, check=False)
+    assert failed.returncode == 1, failed.stdout + failed.stderr
+    assert failed.stderr.startswith("pools not changed: `airflow pools list --output json` failed with exit code")
+    said = failed.stderr.split("Airflow said: ", 1)[1]
+    assert "no such table: slot_pool" in said and "run `airflow db migrate` first" in said, said
+    assert "Traceback" not in failed.stderr and "CalledProcessError" not in failed.stderr
+
+
+def test_describe_changes_says_what_an_import_did():
+    wanted = {"openeo_a": {"slots": 2}, "openeo_b": {"slots": 3}, "openeo_c": {"slots": 1}}
+    before = {
+        "openeo_b": {"pool": "openeo_b", "slots": "3", "include_deferred": "False"},
+        "openeo_c": {"pool": "openeo_c", "slots": "1", "include_deferred": "True"},
+    }
+    assert describe_changes(wanted, before) == [
+        "created pool openeo_a: 2 slot(s), deferred tasks counted",
+        "updated pool openeo_b: now counts deferred tasks",
+        "pool openeo_c already right: 1 slot(s), deferred tasks counted",
+    ]
 
 
 # -- the plan-time check through Airflow's REST API ---------------------------------------------------------------
@@ -195,9 +246,13 @@ def test_fetch_pools_reads_slots_and_include_deferred(api_server, monkeypatch, d
 
 
 @pytest.mark.slow
-def test_plan_fails_on_missing_pools_and_runs_once_they_exist(api_server, batch_env, monkeypatch, tmp_path, drop_pools):
+def test_plan_fails_on_missing_pools_and_runs_once_they_exist(
+    api_server, example_env, batch_env, monkeypatch, tmp_path, drop_pools
+):
     backends = unique_backends((2, 1))
     drop_pools.extend(f"openeo_{n}" for n in backends)
+    for settings in backends.values():  # working connections: only the pools are missing (the preflight passes)
+        backend_conn_env(monkeypatch, str(settings["conn_id"]), example_env["foo"])
     monkeypatch.setenv("AIRFLOW_CONN_AIRFLOW_API_TEST", json.dumps({"conn_type": "http", "host": api_server}))
     source = tmp_path / "rows.parquet"
     pd.DataFrame({"title": ["a", "b", "c"]}).to_parquet(source)

@@ -112,6 +112,22 @@ def test_when_nothing_is_left_the_unused_instances_of_done_backends_are_named_fo
     assert {(f"b.run_{bar}.job", 1), (f"b.run_{bar}.results", 2)} <= skip
 
 
+def test_while_rows_are_taken_the_instances_no_row_can_need_are_named_for_skipping(job_db):
+    """Two slots of margin per backend; a row being started elsewhere counts for the other (it may come back)."""
+    backends = names()
+    foo, bar = list(backends)
+    db = table_of(job_db, [None] * 10)
+    for backend, index, row_id in [(foo, i, i) for i in range(4)] + [(bar, i, 4 + i) for i in range(4)]:
+        assert RowDispatcher(db, scope(backend, index, backends)).claim(row_id, OWNER)
+        if row_id != 7:  # row 7 is still being started on bar
+            db.update_row(row_id, {"status": "running", "id": f"j-{row_id}", "claimed_by": None})
+    spare = set(RowDispatcher(db, scope(foo, 4, backends)).spare_instances())
+    # foo: rows 8, 9 free and row 7 may come back -> 3 + 2 of its unused instances 4..9 stay, 9 goes
+    # bar: rows 8, 9 -> 2 + 2 of its unused 4..9 stay, 8 and 9 go (its own row 7 comes back to its own slot)
+    assert spare == {(f"b.run_{foo}.job", 9), (f"b.run_{bar}.job", 8), (f"b.run_{bar}.job", 9)}
+    assert not any(task.endswith(".results") for task, _ in spare), "results tasks follow their job's skip"
+
+
 def _claimer(k: int, conn_id: str | None, sqlite_path: str | None, table: str, backends: dict, barrier: Any, out: Any):
     try:
         db = OpenEOJobDbHook(conn_id, table=table, sqlite_path=sqlite_path)

@@ -5,14 +5,15 @@
 
 from __future__ import annotations
 
-from datetime import datetime, timezone
+from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
 import pandas as pd
 import pytest
+from airflow.sdk import DAG, TaskGroup
 
 from airflow_provider_openeo.planning import parse_backends, plan_run, rows_to_run
-from airflow_provider_openeo.task_groups import openeo_job_batch
+from airflow_provider_openeo.task_groups import DEFAULT_ROW_RETRIES, DEFAULT_ROW_RETRY_DELAY, openeo_job_batch
 from tests.example_dags.conftest import (
     assert_batch_consistent,
     backend_job_ids,
@@ -206,8 +207,127 @@ def test_batch_and_job_asset_events(example_env, batch_env, monkeypatch, tmp_pat
         ({"max_rows_per_run": 0}, "max_rows_per_run must be at least 1, got 0"),
         ({"on_exists": "replace"}, "on_exists must be 'skip', 'append' or 'error'"),
         ({"rerun_statuses": ["eror"]}, "rerun_statuses: unknown status"),
+        ({"poll_interval": 0}, r"poll_interval must be a positive number of seconds or a timedelta, got 0"),
+        ({"poll_interval": "60"}, r"poll_interval must be a positive number .* got '60'"),
+        ({"poll_interval": float("nan")}, r"poll_interval must be a positive number .* got nan"),
+        ({"cancel_running_job_after": -5}, r"cancel_running_job_after must be .*, or None, got -5"),
+        ({"cancel_running_job_after": timedelta(0)}, r"cancel_running_job_after must be .* got 0.0"),
+        ({"backend_outage_limit": 0}, r"backend_outage_limit must be .*, or None, got 0"),
+        ({"retries": -1}, r"retries must be a whole number of retries \(0 or more\), got -1"),
+        ({"retries": True}, r"retries must be a whole number"),
+        ({"retry_delay": 0}, r"retry_delay must be a positive number"),
+        ({"job_table": "My-Jobs"}, r"job_table: Invalid job table name 'My-Jobs': use lower-case letters"),
+        ({"job_table": "openeo_backend_health"}, r"job_table: Invalid job table name .* reserved"),
+        ({"start_job": "start_job"}, r"start_job must be a callable"),
+        ({"start_job": lambda row: None}, r"start_job <lambda>\(row\) cannot be called .* \*\*kwargs"),
+        ({"start_job_kwargs": {"provider": "x"}}, r"start_job_kwargs: \['provider'\] are passed by every row's task"),
+        (
+            {"start_job": lambda row, connection, **kw: None, "start_job_kwargs": {"extent": 1}},
+            None,
+        ),
+        (
+            {"start_job": lambda row, connection, connection_provider, provider: None, "start_job_kwargs": {"x": 1}},
+            r"cannot be called the way every row's task calls it, start_job\(row=\.\.\., .*x=\.\.\.\)",
+        ),
     ],
 )
 def test_bad_batch_arguments_are_refused_when_the_dag_is_parsed(kwargs, text):
-    with pytest.raises(ValueError, match=text):
-        openeo_job_batch(backends={"foo": {}}, start_job=lambda row, connection, **kw: None, **kwargs)
+    kwargs = {"start_job": lambda row, connection, **kw: None, **kwargs}
+    with DAG("bad_arguments", schedule=None):
+        if text is None:  # the control: a start_job taking its extra keyword by **kwargs is accepted
+            openeo_job_batch(backends={"foo": {}}, **kwargs)
+            return
+        with pytest.raises(ValueError, match=text):
+            openeo_job_batch(backends={"foo": {}}, **kwargs)
+
+
+def _row_task_retries(dag: DAG) -> set[tuple[int, float]]:
+    return {
+        (task.retries, task.retry_delay.total_seconds())
+        for task in dag.tasks
+        if task.task_id.endswith((".job", ".results"))
+    }
+
+
+def test_row_retries_follow_default_args_unless_given():
+    """``default_args`` of the DAG (or of an enclosing group) reach the row tasks; an explicit argument wins; without
+    either, the batch's own default (a retry re-attaches to the row's job, so it has one)."""
+    start = lambda row, connection, **kw: None  # noqa: E731
+    with DAG("plain", schedule=None) as plain:
+        openeo_job_batch(backends={"foo": {}}, start_job=start)
+    assert _row_task_retries(plain) == {(DEFAULT_ROW_RETRIES, DEFAULT_ROW_RETRY_DELAY.total_seconds())}
+
+    with DAG("with_defaults", schedule=None, default_args={"retries": 5, "retry_delay": timedelta(seconds=7)}) as dag:
+        openeo_job_batch(backends={"foo": {}}, start_job=start)
+    assert _row_task_retries(dag) == {(5, 7.0)}
+
+    with (
+        DAG("group_defaults", schedule=None, default_args={"retries": 5}) as nested,
+        TaskGroup("outer", default_args={"retries": 1}),
+    ):
+        openeo_job_batch(backends={"foo": {}}, start_job=start)
+    assert _row_task_retries(nested) == {(1, DEFAULT_ROW_RETRY_DELAY.total_seconds())}
+
+    with DAG("explicit", schedule=None, default_args={"retries": 5}) as explicit:
+        openeo_job_batch(backends={"foo": {}}, start_job=start, retries=0, retry_delay=timedelta(seconds=3))
+    assert _row_task_retries(explicit) == {(0, 3.0)}
+
+
+def test_dags_that_name_no_job_table_get_tables_of_their_own():
+    start = lambda row, connection, **kw: None  # noqa: E731
+    tables = {}
+    for dag_id in ("ndvi_2024", "ndvi_2025"):
+        with DAG(dag_id, schedule=None) as dag:
+            openeo_job_batch(backends={"foo": {}}, start_job=start)
+        tables[dag_id] = {task.job_table for task in dag.tasks if task.task_id.endswith((".job", ".results"))}
+    assert tables == {"ndvi_2024": {"ndvi_2024"}, "ndvi_2025": {"ndvi_2025"}}
+
+
+def test_a_dag_whose_rows_are_in_the_old_shared_table_is_told_how_to_keep_them(tmp_path):
+    """Starting over in the new, empty table would give every row a second job: the run stops once, saying why."""
+    from airflow.sdk.exceptions import AirflowFailException
+
+    from airflow_provider_openeo.hooks.job_db import OpenEOJobDbHook
+    from airflow_provider_openeo.task_groups import refuse_rows_left_in_the_legacy_table
+
+    sqlite = str(tmp_path / "jobs.db")
+    legacy = OpenEOJobDbHook(table="openeo_jobs", sqlite_path=sqlite)
+    legacy.initialize_from_df(pd.DataFrame({"title": ["a", "b"]}))
+    legacy.assign_run([0, 1], "ndvi_2024/manual__2024-01-01")
+    new = OpenEOJobDbHook(table="ndvi_2024", sqlite_path=sqlite)
+    with pytest.raises(AirflowFailException, match=r"Pass job_table='openeo_jobs' to go on with them"):
+        refuse_rows_left_in_the_legacy_table(new, legacy, "ndvi_2024")
+    refuse_rows_left_in_the_legacy_table(new, legacy, "other_dag")  # another DAG's rows: nothing to say
+    new.initialize_from_df(pd.DataFrame({"title": ["c"]}))
+    refuse_rows_left_in_the_legacy_table(new, legacy, "ndvi_2024")  # its own table exists: it was chosen already
+
+
+def test_a_connection_every_row_would_fail_on_stops_the_batch_once_before_any_row(
+    example_env, batch_env, monkeypatch, tmp_path
+):
+    """A wrong password on one backend: the plan fails with one message naming it, no row task runs, no job is
+    created, the rows are untouched (they run once the connection is fixed and the plan cleared)."""
+    import json
+
+    from tests.fixtures.local_backend import backend_connection
+
+    wrong = backend_connection(example_env["bar"])
+    wrong["password"] = "not-the-password"
+    monkeypatch.setenv("AIRFLOW_CONN_OPENEO_BAR_WRONG", json.dumps(wrong))
+    config = {
+        **batch_env,
+        "backends": {"foo": {"conn_id": "openeo_foo"}, "bar": {"conn_id": "openeo_bar_wrong"}},
+        "source": write_rows(tmp_path, pd.DataFrame({"title": [f"t{i}" for i in range(4)]})),
+    }
+    module = load_batch_dag(monkeypatch, config)
+    before = backend_job_ids(example_env)
+
+    run = module.dag.test()
+
+    states = {ti.task_id: ti.state for ti in task_instances(run) if ti.map_index < 0}
+    assert states["openeo_job_batch.plan"] == "failed"
+    assert not [ti for ti in task_instances(run) if ti.map_index >= 0], "no row instance was even created"
+    assert not any(new_jobs(example_env, before).values()), "no job was created on either backend"
+    table = batch_table(config).read()
+    assert set(table["status"]) == {"not_started"} and table["error_message"].isna().all()
+    assert run.state == "failed"

@@ -23,6 +23,9 @@ from airflow_provider_openeo.hooks._job_db_columns import ROW_ID_COLUMN, SEQ_COL
 from airflow_provider_openeo.hooks._job_db_errors import JobDbInputError
 
 META_TABLE_NAME = "openeo_job_db_meta"
+#: The job table of a hook or row operator that names none (and of every batch that named none before batches
+#: got tables named after their DAG).
+DEFAULT_TABLE_NAME = "openeo_jobs"
 META_FORMAT = 1
 SQLITE_BUSY_TIMEOUT_S = 60.0
 _WRITE_OPTION = "openeo_job_db_write"

@@ -17,12 +17,14 @@ from typing import TYPE_CHECKING, Any
 import openeo
 import requests
 from openeo.rest import OpenEoApiPlainError, OpenEoClientException
+from openeo.rest._connection import RestApiConnection
 from openeo.rest.auth.auth import BearerAuth
+from openeo.utils.version import ComparableVersion
 from urllib3.util import Retry
 
 from airflow_provider_openeo.exceptions import OpenEOProviderError
 from airflow_provider_openeo.hooks._openeo_auth import BearerToken, TokenSource, token_source_for
-from airflow_provider_openeo.hooks._openeo_http import safe_retry, translate_openeo_error
+from airflow_provider_openeo.hooks._openeo_http import TRANSIENT_STATUSES, safe_retry, translate_openeo_error
 from airflow_provider_openeo.hooks._openeo_settings import OpenEOConnectionSettings
 
 if TYPE_CHECKING:
@@ -66,6 +68,38 @@ class ManagedConnection(openeo.Connection):
         self._label = label or url
         self.renewals = 0
         super().__init__(url, **kwargs)
+
+    @classmethod
+    def version_discovery(
+        cls,
+        url: str,
+        session: requests.Session | None = None,
+        timeout: int | None = None,
+        retry: Retry | dict | bool | None = None,
+    ) -> str:
+        """The API root named by ``{url}/.well-known/openeo``, or ``url`` itself when it has no such document.
+
+        openeo falls back to ``url`` on any failure of this request. A 5xx, a 429 or a dropped connection there
+        then sends every later request of the connection to the wrong root, and the first of them (the
+        capabilities, the login) answers 404: a backend's passing hiccup would read as a broken connection and
+        fail a task for good. Here only a definite answer falls back (a 4xx: ``url`` is an API root already, or
+        a document without a usable version); a failure that may pass raises, and is a transient error.
+        """
+        try:
+            response = RestApiConnection(url, session=session, retry=retry).get("/.well-known/openeo", timeout=timeout)
+        except OpenEoApiPlainError as exc:
+            if exc.http_status_code in TRANSIENT_STATUSES:
+                raise
+            return url
+        try:
+            versions = [v for v in response.json()["versions"] if isinstance(v, dict) and v.get("url")]
+            usable = [v for v in versions if ComparableVersion(v["api_version"]) >= cls._MINIMUM_API_VERSION]
+        except (ValueError, KeyError, TypeError):
+            return url
+        if not usable:
+            return url
+        production = [v for v in usable if v.get("production", True)] or usable
+        return str(max(production, key=lambda v: ComparableVersion(v["api_version"]))["url"])
 
     # -- token life cycle ------------------------------------------------------------------------------------
 

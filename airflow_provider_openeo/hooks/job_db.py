@@ -60,6 +60,7 @@ from airflow_provider_openeo.hooks._job_db_schema import (
     validate_frame,
 )
 from airflow_provider_openeo.hooks._job_db_sql import (
+    DEFAULT_TABLE_NAME,
     add_column,
     build_table,
     configure_engine,
@@ -110,7 +111,7 @@ class OpenEOJobDbHook(BaseHook, JobDatabaseInterface):
     def __init__(
         self,
         job_db_conn_id: str | None = None,
-        table: str = "openeo_jobs",
+        table: str = DEFAULT_TABLE_NAME,
         *,
         sqlite_path: str | os.PathLike[str] | None = None,
     ) -> None:

@@ -104,7 +104,7 @@ class OpenEOHook(BaseHook):
             if self._connection is not None:
                 self._api_root = str(self._connection.root_url).rstrip("/")
             else:
-                discovered = openeo.Connection.version_discovery(
+                discovered = ManagedConnection.version_discovery(
                     self.settings.url, timeout=self.timeout or self.settings.timeout, retry=safe_retry(total=2)
                 )
                 self._api_root = str(discovered).rstrip("/")

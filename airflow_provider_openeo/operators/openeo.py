@@ -17,6 +17,7 @@ from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any, NoReturn
 
 from airflow.sdk import BaseOperator
+from airflow.sdk.bases.xcom import BaseXCom
 from airflow.sdk.exceptions import (
     AirflowException,
     AirflowFailException,
@@ -24,8 +25,10 @@ from airflow.sdk.exceptions import (
     DownstreamTasksSkipped,
 )
 
+from airflow_provider_openeo import arguments
 from airflow_provider_openeo.dispatching import Claim, Done, GiveUp, StartFailure, Wait
 from airflow_provider_openeo.hooks._job_db_columns import BACKEND_CHOSEN_BY_DISPATCH
+from airflow_provider_openeo.hooks._job_db_sql import DEFAULT_TABLE_NAME
 from airflow_provider_openeo.hooks._openeo_http import safe_retry
 from airflow_provider_openeo.hooks.job_db import OpenEOJobDbHook
 from airflow_provider_openeo.hooks.openeo import OpenEOHook
@@ -65,6 +68,15 @@ NO_ROW_LEFT_LABEL = "no row left ({backend})"
 DISPATCH_RETRY = {"total": 2, "backoff_factor": 0.5, "backoff_max": 4.0}
 #: The label of an instance that has not taken a row (yet): it waits for one, or was skipped unused.
 NO_ROW_YET_LABEL = "no row yet ({backend})"
+#: Claims an instance tries before its try's templates are rendered. Instances given pool slots at the same
+#: moment all pick the first free row and all but one lose it; each loser asks again at once (milliseconds),
+#: where a wait for the next turn would cost it a second process and a trip through the triggerer.
+CLAIM_ATTEMPTS = 10
+#: The shortest wait in the triggerer for a dispatch turn. Airflow 3.3 can fail a task whose trigger fires before
+#: the scheduler has handled the executor's report that the deferring process ended: the resumed try is queued by
+#: then and the stale report reads as the task having been killed (apache/airflow#67287 and #72716). Seconds
+#: of margin keep a dispatch turn clear of that race.
+MIN_DISPATCH_WAIT_SECONDS = 3.0
 
 
 def holds_no_row(label: str | None) -> bool:
@@ -92,7 +104,7 @@ class OpenEORowOperator(BaseOperator):
         *,
         row_id: int | str | None = None,
         openeo_conn_id: str = OpenEOHook.default_conn_name,
-        job_table: str = "openeo_jobs",
+        job_table: str = DEFAULT_TABLE_NAME,
         job_db_conn_id: str | None = None,
         sqlite_path: str | None = None,
         label_columns: Sequence[str] = ("title", "name"),
@@ -203,7 +215,7 @@ class OpenEOStartJobOperator(OpenEORowOperator):
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
-        self.start_job = start_job
+        self.start_job = arguments.start_job(start_job, start_job_kwargs)
         self.backend_name = backend_name
         self.backends = dict(backends or {})
         self.start_job_kwargs = dict(start_job_kwargs or {})
@@ -302,8 +314,10 @@ class OpenEOBatchJobOperator(OpenEOJobWaitMixin, OpenEOStartJobOperator):
     ) -> None:
         super().__init__(**kwargs)
         self.handler = handler if handler is not None else OpenEOJobHandler()
-        self.poll_interval = poll_interval
-        self.cancel_running_job_after = cancel_running_job_after
+        self.poll_interval = arguments.seconds("poll_interval", poll_interval)
+        self.cancel_running_job_after = arguments.seconds(
+            "cancel_running_job_after", cancel_running_job_after, optional=True
+        )
         self.cancel_on_kill = cancel_on_kill
         self.handle_results = handle_results
 
@@ -350,9 +364,12 @@ class OpenEOBatchJobOperator(OpenEOJobWaitMixin, OpenEOStartJobOperator):
         try:
             if dispatcher.held_row_id() is not None:
                 return  # a retry or a resumed try: the label reads the row it holds
-            decision = dispatcher.decide()
             owner = _task_instance_owner(context)
-            taken = isinstance(decision, Claim) and dispatcher.claim(decision.row_id, owner)
+            for _ in range(CLAIM_ATTEMPTS):
+                decision = dispatcher.decide()
+                taken = isinstance(decision, Claim) and dispatcher.claim(decision.row_id, owner)
+                if taken or not isinstance(decision, Claim):
+                    break  # a lost claim (another instance took that row first) asks again at once
             if taken or isinstance(decision, GiveUp):
                 self.row_id = decision.row_id
             self._decision = decision
@@ -437,11 +454,14 @@ class OpenEOBatchJobOperator(OpenEOJobWaitMixin, OpenEOStartJobOperator):
         self.log.warning("%s given back after a failed start on %s: %s", self.row, self.backend_name, exc)
 
     def _wait_to_dispatch(self, dispatcher: RowDispatcher, decision: Wait) -> NoReturn:
-        self.log.info("waiting until %s: %s", time.strftime("%H:%M:%S", time.gmtime(decision.until)), decision.reason)
+        not_before = time.time() + MIN_DISPATCH_WAIT_SECONDS
+        until = max(decision.until, not_before)
+        self.log.info("waiting until %s: %s", time.strftime("%H:%M:%S", time.gmtime(until)), decision.reason)
         trigger = OpenEODispatchWaitTrigger(
             job_db={"table": self.job_table, "job_db_conn_id": self.job_db_conn_id, "sqlite_path": self.sqlite_path},
             scope=dispatcher.scope.to_dict(),
-            until=decision.until,
+            until=until,
+            not_before=not_before,
         )
         self.defer(trigger=trigger, method_name="execute_dispatch")
         raise AssertionError("defer() returned")  # pragma: no cover - defer always raises
@@ -503,7 +523,34 @@ class OpenEOJobResultsOperator(OpenEOJobWaitMixin, OpenEORowOperator):
             backend_status=status,
             row=self.row.to_dict(),
         )
-        return self.finish_wait(context, event)
+        result = self.finish_wait(context, event)
+        self._skip_spare_instances(context, result)
+        return result
+
+    def _skip_spare_instances(self, context: Context, result: Any) -> None:
+        """Skip the instances of the batch's groups that no row can need any more (see ``spare_instances``).
+
+        Done here, as each row's results are stored, because Airflow skips other task instances only when a task
+        ends with ``DownstreamTasksSkipped``; that ending drops the return value, so it is pushed first. The
+        skip only saves scheduler work: a failure to work it out leaves the instances to end on their own.
+        """
+        if self.dispatch is None:
+            return
+        try:
+            dispatcher = self._dispatcher(context)
+            try:
+                spare = dispatcher.spare_instances()
+            finally:
+                dispatcher.db.dispose()
+        except Exception as exc:
+            self.log.warning("could not tell which unused instances to skip: %s", exc)
+            return
+        if not spare:
+            return
+        if self.do_xcom_push and result is not None:
+            context["ti"].xcom_push(BaseXCom.XCOM_RETURN_KEY, result)
+        self.log.info("skipping %d instance(s) no row of this run can need any more", len(spare))
+        raise DownstreamTasksSkipped(tasks=spare)
 
 
 def row_label(row_id: Any, values: Mapping[str, Any], label_columns: Sequence[str]) -> str:

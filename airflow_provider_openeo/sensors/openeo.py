@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING, Any
 from airflow.sdk import BaseSensorOperator, PokeReturnValue
 from airflow.sdk.configuration import conf
 
+from airflow_provider_openeo import arguments
 from airflow_provider_openeo.exceptions import (
     OpenEOJobNotFoundError,
     OpenEOProviderError,
@@ -63,13 +64,16 @@ class OpenEOJobSensor(OpenEOJobWaitMixin, BaseSensorOperator):
         row: JobRowRef | Mapping[str, Any] | None = None,
         **kwargs: Any,
     ) -> None:
+        poll_interval = arguments.seconds("poll_interval", poll_interval)
         kwargs.setdefault("poke_interval", poll_interval)
         super().__init__(**kwargs)
         self.job_id = job_id
         self.openeo_conn_id = openeo_conn_id
         self.deferrable = deferrable
         self.poll_interval = poll_interval
-        self.cancel_running_job_after = cancel_running_job_after
+        self.cancel_running_job_after = arguments.seconds(
+            "cancel_running_job_after", cancel_running_job_after, optional=True
+        )
         self.cancel_on_kill = cancel_on_kill
         self.handler = handler
         self.row = row if row is None or isinstance(row, JobRowRef) else JobRowRef.from_dict(dict(row))

@@ -11,30 +11,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import datetime as dt
 import threading
 from typing import Any
 
-from openeo.util import rfc3339
-
 from airflow_provider_openeo.job_row import JobRowRef
-
-
-def epoch_from_rfc3339(value: Any) -> float | None:
-    """Epoch seconds of a row's timestamp (RFC3339 text as MBJM writes it, or a datetime); None if unreadable."""
-    if isinstance(value, dt.datetime):
-        return (value if value.tzinfo else value.replace(tzinfo=dt.timezone.utc)).timestamp()
-    if not isinstance(value, str) or not value.strip():
-        return None
-    try:
-        return rfc3339.parse_datetime(value.strip(), with_timezone=True).timestamp()
-    except ValueError:
-        return None
-
-
-def rfc3339_from_epoch(epoch: float) -> str:
-    """``2024-05-01T12:00:00Z``: the format MBJM writes to ``running_start_time``."""
-    return rfc3339.datetime(dt.datetime.fromtimestamp(epoch, tz=dt.timezone.utc))
 
 
 class _SharedHooks:

@@ -32,11 +32,13 @@ from typing import Any, ClassVar
 
 from airflow.triggers.base import BaseTrigger, TaskSuccessEvent, TriggerEvent
 
+from airflow_provider_openeo import arguments
 from airflow_provider_openeo.exceptions import OpenEOAuthError, OpenEOJobNotFoundError, OpenEOProviderError
 from airflow_provider_openeo.job_row import JobRowRef
 from airflow_provider_openeo.job_status import OpenEOJobStatus
+from airflow_provider_openeo.timestamps import epoch_from_rfc3339, rfc3339_from_epoch
 from airflow_provider_openeo.triggers import _status_poller
-from airflow_provider_openeo.triggers._job_row_recorder import JobRowRecorder, epoch_from_rfc3339, rfc3339_from_epoch
+from airflow_provider_openeo.triggers._job_row_recorder import JobRowRecorder
 from airflow_provider_openeo.triggers._status_poller import AsyncJobStatusHook, StatusUpdate, Subscription
 
 #: Seconds between status listings unless the task asks otherwise.
@@ -174,13 +176,13 @@ class OpenEOJobTrigger(JsonKwargsTrigger):
         end_task_on_finish: bool = False,
     ) -> None:
         super().__init__()
-        if poll_interval <= 0:
-            raise ValueError(f"poll_interval must be > 0 seconds, got {poll_interval!r}")
-        if cancel_running_job_after is not None and cancel_running_job_after <= 0:
-            raise ValueError(f"cancel_running_job_after must be > 0 seconds, got {cancel_running_job_after!r}")
+        poll_interval = arguments.seconds("poll_interval", poll_interval)
+        cancel_running_job_after = arguments.seconds(
+            "cancel_running_job_after", cancel_running_job_after, optional=True
+        )
         self.openeo_conn_id = openeo_conn_id
         self.job_id = str(job_id)
-        self.poll_interval = float(poll_interval)
+        self.poll_interval = poll_interval
         self.deadline = deadline
         self.cancel_running_job_after = cancel_running_job_after
         self.running_since = running_since
@@ -420,18 +422,26 @@ class OpenEODispatchWaitTrigger(JsonKwargsTrigger):
     :param job_db: ``{"table", "job_db_conn_id", "sqlite_path"}`` of the batch's job table.
     :param scope: ``row_dispatch.DispatchScope.to_dict()`` of the instance.
     :param until: epoch seconds at which to resume in any case.
+    :param not_before: epoch seconds before which the instance does not resume, whatever the answer (see
+        ``operators.openeo.MIN_DISPATCH_WAIT_SECONDS``).
     """
 
-    serialize_fields = ("job_db", "scope", "until", "check_interval")
+    serialize_fields = ("job_db", "scope", "until", "check_interval", "not_before")
 
     def __init__(
-        self, job_db: dict[str, Any], scope: dict[str, Any], until: float, check_interval: float = 2.0
+        self,
+        job_db: dict[str, Any],
+        scope: dict[str, Any],
+        until: float,
+        check_interval: float = 2.0,
+        not_before: float = 0.0,
     ) -> None:
         super().__init__()
         self.job_db = dict(job_db)
         self.scope = dict(scope)
         self.until = float(until)
         self.check_interval = float(check_interval)
+        self.not_before = float(not_before)
 
     async def run(self) -> AsyncIterator[TriggerEvent]:
         from airflow_provider_openeo.dispatching import Wait
@@ -443,6 +453,7 @@ class OpenEODispatchWaitTrigger(JsonKwargsTrigger):
         )
         dispatcher = RowDispatcher(db, DispatchScope(**self.scope))
         try:
+            await asyncio.sleep(max(0.0, self.not_before - time.time()))
             while time.time() < self.until:
                 try:
                     decision = await asyncio.to_thread(dispatcher.decide)

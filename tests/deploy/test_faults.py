@@ -12,6 +12,7 @@ output, for the issue's notes.
 
 from __future__ import annotations
 
+import itertools
 import json
 import re
 import signal
@@ -24,6 +25,7 @@ import pandas as pd
 import psutil
 import pytest
 
+from airflow_provider_openeo.dispatching import BASE_COOLDOWN_SECONDS
 from tests.deploy.conftest import FaultRig
 from tests.example_dags.conftest import assert_batch_consistent
 
@@ -151,6 +153,79 @@ def test_scheduler_killed_mid_batch_and_restarted(rig: FaultRig) -> None:
     observe(rig, "2 kill -9 scheduler", **seen)
 
 
+# -- 2b. both die while rows are being dispatched -------------------------------------------------------------------
+
+
+def _waiting_for_dispatch(rig: FaultRig, dag_id: str, run_id: str, backend: str) -> int:
+    """Instances of ``backend`` deferred in the dispatch wait (no row taken: their label says so)."""
+    from airflow_provider_openeo.operators.openeo import NO_ROW_YET_LABEL
+
+    label = NO_ROW_YET_LABEL.format(backend=backend)
+    return sum(
+        1 for ti in rig.mapped(dag_id, run_id) if ti["state"] == "deferred" and ti["rendered_map_index"] == label
+    )
+
+
+def _given_back(table: pd.DataFrame) -> int:
+    return int(table["error_message"].astype(str).str.contains("given back").sum())
+
+
+def test_triggerer_and_scheduler_killed_during_dispatch(rig: FaultRig) -> None:
+    """foo is down, so rows are given back and move to bar while foo's instances wait out its cool-down in the
+    triggerer. kill -9 the triggerer, then the scheduler, while those dispatch waits are deferred; foo comes back.
+    Every row still ends finished by exactly one job, on whichever backend took it."""
+    dag_id, rows = "fault_kill_during_dispatch", 10
+    foo = rig.backends["foo"]
+    _stop(foo)
+    run_id, started = run_batch(rig, dag_id, {"rows": rows, "run_seconds": 6})
+    try:
+        rig.wait_until(
+            "foo's instances to wait out its cool-down in the triggerer",
+            lambda: _waiting_for_dispatch(rig, dag_id, run_id, "foo") >= 1,
+            timeout=150,
+        )
+        at_kill = {
+            "row_tasks_at_triggerer_kill": ti_states(rig.mapped(dag_id, run_id)),
+            "dispatch_waits_at_triggerer_kill": _waiting_for_dispatch(rig, dag_id, run_id, "foo"),
+            "rows_given_back_before_kill": _given_back(rig.table(dag_id)),
+        }
+        triggerer_killed = time.monotonic()
+        rig.airflow.kill_service("triggerer", signal.SIGKILL)
+        time.sleep(2.0)
+        rig.airflow.start_service("triggerer")
+        rig.wait_until(
+            "the new triggerer to hold the dispatch waits",
+            lambda: _waiting_for_dispatch(rig, dag_id, run_id, "foo") >= 1,
+            timeout=60,
+        )
+        at_kill["dispatch_waits_at_scheduler_kill"] = _waiting_for_dispatch(rig, dag_id, run_id, "foo")
+        scheduler_killed = time.monotonic()
+        rig.airflow.kill_service("scheduler", signal.SIGKILL)
+        time.sleep(3.0)
+    finally:
+        foo.restart()
+    rig.airflow.start_service("scheduler")
+    run = rig.airflow.wait_for_run(dag_id, run_id, timeout=RUN_TIMEOUT)
+    ended = time.monotonic()
+    tis = rig.mapped(dag_id, run_id)
+
+    assert run["state"] == "success", ti_states(tis)
+    table, created = check_batch(rig, dag_id, rows)
+    observe(
+        rig,
+        "2b kill -9 triggerer and scheduler during dispatch",
+        rows=rows,
+        **at_kill,
+        triggerer_killed_after_s=round(triggerer_killed - started, 1),
+        scheduler_killed_after_s=round(scheduler_killed - started, 1),
+        rows_per_backend=table["backend_name"].value_counts().to_dict(),
+        run_seconds=round(ended - started, 1),
+        run_state=run["state"],
+        retried_tasks=retried(tis),
+        jobs_on_backends=sum(len(j) for j in created.values()),
+    )
+
+
 # -- 3. a worker dies while downloading ----------------------------------------------------------------------------
 
 
@@ -225,45 +300,51 @@ def _with_a_job(table: pd.DataFrame) -> pd.DataFrame | None:
 
 
 def test_backend_answering_30_percent_5xx_and_429(rig: FaultRig) -> None:
-    """foo answers 15 % of all requests 500 and 15 % 429 (Retry-After 1 s) for its whole first run.
+    """foo answers 15 % of all requests 500 and 15 % 429 (Retry-After 1 s) for its whole first run; bar answers its
+    first ``POST /jobs`` 500.
 
     A ``POST /jobs`` answered 500 may have created a job the client never heard of, so the provider refuses to
     create another: such rows end ``start_failed`` with a message saying why (and here, since the injected 500
     comes before the backend acts, no job exists for them). The re-run (this DAG re-runs ``start_failed`` rows)
-    then completes the batch, still one job per row. One ``POST /jobs`` is answered 500 for sure, so that path runs
-    every time.
+    then completes the batch, still one job per row. bar's one ``POST /jobs`` answered 500 makes that path run every
+    time, whatever the dispatch makes of foo's errors.
     """
     dag_id, rows = "fault_flaky_backend", 8
-    foo = rig.backends["foo"]
-    foo.configure(
-        error_rate=0.15,
-        error_status=500,
-        rate_limit_rate=0.15,
-        retry_after=1,
-        # and one POST /jobs answered 500 for sure, so the lost-create path below always runs
-        faults=[{"error_rate": 1.0, "error_status": 500, "endpoints": ["POST /jobs"], "times": 1}],
-    )
-    run_id, started = run_batch(rig, dag_id, {"rows": rows, "run_seconds": 2})
+    foo, bar = rig.backends["foo"], rig.backends["bar"]
+    foo.configure(error_rate=0.15, error_status=500, rate_limit_rate=0.15, retry_after=1)
+    # And the first POST /jobs on healthy bar answered 500 for sure: bar always gets rows (foo may be cooling down,
+    # its rows going elsewhere), so the lost-create path below runs every time.
+    bar.configure(faults=[{"error_rate": 1.0, "error_status": 500, "endpoints": ["POST /jobs"], "times": 1}])
+    params = {"rows": rows, "run_seconds": 2}
+    run_id, started = run_batch(rig, dag_id, params)
     try:
         run = rig.airflow.wait_for_run(dag_id, run_id, timeout=RUN_TIMEOUT)
     finally:
         faults = foo.fault_stats()
         requests = foo.stats()
         foo.reset_config()
+        bar.reset_config()
     first_seconds = time.monotonic() - started
     tis = rig.mapped(dag_id, run_id)
     table = rig.table(dag_id)
     lost_creates = table[table["status"] == "start_failed"]
-    assert set(table["status"]) <= {"finished", "start_failed"}, table["status"].value_counts().to_dict()
+    assert set(table["status"]) <= {"finished", "start_failed"}, (
+        table[["status", "backend_name", "error_message"]].to_dict("index"),
+        ti_states(tis),
+        retried(tis),
+    )
     for row_id, row in lost_creates.iterrows():
-        assert row["backend_name"] == "foo" and "answer was lost" in str(row["error_message"]), (row_id, row.to_dict())
+        assert row["backend_name"] in {"foo", "bar"} and "answer was lost" in str(row["error_message"]), (
+            row_id,
+            row.to_dict(),
+        )
     # a row refused after a lost create holds no job, and the backend holds none for it either
     check_batch(
         rig, dag_id, rows, finished_rows=table.index[table["status"] == "finished"], jobs=rows - len(lost_creates)
     )
     assert not lost_creates.empty and run["state"] == "failed", ti_states(tis)
 
-    rerun_id, rerun_started = run_batch(rig, dag_id, {"rows": rows, "run_seconds": 2})  # the backend healthy again
+    rerun_id, rerun_started = run_batch(rig, dag_id, params)  # the backend healthy again
     rerun_state = rig.airflow.wait_for_run(dag_id, rerun_id, timeout=RUN_TIMEOUT)["state"]
     rerun_seconds = time.monotonic() - rerun_started
     assert rerun_state == "success"
@@ -413,6 +494,11 @@ def test_backend_down_for_the_whole_batch(rig: FaultRig) -> None:
     assert run["state"] == "failed", "a failed row fails the run (all_rows_succeeded)"
     bar_jobs = sorted(rig.jobs_of(f"{dag_id} ")["bar"], key=lambda job: job["times"]["created"])
     first_bar = bar_jobs[0]["times"]["created"]
+    starts = [triggered_at] + [job["times"]["created"] for job in bar_jobs]
+    longest_gap = max(later - earlier for earlier, later in itertools.pairwise(starts))
+    assert longest_gap < BASE_COOLDOWN_SECONDS, (
+        f"bar started no job for {longest_gap:.1f} s while rows waited: a row waited out foo's cool-down"
+    )
     observe(
         rig,
         "6b backend down for the whole batch",
@@ -421,6 +507,7 @@ def test_backend_down_for_the_whole_batch(rig: FaultRig) -> None:
         pinned_row_message=message,
         rows_on_bar=len(bar_jobs),
         first_bar_job_after_trigger_s=round(first_bar - triggered_at, 1),
+        longest_gap_between_bar_starts_s=round(longest_gap, 1),
         run_seconds=round(ended - started, 1),
         run_state=run["state"],
         row_tasks=ti_states(tis),

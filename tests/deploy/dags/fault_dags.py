@@ -141,6 +141,7 @@ def batch_dag(dag_id: str, *, schedule: Any = None, job_source: Any = rows_from_
 kill_triggerer = batch_dag("fault_kill_triggerer")
 kill_scheduler = batch_dag("fault_kill_scheduler")
 kill_worker = batch_dag("fault_kill_worker")
+kill_during_dispatch = batch_dag("fault_kill_during_dispatch")
 # A POST /jobs answered 5xx may have created a job: the row is marked start_failed instead of risking a second
 # job (no blind retry of a create). After checking the backend, the user re-runs those rows: this DAG does so.
 flaky_backend = batch_dag("fault_flaky_backend", rerun_statuses=["start_failed"])

@@ -1,0 +1,107 @@
+"""Checks of what a DAG author passes, run when the DAG file is parsed: one home for each rule.
+
+A bad value found at parse time is an import error in the Airflow UI, naming the argument, before any row is
+touched or any job created; found at run time, it fails a task after the backend may already hold a job for it
+(a ``poll_interval`` of 0 used to fail only once the job existed). The task group, the operators, the sensor and
+the trigger use these same checks, so each bad value gets one message wherever it is passed.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import inspect
+import math
+import re
+from collections.abc import Callable, Mapping
+from datetime import timedelta
+from typing import Any
+
+from airflow_provider_openeo.hooks._job_db_sql import DEFAULT_TABLE_NAME, MAX_TABLE_NAME_LENGTH, validate_table_name
+
+#: The keywords ``start_job`` is called with (as MultiBackendJobManager calls it); ``start_job_kwargs`` adds more.
+START_JOB_KEYWORDS = ("row", "connection", "connection_provider", "provider")
+
+
+def seconds(name: str, value: Any, *, optional: bool = False) -> float | None:
+    """``value`` (seconds, or a ``timedelta``) as positive finite seconds; None passes when ``optional``."""
+    if value is None and optional:
+        return None
+    if isinstance(value, timedelta):
+        value = value.total_seconds()
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or value <= 0:
+        kind = "positive number of seconds or a timedelta" + (", or None" if optional else "")
+        raise ValueError(f"{name} must be a {kind}, got {value!r}")
+    return float(value)
+
+
+def retries(name: str, value: Any) -> int:
+    """A task's retry count: a whole number, zero or more."""
+    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+        raise ValueError(f"{name} must be a whole number of retries (0 or more), got {value!r}")
+    return value
+
+
+def job_table(value: Any) -> str:
+    """A job table name the job database accepts (the same rule the hook applies when it opens the table)."""
+    try:
+        return validate_table_name(value)
+    except ValueError as exc:
+        raise ValueError(f"job_table: {exc}") from None
+
+
+#: The job table of every batch that named none, before the table was derived from its DAG (versions up to 0.x).
+LEGACY_JOB_TABLE = DEFAULT_TABLE_NAME
+#: The group id ``openeo_job_batch`` uses unless told otherwise: its table is then named after the DAG alone.
+DEFAULT_GROUP_ID = "openeo_job_batch"
+
+
+def default_job_table(dag_id: str | None, group_id: str) -> str:
+    """The job table of a batch that names none: its DAG's id (and its group's, for a group not named
+    :data:`DEFAULT_GROUP_ID`), so two DAGs never share a table unless told to.
+
+    An id that is no valid table name (upper case, ``-``, ``.``, too long) becomes a readable lower-case form of
+    it plus 8 hex digits of its hash, so ``My-DAG`` and ``my_dag`` still get tables of their own. Outside a DAG
+    (a group built for a test) the old shared name is kept.
+    """
+    if not dag_id:
+        return LEGACY_JOB_TABLE
+    name = dag_id if group_id == DEFAULT_GROUP_ID else f"{dag_id}__{group_id}"
+    try:
+        return validate_table_name(name)
+    except ValueError:
+        pass
+    digest = hashlib.sha1(name.encode()).hexdigest()[:8]
+    slug = re.sub(r"[^a-z0-9_]+", "_", name.lower()).strip("_")
+    if not slug or not (slug[0].isalpha() or slug[0] == "_"):
+        slug = f"t_{slug}"
+    return f"{slug[: MAX_TABLE_NAME_LENGTH - len(digest) - 1]}_{digest}"
+
+
+def start_job(value: Any, start_job_kwargs: Mapping[str, Any] | None = None) -> Callable[..., Any]:
+    """A callable that accepts what each row's task passes it: MBJM's keywords plus ``start_job_kwargs``.
+
+    Callables whose signature Python cannot read (some built-ins) are let through: the row's task says so then.
+    """
+    if not callable(value):
+        raise ValueError(
+            f"start_job must be a callable(row, connection, connection_provider, provider, **kwargs) returning a "
+            f"BatchJob, or a ProcessBasedJobCreator; got {value!r}"
+        )
+    extra = dict(start_job_kwargs or {})
+    clash = sorted(set(extra) & set(START_JOB_KEYWORDS))
+    if clash:
+        raise ValueError(f"start_job_kwargs: {clash} are passed by every row's task; use other names")
+    try:
+        signature = inspect.signature(value)
+    except (TypeError, ValueError):
+        return value
+    try:
+        signature.bind(**dict.fromkeys(START_JOB_KEYWORDS), **extra)
+    except TypeError as exc:
+        name = getattr(value, "__qualname__", None) or type(value).__name__
+        raise ValueError(
+            f"start_job {name}{signature} cannot be called the way every row's task calls it, "
+            f"start_job({', '.join(f'{k}=...' for k in (*START_JOB_KEYWORDS, *extra))}): {exc}. "
+            "Accept the keywords you do not need with **kwargs."
+        ) from None
+    return value
