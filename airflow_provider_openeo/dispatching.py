@@ -1,9 +1,12 @@
 """Which row a backend's free slot takes, and when a backend takes none: pure functions, no Airflow, no SQL.
 
-A batch run does not split its rows across backends up front. Each backend has a mapped group with as many
-instances as rows it could take, queued in its pool ``openeo_<backend>``; an instance that gets a pool slot
-asks :func:`decide` what to do, and claims the row it names. So a row goes to whichever backend has room at the
-moment it has room, and a backend that ends jobs three times faster takes about three times the rows.
+A batch run does not split its rows across backends up front. Each backend has a mapped group of instances,
+queued in its pool ``openeo_<backend>``; an instance that gets a pool slot asks :func:`decide` what to do, and
+claims the row it names. So a row goes to whichever backend has room at the moment it has room, and a backend
+that ends jobs three times faster takes about three times the rows. A group is sized for the rows its backend
+is expected to take (:func:`backend_shares`, :func:`instances_per_backend`: its share by the job table's
+history, with slack and a pool's worth more), because the scheduler re-checks every waiting instance on every
+loop; together the groups cover every row.
 
 What :func:`decide` weighs, in order:
 
@@ -18,7 +21,9 @@ What :func:`decide` weighs, in order:
    slow job started last would otherwise set the batch's end;
 6. nothing left that this backend could ever take: the backend is done, its remaining instances are skipped;
    before that, instances beyond what the rows still free could need are skipped as rows get taken
-   (:func:`spare_indexes`).
+   (:func:`spare_indexes`);
+7. a backend that is down, when the working backends' instances are all taken, ends too: the free rows then
+   continue in the next run of the batch rather than wait for it alone.
 
 A row is released (given back, unpinned again) when a start on a bad backend fails, so another backend takes
 it; :func:`health_after_failure` and :func:`health_after_success` keep each backend's record.
@@ -28,7 +33,7 @@ from __future__ import annotations
 
 import enum
 import math
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from typing import Any
 
@@ -168,6 +173,8 @@ class Done:
     """Nothing in this run is left for this backend; ``reason`` says why."""
 
     reason: str
+    leaves_rows: bool = False
+    """The backend is down and its free rows continue in the next run: skip its unused instances too."""
 
 
 @dataclass(frozen=True)
@@ -196,6 +203,7 @@ def decide(
     paces: dict[str, float] | None = None,
     slots: dict[str, int] | None = None,
     live: dict[str, int] | None = None,
+    others_unused: int | None = None,
 ) -> Decision:
     """What the instance ``slot`` of ``backend`` does now. See the module docstring for the order of rules.
 
@@ -210,6 +218,10 @@ def decide(
     :param slots: each backend's ``parallel_jobs``.
     :param live: jobs of ours each backend runs now; rows are left only to faster backends that are running jobs
         (an idle one takes free rows at once anyway, and a wait for a backend that runs nothing could last forever).
+    :param others_unused: instances of the other, working backends that hold no row yet (None: not known). A
+        backend that is down, with no row pinned to it, ends (:class:`Done` with ``leaves_rows``) once they are
+        all taken: its free rows then wait for no one but it, so they continue in the next run, where the
+        working backends get instances for them, instead of holding this run open until it comes back.
     """
     for row in rows:
         if row.slot == slot:
@@ -221,6 +233,21 @@ def decide(
             # A row held elsewhere is still being started: a failed start would give it back.
             return Wait(now + recheck_seconds, "rows are being started elsewhere and may come back")
         return Done(f"no row of this run is left for backend {backend!r}")
+    if (
+        not mine
+        and others_unused == 0
+        and is_down(health)
+        and any(
+            not is_down((all_health or {}).get(name, BackendHealth(name)))
+            for name in eligible_backends
+            if name != backend
+        )
+    ):
+        return Done(
+            f"{health.describe(now)}; the other backends' instances of this run are all taken: the "
+            f"{len(free)} free row(s) continue in the next run",
+            leaves_rows=True,
+        )
     if health.failures and health.cooling_down(now) and health.last_failure is StartFailure.UNAVAILABLE:
         stuck = _given_up(mine, free, health, eligible_backends, all_health, give_up_after, now)
         if stuck is not None:
@@ -257,6 +284,11 @@ def leave_to_faster(backend: str, free_rows: int, paces: dict[str, float], slots
         if name != backend and 0 < pace < mine
     )
     return free_rows <= capacity
+
+
+def is_down(health: BackendHealth) -> bool:
+    """Failing to start jobs for connection errors or 5xx, often enough to have been cooled down."""
+    return health.last_failure is StartFailure.UNAVAILABLE and health.failures >= FAILURES_BEFORE_COOLDOWN
 
 
 def _usable_slots(slots: dict[str, int], all_health: dict[str, BackendHealth] | None, now: float) -> dict[str, int]:
@@ -306,14 +338,61 @@ def _failing_too_long(health: BackendHealth, give_up_after: float, now: float) -
     return health.failing_since is not None and now - health.failing_since >= give_up_after
 
 
-def slots_per_backend(rows: Sequence[RunRow], backends: Sequence[str]) -> dict[str, int]:
-    """Instances each backend's mapped group gets: every row it could take (its own rows and every free one).
+#: How many more rows than its share a backend's group may take: its pace may change during the run.
+SHARE_SLACK = 1.25
 
-    Any backend can take every free row, so a backend that is down or slow never leaves rows without a slot;
-    the instances a backend does not use are skipped when nothing is left for it (no process each).
+
+def backend_shares(
+    parallel_jobs: Mapping[str, int],
+    *,
+    paces: Mapping[str, float] | None = None,
+    all_health: Mapping[str, BackendHealth] | None = None,
+    now: float,
+) -> dict[str, float]:
+    """The part of a run's free rows each backend is expected to take: its usable slots over its pace, normalised.
+
+    A backend that cools down after failed starts counts no slot (its rows go elsewhere), one whose account
+    runs other jobs counts its lowered limit (:func:`_usable_slots`). A backend with no pace yet (no job of it
+    ended) is counted as fast as the fastest known one, so a new backend is given rows to show its pace; with
+    no pace at all, shares follow the slots. When every backend cools down, shares follow ``parallel_jobs``:
+    the rows wait for whichever comes back first.
     """
+    usable = _usable_slots(dict(parallel_jobs), dict(all_health) if all_health else None, now)
+    if not any(usable.values()):
+        usable = dict(parallel_jobs)
+    known = [pace for name, pace in (paces or {}).items() if name in usable and pace > 0]
+    fastest = min(known) if known else 1.0
+    rates = {name: slots / ((paces or {}).get(name) or fastest) for name, slots in usable.items()}
+    total = sum(rates.values())
+    return {name: rate / total for name, rate in rates.items()}
+
+
+def instances_per_backend(
+    rows: Sequence[RunRow],
+    parallel_jobs: Mapping[str, int],
+    shares: Mapping[str, float],
+    *,
+    slack: float = SHARE_SLACK,
+) -> dict[str, int]:
+    """Instances each backend's mapped group gets: its own rows, its share of the free ones with slack, and a
+    pool's worth more, never more than all the rows it could take.
+
+    Every instance of a group is a task instance the scheduler re-checks every loop until it ends, so a group
+    is sized for what the backend is expected to run, not for every row it could take. The groups together
+    still cover every row (shares sum to 1, ``slack`` >= 1), so no row of the run lacks an instance while the
+    backends keep working; the ``parallel_jobs`` more let a backend that was down at planning time probe and
+    take rows when it is back, and let a backend faster than its share run on. Rows left without an instance
+    when a backend goes down during the run continue in the next run (:func:`decide`, ``others_unused``).
+    """
+    if slack < 1:
+        raise ValueError(f"slack must be at least 1, got {slack!r}")
     free = sum(1 for r in rows if r.backend_name is None)
-    return {name: free + sum(1 for r in rows if r.backend_name == name) for name in backends}
+    sizes = {}
+    for name, slots in parallel_jobs.items():
+        pinned = sum(1 for r in rows if r.backend_name == name)
+        wanted = math.ceil(free * shares.get(name, 0.0) * slack - 1e-9) + slots
+        sizes[name] = pinned + min(free, wanted)
+    return sizes
 
 
 def spare_indexes(

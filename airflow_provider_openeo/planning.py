@@ -13,7 +13,7 @@ from typing import Any
 
 import pandas as pd
 
-from airflow_provider_openeo.dispatching import RunRow, slots_per_backend
+from airflow_provider_openeo.dispatching import RunRow, backend_shares, instances_per_backend
 from airflow_provider_openeo.hooks._job_db_columns import BACKEND_CHOSEN_BY_DISPATCH
 from airflow_provider_openeo.job_status import RowStatus
 
@@ -92,10 +92,10 @@ def rows_to_run(
     return table[selected]
 
 
-#: Rows per run unless ``max_rows_per_run`` says otherwise. Each backend's group has an instance per row it could
-#: take, and every scheduler loop re-checks the upstream of each ``results`` task still waiting for its ``job`` (a
-#: few milliseconds each), so the run's size times the backends sets the loop's length for the whole deployment.
-#: 128 rows keep that where 128 rows per backend kept it when rows were split up front.
+#: Rows per run unless ``max_rows_per_run`` says otherwise. Every scheduler loop re-checks the upstream of each
+#: ``results`` task still waiting for its ``job`` (a few milliseconds each), and the groups together hold a little
+#: more than the run's rows (``dispatching.instances_per_backend``), so the run's size sets the loop's length for
+#: the whole deployment.
 DEFAULT_MAX_ROWS_PER_RUN = 128
 
 
@@ -120,12 +120,18 @@ def pinned_backend(values: Mapping[str, Any]) -> str | None:
     return str(backend)
 
 
-def plan_run(rows: pd.DataFrame, backends: Mapping[str, BackendSpec], *, max_rows: int) -> Plan:
+def plan_run(
+    rows: pd.DataFrame,
+    backends: Mapping[str, BackendSpec],
+    *,
+    max_rows: int,
+    shares: Mapping[str, float] | None = None,
+) -> Plan:
     """Pick the rows this run covers (at most ``max_rows``, in table order) and size each backend's group.
 
     No row is given a backend here: an instance of a backend's group takes a row when the backend's pool gives
-    it a slot (``dispatching``). A backend gets an instance for every row it could take: every unpinned row
-    and the rows pinned to it, so a slow or failing backend never leaves a row without somewhere to go.
+    it a slot (``dispatching``). A backend's group holds the rows pinned to it and its ``shares`` of the free
+    ones with slack (``dispatching.instances_per_backend``; default shares: by ``parallel_jobs``).
     A row pinned to a backend the batch does not have is refused, naming the row and the field.
     """
     if max_rows < 1:
@@ -143,9 +149,12 @@ def plan_run(rows: pd.DataFrame, backends: Mapping[str, BackendSpec], *, max_row
             remaining += 1
             continue
         covered.append(RunRow(row_id, backend_name=pinned))
+    parallel_jobs = {name: spec.parallel_jobs for name, spec in backends.items()}
+    if shares is None:
+        shares = backend_shares(parallel_jobs, now=0.0)
     return Plan(
         row_ids=[row.row_id for row in covered],
-        slots=slots_per_backend(covered, list(backends)),
+        slots=instances_per_backend(covered, parallel_jobs, shares),
         remaining=remaining,
         rejected=rejected,
     )

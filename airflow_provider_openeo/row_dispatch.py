@@ -10,8 +10,9 @@ that pick the same row at once cannot both take it; the loser asks again.
 
 from __future__ import annotations
 
+import logging
 import time
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import asdict, dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -24,6 +25,7 @@ from airflow_provider_openeo.dispatching import (
     done_backends,
     health_after_failure,
     health_after_success,
+    is_down,
     pace_of,
     spare_indexes,
 )
@@ -39,6 +41,10 @@ from airflow_provider_openeo.timestamps import epoch_from_rfc3339, utc_now_rfc33
 
 if TYPE_CHECKING:
     from airflow_provider_openeo.hooks.job_db import OpenEOJobDbHook
+
+log = logging.getLogger(__name__)
+#: Task instance states in which an instance will not take a row any more.
+ENDED_TI_STATES = frozenset({"success", "failed", "skipped", "upstream_failed", "removed"})
 
 
 def run_key_of(dag_id: str, run_id: str) -> str:
@@ -119,6 +125,41 @@ def run_row(values: Mapping[str, Any], *, now: float) -> RunRow:
     return RunRow(row_id=values[ROW_ID_KEY], backend_name=backend, slot=slot, settled=settled)
 
 
+def split_run_key(run_key: str) -> tuple[str, str]:
+    """``(dag_id, run_id)`` of a ``dispatch_run`` value (a DAG id holds no ``/``)."""
+    dag_id, _, run_id = run_key.partition("/")
+    return dag_id, run_id
+
+
+def backend_paces(db: OpenEOJobDbHook, names: Iterable[str]) -> dict[str, float]:
+    """Seconds a job takes on each backend (creation to the end the trigger recorded), from recent rows."""
+    wanted = set(names)
+    durations: dict[str, list[float]] = {}
+    for backend, started, ended in db.recent_finished_jobs():
+        start, end = epoch_from_rfc3339(started), epoch_from_rfc3339(ended)
+        if backend in wanted and start is not None and end is not None:
+            durations.setdefault(backend, []).append(end - start)
+    paces = {name: pace_of(values) for name, values in durations.items()}
+    return {name: pace for name, pace in paces.items() if pace is not None}
+
+
+def backends_health(db: OpenEOJobDbHook, names: Iterable[str]) -> dict[str, BackendHealth]:
+    """Each backend's record of recent starts (shared by every batch on the job database)."""
+    records = db.backend_health_records()
+    return {name: health_from_record(name, records.get(name)) for name in names}
+
+
+def count_unused(task_states: Mapping[str, Any], job_tasks: Iterable[str], held: set[str]) -> int:
+    """Instances of ``job_tasks`` that have not ended and hold no row, from Airflow's ``{"<task>_<index>": state}``."""
+    unused = 0
+    tasks = set(job_tasks)
+    for key, state in task_states.items():
+        task_id, _, index = key.rpartition("_")
+        if task_id in tasks and index.isdigit() and state not in ENDED_TI_STATES:
+            unused += slot_of(task_id, int(index)) not in held
+    return unused
+
+
 def health_from_record(name: str, record: Mapping[str, Any] | None) -> BackendHealth:
     if not record:
         return BackendHealth(name)
@@ -147,26 +188,38 @@ class RowDispatcher:
         return [run_row(values, now=now) for values in self.db.run_rows(self.scope.run_key)]
 
     def health(self) -> dict[str, BackendHealth]:
-        records = self.db.backend_health_records()
-        return {name: health_from_record(name, records.get(name)) for name in self.scope.backends}
+        return backends_health(self.db, self.scope.backends)
 
     def paces(self) -> dict[str, float]:
-        """Seconds a job takes on each backend (creation to the end the trigger recorded), from recent rows."""
-        durations: dict[str, list[float]] = {}
-        for backend, started, ended in self.db.recent_finished_jobs():
-            start, end = epoch_from_rfc3339(started), epoch_from_rfc3339(ended)
-            if start is not None and end is not None:
-                durations.setdefault(backend, []).append(end - start)
-        paces = {name: pace_of(values) for name, values in durations.items() if name in self.scope.backends}
-        return {name: pace for name, pace in paces.items() if pace is not None}
+        return backend_paces(self.db, self.scope.backends)
+
+    def others_unused(self, rows: list[RunRow], health: dict[str, BackendHealth]) -> int | None:
+        """Instances of the other working backends that hold no row and have not ended (None: Airflow could not
+        tell, e.g. outside a task or trigger). Asked of Airflow's Execution API, only when this backend is down."""
+        working = [n for n in self.scope.backends if n != self.scope.backend and not is_down(health[n])]
+        if not working:
+            return None
+        dag_id, run_id = split_run_key(self.scope.run_key)
+        job_tasks = [self.scope.task_ids[name][0] for name in working]
+        try:
+            from airflow.sdk.execution_time.task_runner import RuntimeTaskInstance
+
+            states = RuntimeTaskInstance.get_task_states(dag_id=dag_id, task_ids=job_tasks, run_ids=[run_id])
+        except Exception as exc:  # no Execution API here: the backend keeps waiting, as it would without this
+            log.debug("could not read the other backends' instances: %s", exc)
+            return None
+        held = {row.slot for row in rows if row.slot is not None}
+        return count_unused(states.get(run_id, {}), job_tasks, held)
 
     def decide(self, now: float | None = None) -> Decision:
         now = time.time() if now is None else now
         scope = self.scope
         health = self.health()
         paces = self.paces()
+        rows = self.rows(now)
+        others_unused = self.others_unused(rows, health) if is_down(health[scope.backend]) else None
         return decide(
-            self.rows(now),
+            rows,
             backend=scope.backend,
             slot=scope.slot,
             health=health[scope.backend],
@@ -179,6 +232,7 @@ class RowDispatcher:
             paces=paces,
             slots=scope.backends,
             live={name: self.db.count_live_jobs(name) for name in scope.backends} if paces else None,
+            others_unused=others_unused,
         )
 
     def held_row_id(self) -> Any:
@@ -269,8 +323,10 @@ class RowDispatcher:
 
     # -- ending -------------------------------------------------------------------------------------------
 
-    def instances_to_skip(self) -> list[tuple[str, int]]:
+    def instances_to_skip(self, leaving: Iterable[str] = ()) -> list[tuple[str, int]]:
         """The unused instances of every backend nothing is left for: ``(task id, map index)`` pairs.
+
+        ``leaving``: backends that end though rows are free (down, their rows continue in the next run).
 
         Instances holding a row keep theirs; the rest (queued for a pool slot, or waiting in the triggerer) are
         skipped at once rather than each started in a process of its own to find nothing. Indexes past a
@@ -280,7 +336,7 @@ class RowDispatcher:
         rows = self.rows(now)
         held = {row.slot for row in rows if row.slot is not None}
         targets: list[tuple[str, int]] = []
-        for name in done_backends(rows, self.scope.backends):
+        for name in dict.fromkeys([*done_backends(rows, self.scope.backends), *leaving]):
             job_task, results_task = self.scope.task_ids[name]
             for index in range(len(rows)):
                 if slot_of(job_task, index) in held:

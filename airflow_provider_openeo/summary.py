@@ -56,3 +56,23 @@ def summarize(table: pd.DataFrame, backend_names: Iterable[str]) -> dict[str, An
         "start_job error": counts.get(RowStatus.START_FAILED.value, 0),
     }
     return {"rows": len(table), "counts": counts, "backends": per_backend, "stats": stats}
+
+
+def run_progress(table: pd.DataFrame, run_key: str) -> dict[str, int]:
+    """What one DAG run did with the rows its plan covered: ``rows``, ``taken`` (an instance held them) and
+    ``left`` (no instance took them: their backend went down and the others' instances were all taken).
+
+    The rows left continue in the next run when this run took at least one row; a run that took none would
+    only chain another that fares no better, so it stops and the summary says why.
+    """
+    if not len(table) or "dispatch_run" not in table.columns:
+        return {"rows": 0, "taken": 0, "left": 0}
+    mine = table[table["dispatch_run"] == run_key]
+    held = mine["dispatch_slot"].notna() & (mine["dispatch_slot"].astype(str) != "")
+    waiting = mine["status"].fillna(RowStatus.NOT_STARTED.value) == RowStatus.NOT_STARTED.value
+    return {"rows": len(mine), "taken": int(held.sum()), "left": int((~held & waiting).sum())}
+
+
+def rows_carried_over(progress: dict[str, int]) -> bool:
+    """Whether rows a run left continue in a next run (see :func:`run_progress`)."""
+    return progress["left"] > 0 and progress["taken"] > 0

@@ -25,6 +25,7 @@ from __future__ import annotations
 import dataclasses
 import logging
 import os
+import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from datetime import timedelta
 from typing import Any
@@ -35,6 +36,7 @@ from airflow.sdk import Asset, TaskGroup, get_current_context, task, task_group
 from airflow.sdk.exceptions import AirflowFailException
 
 from airflow_provider_openeo import arguments
+from airflow_provider_openeo.dispatching import backend_shares
 from airflow_provider_openeo.hooks.job_db import OpenEOJobDbHook
 from airflow_provider_openeo.job_handlers import OpenEOJobHandler
 from airflow_provider_openeo.job_source import JobSource, load_job_source
@@ -44,8 +46,8 @@ from airflow_provider_openeo.operators.openeo import ROW_LABEL_KEY, OpenEOBatchJ
 from airflow_provider_openeo.planning import parse_backends, plan_run, rows_per_run, rows_to_run
 from airflow_provider_openeo.pools import check_pools, fetch_pools
 from airflow_provider_openeo.preflight import BackendsUnusable, check_backends
-from airflow_provider_openeo.row_dispatch import DispatchSettings, run_key_of
-from airflow_provider_openeo.summary import summarize
+from airflow_provider_openeo.row_dispatch import DispatchSettings, backend_paces, backends_health, run_key_of
+from airflow_provider_openeo.summary import rows_carried_over, run_progress, summarize
 from airflow_provider_openeo.timestamps import utc_now_rfc3339
 
 log = logging.getLogger(__name__)
@@ -173,16 +175,23 @@ def openeo_job_batch(
                 max_rows_per_run, max_map_length=conf.getint("core", "max_map_length", fallback=1024)
             )
             db = job_db()
-            outcome = plan_run(rows_to_run(db.read(), rerun_statuses=rerun), specs, max_rows=max_rows)
+            shares = backend_shares(
+                {name: spec.parallel_jobs for name, spec in specs.items()},
+                paces=backend_paces(db, specs),
+                all_health=backends_health(db, specs),
+                now=time.time(),
+            )
+            outcome = plan_run(rows_to_run(db.read(), rerun_statuses=rerun), specs, max_rows=max_rows, shares=shares)
             for row_id, message in outcome.rejected.items():
                 db.update_row(row_id, {"status": RowStatus.START_FAILED.value, "error_message": message})
                 log.warning("%s", message)
             ti = get_current_context()["ti"]
             db.assign_run(outcome.row_ids, run_key_of(ti.dag_id, ti.run_id))
             log.info(
-                "planned %d row(s), instances per backend: %s; %d left for the next run; %d refused",
+                "planned %d row(s), instances per backend: %s (shares %s); %d left for the next run; %d refused",
                 outcome.planned,
                 ", ".join(f"{name} {count}" for name, count in outcome.slots.items()),
+                ", ".join(f"{name} {share:.2f}" for name, share in shares.items()),
                 outcome.remaining,
                 len(outcome.rejected),
             )
@@ -195,6 +204,16 @@ def openeo_job_batch(
             result = summarize(table, specs)
             result["finished_at"] = utc_now_rfc3339()
             result["not_done"] = len(rows_to_run(table, rerun_statuses=()))
+            ti = get_current_context()["ti"]
+            result["run"] = run_progress(table, run_key_of(ti.dag_id, ti.run_id))
+            if result["run"]["left"]:
+                carried = rows_carried_over(result["run"])
+                log.warning(
+                    "%d row(s) of this run were taken by no instance (their backend went down and the others' "
+                    "instances were all taken); %s",
+                    result["run"]["left"],
+                    "they continue in the next run" if carried else "this run took no row, so no next run is started",
+                )
             if export_path is not None:
                 result["exported_to"] = str(db.export(export_path))
             outlet_events = get_current_context()["outlet_events"]
@@ -321,17 +340,18 @@ def run_group_id(group: TaskGroup, backend_name: str) -> str:
 
 
 def continue_batch(planned: Any, summarized: Any) -> None:
-    """Trigger the next run of this DAG when the plan left rows over (a batch past ``max_map_length``).
+    """Trigger the next run of this DAG when rows are left over: rows the plan could not fit (a batch past
+    ``max_rows_per_run``), or rows of this run no instance took (their backend went down mid-run and the working
+    backends' instances were all taken; ``summary.run_progress``).
 
-    Only rows the plan could not fit continue the chain: rows that failed in this run do not, or a backend that
-    stays down would trigger runs forever. The gate reads only the plan, so it runs beside the rows and the
-    common case (nothing left) costs the run's end no extra task; the next run itself waits for the summary,
-    since this run's rows must be through before another plan looks at the table.
+    Rows that failed in this run do not continue the chain, nor do rows left by a run that took no row at all,
+    or a backend that stays down would trigger runs forever. The gate reads the summary: this run's rows must be
+    through before another plan looks at the table.
     """
 
     @task.short_circuit(task_id="rows_left", ignore_downstream_trigger_rules=True)
-    def rows_left(plan: dict[str, Any]) -> bool:
-        return bool(plan["remaining"])
+    def rows_left(plan: dict[str, Any], summary: dict[str, Any]) -> bool:
+        return bool(plan["remaining"]) or rows_carried_over(summary["run"])
 
     next_run: Callable[..., Any] = TriggerDagRunOperator
     trigger_next = next_run(
@@ -340,5 +360,4 @@ def continue_batch(planned: Any, summarized: Any) -> None:
         conf="{{ dag_run.conf | tojson }}",
         wait_for_completion=False,
     )
-    rows_left(planned) >> trigger_next
-    summarized >> trigger_next
+    rows_left(planned, summarized) >> trigger_next

@@ -8,6 +8,7 @@ from airflow_provider_openeo.dispatching import (
     BASE_COOLDOWN_SECONDS,
     FAILURES_BEFORE_COOLDOWN,
     MAX_COOLDOWN_SECONDS,
+    SHARE_SLACK,
     BackendHealth,
     Claim,
     Done,
@@ -15,14 +16,15 @@ from airflow_provider_openeo.dispatching import (
     RunRow,
     StartFailure,
     Wait,
+    backend_shares,
     cooldown_seconds,
     decide,
     done_backends,
     health_after_failure,
     health_after_success,
+    instances_per_backend,
     leave_to_faster,
     pace_of,
-    slots_per_backend,
     spare_indexes,
 )
 
@@ -161,9 +163,62 @@ def test_free_rows_are_given_up_only_when_every_backend_has_failed_too_long():
     assert isinstance(decision, GiveUp) and "every backend keeps failing" in decision.reason
 
 
-def test_slots_per_backend_give_every_backend_every_row_it_could_take():
-    rows = [RunRow(0), RunRow(1, backend_name="foo"), RunRow(2), RunRow(3, backend_name="bar")]
-    assert slots_per_backend(rows, BACKENDS) == {"foo": 3, "bar": 3}
+def test_shares_follow_slots_over_pace_and_a_backend_cooling_down_gets_none():
+    slots = {"foo": 4, "bar": 4}
+    assert backend_shares(slots, now=NOW) == {"foo": 0.5, "bar": 0.5}
+    assert backend_shares(slots, paces={"foo": 30.0, "bar": 10.0}, now=NOW) == pytest.approx({"foo": 0.25, "bar": 0.75})
+    down = {"foo": failing("foo"), "bar": BackendHealth("bar")}
+    assert backend_shares(slots, paces={"foo": 1.0, "bar": 10.0}, all_health=down, now=NOW) == {"foo": 0, "bar": 1}
+
+
+def test_a_backend_without_a_pace_counts_as_fast_as_the_fastest_and_all_down_falls_back_to_slots():
+    assert backend_shares({"foo": 2, "bar": 2}, paces={"bar": 10.0}, now=NOW) == {"foo": 0.5, "bar": 0.5}
+    down = {"foo": failing("foo"), "bar": failing("bar")}
+    assert backend_shares({"foo": 3, "bar": 1}, all_health=down, now=NOW) == {"foo": 0.75, "bar": 0.25}
+
+
+def test_a_backend_limited_by_concurrent_job_limit_counts_its_lowered_slots():
+    limited = health_after_failure(BackendHealth("foo"), StartFailure.LIMIT, now=NOW - 1, active=1)
+    shares = backend_shares({"foo": 4, "bar": 4}, all_health={"foo": limited}, now=NOW)
+    assert shares == pytest.approx({"foo": 0.2, "bar": 0.8})
+
+
+def test_instances_cover_pins_the_share_with_slack_and_a_pool_more_never_more_than_the_rows():
+    rows = [RunRow(i) for i in range(100)] + [RunRow(100, backend_name="foo"), RunRow(101, backend_name="bar")]
+    sizes = instances_per_backend(rows, {"foo": 4, "bar": 2}, {"foo": 0.25, "bar": 0.75})
+    assert sizes == {"foo": 1 + 32 + 4, "bar": 1 + 94 + 2}
+    assert instances_per_backend(rows[:10], {"foo": 4, "bar": 2}, {"foo": 0.25, "bar": 0.75}) == {"foo": 8, "bar": 10}
+    assert SHARE_SLACK == 1.25
+
+
+@pytest.mark.parametrize("shares", [{"foo": 0.5, "bar": 0.5}, {"foo": 0.01, "bar": 0.99}, {"foo": 1.0, "bar": 0.0}])
+@pytest.mark.parametrize("free", [1, 7, 128])
+def test_the_groups_together_always_cover_every_row(shares, free):
+    rows = [RunRow(i) for i in range(free)] + [RunRow("p", backend_name="bar")]
+    sizes = instances_per_backend(rows, {"foo": 1, "bar": 1}, shares)
+    assert sum(sizes.values()) >= len(rows)
+    assert sizes["bar"] >= 2, "a pinned row and a probe at least, even with no share"
+
+
+def test_a_backend_down_ends_once_the_working_backends_instances_are_all_taken():
+    """Its free rows would wait for it alone: they go to the next run, where the working backends take them."""
+    down = failing("foo")
+    everyone = {"foo": down, "bar": BackendHealth("bar")}
+    rows = [RunRow(0), RunRow(1, slot="run_bar.job[0]", settled=True)]
+    decision = ask(rows, health=down, all_health=everyone, others_unused=0)
+    assert isinstance(decision, Done) and decision.leaves_rows
+    assert "the 1 free row(s) continue in the next run" in decision.reason
+    assert isinstance(ask(rows, health=down, all_health=everyone, others_unused=1), Wait), "others may take it"
+    assert isinstance(ask(rows, health=down, all_health=everyone, others_unused=None), Wait), "not known"
+
+
+def test_a_backend_down_keeps_waiting_for_its_pinned_rows_or_when_no_backend_works():
+    down = failing("foo")
+    pinned = [RunRow(0, backend_name="foo")]
+    assert isinstance(ask(pinned, health=down, all_health={"foo": down}, others_unused=0), Wait)
+    both = {"foo": down, "bar": failing("bar")}
+    assert isinstance(ask([RunRow(0)], health=down, all_health=both, others_unused=0), Wait)
+    assert isinstance(ask([RunRow(0)], health=failing("foo", failures=1), others_unused=0), Claim), "not down yet"
 
 
 @pytest.mark.parametrize(

@@ -51,13 +51,21 @@ def test_rows_to_run_resumes_interrupted_rows_and_undownloaded_results():
     assert 107 in rows_to_run(table, rerun_statuses=["error"]).index
 
 
-def test_the_plan_fixes_no_backend_and_gives_every_backend_an_instance_per_row_it_could_take():
-    """Which backend runs a row is decided when a slot frees; the plan only sizes each backend's group."""
+def test_the_plan_fixes_no_backend_and_sizes_each_group_by_its_share_of_the_slots():
+    """Which backend runs a row is decided when a slot frees; the plan only sizes each backend's group: without
+    a history, by ``parallel_jobs`` (3:1 here), with slack, a pool's worth more, and never above the rows."""
     specs = parse_backends({"foo": {"parallel_jobs": 3}, "bar": {"parallel_jobs": 1}})
-    plan = plan_run(_table(["not_started"] * 8), specs, max_rows=100)
-    assert plan.row_ids == list(range(100, 108))
-    assert plan.slots == {"foo": 8, "bar": 8}
+    plan = plan_run(_table(["not_started"] * 40), specs, max_rows=100)
+    assert plan.row_ids == list(range(100, 140))
+    assert plan.slots == {"foo": 40, "bar": 13 + 1}  # bar: ceil(40 x 1/4 x 1.25) + 1
     assert plan.remaining == 0 and not plan.rejected
+
+
+def test_the_plan_sizes_groups_by_the_shares_it_is_given():
+    specs = parse_backends({"foo": {"parallel_jobs": 4}, "bar": {"parallel_jobs": 4}})
+    plan = plan_run(_table(["not_started"] * 100), specs, max_rows=100, shares={"foo": 0.25, "bar": 0.75})
+    assert plan.slots == {"foo": 32 + 4, "bar": 94 + 4}
+    assert sum(plan.slots.values()) >= len(plan.row_ids), "together the groups cover every row"
 
 
 def test_pins_size_only_their_backend_and_unknown_backends_are_refused_naming_row_and_field():

@@ -16,7 +16,14 @@ import pytest
 
 from airflow_provider_openeo.dispatching import Claim, Done, StartFailure, Wait
 from airflow_provider_openeo.hooks.job_db import OpenEOJobDbHook
-from airflow_provider_openeo.row_dispatch import DispatchScope, RowDispatcher, parse_slot, slot_of
+from airflow_provider_openeo.row_dispatch import (
+    DispatchScope,
+    RowDispatcher,
+    count_unused,
+    parse_slot,
+    slot_of,
+    split_run_key,
+)
 from tests.fixtures.databases import same_table
 
 RUN = "dag/run_1"
@@ -218,3 +225,41 @@ def test_a_backends_pace_counts_from_the_end_the_trigger_recorded_before_results
     )
     paces = RowDispatcher(db, scope(foo, 0, backends)).paces()
     assert set(paces) == {foo} and paces[foo] > 0, "a finished job counts at once; a running one not yet"
+
+
+def test_instances_that_ended_or_hold_a_row_are_not_counted_unused():
+    states = {"b.run_bar.job_0": "deferred", "b.run_bar.job_1": "success", "b.run_bar.job_2": None, "other_3": None}
+    assert count_unused(states, ["b.run_bar.job"], held={"b.run_bar.job[0]"}) == 1
+    assert split_run_key("my_dag/manual__2026-12-04T18:01:32+00:00") == ("my_dag", "manual__2026-12-04T18:01:32+00:00")
+
+
+def test_a_backend_down_ends_and_names_its_unused_instances_once_the_others_are_all_taken(job_db, monkeypatch):
+    """The live path asks Airflow's Execution API for the other backends' instances (tests/deploy covers it);
+    here its answer is given, and without an answer (outside a task) the backend keeps waiting."""
+    from airflow.sdk.execution_time.task_runner import RuntimeTaskInstance
+
+    backends = names()
+    foo, bar = list(backends)
+    db = table_of(job_db, [None, None, None])
+    down = RowDispatcher(db, scope(foo, 0, backends))
+    for _ in range(3):
+        down.record_failure(StartFailure.UNAVAILABLE, "connection refused")
+    assert RowDispatcher(db, scope(bar, 0, backends)).claim(0, OWNER)
+    assert isinstance(down.decide(), Wait), "outside Airflow nobody can tell: wait, as before"
+
+    bar_states = {f"b.run_{bar}.job_0": "deferred", f"b.run_{bar}.job_1": "scheduled"}
+    asked: list[dict[str, Any]] = []
+
+    def task_states(**query: Any) -> dict[str, Any]:
+        asked.append(query)
+        return {"run_1": dict(bar_states)}
+
+    monkeypatch.setattr(RuntimeTaskInstance, "get_task_states", staticmethod(task_states))
+    assert isinstance(down.decide(), Wait), "bar still has an instance for a free row"
+    assert asked[-1] == {"dag_id": "dag", "task_ids": [f"b.run_{bar}.job"], "run_ids": ["run_1"]}
+    bar_states[f"b.run_{bar}.job_1"] = "skipped"
+    decision = down.decide()
+    assert isinstance(decision, Done) and decision.leaves_rows, decision
+    skip = set(down.instances_to_skip(leaving=[foo]))
+    assert {(f"b.run_{foo}.job", 1), (f"b.run_{foo}.results", 2)} <= skip
+    assert not {(f"b.run_{bar}.job", 0), (f"b.run_{bar}.job", 1)} & skip, "bar is not done: its rows are free"

@@ -13,7 +13,7 @@ import pandas as pd
 import pytest
 from openeo.extra.job_management import CsvJobDatabase
 
-from airflow_provider_openeo.summary import summarize, usage_value
+from airflow_provider_openeo.summary import rows_carried_over, run_progress, summarize, usage_value
 from tests.example_dags.conftest import (
     assert_batch_consistent,
     backend_job_ids,
@@ -120,3 +120,19 @@ def test_summarize_empty_table():
     result = summarize(empty, ["foo"])
     assert result["rows"] == 0 and result["counts"] == {}
     assert result["backends"]["foo"]["rows"] == 0 and result["backends"]["foo"]["duration_mean"] is None
+
+
+def test_run_progress_counts_the_rows_no_instance_took_and_only_a_run_that_took_some_continues():
+    table = pd.DataFrame(
+        {
+            "status": ["finished", "not_started", "not_started", "not_started", "error"],
+            "dispatch_run": ["d/r1", "d/r1", "d/r1", "d/r0", "d/r1"],
+            "dispatch_slot": ["t.job[0]", None, "", None, "t.job[1]"],
+        }
+    )
+    progress = run_progress(table, "d/r1")
+    assert progress == {"rows": 4, "taken": 2, "left": 2}
+    assert rows_carried_over(progress)
+    assert not rows_carried_over({"rows": 2, "taken": 0, "left": 2}), "a run that took nothing chains no other"
+    assert not rows_carried_over({"rows": 2, "taken": 2, "left": 0})
+    assert run_progress(pd.DataFrame({"status": []}), "d/r1") == {"rows": 0, "taken": 0, "left": 0}

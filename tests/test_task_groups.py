@@ -37,9 +37,10 @@ def write_rows(tmp_path, frame: pd.DataFrame) -> str:
     return str(path)
 
 
-def test_plan_covers_rows_and_gives_each_backend_an_instance_per_row_it_could_take(batch_env, monkeypatch, tmp_path):
-    """No backend is fixed at planning: each backend's group gets an instance for every free row (the instances
-    take rows when their pool gives them a slot); the plan marks the rows as this run's."""
+def test_plan_covers_rows_and_sizes_each_backend_group_by_its_share(batch_env, monkeypatch, tmp_path):
+    """No backend is fixed at planning: each backend's group gets instances for its share of the free rows (by
+    slots, 3:1, with no history yet), with slack and a pool's worth more (the instances take rows when their pool
+    gives them a slot); the plan marks the rows as this run's."""
     config = {
         **batch_env,
         "backends": {
@@ -53,29 +54,29 @@ def test_plan_covers_rows_and_gives_each_backend_an_instance_per_row_it_could_ta
     run = module.dag.test(mark_success_pattern=RUN_TASKS)
 
     plan = xcom_of(run, "openeo_job_batch.plan")
-    assert plan == {"rows": 12, "remaining": 0, "slots": {"foo": 12, "bar": 12}}
+    assert plan == {"rows": 12, "remaining": 0, "slots": {"foo": 12, "bar": 4 + 1}}
     table = batch_table(config).read()
     assert table["backend_name"].isna().all(), "no row is given a backend before a slot takes it"
     assert set(table["dispatch_run"]) == {f"{run.dag_id}/{run.run_id}"} and table["dispatch_slot"].isna().all()
     mapped = [ti for ti in task_instances(run) if ti.map_index >= 0]
     assert sorted((ti.task_id, ti.map_index) for ti in mapped) == sorted(
         (f"openeo_job_batch.run_{backend}.{task}", i)
-        for backend in ("foo", "bar")
+        for backend, count in (("foo", 12), ("bar", 5))
         for task in ("job", "results")
-        for i in range(12)
+        for i in range(count)
     )
 
 
-def test_chain_gate_reads_only_the_plan_and_the_next_run_waits_for_the_summary(batch_env, monkeypatch):
-    """The gate runs beside the rows, so a batch with nothing left ends with its summary; a chained run still
-    starts only once this run's rows are through (the summary waits for all of them)."""
+def test_chain_gate_reads_the_plan_and_the_summary_and_the_next_run_waits_for_it(batch_env, monkeypatch):
+    """The gate reads what the plan left over and what the run left untaken (the summary's ``run``), so a chained
+    run starts only once this run's rows are through (the summary waits for all of them)."""
     module = load_batch_dag(monkeypatch, batch_env)
     tasks = module.dag.task_dict
-    assert tasks["openeo_job_batch.rows_left"].upstream_task_ids == {"openeo_job_batch.plan"}
-    assert tasks["openeo_job_batch.next_run"].upstream_task_ids == {
-        "openeo_job_batch.rows_left",
+    assert tasks["openeo_job_batch.rows_left"].upstream_task_ids == {
+        "openeo_job_batch.plan",
         "openeo_job_batch.summary",
     }
+    assert tasks["openeo_job_batch.next_run"].upstream_task_ids == {"openeo_job_batch.rows_left"}
     summary_upstream = tasks["openeo_job_batch.summary"].upstream_task_ids
     assert {"openeo_job_batch.run_foo.results", "openeo_job_batch.run_bar.results"} <= summary_upstream
 
@@ -83,7 +84,8 @@ def test_chain_gate_reads_only_the_plan_and_the_next_run_waits_for_the_summary(b
 def test_five_thousand_rows_default_settings_are_split_and_chained(example_env, batch_env, monkeypatch, tmp_path):
     """5,000 rows, two backends, Airflow's default ``[core] max_map_length`` (1024), no ``max_rows_per_run``.
 
-    The plan covers ``DEFAULT_MAX_ROWS_PER_RUN`` (128) rows, 0-127, each backend's group with an instance for each;
+    The plan covers ``DEFAULT_MAX_ROWS_PER_RUN`` (128) rows, 0-127, each backend's group with instances for its
+    half with slack (80) and a pool's worth (2) more;
     the other 4,872 stay ``not_started`` for the next run, which ``rows_left`` -> ``next_run`` triggers with the
     same conf. Forty runs in all, the last taking 8 rows.
     """
@@ -100,7 +102,7 @@ def test_five_thousand_rows_default_settings_are_split_and_chained(example_env, 
     assert new_jobs(example_env, before) == {"foo": [], "bar": []}, "only planned: start_job never ran"
 
     plan = xcom_of(run, "openeo_job_batch.plan")
-    assert plan == {"rows": 128, "remaining": 5000 - 128, "slots": {"foo": 128, "bar": 128}}
+    assert plan == {"rows": 128, "remaining": 5000 - 128, "slots": {"foo": 82, "bar": 82}}
     table = batch_table(config).read()
     assert list(table.index[table["dispatch_run"].notna()]) == list(range(128))
     states = {ti.task_id: ti.state for ti in task_instances(run) if ti.map_index < 0}

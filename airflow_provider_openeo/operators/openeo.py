@@ -402,7 +402,8 @@ class OpenEOBatchJobOperator(OpenEOJobWaitMixin, OpenEOStartJobOperator):
             if isinstance(decision, Done):
                 self.set_label(context, NO_ROW_LEFT_LABEL.format(backend=self.backend_name))
                 self.log.info("%s; skipping the instances nobody needs", decision.reason)
-                raise DownstreamTasksSkipped(tasks=dispatcher.instances_to_skip())
+                leaving = [self.backend_name] if decision.leaves_rows else []
+                raise DownstreamTasksSkipped(tasks=dispatcher.instances_to_skip(leaving=leaving))
             if isinstance(decision, Wait):
                 self._wait_to_dispatch(dispatcher, decision)
             # A row came free since this try's templates were rendered: take it on the next turn, labelled.

@@ -515,6 +515,55 @@ def test_backend_down_for_the_whole_batch(rig: FaultRig) -> None:
     )
 
 
+def test_backend_down_rows_no_instance_took_continue_in_the_next_run(rig: FaultRig) -> None:
+    """foo is down for the whole batch, nothing is pinned. bar's group is sized for its half of the rows with slack
+    and a pool more (9 + 3 of 14), so it cannot take every row; once its instances are all taken, foo's instances
+    end (the rows left would wait for foo alone) and those rows continue in the chained run, where bar takes them.
+    Nothing fails, no Airflow retry is spent, one job per row."""
+    dag_id, rows = "fault_backend_down_chain", 14
+    _stop(rig.backends["foo"])
+    run_id, started = run_batch(rig, dag_id, {"rows": rows, "run_seconds": 2})
+    try:
+        first = rig.airflow.wait_for_run(dag_id, run_id, timeout=RUN_TIMEOUT)
+        first_ended = time.monotonic()
+        first_tis = rig.mapped(dag_id, run_id)
+        assert first["state"] == "success", ti_states(first_tis)
+
+        def chained() -> list[dict[str, Any]]:
+            runs = rig.airflow.api("GET", f"/dags/{dag_id}/dagRuns", params={"limit": 20, "order_by": "logical_date"})
+            return [run for run in runs["dag_runs"] if run["dag_run_id"] != run_id]
+
+        rig.wait_until("the chained run", lambda: bool(chained()), timeout=120, interval=1)
+        (second,) = chained()
+        second = rig.airflow.wait_for_run(dag_id, second["dag_run_id"], timeout=RUN_TIMEOUT)
+    finally:
+        rig.backends["foo"].restart()
+    ended = time.monotonic()
+    second_tis = rig.mapped(dag_id, second["dag_run_id"])
+    assert second["state"] == "success", ti_states(second_tis)
+    assert second["conf"] == first["conf"], "the chained run gets the same Params"
+
+    table, created = check_batch(rig, dag_id, rows)
+    assert set(table["backend_name"]) == {"bar"} and not created["foo"]
+    by_run = table["dispatch_run"].value_counts().to_dict()
+    carried = by_run.get(f"{dag_id}/{second['dag_run_id']}", 0)
+    assert by_run.get(f"{dag_id}/{run_id}") == 12 and carried == 2, by_run
+    foo_instances = [ti for ti in first_tis if ".run_foo." in ti["task_id"]]
+    ended_well = all(ti["state"] in ("skipped", "success") for ti in foo_instances)
+    assert foo_instances and ended_well, ti_states(foo_instances)
+    assert not retried(first_tis) and not retried(second_tis)
+    observe(
+        rig,
+        "6c backend down, rows continue in the next run",
+        rows=rows,
+        rows_in_first_run=by_run.get(f"{dag_id}/{run_id}"),
+        rows_carried_over=carried,
+        first_run_s=round(first_ended - started, 1),
+        batch_s=round(ended - started, 1),
+        foo_instances=ti_states(foo_instances),
+    )
+
+
 def test_account_slots_held_by_jobs_outside_the_batch(rig: FaultRig) -> None:
     """foo allows 2 concurrent jobs per account, and 2 jobs started outside the batch hold them: foo's starts answer
     ``ConcurrentJobLimit``, its created jobs are deleted and the rows go to bar. Nothing fails."""

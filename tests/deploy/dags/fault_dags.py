@@ -149,6 +149,8 @@ job_limit = batch_dag("fault_job_limit")
 backend_down = batch_dag("fault_backend_down")
 # A backend down for the whole batch: rows pinned to it give up after this long (the default is an hour).
 backend_outage = batch_dag("fault_backend_outage", backend_outage_limit=timedelta(seconds=20))
+# A backend down for the whole batch, nothing pinned: rows its group would have taken continue in the next run.
+backend_down_chain = batch_dag("fault_backend_down_chain")
 account_full = batch_dag("fault_account_full")
 shared_a = batch_dag("fault_shared_backend_a")
 shared_b = batch_dag("fault_shared_backend_b")
