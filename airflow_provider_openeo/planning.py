@@ -93,10 +93,11 @@ def rows_to_run(
 
 
 #: Rows per run unless ``max_rows_per_run`` says otherwise. Every scheduler loop re-checks the upstream of each
-#: ``results`` task still waiting for its ``job`` (a few milliseconds each), and the groups together hold a little
-#: more than the run's rows (``dispatching.instances_per_backend``), so the run's size sets the loop's length for
-#: the whole deployment.
-DEFAULT_MAX_ROWS_PER_RUN = 128
+#: ``results`` task still waiting for its ``job`` (a few milliseconds each), and the groups together hold a few
+#: more instances than the run's rows (``dispatching.instances_per_backend``: 244 for 192 rows on two backends of
+#: 2 slots), so the run's size sets the loop's length for the whole deployment. 192 keeps two backends' run under
+#: the 256 instances the split-up-front code held at its default of 128 rows per backend (BENCHMARKS.md, scale).
+DEFAULT_MAX_ROWS_PER_RUN = 192
 
 
 def rows_per_run(max_rows_per_run: int | None, *, max_map_length: int) -> int:

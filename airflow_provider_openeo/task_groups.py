@@ -3,12 +3,13 @@
 init -> plan -> per backend, a mapped task group: ``job`` (an :class:`OpenEOBatchJobOperator` in pool
 ``openeo_<backend>``) -> ``results`` (an :class:`OpenEOJobResultsOperator` in the default pool) -> summary.
 
-The plan only says which rows the run covers. Which backend runs a row is decided when a slot frees: each
-backend's group has an instance for every row it could take, the instances queue in the backend's pool, and an
-instance that gets a slot takes the next row (``dispatching``: a backend's own rows first, then free ones; a
-backend that keeps failing to start jobs cools down and its rows go elsewhere). A pool comes from the task's
-arguments, hence one mapped group per backend. When nothing is left for a backend, its unused instances are
-skipped at once, without a process each.
+The plan only says which rows the run covers and how many instances each backend's group gets (its rows and
+its share of the free ones, by the job table's history, with slack). Which backend runs a row is decided when a
+slot frees: the instances queue in the backend's pool, and an instance that gets a slot takes the next row
+(``dispatching``: a backend's own rows first, then free ones; a backend that keeps failing to start jobs cools
+down and its rows go elsewhere). A pool comes from the task's arguments, hence one mapped group per backend.
+When nothing is left for a backend, its unused instances are skipped at once, without a process each; rows no
+instance took (their backend went down mid-run) continue in the next run.
 
 The ``job`` task ends in the triggerer the moment its job finishes, freeing the backend's pool slot at once for
 the next row; the row's ``results`` task then downloads, however long that takes, without holding the slot
@@ -101,8 +102,8 @@ def openeo_job_batch(
     :param on_exists: what loading does when the table exists: ``skip``, ``append`` or ``error``.
     :param rerun_statuses: statuses to run again besides the resumable ones, e.g. ``["error", "canceled"]``.
     :param max_rows_per_run: rows per run (default ``planning.DEFAULT_MAX_ROWS_PER_RUN``, at most
-        ``[core] max_map_length``); the rest follow in chained runs. Each backend's group has an instance per row
-        it could take, so raising it lengthens every scheduler loop.
+        ``[core] max_map_length``); the rest follow in chained runs. The groups together hold a few more
+        instances than the run's rows, each re-checked by every scheduler loop, so raising it lengthens every loop.
     :param backend_outage_limit: how long a backend may keep failing to start jobs (connection errors, 5xx)
         before the rows that can only run there (pinned by ``backend_name``, or every backend failing) fail with
         a message naming it; until then they wait through its cool-downs. None: wait as long as it takes.

@@ -323,10 +323,10 @@ def main() -> int:
     return 0
 
 
-if __name__ == "__main__":
-    raise SystemExit(main())
-
-
 def _mb(value: Any) -> Any:
     """Megabytes to one decimal (a sum of rounded figures can carry float noise)."""
     return round(value, 1) if isinstance(value, float) else value
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

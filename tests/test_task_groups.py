@@ -84,10 +84,10 @@ def test_chain_gate_reads_the_plan_and_the_summary_and_the_next_run_waits_for_it
 def test_five_thousand_rows_default_settings_are_split_and_chained(example_env, batch_env, monkeypatch, tmp_path):
     """5,000 rows, two backends, Airflow's default ``[core] max_map_length`` (1024), no ``max_rows_per_run``.
 
-    The plan covers ``DEFAULT_MAX_ROWS_PER_RUN`` (128) rows, 0-127, each backend's group with instances for its
-    half with slack (80) and a pool's worth (2) more;
-    the other 4,872 stay ``not_started`` for the next run, which ``rows_left`` -> ``next_run`` triggers with the
-    same conf. Forty runs in all, the last taking 8 rows.
+    The plan covers ``DEFAULT_MAX_ROWS_PER_RUN`` (192) rows, 0-191, each backend's group with instances for its
+    half with slack (120) and a pool's worth (2) more;
+    the other 4,808 stay ``not_started`` for the next run, which ``rows_left`` -> ``next_run`` triggers with the
+    same conf. Twenty-seven runs in all, the last taking 8 rows.
     """
     from airflow.configuration import conf
 
@@ -102,9 +102,9 @@ def test_five_thousand_rows_default_settings_are_split_and_chained(example_env, 
     assert new_jobs(example_env, before) == {"foo": [], "bar": []}, "only planned: start_job never ran"
 
     plan = xcom_of(run, "openeo_job_batch.plan")
-    assert plan == {"rows": 128, "remaining": 5000 - 128, "slots": {"foo": 82, "bar": 82}}
+    assert plan == {"rows": 192, "remaining": 5000 - 192, "slots": {"foo": 122, "bar": 122}}
     table = batch_table(config).read()
-    assert list(table.index[table["dispatch_run"].notna()]) == list(range(128))
+    assert list(table.index[table["dispatch_run"].notna()]) == list(range(192))
     states = {ti.task_id: ti.state for ti in task_instances(run) if ti.map_index < 0}
     assert states["openeo_job_batch.rows_left"] == "success"
     assert states["openeo_job_batch.next_run"] == "success"
@@ -115,7 +115,7 @@ def test_five_thousand_rows_default_settings_are_split_and_chained(example_env, 
     splits = []
     while True:
         db = batch_table(config)
-        next_plan = plan_run(rows_to_run(db.read()), parse_backends(module.CONFIG_BACKENDS), max_rows=128)
+        next_plan = plan_run(rows_to_run(db.read()), parse_backends(module.CONFIG_BACKENDS), max_rows=192)
         if not next_plan.planned:
             break
         splits.append((next_plan.planned, next_plan.remaining))
@@ -124,8 +124,8 @@ def test_five_thousand_rows_default_settings_are_split_and_chained(example_env, 
             pd.DataFrame({"status": "finished", "results_state": "downloaded"}, index=pd.Index(done, dtype="int64"))
         )
     # The first plan is this run's again (its rows were only marked successful here, never finished).
-    assert len(splits) == 40
-    assert splits[0] == (128, 4872)
+    assert len(splits) == 27
+    assert splits[0] == (192, 4808)
     assert splits[-1] == (8, 0)
 
 
