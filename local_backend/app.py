@@ -20,6 +20,7 @@ from openeo_driver.users.auth import HttpAuthHandler
 from openeo_driver.users.oidc import OidcProvider
 from werkzeug.exceptions import HTTPException
 
+from local_backend.catalog import LocalCatalog
 from local_backend.control import BackendState, control_blueprint, static_blueprint
 from local_backend.credentials import OIDC_PROVIDER_ID, OIDC_PUBLIC_CLIENT_ID, valid_basic_auth
 from local_backend.faults import FaultMiddleware, api_relative_path
@@ -57,11 +58,13 @@ def _local_auth_handler(oidc: LocalOidcProvider) -> type[HttpAuthHandler]:
 
 
 class LocalBackendImplementation(DummyBackendImplementation):
-    """The dummy backend (collections, processes, validation, UDPs) with lifecycle batch jobs."""
+    """The dummy backend (collections, processes, validation, UDPs) with lifecycle batch jobs and the
+    production collection names of :mod:`local_backend.catalog`."""
 
     def __init__(self, config: OpenEoBackendConfig, batch_jobs: LifecycleBatchJobs) -> None:
         super().__init__(config=config)
         self.batch_jobs = batch_jobs
+        self.catalog = LocalCatalog()
 
 
 def _backend_config(name: str, issuer: str) -> OpenEoBackendConfig:
