@@ -1,46 +1,100 @@
-"""When will a running job end? Read from the ``progress`` its backend reports, so a listing can be sent right then.
+"""When will a running job end? So a listing can be sent right then instead of up to an interval later.
 
 A poller that lists every ``interval`` seconds notices a job's end on average ``interval / 2`` after it happens, and
-on a backend with a fixed number of slots that wait is idle time before the next job can start. openEO job
-metadata carries an optional ``progress`` (0-100) which backends built on openeo-driver report for running jobs
-(estimating it from the run time when nothing better is known). Two readings of one job give its rate, and the
-rate the moment it reaches 100: one listing sent then serves every job of the backend.
+on a backend with a fixed number of slots that wait is idle time before the next job can start. Two sources tell
+when a running job is due to end:
+
+- its reported ``progress`` (0-100), which backends built on openeo-driver may report for running jobs: two
+  readings give its rate, and the rate the moment it reaches 100;
+- when the job reports no progress (openeo-geopyspark-driver's listings, the largest public backends), the
+  run times of the jobs already seen to finish on the same connection: a batch's jobs are alike, so a running
+  job is due about the median run time after it started (its ``updated`` while running, as those backends stamp
+  each status change, or the first listing that saw it running). The run times outlive the poller (a backend's
+  jobs may all end at once, and the next round's poller starts afresh) but not the triggerer process.
 
 A forecast is a guess, so what it may cost is bounded: each job pays for at most ``max_early_listings`` listings
 sent ahead of the regular schedule on its account, then waits for the regular ones like any other. A backend
-that reports no progress, or progress that does not move, gets no forecast and costs nothing extra.
+whose jobs report neither moving progress nor finish often enough to have a run time gets no forecast and costs
+nothing extra.
 """
 
 from __future__ import annotations
 
 import math
+import statistics
+from collections import deque
 from dataclasses import dataclass
 from typing import Any
 
 from airflow_provider_openeo.job_status import OpenEOJobStatus
+from airflow_provider_openeo.timestamps import epoch_from_rfc3339
 
 #: Seconds added to a forecast end: a listing that arrives a moment late finds the job ended; one that arrives a
 #: moment early is wasted.
 DEFAULT_MARGIN = 0.25
 #: Listings sent early on one job's account before it falls back to the regular schedule.
 DEFAULT_MAX_EARLY_LISTINGS = 2
+#: Run times kept per connection: the recent ones, so a backend that slows down is followed.
+RUN_TIME_SAMPLES = 25
+#: Finished jobs needed before their run times forecast anything: one could be an outlier.
+MIN_RUN_TIME_SAMPLES = 2
+
+_RUNNING = OpenEOJobStatus.RUNNING.value
+_FINISHED = OpenEOJobStatus.FINISHED.value
+
+
+class RunTimes:
+    """The run times (running -> finished, seconds) of the last jobs seen to finish on one connection."""
+
+    def __init__(self, maxlen: int = RUN_TIME_SAMPLES, minimum: int = MIN_RUN_TIME_SAMPLES) -> None:
+        self._samples: deque[float] = deque(maxlen=maxlen)
+        self.minimum = minimum
+
+    def add(self, seconds: float) -> None:
+        if math.isfinite(seconds) and seconds >= 0:
+            self._samples.append(seconds)
+
+    def typical(self) -> float | None:
+        """The median run time, or None until ``minimum`` jobs have finished."""
+        return statistics.median(self._samples) if len(self._samples) >= self.minimum else None
+
+    def __len__(self) -> int:
+        return len(self._samples)
+
+
+_RUN_TIMES: dict[str, RunTimes] = {}
+
+
+def run_times_of(conn_id: str) -> RunTimes:
+    """The run times of connection ``conn_id`` in this process (the triggerer), made on first use."""
+    return _RUN_TIMES.setdefault(conn_id, RunTimes())
 
 
 @dataclass
 class _Readings:
-    first_at: float
-    first_progress: float
-    last_at: float
-    last_progress: float
+    running_since: float
+    first_at: float | None = None
+    first_progress: float = 0.0
+    last_at: float | None = None
+    last_progress: float = 0.0
     early_listings: int = 0
 
-    def end(self) -> float | None:
+    def progress_end(self) -> float | None:
         """The time progress reaches 100 at the rate seen so far; None until it has moved."""
+        if self.first_at is None or self.last_at is None:
+            return None
         moved = self.last_progress - self.first_progress
         elapsed = self.last_at - self.first_at
         if moved <= 0 or elapsed <= 0:
             return None
         return self.last_at + (100.0 - self.last_progress) * elapsed / moved
+
+    def note_progress(self, progress: float, at: float) -> None:
+        if self.first_at is None or progress < self.last_progress:  # first reading, or started over on the backend
+            self.first_at, self.first_progress = at, progress
+            self.last_at, self.last_progress = at, progress
+        elif self.last_at is None or at > self.last_at:
+            self.last_at, self.last_progress = at, progress
 
 
 def _progress(metadata: dict[str, Any]) -> float | None:
@@ -51,40 +105,60 @@ def _progress(metadata: dict[str, Any]) -> float | None:
 
 
 class EndForecast:
-    """The running jobs' progress readings, and the earliest moment one of them is due to end."""
+    """The running jobs of one connection, and the earliest moment one of them is due to end."""
 
-    def __init__(self, *, margin: float = DEFAULT_MARGIN, max_early_listings: int = DEFAULT_MAX_EARLY_LISTINGS) -> None:
+    def __init__(
+        self,
+        *,
+        margin: float = DEFAULT_MARGIN,
+        max_early_listings: int = DEFAULT_MAX_EARLY_LISTINGS,
+        run_times: RunTimes | None = None,
+    ) -> None:
         self.margin = margin
         self.max_early_listings = max_early_listings
+        self.run_times = run_times if run_times is not None else RunTimes()
         self._jobs: dict[str, _Readings] = {}
 
     def observe(self, job_id: str, metadata: dict[str, Any], at: float) -> None:
         """Note what a listing said about a job; ``at`` is when the backend answered (epoch seconds)."""
-        progress = _progress(metadata)
-        if str(metadata.get("status") or "").lower() != OpenEOJobStatus.RUNNING.value or progress is None:
-            self._jobs.pop(job_id, None)
-            return
+        status = str(metadata.get("status") or "").lower()
         readings = self._jobs.get(job_id)
-        if readings is None or progress < readings.last_progress:  # new, or started over on the backend
-            self._jobs[job_id] = _Readings(at, progress, at, progress)
-        elif at > readings.last_at:
-            readings.last_at, readings.last_progress = at, progress
+        if status == _RUNNING:
+            stamped = epoch_from_rfc3339(metadata.get("updated"))
+            since = stamped if stamped is not None and stamped <= at else at
+            if readings is None:
+                readings = self._jobs[job_id] = _Readings(running_since=since)
+            progress = _progress(metadata)
+            if progress is not None:
+                readings.note_progress(progress, at)
+            return
+        self._jobs.pop(job_id, None)
+        if status == _FINISHED and readings is not None:
+            ended = epoch_from_rfc3339(metadata.get("updated"))
+            ended = ended if ended is not None and readings.running_since <= ended <= at else at
+            self.run_times.add(ended - readings.running_since)
 
     def forget(self, job_id: str) -> None:
         self._jobs.pop(job_id, None)
+
+    def _end(self, readings: _Readings) -> float | None:
+        if readings.first_at is not None:  # it reports progress: wait for that to move rather than spend its budget
+            return readings.progress_end()
+        typical = self.run_times.typical()
+        return None if typical is None else readings.running_since + typical
 
     def next_listing(self) -> float | None:
         """When to list for the soonest forecast end still allowed an early listing; None when there is none."""
         ends = [
             end
             for readings in self._jobs.values()
-            if readings.early_listings < self.max_early_listings and (end := readings.end()) is not None
+            if readings.early_listings < self.max_early_listings and (end := self._end(readings)) is not None
         ]
         return min(ends) + self.margin if ends else None
 
     def listing_sent_early(self, at: float) -> None:
         """Charge a listing sent ahead of the regular schedule to every job it was sent for."""
         for readings in self._jobs.values():
-            end = readings.end()
+            end = self._end(readings)
             if readings.early_listings < self.max_early_listings and end is not None and end + self.margin <= at:
                 readings.early_listings += 1

@@ -9,9 +9,10 @@ Pollers are keyed by (event loop, connection id) because asyncio objects belong 
 one long-lived loop for all its triggers, while ``dag.test()`` runs each trigger in its own short-lived
 ``asyncio.run``. The last subscriber out stops the poller and closes its hook, so nothing outlives its loop.
 
-Listings follow the jobs' reported ``progress`` too: when it forecasts an end before the next regular listing,
-one listing goes out then (:mod:`._end_forecast`, which bounds what that may cost), so a slot is not left idle
-for half an interval on average after its job ends.
+Listings follow the jobs' forecast ends too (their reported ``progress``, else the run times of the jobs seen to
+finish on the same connection): when one is due before the next regular listing, one listing goes out then
+(:mod:`._end_forecast`, which bounds what that may cost), so a slot is not left idle for half an interval on average
+after its job ends.
 
 Errors: a transient error (connection, timeout, 429, 5xx) only delays the next listing (exponential backoff,
 capped, never shorter than the server's ``Retry-After``); it never reaches the subscribers, so it never ends a
@@ -30,7 +31,7 @@ from dataclasses import dataclass
 from typing import Any, Protocol
 
 from airflow_provider_openeo.exceptions import OpenEOJobNotFoundError, OpenEOTransientError
-from airflow_provider_openeo.triggers._end_forecast import EndForecast
+from airflow_provider_openeo.triggers._end_forecast import EndForecast, run_times_of
 
 log = logging.getLogger(__name__)
 
@@ -127,7 +128,7 @@ class StatusPoller:
         self._hook_factory = hook_factory
         self._subscribers: dict[str, set[Subscription]] = {}
         self._task: asyncio.Task[None] | None = None
-        self._forecast = EndForecast()
+        self._forecast = EndForecast(run_times=run_times_of(conn_id))
         self.listings = 0
         """Number of ``get_jobs`` calls made (for logs and tests)."""
 

@@ -1,11 +1,13 @@
-"""The progress forecast that lets the status poller list right when a job is due to end (pure logic, no clock)."""
+"""The end forecast (reported progress, else finished jobs' run times) that lets the status poller list right
+when a job is due to end (pure logic, no clock)."""
 
 from __future__ import annotations
 
 import pytest
 
+from airflow_provider_openeo.timestamps import rfc3339_from_epoch
 from airflow_provider_openeo.triggers import _status_poller
-from airflow_provider_openeo.triggers._end_forecast import EndForecast
+from airflow_provider_openeo.triggers._end_forecast import EndForecast, RunTimes, run_times_of
 from tests.triggers._fakes import FakeBackend
 
 
@@ -107,3 +109,83 @@ def test_forecast_listings_are_never_closer_than_a_second_nor_a_fifth_of_the_int
     assert _poller_with(due_now, interval=60.0)._delay_after_listing(started=5.0) == pytest.approx(12.0)
     # An interval shorter than the spacing: the regular listing comes first anyway.
     assert _poller_with(due_now, interval=0.5)._delay_after_listing(started=5.0) == pytest.approx(0.5)
+
+
+# -- without progress: the run times of the jobs already finished on the connection --------------------------------
+
+
+def stamped(status: str, updated: float | None) -> dict[str, object]:
+    """A listing entry as openeo-geopyspark-driver writes it: no progress, ``updated`` at each status change."""
+    entry: dict[str, object] = {"status": status}
+    if updated is not None:
+        entry["updated"] = rfc3339_from_epoch(updated)
+    return entry
+
+
+def finish(forecast: EndForecast, job_id: str, started: float, ended: float) -> None:
+    forecast.observe(job_id, stamped("running", started), at=started + 1.0)
+    forecast.observe(job_id, stamped("finished", ended), at=ended + 2.0)
+
+
+def test_finished_jobs_run_times_forecast_a_running_job_without_progress():
+    forecast = EndForecast(margin=0.25, run_times=RunTimes(minimum=2))
+    finish(forecast, "a", started=0.0, ended=30.0)
+    forecast.observe("c", stamped("running", 40.0), at=42.0)
+    assert forecast.next_listing() is None  # one run time could be an outlier
+    finish(forecast, "b", started=5.0, ended=45.0)
+    # Median of 30 s and 40 s after the running job's own stamp, not after the listing that saw it.
+    assert forecast.next_listing() == pytest.approx(40.0 + 35.0 + 0.25)
+
+
+def test_without_stamps_the_listings_that_saw_the_changes_time_the_runs():
+    forecast = EndForecast(margin=0.0, run_times=RunTimes(minimum=1))
+    forecast.observe("a", {"status": "running"}, at=10.0)
+    forecast.observe("a", {"status": "finished"}, at=25.0)
+    forecast.observe("b", {"status": "running"}, at=30.0)
+    assert forecast.next_listing() == pytest.approx(45.0)
+
+
+def test_a_job_reporting_progress_is_forecast_from_it_alone():
+    forecast = EndForecast(margin=0.0, run_times=RunTimes(minimum=1))
+    finish(forecast, "a", started=0.0, ended=1.0)  # a short job of another batch on the same connection
+    forecast.observe("b", {**running(0.0), "updated": rfc3339_from_epoch(200.0)}, at=200.0)
+    # One reading gives no rate yet; the run times must not spend the job's early listings meanwhile.
+    assert forecast.next_listing() is None
+    forecast.observe("b", {**running(50.0), "updated": rfc3339_from_epoch(200.0)}, at=205.0)
+    assert forecast.next_listing() == pytest.approx(210.0)
+
+
+def test_only_finished_runs_count_and_only_the_recent_ones():
+    times = RunTimes(maxlen=3, minimum=1)
+    forecast = EndForecast(run_times=times)
+    forecast.observe("err", stamped("running", 0.0), at=0.0)
+    forecast.observe("err", stamped("error", 1.0), at=1.0)  # a failed job's run says nothing of a good one's
+    forecast.observe("q", stamped("queued", 0.0), at=0.0)
+    forecast.observe("q", stamped("finished", 9.0), at=9.0)  # never seen running: no start to count from
+    assert len(times) == 0
+    for seconds in (100.0, 10.0, 10.0, 10.0):
+        times.add(seconds)
+    assert times.typical() == 10.0
+
+
+def test_a_job_running_past_the_typical_time_pays_for_at_most_its_early_listings():
+    forecast = EndForecast(margin=0.0, max_early_listings=2, run_times=RunTimes(minimum=1))
+    finish(forecast, "a", started=0.0, ended=10.0)
+    forecast.observe("slow", stamped("running", 20.0), at=21.0)
+    for at in (30.0, 31.0):  # due at 30; it keeps running
+        assert forecast.next_listing() == pytest.approx(30.0)
+        forecast.listing_sent_early(at)
+        forecast.observe("slow", stamped("running", 20.0), at=at)
+    assert forecast.next_listing() is None
+
+
+def test_run_times_outlive_a_poller_of_the_same_connection():
+    conn_id = "test-run-times-outlive-the-poller"
+    first = _status_poller.StatusPoller(conn_id, FakeBackend().hook, loop=None)  # type: ignore[arg-type]
+    for job_id, (start, end) in {"a": (0.0, 20.0), "b": (0.0, 20.0)}.items():
+        finish(first._forecast, job_id, start, end)
+    second = _status_poller.StatusPoller(conn_id, FakeBackend().hook, loop=None)  # type: ignore[arg-type]
+    assert second._forecast.run_times is run_times_of(conn_id)
+    assert second._forecast.run_times.typical() == 20.0
+    other = _status_poller.StatusPoller(conn_id + "-other", FakeBackend().hook, loop=None)  # type: ignore[arg-type]
+    assert other._forecast.run_times.typical() is None
