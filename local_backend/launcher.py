@@ -41,7 +41,7 @@ from local_backend.credentials import (
     OTHER_BASIC_PASSWORD,
     OTHER_BASIC_USER,
 )
-from local_backend.settings import DEFAULT_SETTINGS, SettingsError, validate_settings
+from local_backend.settings import DEFAULT_SETTINGS, SettingsError, job_path, validate_settings
 
 __all__ = [
     "BASIC_PASSWORD",
@@ -57,6 +57,7 @@ __all__ = [
     "LocalBackendError",
     "SettingsError",
     "ensure_driver_venv",
+    "job_path",
     "start_local_backend",
 ]
 

@@ -195,6 +195,16 @@ def validate_settings(updates: Mapping[str, Any], base: Mapping[str, Any] | None
     return merged
 
 
+def job_path(job_id: str, *, subpaths: bool = True) -> str:
+    """A fault rule ``path`` selecting one job: ``GET|PATCH|DELETE /jobs/{id}`` and, with ``subpaths``,
+    its results, assets, logs, start and cancel too; other jobs and ``GET /jobs`` stay healthy.
+
+    The rule's ``path`` is searched in the concrete path (``/jobs/j-1``, API prefix removed), so an
+    anchored, escaped id is all it takes; this spells it once for tests of per-job failures.
+    """
+    return f"^/jobs/{re.escape(job_id)}{'(/|$)' if subpaths else '$'}"
+
+
 def fault_rules(settings: Mapping[str, Any]) -> list[dict[str, Any]]:
     """The default rule (top-level keys) followed by the explicit ``faults`` rules."""
     return [{k: settings[k] for k in FAULT_RULE_DEFAULTS}, *settings["faults"]]
