@@ -4,8 +4,9 @@ The provider is tested against this server, so whatever production servers do di
 local default has to be reproducible here, or the provider will only ever be right for the default
 (newest first, ``limit`` + ``next`` cursor, a linear ``progress``). Each profile fixes the listing shape,
 paging and order plus whether running jobs report progress; the facts come from the servers' own sources
-(docs DESIGN.md section 10). Standard library only: the launcher validates profile names in the main
-virtualenv and the unit tests run these functions in-process.
+(openeo-python-driver, openeo-geopyspark-driver, openeo-aggregator, openeo-fastapi; issue 11). Standard
+library only: the launcher validates profile names in the main virtualenv and the unit tests run these
+functions in-process.
 
 - ``default``: the local backend as it always was (its listing code lives in ``jobs.py``, untouched).
 - ``geopyspark`` (Copernicus Data Space, Terrascope): listing entries carry only id, status, created,
