@@ -169,7 +169,9 @@ class LifecycleBatchJobs(DummyBatchJobs):
         (it passes ``links`` and ``federation:missing`` through and calls ``to_api_dict`` per job)."""
         now = time.time()
         profile = profile_of(settings)
-        records = [r for r in self._store.for_user(user_id) if not self._federation.hides(r.id, settings, now)]
+        missing = self._federation.missing(settings, now)  # aggregator outage: these upstreams' jobs are left out
+        upstream_of = self._federation.upstream_of
+        records = [r for r in self._store.for_user(user_id) if upstream_of(r.id, settings) not in missing]
         ordered = order_jobs(records, listing_order_of(settings), lambda r: (r.created, r.id), settings["seed"])
         try:
             shown, next_parameters = page_of(ordered, profile.paging, limit, parameters)
@@ -189,7 +191,7 @@ class LifecycleBatchJobs(DummyBatchJobs):
                 {"rel": "next", "href": flask.url_for(".list_jobs", **next_parameters, _external=True)}
             )
         if profile.federated:
-            listing["federation:missing"] = self._federation.missing(settings, now)
+            listing["federation:missing"] = missing
         return listing
 
     # -- create / start / cancel / delete ---------------------------------------------------------------
