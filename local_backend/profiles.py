@@ -49,6 +49,8 @@ class Profile:
     federated: bool = False  # upstream-prefixed ids, outages, ``federation:missing``
 
 
+PRODUCTION_PROFILES = (GEOPYSPARK, AGGREGATOR, FASTAPI)
+
 PROFILES: dict[str, Profile] = {
     p.name: p
     for p in (
