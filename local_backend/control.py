@@ -20,7 +20,7 @@ import flask
 
 from local_backend.credentials import BASIC_USER, OIDC_CLIENT_ID, OIDC_DEFAULT_SUBJECT
 from local_backend.faults import FaultMiddleware, RequestStats
-from local_backend.federation import Federation
+from local_backend.federation import Federation, UpstreamUnavailable
 from local_backend.history import HistoryError, history_records
 from local_backend.oidc import LocalOidcProvider
 from local_backend.profiles import profile_of
@@ -80,9 +80,9 @@ class BackendState:
         if not profile_of(settings).federated:
             raise SettingsError(f"profile {settings['profile']!r} has no upstreams; outages need 'aggregator'")
         unknown = sorted(set(body) - {"upstream", "seconds"})
-        upstream, seconds = body.get("upstream"), body.get("seconds")
         if unknown:
             raise SettingsError(f"unknown key(s) {unknown}; known: upstream, seconds")
+        upstream, seconds = body.get("upstream"), body.get("seconds")
         if upstream not in settings["upstreams"]:
             raise SettingsError(f"'upstream' must be one of {settings['upstreams']}, got {upstream!r}")
         if isinstance(seconds, bool) or not isinstance(seconds, (int, float)) or seconds <= 0:
@@ -133,7 +133,8 @@ def control_blueprint(state: BackendState, oidc: LocalOidcProvider, shutdown: Ca
 
     @bp.errorhandler(SettingsError)
     @bp.errorhandler(HistoryError)
-    def settings_error(exc: ValueError) -> flask.Response:
+    @bp.errorhandler(UpstreamUnavailable)  # a history seeded while every upstream is out
+    def settings_error(exc: Exception) -> flask.Response:
         return _bad_request(str(exc))
 
     @bp.route("/_control/health", methods=["GET"])
