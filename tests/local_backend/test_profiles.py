@@ -157,13 +157,17 @@ def test_history_request_is_checked(backend: LocalBackend) -> None:
 
 
 # -- aggregator -----------------------------------------------------------------------------------------------
-def test_aggregator_prefixes_ids_round_robin_or_as_assigned(backend: LocalBackend, conn: openeo.Connection) -> None:
+def test_aggregator_prefixes_ids_round_robin_or_as_assigned(
+    backend: LocalBackend, conn: openeo.Connection, user: str
+) -> None:
     backend.configure(profile="aggregator", upstreams=["vito", "eodc", "creo"])
     upstreams = [j.job_id.split("-", 1)[0] for j in _jobs(conn, 6)]
     assert sorted(upstreams) == ["creo", "creo", "eodc", "eodc", "vito", "vito"]
     assert upstreams[:3] == upstreams[3:]  # a fixed turn
     backend.configure(upstream_assignment="eodc")
     assert create_job(conn).job_id.startswith("eodc-j-")
+    backend.seed_history(3, user=user)  # history jobs are assigned like new ones
+    assert sum(j["id"].startswith("eodc-j-") for j in _listing(conn)["jobs"]) == 3 + 3
 
 
 def test_aggregator_outage_hides_one_upstreams_jobs_behind_404(backend: LocalBackend, conn: openeo.Connection) -> None:
