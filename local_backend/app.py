@@ -15,7 +15,7 @@ import openeo_driver.config.load
 import openeo_driver.views
 from openeo_driver.config import OpenEoBackendConfig
 from openeo_driver.dummy.dummy_backend import DummyBackendImplementation
-from openeo_driver.errors import OpenEOApiException, TokenInvalidException
+from openeo_driver.errors import JobNotFoundException, OpenEOApiException, TokenInvalidException
 from openeo_driver.users.auth import HttpAuthHandler
 from openeo_driver.users.oidc import OidcProvider
 from werkzeug.exceptions import HTTPException
@@ -110,13 +110,21 @@ def build_app(state: BackendState, url: str, shutdown: Any) -> flask.Flask:
     openeo_driver.config.load._backend_config_getter._config = config
     openeo_driver.views.HttpAuthHandler = _local_auth_handler(oidc)
 
-    batch_jobs = LifecycleBatchJobs(state.store, state.settings, state.data_dir)
+    batch_jobs = LifecycleBatchJobs(state.store, state.settings, state.data_dir, state.federation)
     app = openeo_driver.views.build_app(backend_implementation=LocalBackendImplementation(config, batch_jobs))
     app.register_blueprint(oidc.blueprint(), url_prefix="/oidc")
     app.register_blueprint(control_blueprint(state, oidc, shutdown))
     app.register_blueprint(static_blueprint(state))
     auth = app.extensions["auth_handler"]
     _add_missing_job_views(app, auth, batch_jobs)
+
+    @app.before_request
+    def _hide_jobs_of_missing_upstreams() -> None:
+        """Aggregator outage: every route of a job whose upstream is out answers 404 JobNotFound
+        (status, results, assets, logs, start, cancel, delete), as openEO Platform does."""
+        job_id = (flask.request.view_args or {}).get("job_id")
+        if job_id and state.federation.hides(job_id, state.settings()):
+            raise JobNotFoundException(job_id)
 
     @app.before_request
     def _restart_finished_jobs() -> None:

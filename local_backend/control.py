@@ -18,9 +18,12 @@ from typing import Any
 
 import flask
 
-from local_backend.credentials import OIDC_CLIENT_ID, OIDC_DEFAULT_SUBJECT
+from local_backend.credentials import BASIC_USER, OIDC_CLIENT_ID, OIDC_DEFAULT_SUBJECT
 from local_backend.faults import FaultMiddleware, RequestStats
+from local_backend.federation import Federation, UpstreamUnavailable
+from local_backend.history import HistoryError, history_records
 from local_backend.oidc import LocalOidcProvider
+from local_backend.profiles import profile_of
 from local_backend.settings import SettingsError, fault_rules, validate_settings
 from local_backend.store import JobStore
 
@@ -39,6 +42,7 @@ class BackendState:
         self.stats = RequestStats()
         self.static_dir = data_dir / "static" / "processes"
         self.middleware: FaultMiddleware | None = None
+        self.federation = Federation()
         self.url = ""
         self.port = 0
 
@@ -56,9 +60,35 @@ class BackendState:
             return self._settings
 
     def reset(self) -> dict[str, Any]:
+        """Start-up settings, and no upstream outage (a test's outage must not reach the next test)."""
         with self._lock:
             self._apply(self.startup_settings)
+            self.federation.end_outages()
             return self._settings
+
+    def seed_history(self, body: dict[str, Any]) -> dict[str, Any]:
+        settings = self._settings
+        records = history_records(
+            body, default_user=BASIC_USER, job_id=lambda local_id: self.federation.job_id(local_id, settings)
+        )
+        self.store.put_many(records)
+        created = [r.created for r in records]
+        return {"count": len(records), "user": records[0].user_id, "oldest": min(created), "newest": max(created)}
+
+    def start_outage(self, body: dict[str, Any]) -> dict[str, Any]:
+        settings = self._settings
+        if not profile_of(settings).federated:
+            raise SettingsError(f"profile {settings['profile']!r} has no upstreams; outages need 'aggregator'")
+        unknown = sorted(set(body) - {"upstream", "seconds"})
+        if unknown:
+            raise SettingsError(f"unknown key(s) {unknown}; known: upstream, seconds")
+        upstream, seconds = body.get("upstream"), body.get("seconds")
+        if upstream not in settings["upstreams"]:
+            raise SettingsError(f"'upstream' must be one of {settings['upstreams']}, got {upstream!r}")
+        if isinstance(seconds, bool) or not isinstance(seconds, (int, float)) or seconds <= 0:
+            raise SettingsError(f"'seconds' must be a number > 0, got {seconds!r}")
+        self.federation.start_outage(upstream, float(seconds))
+        return {"outages": self.federation.outages()}
 
     def attach(self, middleware: FaultMiddleware) -> None:
         self.middleware = middleware
@@ -102,7 +132,9 @@ def control_blueprint(state: BackendState, oidc: LocalOidcProvider, shutdown: Ca
     bp = flask.Blueprint("local_control", __name__)
 
     @bp.errorhandler(SettingsError)
-    def settings_error(exc: SettingsError) -> flask.Response:
+    @bp.errorhandler(HistoryError)
+    @bp.errorhandler(UpstreamUnavailable)  # a history seeded while every upstream is out
+    def settings_error(exc: Exception) -> flask.Response:
         return _bad_request(str(exc))
 
     @bp.route("/_control/health", methods=["GET"])
@@ -137,6 +169,23 @@ def control_blueprint(state: BackendState, oidc: LocalOidcProvider, shutdown: Ca
         now = time.time()
         records = sorted(state.store.all(), key=lambda r: (r.created, r.id))
         return flask.jsonify({"now": now, "jobs": [job_view(r, now) for r in records]})
+
+    @bp.route("/_control/history", methods=["POST"])
+    def seed_history() -> flask.Response:
+        return flask.jsonify(state.seed_history(_json_body()))
+
+    @bp.route("/_control/outages", methods=["GET"])
+    def outages() -> flask.Response:
+        return flask.jsonify({"outages": state.federation.outages()})
+
+    @bp.route("/_control/outages", methods=["POST"])
+    def start_outage() -> flask.Response:
+        return flask.jsonify(state.start_outage(_json_body()))
+
+    @bp.route("/_control/outages", methods=["DELETE"])
+    def end_outages() -> flask.Response:
+        state.federation.end_outages()
+        return flask.jsonify({"outages": state.federation.outages()})
 
     @bp.route("/_control/processes/<name>", methods=["PUT"])
     def put_process(name: str) -> flask.Response:

@@ -15,10 +15,11 @@ import re
 import shutil
 import struct
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
+import flask
 from openeo.rest.models.logs import normalize_log_level
 from openeo_driver.backend import BatchJobMetadata, BatchJobResultMetadata, JobListing
 from openeo_driver.constants import DEFAULT_LOG_LEVEL_RETRIEVAL
@@ -32,6 +33,16 @@ from openeo_driver.errors import (
 from openeo_driver.users import User
 from openeo_driver.utils import generate_unique_id
 
+from local_backend.federation import Federation, UpstreamUnavailable
+from local_backend.profiles import (
+    DEFAULT,
+    ListedJob,
+    ListingError,
+    listing_order_of,
+    order_jobs,
+    page_of,
+    profile_of,
+)
 from local_backend.store import ACTIVE, CANCELED, ERROR, FINISHED, QUEUED, RUNNING, JobRecord, JobStore
 
 JOB_OPTIONS_KEY = "local_backend"
@@ -67,11 +78,18 @@ def usage_of(record: JobRecord, now: float) -> tuple[dict[str, Any] | None, floa
 class LifecycleBatchJobs(DummyBatchJobs):
     """openEO batch jobs whose status follows the wall clock; see the module docstring."""
 
-    def __init__(self, store: JobStore, settings: Callable[[], dict[str, Any]], data_dir: Path) -> None:
+    def __init__(
+        self,
+        store: JobStore,
+        settings: Callable[[], dict[str, Any]],
+        data_dir: Path,
+        federation: Federation | None = None,
+    ) -> None:
         super().__init__()
         self._store = store
         self._settings = settings
         self._results_root = data_dir / "results"
+        self._federation = federation or Federation()
 
     # -- lookup ---------------------------------------------------------------------------------------
     def _record(self, job_id: str, user_id: str) -> JobRecord:
@@ -85,7 +103,7 @@ class LifecycleBatchJobs(DummyBatchJobs):
         status = record.status(now)
         timeline = record.timeline(now)
         progress = None
-        if status == RUNNING and record.run_seconds > 0:
+        if status == RUNNING and record.run_seconds > 0 and profile_of(self._settings()).running_progress:
             progress = round(100.0 * (now - record.running_at) / record.run_seconds, 1)
         usage, costs = usage_of(record, now)
         ended = timeline["finished"] or timeline["error"] or timeline["canceled"]
@@ -117,8 +135,14 @@ class LifecycleBatchJobs(DummyBatchJobs):
 
     def get_user_jobs(
         self, user_id: str, limit: int | None = None, request_parameters: dict | None = None
-    ) -> JobListing:
-        """Newest first; with ``limit`` a ``next`` link carries the (created, id) of the last job shown."""
+    ) -> JobListing | dict[str, Any]:
+        """Newest first; with ``limit`` a ``next`` link carries the (created, id) of the last job shown.
+
+        Other profiles than the default answer in their own way (``_profile_listing``).
+        """
+        settings = self._settings()
+        if settings["profile"] != DEFAULT:
+            return self._profile_listing(user_id, settings, limit, request_parameters or {})
         now = time.time()
         records = sorted(self._store.for_user(user_id), key=lambda r: (r.created, r.id), reverse=True)
         after = (request_parameters or {}).get("after")
@@ -138,6 +162,38 @@ class LifecycleBatchJobs(DummyBatchJobs):
             next_parameters = {"limit": limit, "after": f"{last.created!r}_{last.id}"}
         return JobListing(jobs=[self._metadata(r, now) for r in records], next_parameters=next_parameters)
 
+    def _profile_listing(
+        self, user_id: str, settings: dict[str, Any], limit: int | None, parameters: Mapping[str, Any]
+    ) -> dict[str, Any]:
+        """A production server's listing (see ``profiles.py``), as the dict openeo-driver's view accepts
+        (it passes ``links`` and ``federation:missing`` through and calls ``to_api_dict`` per job)."""
+        now = time.time()
+        profile = profile_of(settings)
+        missing = self._federation.missing(settings, now)  # aggregator outage: these upstreams' jobs are left out
+        upstream_of = self._federation.upstream_of
+        records = [r for r in self._store.for_user(user_id) if upstream_of(r.id, settings) not in missing]
+        ordered = order_jobs(records, listing_order_of(settings), lambda r: (r.created, r.id), settings["seed"])
+        try:
+            shown, next_parameters = page_of(ordered, profile.paging, limit, parameters)
+        except ListingError as exc:
+            raise OpenEOApiException(status_code=400, code="InvalidPagination", message=str(exc)) from None
+        jobs = [
+            ListedJob(
+                self._metadata(r, now),
+                fields=profile.listing_fields,
+                extra={"process": r.process} if profile.listing_process else None,
+            )
+            for r in shown
+        ]
+        listing: dict[str, Any] = {"jobs": jobs, "links": []}
+        if next_parameters:
+            listing["links"].append(
+                {"rel": "next", "href": flask.url_for(".list_jobs", **next_parameters, _external=True)}
+            )
+        if profile.federated:
+            listing["federation:missing"] = missing
+        return listing
+
     # -- create / start / cancel / delete ---------------------------------------------------------------
     def create_job(
         self,
@@ -156,8 +212,12 @@ class LifecycleBatchJobs(DummyBatchJobs):
                 message="The local backend refuses this process graph (setting 'reject_process_graphs')."
             )
         self._job_overrides(job_options)  # reject bad overrides at creation, not at start
+        try:
+            job_id = self._federation.job_id(generate_unique_id(prefix="j"), settings)
+        except UpstreamUnavailable as exc:
+            raise OpenEOApiException(status_code=503, code="ServiceUnavailable", message=str(exc)) from None
         record = JobRecord(
-            id=generate_unique_id(prefix="j"),
+            id=job_id,
             user_id=user.user_id,
             created=time.time(),
             process=process,

@@ -41,7 +41,7 @@ from local_backend.credentials import (
     OTHER_BASIC_PASSWORD,
     OTHER_BASIC_USER,
 )
-from local_backend.settings import DEFAULT_SETTINGS, SettingsError, validate_settings
+from local_backend.settings import DEFAULT_SETTINGS, SettingsError, job_path, validate_settings
 
 __all__ = [
     "BASIC_PASSWORD",
@@ -57,6 +57,7 @@ __all__ = [
     "LocalBackendError",
     "SettingsError",
     "ensure_driver_venv",
+    "job_path",
     "start_local_backend",
 ]
 
@@ -288,7 +289,7 @@ class LocalBackend:
         return self._request("GET", "/_control/config")
 
     def reset_config(self) -> None:
-        """Back to the settings the server was started with (faults off, default durations, no limit)."""
+        """Back to the settings the server was started with (faults off, default durations, no limit), no outage."""
         self._settings = self._request("POST", "/_control/config/reset")
 
     def stats(self) -> dict[str, int]:
@@ -310,6 +311,24 @@ class LocalBackend:
     def jobs(self) -> list[dict[str, Any]]:
         """Every job of every user, oldest first: id, user_id, status, title, job_options, times (epoch s)."""
         return self._request("GET", "/_control/jobs")["jobs"]
+
+    def seed_history(
+        self, count: int, max_age_days: float = 90, *, user: str = BASIC_USER, seed: int | None = None
+    ) -> dict[str, Any]:
+        """Add ``count`` old, ended jobs of ``user`` (created over the last ``max_age_days``, at least two
+        hours ago) in one go, like a production account's months of history; kept across ``restart()``.
+        Returns ``{"count", "user", "oldest", "newest"}`` (epoch seconds)."""
+        body = {"count": count, "max_age_days": max_age_days, "user": user, "seed": seed}
+        return self._request("POST", "/_control/history", json=body)
+
+    def upstream_outage(self, upstream: str, seconds: float) -> dict[str, float]:
+        """Aggregator profile: ``upstream`` is unreachable for ``seconds`` from now (its jobs answer 404
+        JobNotFound and leave listings, which name it under ``federation:missing``). Returns the
+        outages in force, upstream -> seconds left. Ended by ``end_outages()`` or ``reset()``."""
+        return self._request("POST", "/_control/outages", json={"upstream": upstream, "seconds": seconds})["outages"]
+
+    def end_outages(self) -> None:
+        self._request("DELETE", "/_control/outages")
 
     def add_process_definition(self, name: str, definition: dict[str, Any] | str) -> str:
         """Serve ``definition`` at ``{url}/_static/processes/{name}.json`` and return that URL.
@@ -387,15 +406,21 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--port", type=int, default=8081)
     parser.add_argument("--name", default="local")
     parser.add_argument("--config", default="{}", help="extra start-up settings as a JSON object")
+    parser.add_argument("--profile", help="production server to imitate: geopyspark, aggregator, fastapi")
     parser.add_argument("--keep-data", action="store_true", help="keep jobs and log under build/local-backends")
     args = parser.parse_args(argv)
     try:
         settings = {**json.loads(args.config), "name": args.name}
+        if args.profile:
+            settings["profile"] = args.profile
         backend = start_local_backend(args.port, cleanup=not args.keep_data, **settings)
     except (ValueError, LocalBackendError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
-    print(f"local openEO backend {backend.name!r} at {backend.url} (pid {backend.pid}, log {backend.log_path})")
+    print(
+        f"local openEO backend {backend.name!r} ({backend.config()['profile']} profile) at {backend.url} "
+        f"(pid {backend.pid}, log {backend.log_path})"
+    )
     print(f"  basic auth: {BASIC_USER} / {BASIC_PASSWORD}")
     print(f"  OIDC: provider {OIDC_PROVIDER_ID!r}, client {OIDC_CLIENT_ID!r} / {OIDC_CLIENT_SECRET!r}")
     print(f"  control API: {backend.url}/_control/config, /_control/stats, /_control/jobs")

@@ -12,6 +12,9 @@ import re
 from collections.abc import Mapping
 from typing import Any
 
+from local_backend.federation import ROUND_ROBIN, UPSTREAM_SEPARATOR
+from local_backend.profiles import DEFAULT, LISTING_ORDERS, NEWEST_FIRST, PROFILES
+
 # Keys of one fault rule. The top-level settings double as the "default rule" (so
 # ``configure(error_rate=0.5)`` works); ``faults`` adds more rules with their own selectors.
 FAULT_RULE_DEFAULTS: dict[str, Any] = {
@@ -38,7 +41,11 @@ DEFAULT_SETTINGS: dict[str, Any] = {
     "reject_process_graphs": False,  # True, or a regex searched in the process graph JSON
     "access_token_lifetime": 600.0,  # seconds an OIDC access token stays valid
     "result_size": 2048,  # bytes of the raster-like result asset
-    "seed": None,  # seed of the fault dice, for reproducible benchmark runs
+    "seed": None,  # seed of the fault dice (and of the ``unordered`` listing order), for reproducible runs
+    "profile": DEFAULT,  # the production server imitated: default, geopyspark, aggregator, fastapi (profiles.py)
+    "listing_order": None,  # newest_first, oldest_first, unordered; None = the profile's own order
+    "upstreams": ["vito", "eodc"],  # aggregator profile: upstream names, the prefixes of job ids
+    "upstream_assignment": ROUND_ROBIN,  # aggregator profile: round_robin, or the one upstream new jobs go to
     "faults": [],
     **FAULT_RULE_DEFAULTS,
 }
@@ -111,6 +118,34 @@ def validate_fault_rule(rule: Mapping[str, Any], where: str = "fault rule") -> d
     return out
 
 
+def _validate_profile(merged: dict[str, Any]) -> None:
+    if merged["profile"] not in PROFILES:
+        raise SettingsError(f"setting 'profile' must be one of {sorted(PROFILES)}, got {merged['profile']!r}")
+    order = merged["listing_order"]
+    if order is not None and order not in LISTING_ORDERS:
+        raise SettingsError(f"setting 'listing_order' must be one of {list(LISTING_ORDERS)} or None, got {order!r}")
+    if merged["profile"] == DEFAULT and order not in (None, NEWEST_FIRST):
+        raise SettingsError(
+            f"setting 'listing_order' {order!r} needs a profile other than {DEFAULT!r}, "
+            f"whose cursor paging only works newest first"
+        )
+    upstreams = _string_list("upstreams", merged["upstreams"])
+    if not upstreams or len(set(upstreams)) != len(upstreams):
+        raise SettingsError(f"setting 'upstreams' must be a non-empty list of distinct names, got {upstreams!r}")
+    for name in upstreams:
+        if not re.fullmatch(r"[A-Za-z0-9_]{1,32}", name):
+            raise SettingsError(
+                f"setting 'upstreams': {name!r} must match [A-Za-z0-9_]{{1,32}} "
+                f"({UPSTREAM_SEPARATOR!r} separates the upstream from the id)"
+            )
+    merged["upstreams"] = upstreams
+    assignment = merged["upstream_assignment"]
+    if assignment != ROUND_ROBIN and assignment not in upstreams:
+        raise SettingsError(
+            f"setting 'upstream_assignment' must be {ROUND_ROBIN!r} or one of {upstreams}, got {assignment!r}"
+        )
+
+
 def validate_settings(updates: Mapping[str, Any], base: Mapping[str, Any] | None = None) -> dict[str, Any]:
     """Merge ``updates`` into ``base`` (defaults when None) and return the checked result.
 
@@ -145,6 +180,8 @@ def validate_settings(updates: Mapping[str, Any], base: Mapping[str, Any] | None
     if seed is not None and (isinstance(seed, bool) or not isinstance(seed, int)):
         raise SettingsError(f"setting 'seed' must be an int or None, got {seed!r}")
 
+    _validate_profile(merged)
+
     default_rule = validate_fault_rule({k: merged[k] for k in FAULT_RULE_DEFAULTS}, where="settings")
     merged.update(default_rule)
     if not isinstance(merged["faults"], (list, tuple)):
@@ -156,6 +193,16 @@ def validate_settings(updates: Mapping[str, Any], base: Mapping[str, Any] | None
         rules.append(validate_fault_rule(rule, where=f"faults[{i}]"))
     merged["faults"] = rules
     return merged
+
+
+def job_path(job_id: str, *, subpaths: bool = True) -> str:
+    """A fault rule ``path`` selecting one job: ``GET|PATCH|DELETE /jobs/{id}`` and, with ``subpaths``,
+    its results, assets, logs, start and cancel too; other jobs and ``GET /jobs`` stay healthy.
+
+    The rule's ``path`` is searched in the concrete path (``/jobs/j-1``, API prefix removed), so an
+    anchored, escaped id is all it takes; this spells it once for tests of per-job failures.
+    """
+    return f"^/jobs/{re.escape(job_id)}{'(/|$)' if subpaths else '$'}"
 
 
 def fault_rules(settings: Mapping[str, Any]) -> list[dict[str, Any]]:

@@ -9,7 +9,7 @@ import pytest
 import requests
 from openeo.rest import OpenEoApiError
 
-from local_backend.launcher import LocalBackend, LocalBackendError, SettingsError
+from local_backend.launcher import LocalBackend, LocalBackendError, SettingsError, job_path
 from tests.local_backend.conftest import create_job, simple_cube, statuses_until_done
 
 
@@ -36,6 +36,24 @@ def test_transient_503_is_absorbed_by_the_clients_own_retry(
     assert job.status() == "created"
     assert openeo_backend.stats()["GET /jobs/{job_id}"] == 2
     assert openeo_backend.fault_stats() == {"error": 1}
+
+
+def test_a_fault_rule_can_target_one_job(conn: openeo.Connection, openeo_backend: LocalBackend) -> None:
+    """Per-job 5xx: one job's reads fail while its neighbours and the listing answer."""
+    sick, healthy = create_job(conn), create_job(conn)
+    openeo_backend.configure(faults=[{"path": job_path(sick.job_id), "error_rate": 1.0, "error_status": 500}])
+    with pytest.raises(OpenEoApiError) as err:
+        sick.status()
+    assert err.value.http_status_code == 500
+    assert requests.get(conn.build_url(f"/jobs/{sick.job_id}/logs"), auth=conn.auth, timeout=10).status_code == 500
+    assert healthy.status() == "created"
+    assert {sick.job_id, healthy.job_id} <= {j["id"] for j in conn.list_jobs(limit=None)}
+    # Without subpaths only the job's own document fails.
+    openeo_backend.configure(faults=[{"path": job_path(sick.job_id, subpaths=False), "error_rate": 1.0}])
+    assert requests.get(conn.build_url(f"/jobs/{sick.job_id}/logs"), auth=conn.auth, timeout=10).status_code == 200
+    with pytest.raises(OpenEoApiError):
+        sick.status()
+    assert openeo_backend.fault_stats() == {"error": 3}
 
 
 def test_method_and_path_selectors(conn: openeo.Connection, openeo_backend: LocalBackend) -> None:

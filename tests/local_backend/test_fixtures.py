@@ -8,7 +8,7 @@ import os
 import openeo
 import pytest
 
-from local_backend.launcher import LocalBackend
+from local_backend.launcher import BASIC_PASSWORD, BASIC_USER, LocalBackend
 from tests.fixtures.local_backend import AUTH_METHODS, backend_conn_env, backend_connection
 
 
@@ -40,6 +40,16 @@ def test_every_auth_method_authenticates(openeo_backend: LocalBackend, auth_meth
     conn = backend_connection(openeo_backend, auth_method)
     assert conn["conn_type"] == "openeo"
     assert _connect_like_the_hook(conn).describe_account()["user_id"]
+
+
+def test_production_backend_runs_the_test_per_profile(production_backend: LocalBackend) -> None:
+    profile = production_backend.config()["profile"]
+    assert profile in {"geopyspark", "aggregator", "fastapi"}
+    conn = openeo.connect(production_backend.url).authenticate_basic(BASIC_USER, BASIC_PASSWORD)
+    job = conn.load_collection("S2_FOOBAR").create_job()
+    assert job.job_id.startswith(("vito-j-", "eodc-j-") if profile == "aggregator" else "j-")
+    listed = [j["id"] for j in conn.list_jobs(limit=None)]
+    assert job.job_id in listed
 
 
 def test_conn_env(monkeypatch: pytest.MonkeyPatch, openeo_backend: LocalBackend) -> None:
