@@ -10,7 +10,7 @@ import openeo
 import pytest
 
 from airflow_provider_openeo.hooks.openeo import OpenEOAsyncHook, OpenEOHook
-from airflow_provider_openeo.triggers import _status_poller
+from airflow_provider_openeo.triggers import _end_forecast, _status_poller
 from airflow_provider_openeo.triggers.openeo import OpenEOJobEvent, OpenEOJobEventStatus, OpenEOJobTrigger
 from local_backend.launcher import OTHER_BASIC_PASSWORD, OTHER_BASIC_USER
 from tests.fixtures.local_backend import backend_connection
@@ -86,6 +86,29 @@ def test_reported_progress_brings_the_listing_forward_to_the_end_of_the_job(conn
     assert noticed_after < 11.0, f"the end was noticed {noticed_after:.1f} s in, at the regular listing"
     stats = openeo_backend.stats()  # one job: the hook reads it by id rather than listing all jobs
     assert stats.get("GET /jobs", 0) + stats.get("GET /jobs/{job_id}", 0) <= 4, stats  # as many as regular ones
+
+
+def test_without_progress_finished_jobs_run_times_bring_the_listing_forward(connection, openeo_backend, monkeypatch):
+    # A geopyspark-like backend reports no progress. Two jobs of 6 s finish first; the third, started while the
+    # poller still holds a job (so the same poller times it), is then due ~6 s after it went running: one listing
+    # right after that, not the regular one at 12 s.
+    openeo_backend.configure(profile="geopyspark")
+    monkeypatch.setattr(_end_forecast, "_RUN_TIMES", {})  # no run times left from other tests of this connection
+    first = [start_job(connection, queue=0.2, run=6.0) for _ in range(2)]
+
+    async def batch() -> tuple[list[OpenEOJobEvent], float]:
+        waits = [asyncio.ensure_future(wait(OpenEOJobTrigger(CONN_ID, j, poll_interval=6.0))) for j in first]
+        done = await asyncio.gather(*waits)
+        job_id = start_job(connection, queue=0.2, run=6.0)
+        began = time.monotonic()
+        event = await wait(OpenEOJobTrigger(CONN_ID, job_id, poll_interval=6.0))
+        return [*done, event], time.monotonic() - began
+
+    events, noticed_after = asyncio.run(batch())
+    assert [e.status for e in events] == [OpenEOJobEventStatus.FINISHED] * 3
+    assert "progress" not in events[-1].job or events[-1].job["progress"] in (None, 100)
+    assert _end_forecast.run_times_of(CONN_ID).typical() is not None
+    assert noticed_after < 9.0, f"the end was noticed {noticed_after:.1f} s in, at a regular listing"
 
 
 def test_5xx_and_429_during_polling_do_not_end_the_wait(connection, openeo_backend, monkeypatch):
