@@ -46,8 +46,13 @@ format: install
 	$(VENV)/bin/ruff check --fix $(LINT_PATHS)
 	$(VENV)/bin/ruff format $(LINT_PATHS)
 
-local-backend: install driver-venv
-	$(PY) -m local_backend.launcher --port $${PORT:-8081}
+# `make local-backend NAME=foo PORT=8081`: one local openEO backend in the foreground, serving the examples' UDP;
+# it needs only build/driver-venv, and it stops with the make that started it.
+NAME ?= local
+PORT ?= 8081
+local-backend: driver-venv
+	$(DRIVER_VENV)/bin/python -m local_backend.launcher --name $(NAME) --port $(PORT) \
+		--process ndvi_timeseries=example_dags/udp/ndvi_timeseries.json
 
 clean:
 	rm -rf $(VENV) build .pytest_cache .ruff_cache

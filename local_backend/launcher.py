@@ -401,6 +401,16 @@ def _interrupt(signum: int, frame: object) -> None:
     raise KeyboardInterrupt
 
 
+def _process_argument(value: str) -> tuple[str, str]:
+    """``NAME=FILE`` -> (name, the file's text), checked to be JSON so a typo fails before the server starts."""
+    name, sep, path = value.partition("=")
+    if not sep or not name or not path:
+        raise ValueError(f"--process {value!r}: expected NAME=FILE")
+    text = Path(path).read_text(encoding="utf-8")
+    json.loads(text)
+    return name, text
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m local_backend.launcher", description="Run a local openEO backend.")
     parser.add_argument("--port", type=int, default=8081)
@@ -408,13 +418,22 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--config", default="{}", help="extra start-up settings as a JSON object")
     parser.add_argument("--profile", help="production server to imitate: geopyspark, aggregator, fastapi")
     parser.add_argument("--keep-data", action="store_true", help="keep jobs and log under build/local-backends")
+    parser.add_argument(
+        "--process",
+        action="append",
+        default=[],
+        metavar="NAME=FILE",
+        help="serve a process definition (a UDP's JSON) at /_static/processes/NAME.json; repeatable",
+    )
     args = parser.parse_args(argv)
+    parent = os.getppid()
     try:
+        processes = dict(_process_argument(value) for value in args.process)
         settings = {**json.loads(args.config), "name": args.name}
         if args.profile:
             settings["profile"] = args.profile
         backend = start_local_backend(args.port, cleanup=not args.keep_data, **settings)
-    except (ValueError, LocalBackendError) as exc:
+    except (ValueError, OSError, LocalBackendError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
     print(
@@ -424,10 +443,15 @@ def main(argv: list[str] | None = None) -> int:
     print(f"  basic auth: {BASIC_USER} / {BASIC_PASSWORD}")
     print(f"  OIDC: provider {OIDC_PROVIDER_ID!r}, client {OIDC_CLIENT_ID!r} / {OIDC_CLIENT_SECRET!r}")
     print(f"  control API: {backend.url}/_control/config, /_control/stats, /_control/jobs")
-    print("Ctrl-C stops it.", flush=True)
+    for name, definition in processes.items():
+        print(f"  process {name!r}: {backend.add_process_definition(name, definition)}")
+    print("Ctrl-C stops it (so does the end of the command that started it).", flush=True)
     signal.signal(signal.SIGTERM, _interrupt)  # `kill PID` stops it as cleanly as Ctrl-C
     try:
         while backend.is_running():
+            if os.getppid() != parent:  # `make local-backend` was killed: nobody is left to press Ctrl-C
+                print("the command that started it is gone; stopping", file=sys.stderr)
+                return 0
             time.sleep(0.5)
         print(f"server exited; log tail:\n{_tail(backend.log_path)}", file=sys.stderr)
         return 1

@@ -1,6 +1,16 @@
-"""Several backends side by side, restarts, static process definitions, and launcher failure reports."""
+"""Several backends side by side, restarts, static process definitions, the launcher of `make local-backend`,
+and launcher failure reports."""
 
 from __future__ import annotations
+
+import contextlib
+import json
+import os
+import signal
+import socket
+import subprocess
+import time
+from pathlib import Path
 
 import openeo
 import pandas as pd
@@ -8,7 +18,8 @@ import pytest
 import requests
 from openeo.extra.job_management.process_based import ProcessBasedJobCreator
 
-from local_backend.launcher import LocalBackend, LocalBackendError, start_local_backend
+from local_backend.launcher import DRIVER_VENV, LocalBackend, LocalBackendError, start_local_backend
+from tests.conftest import REPO
 from tests.local_backend.conftest import connect, create_job, statuses_until_done
 
 
@@ -90,3 +101,59 @@ def test_bad_interpreter_is_reported(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("LOCAL_BACKEND_PYTHON", "/bin/false")
     with pytest.raises(LocalBackendError, match="exited with code 1"):
         start_local_backend(name="nopython")
+
+
+DRIVER_PYTHON = DRIVER_VENV / "bin" / "python"
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def test_make_local_backend_serves_the_examples_udp_and_stops_with_the_command_that_started_it(
+    tmp_path: Path,
+) -> None:
+    """What `make local-backend NAME=... PORT=...` runs, under a parent that is then killed without a word."""
+    port = _free_port()
+    udp = REPO / "example_dags" / "udp" / "ndvi_timeseries.json"
+    launcher = f"{DRIVER_PYTHON} -m local_backend.launcher --name cli --port {port} --process ndvi_timeseries={udp}"
+    parent = subprocess.Popen(["bash", "-c", f"{launcher} & wait"], cwd=REPO, start_new_session=True)
+    url = f"http://127.0.0.1:{port}/_static/processes/ndvi_timeseries.json"
+    try:
+        deadline = time.monotonic() + 60
+        served = None
+        while served is None or not served.ok:  # the launcher publishes the process once the server answers
+            assert time.monotonic() < deadline, "the launcher never served the process"
+            time.sleep(0.5)
+            with contextlib.suppress(requests.ConnectionError, requests.Timeout):  # bound before it can answer
+                served = requests.get(url, timeout=5)
+        assert served.json() == json.loads(udp.read_text(encoding="utf-8"))
+        parent.kill()  # SIGKILL of the shell alone: the launcher is orphaned
+        parent.wait(timeout=10)
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                requests.get(url, timeout=5)
+            except requests.ConnectionError:
+                break
+            assert time.monotonic() < deadline, "the backend outlived the command that started it"
+            time.sleep(0.5)
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(parent.pid, signal.SIGTERM)
+
+
+def test_a_bad_process_argument_fails_before_any_server_starts(tmp_path: Path) -> None:
+    not_json = tmp_path / "udp.json"
+    not_json.write_text("{not json", encoding="utf-8")
+    for argument in ("no-equals-sign", f"x={tmp_path / 'missing.json'}", f"x={not_json}"):
+        result = subprocess.run(
+            [str(DRIVER_PYTHON), "-m", "local_backend.launcher", "--port", "0", "--process", argument],
+            cwd=REPO,
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+        assert result.returncode == 1 and result.stderr.startswith("error:"), (argument, result.stderr)
