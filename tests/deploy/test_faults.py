@@ -804,3 +804,70 @@ def test_recurring_schedule_runs_two_consecutive_intervals(rig: FaultRig) -> Non
         rows_in_table=len(table),
         seconds_for_two_runs=round(ended - started, 1),
     )
+
+
+# -- 10. production backends (the local backend's profiles) ----------------------------------------------------
+
+#: Old jobs added to the account on each profile's turn: a production account's months of history.
+PROFILE_HISTORY = 1000
+
+
+def _first_running_job_on(rig: FaultRig, backend: str, title_prefix: str) -> dict[str, Any] | None:
+    jobs = rig.jobs_of(title_prefix)[backend]
+    return next((job for job in jobs if job["status"] == "running"), None)
+
+
+@pytest.mark.parametrize("profile", ["geopyspark", "aggregator", "fastapi"])
+def test_batch_on_backends_that_behave_like_production_servers(rig: FaultRig, profile: str) -> None:
+    """Both backends imitate one production server (local_backend/README.md, profiles), over an account holding a
+    history of old jobs, each with the fault that server is known for:
+
+    - geopyspark (Copernicus Data Space, Terrascope): no progress, oldest-first page paging; foo's account runs two
+      jobs at most and refuses a third with HTTP 400 ConcurrentJobLimit while its pool lets three tasks start;
+    - aggregator (openEO Platform): ids ``<upstream>-<id>``; the upstream of a running job on foo cannot be reached
+      for 8 s, so its jobs answer 404 JobNotFound and leave listings (``federation:missing``);
+    - fastapi (EODC): every listing holds every job with its process graph, ``limit`` ignored.
+
+    Nothing is lost and nothing is created twice: the table, the result folders and both backends' job lists agree
+    row for row, and a 404 of an unreachable upstream never ends a row.
+    """
+    dag_id, rows = f"fault_profile_{profile}", 8
+    foo = rig.backends["foo"]
+    for backend in rig.backends.values():
+        backend.configure(profile=profile)
+        backend.seed_history(PROFILE_HISTORY, seed=len(profile))
+    if profile == "geopyspark":
+        foo.configure(max_concurrent_jobs=2)
+    run_id, started = run_batch(rig, dag_id, {"rows": rows, "run_seconds": 4})
+    outage: dict[str, Any] = {}
+    if profile == "aggregator":
+        job = rig.wait_until("a running job on foo", lambda: _first_running_job_on(rig, "foo", f"{dag_id} "))
+        upstream = job["id"].split("-", 1)[0]
+        foo.upstream_outage(upstream, seconds=8)
+        outage = {"upstream": upstream, "job_seen_running": job["id"], "seconds": 8}
+    run = rig.airflow.wait_for_run(dag_id, run_id, timeout=RUN_TIMEOUT)
+    ended = time.monotonic()
+    tis = rig.mapped(dag_id, run_id)
+
+    assert run["state"] == "success", ti_states(tis)
+    table, created = check_batch(rig, dag_id, rows)
+    if profile == "aggregator":
+        assert all("-" in job_id for job_id in table["id"]), "job ids lost their upstream prefix"
+        retired = table[table["job_history"].map(lambda h: any(e.get("status") == "deleted" for e in (h or [])))]
+        assert retired.empty, f"rows took their job for deleted during the outage: {retired.index.tolist()}"
+    if profile == "geopyspark":
+        assert _max_concurrent(created["foo"]) <= 2, "foo ran more jobs than its account allows"
+    stats = {name: backend.stats() for name, backend in rig.backends.items()}
+    observe(
+        rig,
+        f"10 production profile {profile}",
+        rows=rows,
+        history_jobs_per_backend=PROFILE_HISTORY,
+        run_seconds=round(ended - started, 1),
+        rows_per_backend=table["backend_name"].value_counts().to_dict(),
+        listings=sum(s.get("GET /jobs", 0) for s in stats.values()),
+        job_reads=sum(s.get("GET /jobs/{job_id}", 0) for s in stats.values()),
+        starts=sum(s.get("POST /jobs/{job_id}/results", 0) for s in stats.values()),
+        outage=outage,
+        retried_tasks=retried(tis),
+    )

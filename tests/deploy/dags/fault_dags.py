@@ -156,6 +156,8 @@ shared_a = batch_dag("fault_shared_backend_a")
 shared_b = batch_dag("fault_shared_backend_b")
 cancel_after = batch_dag("fault_cancel_after", cancel_running_job_after=5)
 mark_failed = batch_dag("fault_mark_failed")
+# Both backends imitating one production server each turn (local_backend/README.md, profiles).
+profiles = {name: batch_dag(f"fault_profile_{name}") for name in ("geopyspark", "aggregator", "fastapi")}
 recurring = batch_dag(
     "fault_recurring",
     schedule=DeltaDataIntervalTimetable(RECURRING_INTERVAL),
