@@ -41,6 +41,9 @@ from airflow_provider_openeo.hooks._openeo_http import is_link_expired, is_range
 if TYPE_CHECKING:
     import openeo
 
+#: Most bytes asked of the connection per read. A stream that breaks off mid-read loses what that read had
+#: gathered (urllib3 raises instead of returning it), so reads stay small: at most this much moves again.
+MAX_NETWORK_READ = 64 * 1024
 _CONTENT_RANGE = re.compile(r"bytes\s+(\d+)-(\d+)/(\d+|\*)")
 #: Bytes as sent: a compressed answer's Content-Length and ranges would not be the file's.
 _IDENTITY = {"Accept-Encoding": "identity"}
@@ -176,41 +179,51 @@ class AssetDownload:
 
     def _fetch_from(self, offset: int) -> int | None:
         """Stream the bytes from ``offset`` on into the partial file; return the asset's total size if known."""
+        handle = None
+        if offset:
+            # asked before the request: a store that cannot append must not have the rest sent for nothing
+            handle = open_partial(self.partial, append=True)
+            if handle is None:
+                self.transfer.restarts += 1
+                self.log.info("The store cannot append: asset %r starts over", self.asset.key)
+                remove_quietly(self.partial)
+                offset = 0
         headers = dict(_IDENTITY)
         if offset:
             headers["Range"] = f"bytes={offset}-"
         try:
-            response = self._request("get", headers)
-        except Exception as error:
-            if offset and is_range_not_satisfiable(error):
-                # the partial already holds every byte (or more than the asset has): let the checks decide
-                return self.asset.size if self.asset.size is not None else offset
-            raise
-        with response:
-            start, total = 0, None
-            if offset and response.status_code == 206:
-                content_range = _content_range(response)
-                if content_range is None or content_range[0] != offset:
-                    raise IncompleteDownloadError(f"asset {self.asset.key!r}: unexpected Content-Range")
-                start, total = content_range
-            elif offset:
-                self.transfer.restarts += 1
-                self.log.info("The server ignored the Range for asset %r; starting it over", self.asset.key)
-            length = _content_length(response)
-            if total is None and length is not None:
-                total = start + length
-            handle = open_partial(self.partial, append=start > 0)
-            if handle is None:  # this store cannot append: the asset starts over, without Range
-                self.transfer.restarts += 1
-                remove_quietly(self.partial)
-                response.close()
-                return self._fetch_from(0)
-            with handle:
-                for chunk in response.iter_content(chunk_size=self.chunk_size):
+            try:
+                response = self._request("get", headers)
+            except Exception as error:
+                if offset and is_range_not_satisfiable(error):
+                    # the partial already holds every byte (or more than the asset has): the checks decide
+                    return self.asset.size if self.asset.size is not None else offset
+                raise
+            with response:
+                start, total = 0, None
+                if offset and response.status_code == 206:
+                    content_range = _content_range(response)
+                    if content_range is None or content_range[0] != offset:
+                        raise IncompleteDownloadError(f"asset {self.asset.key!r}: unexpected Content-Range")
+                    start, total = content_range
+                elif offset:
+                    self.transfer.restarts += 1
+                    self.log.info("The server ignored the Range for asset %r; starting it over", self.asset.key)
+                    handle.close()
+                    handle = None
+                length = _content_length(response)
+                if total is None and length is not None:
+                    total = start + length
+                if handle is None:
+                    handle = open_partial(self.partial, append=False)
+                for chunk in response.iter_content(chunk_size=min(self.chunk_size, MAX_NETWORK_READ)):
                     if chunk:
                         handle.write(chunk)
                         self.transfer.received += len(chunk)
-            return total if total is not None else self.asset.size
+                return total if total is not None else self.asset.size
+        finally:
+            if handle is not None:
+                handle.close()
 
     def _finish(self, expected: int | None) -> None:
         size = size_of(self.partial) or 0

@@ -7,6 +7,7 @@ Only the standard library is used: unit tests run it in the main virtualenv.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import random
 import re
@@ -98,6 +99,14 @@ class _Rule:
         return bool(s["latency"] or s["error_rate"] or s["rate_limit_rate"] or s["drop_rate"] or shapes)
 
 
+@dataclasses.dataclass
+class _Shaping:
+    """How the body of one real answer travels: its pace, and the rule that may cut it."""
+
+    bytes_per_second: int | None = None
+    cut_rule: _Rule | None = None
+
+
 class FaultMiddleware:
     """Wraps a WSGI app; ``set_rules`` swaps the active rules at run time (thread-safe)."""
 
@@ -123,13 +132,15 @@ class FaultMiddleware:
             self._rules = [r for r in active if r.does_anything]
             self._random = random.Random(seed)
 
-    def _decide(
-        self, method: str, template: str, path: str
-    ) -> tuple[float, str | None, dict[str, Any], dict[str, int]]:
+    def _decide(self, method: str, template: str, path: str) -> tuple[float, str | None, dict[str, Any], _Shaping]:
         """Total added latency, the fault to answer with (None, "drop", "rate_limit", "error"), and how the
-        body of a real answer travels (``truncate_after`` / ``bytes_per_second`` of the first rule setting each)."""
+        body of a real answer travels (the first rule setting ``bytes_per_second`` / ``truncate_after`` wins).
+
+        A rule that cuts bodies is spent by its cuts, not by the requests it saw: an answer shorter than
+        ``truncate_after`` (an error, a 410) leaves it armed for the next one.
+        """
         latency = 0.0
-        shaping: dict[str, int] = {}
+        shaping = _Shaping()
         with self._lock:
             for rule in self._rules:
                 if not rule.matches(method, template, path):
@@ -143,16 +154,29 @@ class FaultMiddleware:
                     fault = "rate_limit"
                 elif roll < spec["drop_rate"] + spec["rate_limit_rate"] + spec["error_rate"]:
                     fault = "error"
-                shapes = {k: spec[k] for k in ("truncate_after", "bytes_per_second") if spec[k] is not None}
-                if fault or spec["latency"] or shapes:
+                cuts = spec["truncate_after"] is not None
+                paces = spec["bytes_per_second"] is not None
+                if fault or spec["latency"] or (paces and not cuts):
                     latency += spec["latency"]
                     if rule.remaining is not None:
                         rule.remaining -= 1
-                for key, value in shapes.items():
-                    shaping.setdefault(key, value)
+                if paces and shaping.bytes_per_second is None:
+                    shaping.bytes_per_second = spec["bytes_per_second"]
+                if cuts and shaping.cut_rule is None:
+                    shaping.cut_rule = rule
                 if fault:
                     return latency, fault, spec, shaping
         return latency, None, {}, shaping
+
+    def _claim_cut(self, rule: _Rule) -> bool:
+        """Whether ``rule`` may still cut a body (and count it), atomically: it may have run out meanwhile."""
+        with self._lock:
+            if rule.remaining is not None:
+                if rule.remaining <= 0:
+                    return False
+                rule.remaining -= 1
+        self.stats.count_fault("truncate")
+        return True
 
     def __call__(self, environ: dict, start_response: Callable) -> Iterable[bytes]:
         path = environ.get("PATH_INFO", "/")
@@ -167,13 +191,14 @@ class FaultMiddleware:
             self.stats.count_fault("latency")
             time.sleep(latency)
         if fault is None:
+            cut_rule = shaping.cut_rule
             return shaped_body(
                 self.app(environ, start_response),
                 environ,
                 count=lambda size: self.stats.count_bytes(key, size),
-                truncate_after=shaping.get("truncate_after"),
-                bytes_per_second=shaping.get("bytes_per_second"),
-                on_truncate=lambda: self.stats.count_fault("truncate"),
+                truncate_after=None if cut_rule is None else cut_rule.spec["truncate_after"],
+                bytes_per_second=shaping.bytes_per_second,
+                claim_truncate=(lambda: self._claim_cut(cut_rule)) if cut_rule is not None else (lambda: False),
             )
         if spec["after"]:
             # The backend really does the work (e.g. creates the job) and only the answer is lost:

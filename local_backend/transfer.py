@@ -44,25 +44,27 @@ def shaped_body(
     count: Callable[[int], None],
     truncate_after: int | None = None,
     bytes_per_second: int | None = None,
-    on_truncate: Callable[[], None] = lambda: None,
+    claim_truncate: Callable[[], bool] = lambda: True,
 ) -> Iterator[bytes]:
     """``body`` as sent: each chunk counted; paced to ``bytes_per_second``; cut after ``truncate_after`` bytes.
 
     A cut closes the client's socket, so the client sees fewer bytes than the announced Content-Length
-    (``IncompleteRead``), as when a proxy drops a long download. The wrapped body is always closed.
+    (``IncompleteRead``), as when a proxy drops a long download. ``claim_truncate`` is asked when the mark is
+    reached (a rule limited by ``times`` may have run out meanwhile). The wrapped body is always closed.
     """
     sent = 0
     started = time.monotonic()
     try:
         for chunk in _pieces(body, _THROTTLE_PIECE if bytes_per_second else None):
             if truncate_after is not None and sent + len(chunk) >= truncate_after:
-                rest = chunk[: truncate_after - sent]
-                if rest:
-                    count(len(rest))
-                    yield rest
-                on_truncate()
-                close_client_socket(environ)
-                return
+                if claim_truncate():
+                    rest = chunk[: truncate_after - sent]
+                    if rest:
+                        count(len(rest))
+                        yield rest
+                    close_client_socket(environ)
+                    return
+                truncate_after = None
             if bytes_per_second:
                 ahead = (sent + len(chunk)) / bytes_per_second - (time.monotonic() - started)
                 if ahead > 0:

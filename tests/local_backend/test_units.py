@@ -108,10 +108,12 @@ def test_bodies_are_counted_cut_and_paced() -> None:
     counted: list[int] = []
     cuts: list[bool] = []
     body = shaped_body(
-        [b"a" * 10, b"b" * 10], {}, count=counted.append, truncate_after=15, on_truncate=lambda: cuts.append(True)
+        [b"a" * 10, b"b" * 10], {}, count=counted.append, truncate_after=15, claim_truncate=lambda: not cuts.append(1)
     )
     assert b"".join(body) == b"a" * 10 + b"b" * 5
-    assert (sum(counted), cuts) == (15, [True])
+    assert (sum(counted), cuts) == (15, [1])
+    spent = shaped_body([b"a" * 10, b"b" * 10], {}, count=counted.append, truncate_after=15, claim_truncate=bool)
+    assert b"".join(spent) == b"a" * 10 + b"b" * 10
     started = time.monotonic()
     paced = shaped_body([b"x" * 300_000], {}, count=counted.append, bytes_per_second=1_000_000)
     assert b"".join(paced) == b"x" * 300_000
