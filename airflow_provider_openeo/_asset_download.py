@@ -172,7 +172,13 @@ class AssetDownload:
                 if now <= offset or resumes >= self.max_resumes:
                     raise
                 resumes += 1
-                self.log.info("Download of asset %r broke off at byte %d (%s); continuing", self.asset.key, now, error)
+                # the exception's text may hold the signed URL: its type says enough
+                self.log.info(
+                    "Download of asset %r broke off at byte %d (%s); continuing",
+                    self.asset.key,
+                    now,
+                    type(error).__name__,
+                )
                 offset = now
         self._finish(expected)
         return self.transfer
@@ -204,6 +210,10 @@ class AssetDownload:
                 if offset and response.status_code == 206:
                     content_range = _content_range(response)
                     if content_range is None or content_range[0] != offset:
+                        # not the bytes asked for: drop the partial, so the next attempt starts clean
+                        handle.close()
+                        handle = None
+                        remove_quietly(self.partial)
                         raise IncompleteDownloadError(f"asset {self.asset.key!r}: unexpected Content-Range")
                     start, total = content_range
                 elif offset:
