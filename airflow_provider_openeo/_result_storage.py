@@ -56,7 +56,8 @@ def make_dirs(path: StoragePath) -> None:
     path.mkdir(parents=True, exist_ok=True)
 
 
-def _remove_quietly(path: StoragePath) -> None:
+def remove_quietly(path: StoragePath) -> None:
+    """Delete ``path`` if it is there (local or object storage)."""
     try:
         if is_object_storage(path):
             path.fs.rm(path.path)
@@ -76,7 +77,7 @@ def remove_leftover_temporaries(directory: StoragePath) -> list[str]:
     removed = []
     for entry in directory.iterdir():
         if entry.name.startswith(".") and TEMPORARY_MARKER in entry.name:
-            _remove_quietly(entry)
+            remove_quietly(entry)
             removed.append(entry.name)
     return removed
 
@@ -113,7 +114,7 @@ def write_chunks_atomically(target: StoragePath, chunks: Iterable[bytes], *, exp
             )
         move_into_place(temporary, target)
     except BaseException:
-        _remove_quietly(temporary)
+        remove_quietly(temporary)
         raise
     return written
 
@@ -163,10 +164,6 @@ def sha256_of(path: StoragePath) -> str:
     return digest.hexdigest()
 
 
-def remove_quietly(path: StoragePath) -> None:
-    _remove_quietly(path)
-
-
 def remove_partials(directory: StoragePath) -> list[str]:
     """Delete resumable partial files (once a job's results are complete none is needed); return their names."""
     if not directory.exists():
@@ -174,6 +171,6 @@ def remove_partials(directory: StoragePath) -> list[str]:
     removed = []
     for entry in directory.iterdir():
         if entry.name.startswith(".") and entry.name.endswith(PARTIAL_SUFFIX):
-            _remove_quietly(entry)
+            remove_quietly(entry)
             removed.append(entry.name)
     return removed

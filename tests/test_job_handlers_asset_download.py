@@ -40,6 +40,10 @@ class _Server:
         self.ranges, self.expired = ranges, expired
         self.requests: list[dict[str, str]] = []
 
+    def head(self, href: str, *, headers: dict[str, str], allow_redirects: bool) -> _Response:
+        self.requests.append({"href": href, "method": "HEAD", **headers})
+        return _Response(200, b"", {"Content-Length": str(len(BODY))})
+
     def get(self, href: str, *, stream: bool, headers: dict[str, str]) -> _Response:
         self.requests.append({"href": href, **headers})
         if self.expired:
@@ -133,3 +137,14 @@ def test_a_complete_file_is_kept_by_size_when_no_checksum_is_given(tmp_path: Pat
     server = _Server()
     assert _fetch(server, target).kept
     assert server.requests == []
+
+
+def test_without_file_size_a_head_request_says_whether_a_file_is_complete(tmp_path: Path) -> None:
+    complete, short = tmp_path / "complete.bin", tmp_path / "short.bin"
+    complete.write_bytes(BODY)
+    short.write_bytes(BODY[:100])
+    server = _Server()
+    assert _fetch(server, complete, _asset()).kept
+    assert [r.get("method") for r in server.requests] == ["HEAD"]
+    assert not _fetch(server, short, _asset()).kept
+    assert short.read_bytes() == BODY
