@@ -71,12 +71,13 @@ def remove_leftover_temporaries(directory: StoragePath) -> list[str]:
     """Delete partial files a killed writer left behind (a SIGKILL runs no cleanup); return their names.
 
     Called before a job directory is written again, by the row's one writer, so no live download is touched.
+    Resumable partial files (``PARTIAL_SUFFIX``) stay: the next download continues them.
     """
     if not directory.exists():
         return []
     removed = []
     for entry in directory.iterdir():
-        if entry.name.startswith(".") and TEMPORARY_MARKER in entry.name:
+        if entry.name.startswith(".") and TEMPORARY_MARKER in entry.name and not entry.name.endswith(PARTIAL_SUFFIX):
             remove_quietly(entry)
             removed.append(entry.name)
     return removed
