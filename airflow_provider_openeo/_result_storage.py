@@ -5,10 +5,15 @@ Results must be shareable between workers on different machines, so ``root_dir``
 complete: an interrupted download (a killed worker, a dropped connection) never leaves a file under the real
 name that looks finished, and a re-run simply writes it again. On object stores the rename is copy-and-delete,
 which still makes the final key appear only with complete content.
+
+Large assets are the exception to "write again": their bytes go to a stable hidden sibling
+(``.{name}.partial``) that an interrupted download leaves in place, so the next attempt continues with an HTTP
+``Range`` instead of moving every byte again. It too becomes the real name only once complete and verified.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import uuid
@@ -24,6 +29,8 @@ if TYPE_CHECKING:
 StoragePath = Union[Path, "ObjectStoragePath"]
 
 TEMPORARY_MARKER = ".part-"
+PARTIAL_SUFFIX = ".partial"
+_HASH_BLOCK = 1024 * 1024
 
 
 class IncompleteDownloadError(OSError):
@@ -49,7 +56,8 @@ def make_dirs(path: StoragePath) -> None:
     path.mkdir(parents=True, exist_ok=True)
 
 
-def _remove_quietly(path: StoragePath) -> None:
+def remove_quietly(path: StoragePath) -> None:
+    """Delete ``path`` if it is there (local or object storage)."""
     try:
         if is_object_storage(path):
             path.fs.rm(path.path)
@@ -63,18 +71,19 @@ def remove_leftover_temporaries(directory: StoragePath) -> list[str]:
     """Delete partial files a killed writer left behind (a SIGKILL runs no cleanup); return their names.
 
     Called before a job directory is written again, by the row's one writer, so no live download is touched.
+    Resumable partial files (``PARTIAL_SUFFIX``) stay: the next download continues them.
     """
     if not directory.exists():
         return []
     removed = []
     for entry in directory.iterdir():
-        if entry.name.startswith(".") and TEMPORARY_MARKER in entry.name:
-            _remove_quietly(entry)
+        if entry.name.startswith(".") and TEMPORARY_MARKER in entry.name and not entry.name.endswith(PARTIAL_SUFFIX):
+            remove_quietly(entry)
             removed.append(entry.name)
     return removed
 
 
-def _move_into_place(temporary: StoragePath, target: StoragePath) -> None:
+def move_into_place(temporary: StoragePath, target: StoragePath) -> None:
     if is_object_storage(target):
         target.fs.mv(temporary.path, target.path)
     else:
@@ -104,9 +113,9 @@ def write_chunks_atomically(target: StoragePath, chunks: Iterable[bytes], *, exp
             raise IncompleteDownloadError(
                 f"received {written} bytes for {target.name!r}, the server announced {expected_size}"
             )
-        _move_into_place(temporary, target)
+        move_into_place(temporary, target)
     except BaseException:
-        _remove_quietly(temporary)
+        remove_quietly(temporary)
         raise
     return written
 
@@ -114,3 +123,55 @@ def write_chunks_atomically(target: StoragePath, chunks: Iterable[bytes], *, exp
 def write_json_atomically(target: StoragePath, document: Any, **dump_options: Any) -> None:
     payload = json.dumps(document, **dump_options).encode("utf-8")
     write_chunks_atomically(target, [payload], expected_size=len(payload))
+
+
+def partial_path_for(target: StoragePath) -> StoragePath:
+    """The resumable partial file of ``target``: stable across attempts (the row has one writer at a time)."""
+    return target.parent / f".{target.name}{PARTIAL_SUFFIX}"
+
+
+def size_of(path: StoragePath) -> int | None:
+    """Size in bytes, or None when there is no such file."""
+    try:
+        if is_object_storage(path):
+            return int(path.fs.size(path.path)) if path.exists() else None
+        return path.stat().st_size if path.is_file() else None
+    except FileNotFoundError:
+        return None
+
+
+def open_partial(path: StoragePath, *, append: bool) -> Any | None:
+    """``path`` opened for writing, at its end with ``append``; None when the store cannot append.
+
+    Local files always can; fsspec stores differ (memory can, many object stores cannot): then the caller
+    starts that file over.
+    """
+    if not append:
+        return path.open("wb")
+    try:
+        return path.open("ab")
+    except (NotImplementedError, ValueError, TypeError, OSError):
+        if not is_object_storage(path):
+            raise
+        return None
+
+
+def sha256_of(path: StoragePath) -> str:
+    """Hex sha256 of a stored file, read in blocks."""
+    digest = hashlib.sha256()
+    with path.open("rb") as handle:
+        for block in iter(lambda: handle.read(_HASH_BLOCK), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def remove_partials(directory: StoragePath) -> list[str]:
+    """Delete resumable partial files (once a job's results are complete none is needed); return their names."""
+    if not directory.exists():
+        return []
+    removed = []
+    for entry in directory.iterdir():
+        if entry.name.startswith(".") and entry.name.endswith(PARTIAL_SUFFIX):
+            remove_quietly(entry)
+            removed.append(entry.name)
+    return removed

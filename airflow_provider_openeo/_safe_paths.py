@@ -152,6 +152,39 @@ def asset_file_name(key: Any, href: str, media_type: str | None) -> str:
     return safe_file_name(proposed, fallback="asset")
 
 
+def is_safe_file_name(name: Any) -> bool:
+    """True when ``name`` would be stored as itself: one plain, visible path component (see safe_file_name)."""
+    try:
+        return isinstance(name, str) and safe_file_name(name, fallback=name) == name
+    except UnsafePathError:
+        return False
+
+
+def unsafe_name_reason(name: Any) -> str:
+    """Why ``name`` cannot be a file name as is, in words for a row's note and the task log."""
+    text = str(name)
+    parts = re.split(r"[/\\]", text)
+    if text.strip() in ("", ".", ".."):
+        return "it names no file"
+    if re.match(r"^([/\\]|[A-Za-z]:)", text):
+        return "it is an absolute path"
+    if ".." in (part.strip() for part in parts):
+        return "it climbs out of the job directory ('..')"
+    if len(parts) > 1:
+        return "it names a sub-directory"
+    if text != _drop_invisible(text):
+        return "it holds control or invisible characters"
+    if text.lstrip().startswith("."):
+        return "a leading dot would hide the file"
+    if _WINDOWS_FORBIDDEN.search(text):
+        return "it holds characters Windows forbids in file names"
+    if text.split(".", 1)[0].strip().upper() in _WINDOWS_RESERVED_STEMS:
+        return "it is a reserved device name on Windows"
+    if len(text.encode("utf-8")) > _MAX_NAME_BYTES:
+        return f"it is longer than {_MAX_NAME_BYTES} bytes"
+    return "it is not a plain file name"
+
+
 def is_object_storage(path: Any) -> bool:
     """True for an Airflow ``ObjectStoragePath`` (or any fsspec-backed path), False for a local path."""
     # Looked up on the type: evaluating ``path.fs`` would resolve (and may fail to find) the filesystem.

@@ -4,8 +4,10 @@ Users migrating from ``MultiBackendJobManager`` override the same three hooks; h
 small, picklable handler object that an operator keeps as an attribute, so subclassing replaces subclassing the
 manager. The defaults keep MBJM's files (``root_dir/job_{id}`` with the assets, ``job-results.json``,
 ``job_{id}.json`` and ``job_{id}_errors.json``) and add what MBJM lacks: writes that survive interruption,
-results on shared object storage, names from the server that cannot escape the job directory, and row updates
-that a stale handler cannot apply to a newer job.
+results on shared object storage, names from the server that cannot escape the job directory (and a note on the
+row when an asset had to be renamed or refused), downloads that resume per asset instead of starting over (kept
+complete files, ``Range`` for partial ones, fresh links when signed ones expire), error logs read across pages,
+and row updates that a stale handler cannot apply to a newer job.
 """
 
 from __future__ import annotations
@@ -14,15 +16,19 @@ import logging
 import os
 import re
 from collections.abc import Mapping
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from airflow_provider_openeo import _safe_paths
+from airflow_provider_openeo._asset_download import AssetTransfer, download_asset
+from airflow_provider_openeo._asset_plan import AssetNote, PlannedAsset, plan_assets, stored_results_document
+from airflow_provider_openeo._log_pages import MAX_LOG_PAGES, read_log_pages
 from airflow_provider_openeo._result_storage import (
     StoragePath,
     as_storage_path,
     make_dirs,
     remove_leftover_temporaries,
-    write_chunks_atomically,
+    remove_partials,
     write_json_atomically,
 )
 from airflow_provider_openeo._safe_paths import is_object_storage
@@ -58,6 +64,21 @@ class ResultDownloadError(RuntimeError):
     """The results of a finished job could not be stored; the row says ``results_state = failed``."""
 
 
+@dataclass
+class StoredResults:
+    """What :meth:`OpenEOJobHandler.store_results` did: files written, assets renamed or refused, transfers."""
+
+    files: list[str] = field(default_factory=list)
+    notes: list[AssetNote] = field(default_factory=list)
+    transfers: dict[str, AssetTransfer] = field(default_factory=dict)
+
+    def note_text(self) -> str | None:
+        """One line for the row's ``error_message``: every renamed or refused asset, or None."""
+        if not self.notes:
+            return None
+        return f"results stored with {len(self.notes)} asset note(s): " + "; ".join(n.describe() for n in self.notes)
+
+
 def redact_urls(text: str) -> str:
     """Drop query strings from URLs: signed asset URLs carry access tokens there."""
     return _URL_QUERY.sub(r"\1?<redacted>", text)
@@ -89,6 +110,11 @@ class OpenEOJobHandler:
     :param download_results: False keeps only the job metadata file, like MBJM's flag of the same name.
     :param chunk_size: bytes held in memory per read while streaming an asset.
     :param max_error_log_lines: error log entries copied into the task log (all of them go to the file).
+    :param resume_attempts: per asset and try, how often a download that broke off mid-file continues at once
+        (with ``Range``) while it makes progress; after that the task fails and its retry continues the file.
+    :param max_link_refreshes: per asset and try, how often an expired signed link (410 ``ResultLinkExpired``)
+        is renewed by re-reading the results document.
+    :param max_log_pages: pages of error logs read (``next`` links followed) for ``job_{id}_errors.json``.
 
     The object holds only plain settings (no connection, no hook), so it pickles, deep-copies and ``repr``s
     without credentials, as operator attributes must.
@@ -101,15 +127,28 @@ class OpenEOJobHandler:
         *,
         chunk_size: int = DEFAULT_CHUNK_SIZE,
         max_error_log_lines: int = 100,
+        resume_attempts: int = 3,
+        max_link_refreshes: int = 3,
+        max_log_pages: int = MAX_LOG_PAGES,
     ) -> None:
         if chunk_size <= 0:
             raise ValueError(f"chunk_size must be positive, got {chunk_size!r}")
-        if max_error_log_lines < 0:
-            raise ValueError(f"max_error_log_lines must not be negative, got {max_error_log_lines!r}")
+        for name, value in (
+            ("max_error_log_lines", max_error_log_lines),
+            ("resume_attempts", resume_attempts),
+            ("max_link_refreshes", max_link_refreshes),
+        ):
+            if value < 0:
+                raise ValueError(f"{name} must not be negative, got {value!r}")
+        if max_log_pages < 1:
+            raise ValueError(f"max_log_pages must be at least 1, got {max_log_pages!r}")
         self.root_dir = root_dir
         self.download_results = bool(download_results)
         self.chunk_size = chunk_size
         self.max_error_log_lines = max_error_log_lines
+        self.resume_attempts = resume_attempts
+        self.max_link_refreshes = max_link_refreshes
+        self.max_log_pages = max_log_pages
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}(root_dir={str(self.root_dir)!r}, download_results={self.download_results!r})"
@@ -199,9 +238,12 @@ class OpenEOJobHandler:
             },
         )
         files: list[str] = []
+        note: str | None = None
         try:
             if self.download_results:
-                files.extend(self.download_job_results(job, job_dir))
+                stored = self.store_results(job, job_dir)
+                files.extend(stored.files)
+                note = _short_message(stored.note_text() or "", _connection_secrets(job)) or None
             metadata_path = self.get_job_metadata_path(job.job_id)
             write_json_atomically(metadata_path, dict(metadata), ensure_ascii=False)
             files.append(str(metadata_path))
@@ -214,8 +256,11 @@ class OpenEOJobHandler:
             self.update_row(row, job.job_id, {"results_state": ResultsState.FAILED, "error_message": message})
             raise ResultDownloadError(message) from None
         if self.download_results:
-            row_updated = self.update_row(row, job.job_id, {"results_state": ResultsState.DOWNLOADED}) and row_updated
+            done = {"results_state": ResultsState.DOWNLOADED, **({"error_message": note} if note else {})}
+            row_updated = self.update_row(row, job.job_id, done) and row_updated
             results_state = ResultsState.DOWNLOADED
+            for name in remove_partials(job_dir):
+                self.log.info("Removed %s, a partial file no asset of the stored results needs", name)
         self.log.info("openEO job %s finished; %d file(s) stored in %s", job.job_id, len(files), job_dir)
         return {
             "job_id": job.job_id,
@@ -314,48 +359,92 @@ class OpenEOJobHandler:
 
     def download_job_results(self, job: openeo.BatchJob, job_dir: StoragePath) -> list[str]:
         """Stream every asset, then ``job-results.json`` (the STAC document), into ``job_dir``; return paths."""
-        results_document = job.get_results().get_metadata()
+        return self.store_results(job, job_dir).files
+
+    def store_results(self, job: openeo.BatchJob, job_dir: StoragePath) -> StoredResults:
+        """Fetch every asset (resuming per asset, see ``_asset_download``), then write ``job-results.json``.
+
+        Each asset gets a safe, unique file name; a renamed or refused asset gets a note (task log, row) and
+        makes the stored ``job-results.json`` name the files as they are on disk.
+        """
+        results_document = self.read_results_document(job)
         assets = results_document.get("assets") or {}
-        if not isinstance(assets, Mapping):
-            raise ValueError(f"the results document lists assets as {type(assets).__name__}, not a mapping")
         if not assets:
             self.log.warning("openEO job %s finished without result assets", job.job_id)
         token = _safe_paths.safe_job_token(job.job_id)
-        taken = _safe_paths.reserve_names([JOB_RESULTS_FILENAME, f"job_{token}.json", f"job_{token}_errors.json"])
-        stored: list[str] = []
-        for key, asset in assets.items():
-            href = asset.get("href") if isinstance(asset, Mapping) else None
-            if not isinstance(href, str) or not href:
-                raise ValueError(f"asset {key!r} has no usable href")
-            name = _safe_paths.unique_name(_safe_paths.asset_file_name(key, href, asset.get("type")), taken)
-            target = job_dir / name
+        planned, notes = plan_assets(assets, [JOB_RESULTS_FILENAME, f"job_{token}.json", f"job_{token}_errors.json"])
+        stored = StoredResults(notes=notes)
+        for note in notes:
+            self.log.warning("openEO job %s: %s", job.job_id, note.describe())
+        for asset in planned:
+            target = job_dir / asset.name
             _safe_paths.ensure_inside(job_dir, target)
-            size = self.download_asset(job.connection, href, target)
-            self.log.info("Stored asset %r of openEO job %s as %s (%d bytes)", key, job.job_id, name, size)
-            stored.append(str(target))
+            transfer = self.download_asset(job, asset, target)
+            stored.transfers[asset.key] = transfer
+            if transfer.kept:
+                self.log.info(
+                    "Kept asset %r of openEO job %s: %s is already complete (%d bytes)",
+                    asset.key,
+                    job.job_id,
+                    asset.name,
+                    transfer.size,
+                )
+            else:
+                self.log.info(
+                    "Stored asset %r of openEO job %s as %s (%d bytes; %d received%s%s)",
+                    asset.key,
+                    job.job_id,
+                    asset.name,
+                    transfer.size,
+                    transfer.received,
+                    f", continued from byte {transfer.resumed_from}" if transfer.resumed_from else "",
+                    f", {transfer.link_refreshes} expired link(s) renewed" if transfer.link_refreshes else "",
+                )
+            stored.files.append(str(target))
         results_path = job_dir / JOB_RESULTS_FILENAME
-        write_json_atomically(results_path, results_document)
-        stored.append(str(results_path))
+        write_json_atomically(results_path, stored_results_document(results_document, planned, notes))
+        stored.files.append(str(results_path))
         return stored
 
-    def download_asset(self, connection: openeo.Connection, href: str, target: StoragePath) -> int:
-        """Stream one asset to ``target`` in chunks; return its size in bytes.
+    def read_results_document(self, job: openeo.BatchJob) -> dict[str, Any]:
+        """``GET /jobs/{id}/results``: the STAC document whose assets (and signed hrefs) are fetched."""
+        document = job.get_results().get_metadata()
+        assets = document.get("assets") or {}
+        if not isinstance(assets, Mapping):
+            raise ValueError(f"the results document lists assets as {type(assets).__name__}, not a mapping")
+        return document
+
+    def download_asset(self, job: openeo.BatchJob, asset: PlannedAsset, target: StoragePath) -> AssetTransfer:
+        """Fetch one asset into ``target``: keep it if complete, continue a partial file, renew expired links.
 
         The openeo connection sends its credentials only to URLs under the backend's root URL, never to an
         external (e.g. pre-signed object-store) href.
         """
-        with connection.get(href, stream=True) as response:
-            expected = response.headers.get("Content-Length")
-            encoded = response.headers.get("Content-Encoding", "identity") not in ("", "identity")
-            expected_size = int(expected) if expected and expected.isdigit() and not encoded else None
-            return write_chunks_atomically(
-                target, response.iter_content(chunk_size=self.chunk_size), expected_size=expected_size
-            )
+
+        def refresh(current: PlannedAsset) -> PlannedAsset:
+            fresh = (self.read_results_document(job).get("assets") or {}).get(current.key)
+            if not isinstance(fresh, Mapping):
+                raise ValueError(f"asset {current.key!r} is gone from the re-read results document")
+            return current.with_source(fresh)
+
+        return download_asset(
+            job.connection,
+            asset,
+            target,
+            refresh=refresh,
+            chunk_size=self.chunk_size,
+            max_resumes=self.resume_attempts,
+            max_link_refreshes=self.max_link_refreshes,
+            log=self.log,
+        )
 
     def fetch_error_logs(self, job: openeo.BatchJob) -> list[dict[str, Any]] | None:
-        """The job's error-level log entries, or None (logged) when the backend will not give them."""
+        """The job's error-level log entries across log pages, or None (logged) when the backend will not give them.
+
+        Bounded by ``max_log_pages``; a later page that fails keeps the entries read before it (logged).
+        """
         try:
-            return [dict(entry) for entry in job.logs(level="error")]
+            pages = read_log_pages(job, level="error", max_pages=self.max_log_pages)
         except Exception as error:
             self.log.warning(
                 "Could not fetch error logs of openEO job %s: %s",
@@ -363,6 +452,16 @@ class OpenEOJobHandler:
                 _short_message(error, _connection_secrets(job)),
             )
             return None
+        if pages.truncated:
+            why = "" if pages.error is None else f": {_short_message(pages.error, _connection_secrets(job))}"
+            self.log.warning(
+                "openEO job %s has more error log pages than the %d read (%d entries kept)%s",
+                job.job_id,
+                pages.pages,
+                len(pages.entries),
+                why,
+            )
+        return pages.entries
 
     def log_error_lines(self, job_id: str, error_logs: list[dict[str, Any]]) -> None:
         """Copy the backend's error log lines into the Airflow task log, where users look first."""

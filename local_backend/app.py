@@ -20,11 +20,13 @@ from openeo_driver.users.auth import HttpAuthHandler
 from openeo_driver.users.oidc import OidcProvider
 from werkzeug.exceptions import HTTPException
 
+from local_backend.assets import LocalUrlSigner, add_checksums
 from local_backend.catalog import LocalCatalog
 from local_backend.control import BackendState, control_blueprint, static_blueprint
 from local_backend.credentials import OIDC_PROVIDER_ID, OIDC_PUBLIC_CLIENT_ID, valid_basic_auth
 from local_backend.faults import FaultMiddleware, api_relative_path
 from local_backend.jobs import LifecycleBatchJobs
+from local_backend.log_pages import install_log_pages
 from local_backend.oidc import LocalOidcProvider
 from local_backend.oidc_tokens import InvalidToken, TokenSigner, load_or_create_key
 
@@ -67,7 +69,7 @@ class LocalBackendImplementation(DummyBackendImplementation):
         self.catalog = LocalCatalog()
 
 
-def _backend_config(name: str, issuer: str) -> OpenEoBackendConfig:
+def _backend_config(name: str, issuer: str, url_signer: LocalUrlSigner) -> OpenEoBackendConfig:
     return OpenEoBackendConfig(
         id=f"local-backend-{name}",
         capabilities_title=f"Local openEO backend {name}",
@@ -86,6 +88,7 @@ def _backend_config(name: str, issuer: str) -> OpenEoBackendConfig:
                 default_clients=[{"id": OIDC_PUBLIC_CLIENT_ID, "grant_types": ["refresh_token"]}],
             )
         ],
+        url_signer=url_signer,
     )
 
 
@@ -104,7 +107,10 @@ def build_app(state: BackendState, url: str, shutdown: Any) -> flask.Flask:
     oidc = LocalOidcProvider(
         TokenSigner(load_or_create_key(state.data_dir / "oidc-signing.key"), issuer), state.settings
     )
-    config = _backend_config(settings["name"], issuer)
+    signer = LocalUrlSigner(
+        load_or_create_key(state.data_dir / "url-signing.key"), lambda: state.settings()["signed_url_lifetime"]
+    )
+    config = _backend_config(settings["name"], issuer, signer)
     # openeo-driver reads parts of its config through a process-wide getter (normally a Python file named
     # by OPENEO_BACKEND_CONFIG); this process serves exactly one backend, so hand it the config directly.
     openeo_driver.config.load._backend_config_getter._config = config
@@ -117,6 +123,8 @@ def build_app(state: BackendState, url: str, shutdown: Any) -> flask.Flask:
     app.register_blueprint(static_blueprint(state))
     auth = app.extensions["auth_handler"]
     _add_missing_job_views(app, auth, batch_jobs)
+    install_log_pages(app, auth, batch_jobs, state.settings)
+    add_checksums(app, state.data_dir / "results", state.settings)
 
     @app.before_request
     def _hide_jobs_of_missing_upstreams() -> None:

@@ -7,17 +7,18 @@ Only the standard library is used: unit tests run it in the main virtualenv.
 
 from __future__ import annotations
 
-import contextlib
+import dataclasses
 import json
 import random
 import re
-import socket
 import threading
 import time
 import uuid
 from collections import Counter
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any
+
+from local_backend.transfer import close_client_socket, shaped_body
 
 WsgiApp = Callable[[dict, Callable], Iterable[bytes]]
 
@@ -37,12 +38,13 @@ def api_relative_path(path: str) -> str:
 
 
 class RequestStats:
-    """Thread-safe request and fault counters, keyed ``"METHOD /template"`` and by fault kind."""
+    """Thread-safe counters: requests and body bytes sent, keyed ``"METHOD /template"``; faults by kind."""
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
         self._requests: Counter[str] = Counter()
         self._faults: Counter[str] = Counter()
+        self._bytes_sent: Counter[str] = Counter()
 
     def count_request(self, key: str) -> None:
         with self._lock:
@@ -52,18 +54,24 @@ class RequestStats:
         with self._lock:
             self._faults[kind] += 1
 
+    def count_bytes(self, key: str, size: int) -> None:
+        with self._lock:
+            self._bytes_sent[key] += size
+
     def snapshot(self) -> dict[str, Any]:
         with self._lock:
             return {
                 "requests": dict(sorted(self._requests.items())),
                 "faults": dict(sorted(self._faults.items())),
                 "total": sum(self._requests.values()),
+                "bytes_sent": dict(sorted(self._bytes_sent.items())),
             }
 
     def reset(self) -> None:
         with self._lock:
             self._requests.clear()
             self._faults.clear()
+            self._bytes_sent.clear()
 
 
 class _Rule:
@@ -87,7 +95,16 @@ class _Rule:
     @property
     def does_anything(self) -> bool:
         s = self.spec
-        return bool(s["latency"] or s["error_rate"] or s["rate_limit_rate"] or s["drop_rate"])
+        shapes = s["truncate_after"] is not None or s["bytes_per_second"] is not None
+        return bool(s["latency"] or s["error_rate"] or s["rate_limit_rate"] or s["drop_rate"] or shapes)
+
+
+@dataclasses.dataclass
+class _Shaping:
+    """How the body of one real answer travels: its pace, and the rule that may cut it."""
+
+    bytes_per_second: int | None = None
+    cut_rule: _Rule | None = None
 
 
 class FaultMiddleware:
@@ -115,9 +132,15 @@ class FaultMiddleware:
             self._rules = [r for r in active if r.does_anything]
             self._random = random.Random(seed)
 
-    def _decide(self, method: str, template: str, path: str) -> tuple[float, str | None, dict[str, Any]]:
-        """Total added latency, and the fault to answer with (None, "drop", "rate_limit", "error")."""
+    def _decide(self, method: str, template: str, path: str) -> tuple[float, str | None, dict[str, Any], _Shaping]:
+        """Total added latency, the fault to answer with (None, "drop", "rate_limit", "error"), and how the
+        body of a real answer travels (the first rule setting ``bytes_per_second`` / ``truncate_after`` wins).
+
+        A rule that cuts bodies is spent by its cuts, not by the requests it saw: an answer shorter than
+        ``truncate_after`` (an error, a 410) leaves it armed for the next one.
+        """
         latency = 0.0
+        shaping = _Shaping()
         with self._lock:
             for rule in self._rules:
                 if not rule.matches(method, template, path):
@@ -131,13 +154,29 @@ class FaultMiddleware:
                     fault = "rate_limit"
                 elif roll < spec["drop_rate"] + spec["rate_limit_rate"] + spec["error_rate"]:
                     fault = "error"
-                if fault or spec["latency"]:
+                cuts = spec["truncate_after"] is not None
+                paces = spec["bytes_per_second"] is not None
+                if fault or spec["latency"] or (paces and not cuts):
                     latency += spec["latency"]
                     if rule.remaining is not None:
                         rule.remaining -= 1
+                if paces and shaping.bytes_per_second is None:
+                    shaping.bytes_per_second = spec["bytes_per_second"]
+                if cuts and shaping.cut_rule is None:
+                    shaping.cut_rule = rule
                 if fault:
-                    return latency, fault, spec
-        return latency, None, {}
+                    return latency, fault, spec, shaping
+        return latency, None, {}, shaping
+
+    def _claim_cut(self, rule: _Rule) -> bool:
+        """Whether ``rule`` may still cut a body (and count it), atomically: it may have run out meanwhile."""
+        with self._lock:
+            if rule.remaining is not None:
+                if rule.remaining <= 0:
+                    return False
+                rule.remaining -= 1
+        self.stats.count_fault("truncate")
+        return True
 
     def __call__(self, environ: dict, start_response: Callable) -> Iterable[bytes]:
         path = environ.get("PATH_INFO", "/")
@@ -145,13 +184,22 @@ class FaultMiddleware:
             return self.app(environ, start_response)
         method = environ.get("REQUEST_METHOD", "GET").upper()
         template = self._template_of(environ)
-        self.stats.count_request(f"{method} {template}")
-        latency, fault, spec = self._decide(method, template, api_relative_path(path))
+        key = f"{method} {template}"
+        self.stats.count_request(key)
+        latency, fault, spec, shaping = self._decide(method, template, api_relative_path(path))
         if latency:
             self.stats.count_fault("latency")
             time.sleep(latency)
         if fault is None:
-            return self.app(environ, start_response)
+            cut_rule = shaping.cut_rule
+            return shaped_body(
+                self.app(environ, start_response),
+                environ,
+                count=lambda size: self.stats.count_bytes(key, size),
+                truncate_after=None if cut_rule is None else cut_rule.spec["truncate_after"],
+                bytes_per_second=shaping.bytes_per_second,
+                claim_truncate=(lambda: self._claim_cut(cut_rule)) if cut_rule is not None else (lambda: False),
+            )
         if spec["after"]:
             # The backend really does the work (e.g. creates the job) and only the answer is lost:
             # the case that makes blind retries of POST /jobs create duplicates.
@@ -197,10 +245,7 @@ class FaultMiddleware:
         shutdown the server's own write fails with a connection error, which it treats as a client that
         went away, so nothing else is sent and nothing is logged as a crash.
         """
-        sock = environ.get("werkzeug.socket") or environ.get("gunicorn.socket")
-        if sock is None:
+        if not close_client_socket(environ):
             raise ConnectionAbortedError("injected dropped connection (no socket in WSGI environ)")
-        with contextlib.suppress(OSError):
-            sock.shutdown(socket.SHUT_RDWR)
         start_response("500 Dropped", [("Content-Length", "0")])
         return [b""]

@@ -13,7 +13,6 @@ import hashlib
 import json
 import re
 import shutil
-import struct
 import time
 from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
@@ -33,6 +32,14 @@ from openeo_driver.errors import (
 from openeo_driver.users import User
 from openeo_driver.utils import generate_unique_id
 
+from local_backend.assets import (
+    RASTER_MEDIA_TYPE,
+    SHA2_256_MULTIHASH_PREFIX,
+    multihash_sha256,
+    raster_bytes,
+    raster_names,
+    write_checksums,
+)
 from local_backend.federation import Federation, UpstreamUnavailable
 from local_backend.profiles import (
     DEFAULT,
@@ -342,30 +349,33 @@ class LifecycleBatchJobs(DummyBatchJobs):
 
     # -- results -----------------------------------------------------------------------------------------
     def _write_results(self, record: JobRecord, out_dir: Path) -> None:
-        """Deterministic per job: the same job always yields the same bytes."""
+        """Deterministic per job: the same job always yields the same bytes (``result.json`` is written last)."""
         out_dir.mkdir(parents=True, exist_ok=True)
-        size = self._settings()["result_size"]
-        stream = bytearray()
-        block = hashlib.sha256(record.id.encode()).digest()
-        while len(stream) < size:
-            stream.extend(block)
-            block = hashlib.sha256(block).digest()
-        # A little-endian TIFF signature and first-IFD offset, then filler bytes: "GeoTIFF-like" enough for
-        # a content sniffer, small enough for hundreds of jobs.
-        raster = b"II*\x00" + struct.pack("<I", 8) + bytes(stream[: max(0, size - 8)])
-        tmp = out_dir / "result.tif.tmp"
-        tmp.write_bytes(raster)
-        tmp.replace(out_dir / "result.tif")
+        settings = self._settings()
+        names = raster_names(settings["result_assets"])
+        digests = {}
+        for index, name in enumerate(names):
+            # A little-endian TIFF signature and first-IFD offset, then filler bytes: "GeoTIFF-like" enough
+            # for a content sniffer, small enough (by default) for hundreds of jobs.
+            raster = raster_bytes(record.id, index, settings["result_size"])
+            tmp = out_dir / f"{name}.tmp"
+            tmp.write_bytes(raster)
+            tmp.replace(out_dir / name)
+            digests[name] = multihash_sha256(raster)
         meta = {
             "job_id": record.id,
             "title": record.title,
             "process_graph_sha256": hashlib.sha256(
                 json.dumps(record.process.get("process_graph"), sort_keys=True).encode()
             ).hexdigest(),
-            "raster_sha256": hashlib.sha256(raster).hexdigest(),
+            "raster_sha256": digests["result.tif"].removeprefix(SHA2_256_MULTIHASH_PREFIX),
         }
+        if len(names) > 1:
+            meta["raster_sha256s"] = {n: d.removeprefix(SHA2_256_MULTIHASH_PREFIX) for n, d in digests.items()}
+        text = json.dumps(meta, indent=2, sort_keys=True).encode("utf-8")
+        write_checksums(out_dir, {**digests, "result.json": multihash_sha256(text)})
         tmp = out_dir / "result.json.tmp"
-        tmp.write_text(json.dumps(meta, indent=2, sort_keys=True), encoding="utf-8")
+        tmp.write_bytes(text)
         tmp.replace(out_dir / "result.json")
 
     def get_result_assets(self, job_id: str, user_id: str) -> dict[str, dict]:
@@ -376,15 +386,17 @@ class LifecycleBatchJobs(DummyBatchJobs):
         with self._store.lock:
             if not (out_dir / "result.json").exists():
                 self._write_results(record, out_dir)
+        rasters = sorted(p.name for p in out_dir.glob("result*.tif"))
+        raster = {
+            "output_dir": str(out_dir),
+            "type": RASTER_MEDIA_TYPE,
+            "roles": ["data"],
+            "bands": [{"name": "B04"}],
+            "bbox": _BBOX,
+            "geometry": _GEOMETRY,
+        }
         return {
-            "result.tif": {
-                "output_dir": str(out_dir),
-                "type": "image/tiff; application=geotiff",
-                "roles": ["data"],
-                "bands": [{"name": "B04"}],
-                "bbox": _BBOX,
-                "geometry": _GEOMETRY,
-            },
+            **{name: dict(raster) for name in rasters},
             "result.json": {"output_dir": str(out_dir), "type": "application/json", "roles": ["metadata"]},
         }
 
@@ -420,6 +432,11 @@ class LifecycleBatchJobs(DummyBatchJobs):
             entries += [
                 (t["error"], "warning", "Worker lost its data connection; retrying once.", None),
                 (t["error"], "error", message, "LocalBackendFailure"),
+            ]
+            more = self._settings()["error_log_entries"] - 1
+            entries += [
+                (t["error"], "error", f"Executor {i} lost: task failed (follow-up error {i} of {more}).", None)
+                for i in range(1, more + 1)
             ]
         wanted = normalize_log_level(level)
         shown = [e for e in entries if e[0] is not None and e[0] <= now]

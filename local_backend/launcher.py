@@ -297,8 +297,12 @@ class LocalBackend:
         return self._request("GET", "/_control/stats")["requests"]
 
     def fault_stats(self) -> dict[str, int]:
-        """Faults injected since the last reset, by kind: error, rate_limit, drop, latency."""
+        """Faults injected since the last reset, by kind: error, rate_limit, drop, latency, truncate."""
         return self._request("GET", "/_control/stats")["faults"]
+
+    def bytes_sent(self) -> dict[str, int]:
+        """Body bytes sent since the last reset, keyed like :meth:`stats` (asset downloads, listings, ...)."""
+        return self._request("GET", "/_control/stats")["bytes_sent"]
 
     def reset_stats(self) -> None:
         self._request("POST", "/_control/stats/reset")

@@ -29,6 +29,8 @@ FAULT_RULE_DEFAULTS: dict[str, Any] = {
     "endpoints": None,  # e.g. ["GET /jobs/{job_id}"], the same keys as the request counter
     "times": None,  # the rule fires at most this many times (then it is spent); None = forever
     "after": False,  # True: handle the request for real, then replace the answer by the fault
+    "truncate_after": None,  # bytes: the answer's body is cut off (connection closed) after this many
+    "bytes_per_second": None,  # the answer's body is sent no faster than this
 }
 
 DEFAULT_SETTINGS: dict[str, Any] = {
@@ -40,7 +42,12 @@ DEFAULT_SETTINGS: dict[str, Any] = {
     "fail_title_regex": None,  # jobs whose title matches end in "error"
     "reject_process_graphs": False,  # True, or a regex searched in the process graph JSON
     "access_token_lifetime": 600.0,  # seconds an OIDC access token stays valid
-    "result_size": 2048,  # bytes of the raster-like result asset
+    "result_size": 2048,  # bytes of each raster-like result asset
+    "result_assets": 1,  # raster assets per job: result.tif, then result_2.tif, result_3.tif, ...
+    "asset_checksums": False,  # results list file:checksum (multihash sha2-256) for every asset
+    "signed_url_lifetime": None,  # seconds a signed asset link is valid (then 410 ResultLinkExpired); None = unsigned
+    "logs_page_size": None,  # log entries per GET /jobs/{id}/logs page (rel=next link with offset); None = all at once
+    "error_log_entries": 1,  # error entries a failed job logs (the first carries the failure message)
     "seed": None,  # seed of the fault dice (and of the ``unordered`` listing order), for reproducible runs
     "profile": DEFAULT,  # the production server imitated: default, geopyspark, aggregator, fastapi (profiles.py)
     "listing_order": None,  # newest_first, oldest_first, unordered; None = the profile's own order
@@ -64,6 +71,12 @@ def _number(key: str, value: Any, *, minimum: float = 0.0, allow_none: bool = Fa
         raise SettingsError(f"setting {key!r} must be a number, got {value!r}")
     if value < minimum:
         raise SettingsError(f"setting {key!r} must be >= {minimum}, got {value!r}")
+    return value
+
+
+def _int_in(key: str, value: Any, low: int, high: int) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
+        raise SettingsError(f"setting {key!r} must be an int in {low}..{high}, got {value!r}")
     return value
 
 
@@ -113,6 +126,10 @@ def validate_fault_rule(rule: Mapping[str, Any], where: str = "fault rule") -> d
     times = out["times"]
     if times is not None and (isinstance(times, bool) or not isinstance(times, int) or times < 0):
         raise SettingsError(f"setting {where}.times must be a non-negative int or None, got {times!r}")
+    for key in ("truncate_after", "bytes_per_second"):
+        value = out[key]
+        if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 1):
+            raise SettingsError(f"setting {where}.{key} must be a positive int or None, got {value!r}")
     if not isinstance(out["after"], bool):
         raise SettingsError(f"setting {where}.after must be true or false, got {out['after']!r}")
     return out
@@ -174,8 +191,17 @@ def validate_settings(updates: Mapping[str, Any], base: Mapping[str, Any] | None
         _regex("reject_process_graphs", reject)
     _number("access_token_lifetime", merged["access_token_lifetime"], minimum=0.1)
     size = merged["result_size"]
-    if isinstance(size, bool) or not isinstance(size, int) or not 16 <= size <= 10_000_000:
-        raise SettingsError(f"setting 'result_size' must be an int in 16..10000000, got {size!r}")
+    if isinstance(size, bool) or not isinstance(size, int) or not 16 <= size <= 100_000_000:
+        raise SettingsError(f"setting 'result_size' must be an int in 16..100000000, got {size!r}")
+    _int_in("result_assets", merged["result_assets"], 1, 100)
+    _int_in("error_log_entries", merged["error_log_entries"], 1, 10_000)
+    if merged["logs_page_size"] is not None:
+        _int_in("logs_page_size", merged["logs_page_size"], 1, 10_000)
+    if not isinstance(merged["asset_checksums"], bool):
+        raise SettingsError(f"setting 'asset_checksums' must be true or false, got {merged['asset_checksums']!r}")
+    lifetime = _number("signed_url_lifetime", merged["signed_url_lifetime"], allow_none=True)
+    if lifetime is not None and lifetime <= 0:
+        raise SettingsError(f"setting 'signed_url_lifetime' must be > 0 or None, got {lifetime!r}")
     seed = merged["seed"]
     if seed is not None and (isinstance(seed, bool) or not isinstance(seed, int)):
         raise SettingsError(f"setting 'seed' must be an int or None, got {seed!r}")

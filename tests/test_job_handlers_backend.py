@@ -253,7 +253,8 @@ def test_stale_handler_never_overwrites_a_newer_jobs_row(
 class _DropsAfterFirstChunk(OpenEOJobHandler):
     """Streams the real response but loses the connection after one chunk, like a network cut mid-file."""
 
-    def download_asset(self, connection: openeo.Connection, href: str, target: Any) -> int:
+    def download_asset(self, job: openeo.BatchJob, asset: Any, target: Any) -> Any:
+        connection = job.connection
         original = connection.get
 
         def get(url: str, **kwargs: Any) -> Any:
@@ -270,31 +271,41 @@ class _DropsAfterFirstChunk(OpenEOJobHandler):
 
         connection.get = get  # type: ignore[method-assign]
         try:
-            return super().download_asset(connection, href, target)
+            return super().download_asset(job, asset, target)
         finally:
             del connection.get
 
 
 def test_interrupted_download_leaves_no_complete_looking_file_and_a_rerun_completes(
-    conn: openeo.Connection, job_table: OpenEOJobDbHook, tmp_path: Path
+    conn: openeo.Connection, job_table: OpenEOJobDbHook, tmp_path: Path, openeo_backend: LocalBackend
 ) -> None:
     job = _run_job(conn)
     row = _row(job_table, 0, job.job_id)
     job_dir = tmp_path / f"job_{job.job_id}"
 
     with pytest.raises(ResultDownloadError, match=r"downloading results of openEO job .* failed"):
-        _DropsAfterFirstChunk(tmp_path, chunk_size=256).on_job_done({}, job, row, job.describe())
+        _DropsAfterFirstChunk(tmp_path, chunk_size=256, resume_attempts=2).on_job_done({}, job, row, job.describe())
 
-    assert list(job_dir.iterdir()) == []  # no asset, no STAC document, no metadata, no partial file
+    # each cut continued at once (with Range) while it made progress: result.json (267 bytes) completed, then
+    # result.tif ran out of attempts. No STAC document, no metadata, no incomplete file under a real name:
+    # only the hidden partial file a retry continues.
+    assert sorted((p.name, p.stat().st_size) for p in job_dir.iterdir()) == [
+        (".result.tif.partial", 3 * 256),
+        ("result.json", 267),
+    ]
     stored = job_table.get_row(0)
     assert (stored["status"], stored["results_state"]) == ("finished", "failed")
     assert "IncompleteRead" in stored["error_message"]
+    openeo_backend.reset_stats()
 
     result = OpenEOJobHandler(tmp_path).on_job_done({}, job, row, job.describe())
 
+    # the retry kept result.json and moved only the bytes of result.tif the first try did not get
+    assert openeo_backend.bytes_sent()["GET /jobs/{job_id}/results/assets/{filename}"] == 2048 - 3 * 256
     assert sorted(_files(job_dir)) == ["job-results.json", f"job_{job.job_id}.json", "result.json", "result.tif"]
-    assert len((job_dir / "result.tif").read_bytes()) == 2048
-    assert not any(TEMPORARY_MARKER in p.name for p in job_dir.iterdir())
+    href = job.get_results().get_metadata()["assets"]["result.tif"]["href"]
+    assert (job_dir / "result.tif").read_bytes() == conn.get(href).content
+    assert not any(TEMPORARY_MARKER in p.name or p.name.endswith(".partial") for p in job_dir.iterdir())
     stored = job_table.get_row(0)
     assert (stored["results_state"], stored["error_message"]) == ("downloaded", None)
     assert result["results_state"] == "downloaded"

@@ -120,3 +120,14 @@ def test_storage_path_from_strings(tmp_path: Path, monkeypatch: pytest.MonkeyPat
     assert (remote.protocol, remote.conn_id, remote.key) == ("s3", "my_conn", "results")
     given = ObjectStoragePath("memory://b/x")
     assert as_storage_path(given) is given
+
+
+def test_resumable_partials_survive_the_sweep_of_leftover_temporaries(directory: Any) -> None:
+    from airflow_provider_openeo._result_storage import partial_path_for, remove_leftover_temporaries, remove_partials
+
+    partial = partial_path_for(directory / "odd.part-name.tif")
+    with partial.open("wb") as handle:
+        handle.write(b"half")
+    assert remove_leftover_temporaries(directory) == []
+    assert remove_partials(directory) == [partial.name]
+    assert not partial.exists()

@@ -32,6 +32,12 @@ from airflow_provider_openeo.exceptions import (
 IDEMPOTENT_METHODS = frozenset({"GET", "HEAD", "OPTIONS", "PUT", "DELETE"})
 TRANSIENT_STATUSES = frozenset({429, 500, 502, 503, 504})
 AUTH_STATUSES = frozenset({401, 403})
+#: A signed result link past its expiry: openeo-driver and geopyspark's S3 proxy answer 410 ResultLinkExpired;
+#: the cure is a fresh ``GET /jobs/{id}/results``, not a retry of the same URL.
+LINK_EXPIRED_STATUS = 410
+LINK_EXPIRED_CODE = "ResultLinkExpired"
+#: An asset ``Range`` the server cannot serve (the partial file already holds every byte, or more).
+RANGE_NOT_SATISFIABLE_STATUS = 416
 DEFAULT_RETRY_TOTAL = 5
 DEFAULT_BACKOFF_FACTOR = 1.0
 DEFAULT_BACKOFF_MAX = 30.0
@@ -94,6 +100,17 @@ def parse_retry_after(value: str | None, *, now: float | None = None) -> float |
     except (TypeError, ValueError):
         return None
     return max(0.0, parsed.timestamp() - (time.time() if now is None else now))
+
+
+def is_link_expired(exc: BaseException) -> bool:
+    """True for the answer to an expired signed result link (410, or the openEO code on another status)."""
+    if not isinstance(exc, OpenEoApiPlainError):
+        return False
+    return exc.http_status_code == LINK_EXPIRED_STATUS or getattr(exc, "code", None) == LINK_EXPIRED_CODE
+
+
+def is_range_not_satisfiable(exc: BaseException) -> bool:
+    return isinstance(exc, OpenEoApiPlainError) and exc.http_status_code == RANGE_NOT_SATISFIABLE_STATUS
 
 
 def describe_api_error(exc: OpenEoApiPlainError) -> str:

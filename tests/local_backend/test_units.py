@@ -97,8 +97,27 @@ def test_fault_rules_select_count_and_run_out() -> None:
         "requests": {"GET /jobs/j-1": 2, "POST /jobs/j-1": 1},
         "faults": {"rate_limit": 1},
         "total": 3,
+        "bytes_sent": {"GET /jobs/j-1": 2, "POST /jobs/j-1": 2},
     }
     assert api_relative_path("/openeo/1.2") == "/"
+
+
+def test_bodies_are_counted_cut_and_paced() -> None:
+    from local_backend.transfer import shaped_body
+
+    counted: list[int] = []
+    cuts: list[bool] = []
+    body = shaped_body(
+        [b"a" * 10, b"b" * 10], {}, count=counted.append, truncate_after=15, claim_truncate=lambda: not cuts.append(1)
+    )
+    assert b"".join(body) == b"a" * 10 + b"b" * 5
+    assert (sum(counted), cuts) == (15, [1])
+    spent = shaped_body([b"a" * 10, b"b" * 10], {}, count=counted.append, truncate_after=15, claim_truncate=bool)
+    assert b"".join(spent) == b"a" * 10 + b"b" * 10
+    started = time.monotonic()
+    paced = shaped_body([b"x" * 300_000], {}, count=counted.append, bytes_per_second=1_000_000)
+    assert b"".join(paced) == b"x" * 300_000
+    assert time.monotonic() - started >= 0.25
 
 
 def test_dropping_needs_a_socket() -> None:

@@ -96,3 +96,33 @@ def slow_job_start(row: Any, connection: Any, **kwargs: Any) -> Any:
     graph = {"add": {"process_id": "add", "arguments": {"x": 1, "y": 2}, "result": True}}
     options = {"local_backend": {"queue_seconds": 0.2, "run_seconds": 60}}
     return connection.create_job(graph, title=str(row["title"]), job_options=json.loads(json.dumps(options)))
+
+
+def test_a_retried_results_task_continues_the_assets_the_failed_try_left(row_ops: RowOps):
+    """The first try loses a stream mid-asset and fails (row ``failed``); the retry keeps what is complete,
+    continues the cut asset with Range, and the row ends ``downloaded``: each byte moved about once."""
+    row_ops.backend.configure(
+        result_assets=2,
+        result_size=3_000_000,
+        asset_checksums=True,
+        faults=[{"path": r"result_2\.tif", "truncate_after": 2_000_000, "times": 1}],
+    )
+    row_ops.table()
+    run_row(row_ops.operator(handle_results=False))
+    row_ops.backend.reset_stats()
+    first = results_operator(row_ops)
+    first.handler = OpenEOJobHandler(root_dir=row_ops.root_dir, resume_attempts=0)
+
+    with pytest.raises(Exception, match="downloading results of openEO job"):
+        first.execute(make_context())
+    assert (row_ops.row()["results_state"], row_ops.row()["status"]) == ("failed", "finished")
+    assert results_operator(row_ops).execute(make_context())["results_state"] == "downloaded"
+
+    row = row_ops.row()
+    assert (row["results_state"], row["error_message"]) == ("downloaded", None)
+    moved = sum(n for key, n in row_ops.backend.bytes_sent().items() if "/results/assets/" in key)
+    assets = row_ops.connection().job(row["id"]).get_results().get_metadata()["assets"]
+    size = sum(asset["file:size"] for asset in assets.values())
+    assert size <= moved <= 1.1 * size
+    job_dir = row_ops.root_dir / f"job_{row['id']}"
+    assert sorted(p.name for p in job_dir.iterdir()) == sorted(["job-results.json", f"job_{row['id']}.json", *assets])
