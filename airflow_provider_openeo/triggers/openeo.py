@@ -363,7 +363,8 @@ class OpenEOJobTrigger(JsonKwargsTrigger):
         try:
             await asyncio.wait_for(hook.cancel_job(self.job_id), CANCEL_TIMEOUT)
         except OpenEOJobNotFoundError:
-            return _CancelResult.GONE, "the job no longer exists on the backend"
+            # Not proof that it stopped: a federation answers 404 for jobs of an upstream it cannot reach now.
+            return _CancelResult.NOT_FOUND, "the backend answered 404 to the cancel (gone, or unreachable for now)"
         except Exception as exc:
             return _CancelResult.FAILED, f"canceling it failed: {type(exc).__name__}: {exc}"
         finally:
@@ -375,8 +376,8 @@ class OpenEOJobTrigger(JsonKwargsTrigger):
         """A user marked the task failed/success or cleared it: stop the remote job too (if allowed).
 
         The row is marked ``canceled`` so that a deliberate re-run starts a new job instead of re-attaching
-        to the one just stopped. ``backend_status`` says ``canceled`` only when the backend accepted the
-        cancel; a job that vanished keeps the last status seen.
+        to the one just stopped, and only when the backend accepted the cancel: a cancel answered 404 proves
+        nothing (see ``_job_gone``), so the row keeps the job and a re-run re-attaches to it and finds out.
         """
         if not self.cancel_on_kill:
             return
@@ -384,9 +385,7 @@ class OpenEOJobTrigger(JsonKwargsTrigger):
         self.log.info("Task killed by a user; openEO job %r: %s", self.job_id, outcome)
         if not (result.stopped and self.row):
             return
-        values = {"status": OpenEOJobStatus.CANCELED.value}
-        if result is _CancelResult.ACCEPTED:
-            values["backend_status"] = OpenEOJobStatus.CANCELED.value
+        values = {"status": OpenEOJobStatus.CANCELED.value, "backend_status": OpenEOJobStatus.CANCELED.value}
         recorder = JobRowRecorder(JobRowRef.from_dict(self.row), self.job_id, self.log)
         try:
             await recorder.record(values)
@@ -405,13 +404,13 @@ class OpenEOJobTrigger(JsonKwargsTrigger):
 
 class _CancelResult(Enum):
     ACCEPTED = "accepted"
-    GONE = "gone"
+    NOT_FOUND = "not_found"
     FAILED = "failed"
 
     @property
     def stopped(self) -> bool:
-        """The job no longer runs on the backend: canceled now, or already gone."""
-        return self is not _CancelResult.FAILED
+        """The backend accepted the cancel; a 404 does not prove the job stopped (a federation's outage)."""
+        return self is _CancelResult.ACCEPTED
 
 
 @dataclass
