@@ -39,9 +39,18 @@ class ListingScan:
 
 
 def scan_jobs(
-    connection: Connection, *, page_limit: int = PAGE_LIMIT, max_pages: int = MAX_PAGES, stop: PageStop | None = None
+    connection: Connection,
+    *,
+    page_limit: int | None = None,
+    max_pages: int | None = None,
+    stop: PageStop | None = None,
 ) -> ListingScan:
-    """Read ``GET /jobs`` pages, following ``rel=next`` links under the connection's root URL; errors propagate."""
+    """Read ``GET /jobs`` pages, following ``rel=next`` links under the connection's root URL; errors propagate.
+
+    ``page_limit`` / ``max_pages`` default to :data:`PAGE_LIMIT` / :data:`MAX_PAGES` (read at call time).
+    """
+    page_limit = PAGE_LIMIT if page_limit is None else page_limit
+    max_pages = MAX_PAGES if max_pages is None else max_pages
     root = str(connection.root_url).rstrip("/")
     url: str | None = "/jobs"
     params: dict[str, Any] | None = {"limit": page_limit}
