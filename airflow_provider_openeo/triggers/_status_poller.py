@@ -3,7 +3,7 @@
 MBJM (and a naive trigger) sends one ``GET /jobs/{id}`` per active job per round. A triggerer holding hundreds of
 deferred tasks for one backend would do the same. Instead every :class:`OpenEOJobTrigger` running in one event
 loop subscribes its job id to the :class:`StatusPoller` of its connection; the poller asks the backend about all
-watched jobs in one ``get_jobs`` call per interval and hands each subscriber its job's metadata.
+watched jobs in one ``read_jobs`` call per interval and hands each subscriber its job's metadata.
 
 Pollers are keyed by (event loop, connection id) because asyncio objects belong to one loop: the triggerer runs
 one long-lived loop for all its triggers, while ``dag.test()`` runs each trigger in its own short-lived

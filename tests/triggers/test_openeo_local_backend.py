@@ -112,6 +112,8 @@ def test_5xx_and_429_during_polling_do_not_end_the_wait(connection, openeo_backe
 
 
 def test_deleted_job_ends_with_not_found(connection):
+    """Confirmed at the second poll: a complete listing without the job shows the user's other job."""
+    start_job(connection, queue=30)
     job_id = start_job(connection, queue=30)
     connection.job(job_id).delete()
     event = asyncio.run(wait(OpenEOJobTrigger(CONN_ID, job_id, poll_interval=0.2)))
