@@ -174,7 +174,10 @@ def test_a_job_answering_503_delays_no_other_jobs_event(connection, openeo_backe
     arrived, _ = asyncio.run(watch())
     ends = {job["id"]: job["times"]["finished"] for job in openeo_backend.jobs() if job["id"] in healthy}
     delays = {job_id: arrived[job_id] - ends[job_id] for job_id in healthy}
-    assert all(delay <= interval + 0.5 for delay in delays.values()), delays
+    # Within one interval of the end (plus scheduling slack on a busy machine); before, the failing reads' retries
+    # and the whole read's backoff held every event back by several intervals.
+    assert all(delay <= interval + 0.75 for delay in delays.values()), delays
+    print(f"\nhealthy jobs' events, seconds after their end, beside two jobs answering 503: {sorted(delays.values())}")
     assert openeo_backend.fault_stats().get("error", 0) >= 4
     openeo_backend.reset_config()
     assert connection.job(failing[0]).status() == "running"  # nothing was canceled
