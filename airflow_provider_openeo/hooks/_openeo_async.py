@@ -306,11 +306,12 @@ class OpenEOAsyncHook:
         First the ``GET /jobs`` listing (``limit`` per page, following ``rel=next`` links) until every id is
         seen; then ``GET /jobs/{id}`` for ids the listing lacked or listed without a status, concurrently. The
         listing is skipped below ``listing_min_jobs`` ids unless ``confirm`` names jobs whose 404s want a
-        listing as evidence (:mod:`.._job_gone`). Listing entries are returned as listed (they may omit usage
-        and costs; call :meth:`get_job` for the full record).
+        listing as evidence (``airflow_provider_openeo._job_gone``). Listing entries are returned as listed
+        (they may omit usage and costs; call :meth:`get_job` for the full record).
 
-        A listing that fails transiently raises ``OpenEOTransientError`` (it concerns every job); one the
-        backend refuses is skipped. A per-job read that fails lands in ``errors`` for that job only.
+        A listing that fails transiently raises ``OpenEOTransientError`` (it concerns every job), unless it was
+        sent only for ``confirm``; one the backend refuses is skipped. A per-job read that fails lands in
+        ``errors`` for that job only.
 
         :param each_attempts: tries per per-job read (default ``max_attempts``); a poller that retries on its
             own passes 1, so one failing job never holds up a read of the others.
@@ -323,10 +324,13 @@ class OpenEOAsyncHook:
             return reads
         await self._connect()
         found: dict[str, dict[str, Any]] = {}
-        if len(wanted) >= self.listing_min_jobs or set(confirm) & set(wanted):
+        batched = len(wanted) >= self.listing_min_jobs
+        if batched or set(confirm) & set(wanted):
+            # A listing sent only as evidence for a 404 must not keep the jobs from being read when it fails.
+            unusable = (OpenEOApiRequestError, OpenEOJobNotFoundError) + (() if batched else (OpenEOTransientError,))
             try:
                 found, reads.listing = await self._scan_listing(set(wanted))
-            except (OpenEOApiRequestError, OpenEOJobNotFoundError) as exc:
+            except unusable as exc:
                 log.info("openEO %s: job listing unusable (%s); reading jobs one by one", self.openeo_conn_id, exc)
         missing = [j for j in wanted if j not in found]
         if missing:

@@ -285,3 +285,11 @@ async def test_a_listing_cut_at_limit_without_a_next_link_is_not_complete(script
     async with _hook(page_limit=2) as hook:
         reads = await hook.read_jobs(["a", "c"])
     assert reads.listing is not None and not reads.listing.complete and reads.not_found == {"c"}
+
+
+async def test_a_failing_listing_sent_only_as_evidence_does_not_hold_up_the_read(scripted: ScriptedServer) -> None:
+    scripted.routes[("GET", JOBS)] = Reply(503, {"code": "ServiceUnavailable", "message": "busy"})
+    scripted.routes[("GET", f"{JOBS}/eodc-1")] = Reply(404, {"code": "JobNotFound", "message": "no such job"})
+    async with _hook(max_attempts=1) as hook:
+        reads = await hook.read_jobs(["eodc-1"], confirm=["eodc-1"])
+    assert reads.not_found == {"eodc-1"} and reads.listing is None
