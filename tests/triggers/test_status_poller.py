@@ -146,3 +146,42 @@ async def test_a_deleted_job_alone_on_its_backend_is_confirmed_by_the_window(bac
     event, at = await timed_event(make("ghost"), began)
     assert event.status is OpenEOJobEventStatus.NOT_FOUND and "times over" in event.message
     assert at >= 0.05 and backend.calls["get_jobs:openeo_test"] >= 4  # 1 of unknown health, then 3 with listings
+
+
+# -- a federation's partial outage, over HTTP with the real hook ----------------------------------------------------
+
+
+def test_an_upstream_outage_of_a_federation_never_ends_the_wait(monkeypatch):
+    """The aggregator's way: 404 ``JobNotFound`` for the jobs of an unreachable upstream, which its listing names
+    under ``federation:missing``. Even the eagerest policy (one healthy 404) waits until the upstream is back."""
+    from airflow_provider_openeo.hooks.openeo import OpenEOAsyncHook
+    from tests.hooks._openeo_scripted import Reply, ScriptedServer
+
+    server = ScriptedServer().serve_openeo().start()
+    jobs = "/openeo/1.2/jobs"
+    outage_until = time.time() + 0.6
+
+    def listing(seen) -> Reply:
+        if time.time() < outage_until:
+            return Reply(body={"jobs": [{"id": "vito-1", "status": "running"}], "federation:missing": ["eodc"]})
+        return Reply(body={"jobs": [{"id": "vito-1", "status": "running"}, {"id": "eodc-1", "status": "finished"}]})
+
+    def job(seen) -> Reply:
+        if time.time() < outage_until:
+            return Reply(404, {"code": "JobNotFound", "message": "Job 'eodc-1' does not exist"})
+        return Reply(body={"id": "eodc-1", "status": "finished"})
+
+    server.routes[("GET", jobs)] = listing
+    server.routes[("GET", f"{jobs}/eodc-1")] = job
+    conn = {"host": server.url, "login": "alice", "password": "alice123"}
+    extra = {"job_gone_polls": 1, "job_gone_seconds": 0}
+    monkeypatch.setenv("AIRFLOW_CONN_OE_FED", json.dumps({"conn_type": "openeo", **conn, "extra": extra}))
+    monkeypatch.setattr(OpenEOJobTrigger, "hook_factory", lambda conn_id: OpenEOAsyncHook(conn_id, max_attempts=1))
+    try:
+        trigger = OpenEOJobTrigger("oe_fed", "eodc-1", poll_interval=0.05)
+        event = asyncio.run(asyncio.wait_for(anext(trigger.run()), 10))
+    finally:
+        server.stop()
+    payload = OpenEOJobEvent.from_dict(event.payload)
+    assert payload.status is OpenEOJobEventStatus.FINISHED, payload.message
+    assert server.count("GET", jobs) >= 3, "each poll of the unconfirmed job brought a listing as evidence"
