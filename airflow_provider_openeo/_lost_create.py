@@ -4,10 +4,15 @@ Creating a job is the one openEO request whose repetition does harm (a second jo
 remains is to learn, from the HTTP session, which creates were answered (their ids go to the row at once) and which
 reached the backend without an answer; for those, the backend's job listing may show the job, and it is adopted
 only when exactly one job certainly fits.
+
+Listing order is the backend's to choose (newest first here, undefined on geopyspark, oldest first elsewhere), so
+the search follows ``next`` links through a bounded number of pages, and stops early only on a page that is
+newest-first and already reaches back before the create.
 """
 
 from __future__ import annotations
 
+import itertools
 import json
 import logging
 from collections.abc import Callable, Iterator
@@ -21,12 +26,15 @@ import requests
 from openeo import Connection
 from urllib3.exceptions import ConnectTimeoutError, NewConnectionError
 
+from airflow_provider_openeo._job_listing import scan_jobs
 from airflow_provider_openeo.job_status import OpenEOJobStatus
 
 log = logging.getLogger(__name__)
 
-#: Jobs listed, and candidates read back, when looking for the job a lost ``POST /jobs`` created.
+#: Jobs per listing page and pages read, and candidates read back, when looking for the job a lost ``POST /jobs``
+#: created: at most 1,000 listed jobs and 5 reads, whatever the backend's history holds.
 ORPHAN_SEARCH_LIMIT = 100
+ORPHAN_SEARCH_PAGES = 10
 ORPHAN_DESCRIBE_LIMIT = 5
 CLOCK_SKEW_SECONDS = 60.0
 
@@ -146,8 +154,14 @@ def find_orphan(
     if not isinstance(posted, dict):
         return None
     graph = (posted.get("process") or {}).get("process_graph")
+    since = asked_at - CLOCK_SKEW_SECONDS
     try:
-        listing = list(connection.list_jobs(limit=ORPHAN_SEARCH_LIMIT))
+        listing = scan_jobs(
+            connection,
+            page_limit=ORPHAN_SEARCH_LIMIT,
+            max_pages=ORPHAN_SEARCH_PAGES,
+            stop=lambda page: reaches_back_before(page, since),
+        ).jobs
     except Exception as exc:
         log.warning("%s: cannot list jobs to find the one a lost POST /jobs created: %s", label, exc)
         return None
@@ -156,7 +170,7 @@ def find_orphan(
         for job in listing
         if job.get("status") == OpenEOJobStatus.CREATED.value
         and job.get("title") == posted.get("title")
-        and _epoch(job.get("created")) >= asked_at - CLOCK_SKEW_SECONDS
+        and _epoch(job.get("created")) >= since
     ]
     matches = []
     for job in candidates[:ORPHAN_DESCRIBE_LIMIT]:
@@ -171,6 +185,15 @@ def find_orphan(
         return None
     # Rows with the same title and graph (duplicates) exist: never adopt a job another row already holds.
     return None if matches[0] in held_ids() else matches[0]
+
+
+def reaches_back_before(page: list[dict[str, Any]], since: float) -> bool:
+    """Whether later pages can hold no job created since ``since``: this page is newest-first (``created`` never
+    increases) and its last job is older. In any other order nothing can be concluded, and the search reads on."""
+    created = [_epoch(job.get("created")) for job in page]
+    if not created or any(later > earlier for earlier, later in itertools.pairwise(created)):
+        return False
+    return created[-1] < since
 
 
 def _epoch(timestamp: Any) -> float:

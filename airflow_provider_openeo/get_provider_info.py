@@ -4,6 +4,12 @@ from __future__ import annotations
 
 from typing import Any
 
+from airflow_provider_openeo._job_gone import (
+    DEFAULT_GONE_POLLS,
+    DEFAULT_GONE_SECONDS,
+    GONE_POLLS_FIELD,
+    GONE_SECONDS_FIELD,
+)
 from airflow_provider_openeo.version import __version__
 
 _SECRET = {"type": ["string", "null"], "format": "password"}
@@ -76,6 +82,19 @@ def get_provider_info() -> dict[str, Any]:
                     "timeout": {
                         "label": "Request timeout (s)",
                         "schema": {"type": ["number", "null"], "default": 60},
+                    },
+                    GONE_POLLS_FIELD: {
+                        "label": "404s before a job counts as gone",
+                        "description": (
+                            "A job answering 404 (JobNotFound) counts as gone after this many 404s in a row over "
+                            "at least 'job_gone_seconds' while the backend answers otherwise, or when a complete "
+                            "job listing confirms it. Federated backends answer 404 during partial outages."
+                        ),
+                        "schema": {"type": ["integer", "null"], "default": DEFAULT_GONE_POLLS},
+                    },
+                    GONE_SECONDS_FIELD: {
+                        "label": "Seconds of 404s before a job counts as gone",
+                        "schema": {"type": ["number", "null"], "default": DEFAULT_GONE_SECONDS},
                     },
                 },
                 "ui-field-behaviour": {

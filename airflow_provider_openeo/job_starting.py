@@ -14,8 +14,13 @@ job ``error``/``canceled``  the row already says so (its handler ran, the task f
                             re-run; the old job goes to ``job_history``, a new job is created
                             the row does not say so yet (the task died while the job ended): a
                             continuation; nothing is created, the caller runs the handler
-job gone (404)              recorded in ``job_history``, a new job is created
+job gone (404, confirmed)   recorded in ``job_history``, a new job is created
+job 404, not confirmed      re-attach: the trigger watches it until the backend shows it again or
+                            confirms it gone (a federation answers 404 during an upstream's outage)
 ==========================  ==============================================================
+
+A 404 is confirmed by :mod:`._job_gone` (here: the job absent from a complete listing that shows other jobs of its
+backend, and its upstream not missing from a federation), or when the row already records the job's end.
 
 The job id is written to the row the moment ``POST /jobs`` answers (a response hook on the connection), before
 ``start_job`` even returns, so a crash after the create never loses the id. ``POST /jobs`` itself is never retried,
@@ -41,6 +46,7 @@ from openeo.rest import OpenEoApiError
 from shapely.geometry.base import BaseGeometry
 from shapely.validation import explain_validity
 
+from airflow_provider_openeo._job_listing import confirm_gone
 from airflow_provider_openeo._lost_create import (
     CreateLog,
     LostCreate,
@@ -67,6 +73,9 @@ _LIVE_STATUSES = frozenset(s.value for s in OpenEOJobStatus.active_statuses())
 _RECORDED_ENDINGS = frozenset({RowStatus.ERROR.value, RowStatus.CANCELED.value})
 #: A claim older than this is taken to belong to a dead task process: creating and starting takes seconds.
 STALE_CLAIM_SECONDS = 15 * 60
+#: ``StartOutcome.backend_status`` of a re-attached job that answers 404 without being confirmed gone: not an
+#: openEO status, so nothing takes it for an end; the trigger finds out what the job really is.
+UNCONFIRMED = "unconfirmed"
 
 
 class RowStartError(Exception):
@@ -172,9 +181,7 @@ class RowJobStarter:
             status = job.status()
         except Exception as exc:
             if is_job_not_found(exc, job_id):
-                log.warning("%s: job %s no longer exists on backend %s", self.row, job_id, self.backend_name)
-                self._retire_job(job_id, values, "deleted")
-                return None
+                return self._resume_not_found(job_id, values)
             if is_transient(exc):
                 raise TransientStartError(
                     self._scrub(f"{self.row}: cannot read the status of job {job_id}: {exc}")
@@ -198,6 +205,28 @@ class RowJobStarter:
         log.info("%s: re-attaching to job %s (%s)", self.row, job_id, status)
         self._record(job_id, status, {"claimed_by": None})
         return StartOutcome(job_id=job_id, backend_status=status, reattached=True)
+
+    def _resume_not_found(self, job_id: str, values: Mapping[str, Any]) -> StartOutcome | None:
+        """The row's job answers 404: replace it only when it is certainly gone, else watch it (never two jobs)."""
+        if _clean(values.get("status")) in _RECORDED_ENDINGS:
+            reason = f"the row already records its end ({values.get('status')})"
+        else:
+            verdict = confirm_gone(self.connection, job_id)
+            if not verdict.gone:
+                log.warning(
+                    "%s: job %s answers 404 on backend %s but is not confirmed gone (%s); re-attaching to it "
+                    "instead of creating a second job",
+                    self.row,
+                    job_id,
+                    self.backend_name,
+                    verdict.reason,
+                )
+                self.db.update_row(self.row.row_id, {"claimed_by": None}, expected={"id": job_id})
+                return StartOutcome(job_id=job_id, backend_status=UNCONFIRMED, reattached=True)
+            reason = verdict.reason
+        log.warning("%s: job %s no longer exists on backend %s: %s", self.row, job_id, self.backend_name, reason)
+        self._retire_job(job_id, values, "deleted")
+        return None
 
     # -- creating -----------------------------------------------------------------------------------------
 
@@ -428,7 +457,8 @@ class RowJobStarter:
         try:
             self.connection.job(job_id).delete()
         except Exception as exc:
-            if not is_job_not_found(exc, job_id) and not certainly_not_started:
+            gone = is_job_not_found(exc, job_id) and confirm_gone(self.connection, job_id).gone
+            if not gone and not certainly_not_started:
                 log.warning("%s: job %s could not be deleted (%s); the row keeps it", self.row, job_id, exc)
                 return False
         values = self.db.get_row(self.row.row_id)

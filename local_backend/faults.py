@@ -212,6 +212,8 @@ class FaultMiddleware:
             headers = [("Retry-After", str(int(retry_after) if float(retry_after).is_integer() else retry_after))]
             return self._error(start_response, 429, "TooManyRequests", "Injected fault: too many requests.", headers)
         status = spec["error_status"]
+        if status == 404:
+            return self._error(start_response, 404, "JobNotFound", "Injected fault: the job does not exist.")
         code = "ServiceUnavailable" if status == 503 else "Internal"
         return self._error(start_response, status, code, f"Injected fault: server error {status}.")
 

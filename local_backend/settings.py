@@ -116,8 +116,9 @@ def validate_fault_rule(rule: Mapping[str, Any], where: str = "fault rule") -> d
     if total > 1 + 1e-9:
         raise SettingsError(f"{where}: error_rate + rate_limit_rate + drop_rate must be <= 1, got {total}")
     status = out["error_status"]
-    if isinstance(status, bool) or not isinstance(status, int) or not 500 <= status <= 599:
-        raise SettingsError(f"setting {where}.error_status must be an int in 500..599, got {status!r}")
+    # 404 (JobNotFound) too: what a federation answers for every job of an upstream it cannot reach.
+    if isinstance(status, bool) or not isinstance(status, int) or not (500 <= status <= 599 or status == 404):
+        raise SettingsError(f"setting {where}.error_status must be 404 or an int in 500..599, got {status!r}")
     _number(f"{where}.retry_after", out["retry_after"])
     _number(f"{where}.latency", out["latency"])
     out["methods"] = [m.upper() for m in _string_list(f"{where}.methods", out["methods"]) or []] or None

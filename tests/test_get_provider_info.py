@@ -25,7 +25,17 @@ from local_backend.launcher import LocalBackend
 from tests.fixtures.local_backend import backend_connection
 
 AIRFLOW = Path(sys.executable).with_name("airflow")
-FIELDS = {"auth_method", "oidc_provider_id", "client_id", "client_secret", "refresh_token", "access_token", "timeout"}
+FIELDS = {
+    "auth_method",
+    "oidc_provider_id",
+    "client_id",
+    "client_secret",
+    "refresh_token",
+    "access_token",
+    "timeout",
+    "job_gone_polls",
+    "job_gone_seconds",
+}
 SECRET_FIELDS = {"client_secret", "refresh_token", "access_token"}
 
 

@@ -13,12 +13,14 @@ import asyncio
 import json
 import logging
 import random
+import time
 from collections.abc import Collection
 from typing import Any
 from urllib.parse import quote, urljoin, urlsplit
 
 import aiohttp
 
+from airflow_provider_openeo._job_gone import GonePolicy, JobListing
 from airflow_provider_openeo.exceptions import (
     OpenEOApiRequestError,
     OpenEOAuthError,
@@ -26,6 +28,7 @@ from airflow_provider_openeo.exceptions import (
     OpenEOProviderError,
     OpenEOTransientError,
 )
+from airflow_provider_openeo.hooks._job_reads import JobReads
 from airflow_provider_openeo.hooks._openeo_connection import ManagedConnection, connect_with_settings
 from airflow_provider_openeo.hooks._openeo_http import TRANSIENT_STATUSES, parse_retry_after, redact, safe_retry
 from airflow_provider_openeo.hooks._openeo_settings import OpenEOConnectionSettings
@@ -163,9 +166,18 @@ class OpenEOAsyncHook:
     # -- requests --------------------------------------------------------------------------------------------
 
     async def _request(
-        self, method: str, url: str, *, action: str, params: dict[str, Any] | None = None, job_id: str | None = None
+        self,
+        method: str,
+        url: str,
+        *,
+        action: str,
+        params: dict[str, Any] | None = None,
+        job_id: str | None = None,
+        attempts: int | None = None,
     ) -> Any:
-        """One API call with bounded backoff; returns the decoded JSON body (None when empty)."""
+        """One API call with bounded backoff (``attempts`` tries, default ``max_attempts``); returns the decoded
+        JSON body (None when empty)."""
+        max_attempts = attempts or self.max_attempts
         connection = await self._connect()
         timeout = aiohttp.ClientTimeout(total=self._timeout or (self._settings.timeout if self._settings else 60))
         internal = url == self.api_root or url.startswith(self.api_root + "/")
@@ -212,7 +224,7 @@ class OpenEOAsyncHook:
                     error.retry_after = retry_after
             if retry_after is not None and retry_after > self.retry_after_max:
                 raise error
-            if attempt >= self.max_attempts:
+            if attempt >= max_attempts:
                 raise error
             delay = min(self.backoff_max, self.backoff * 2 ** (attempt - 1)) * (0.5 + random.random() / 2)
             delay = max(delay, retry_after or 0.0)
@@ -222,7 +234,7 @@ class OpenEOAsyncHook:
                 error,
                 delay,
                 attempt,
-                self.max_attempts,
+                max_attempts,
             )
             await asyncio.sleep(delay)
 
@@ -248,13 +260,21 @@ class OpenEOAsyncHook:
 
     # -- public API ------------------------------------------------------------------------------------------
 
-    async def get_job(self, job_id: str) -> dict[str, Any]:
-        """``GET /jobs/{id}``: the job's metadata (status, usage, costs, ...)."""
+    async def get_job(self, job_id: str, *, attempts: int | None = None) -> dict[str, Any]:
+        """``GET /jobs/{id}``: the job's metadata (status, usage, costs, ...); ``attempts`` overrides
+        ``max_attempts`` for this read."""
         await self._connect()
-        body = await self._request("GET", self._job_url(job_id), action=f"GET /jobs/{job_id}", job_id=job_id)
+        body = await self._request(
+            "GET", self._job_url(job_id), action=f"GET /jobs/{job_id}", job_id=job_id, attempts=attempts
+        )
         if not isinstance(body, dict):
             raise OpenEOApiRequestError(f"GET /jobs/{job_id}: the backend answered no job metadata object.")
         return body
+
+    @property
+    def gone_policy(self) -> GonePolicy:
+        """How much evidence this connection wants before a job counts as gone (its extras, once connected)."""
+        return self._settings.gone_policy if self._settings is not None else GonePolicy()
 
     async def cancel_job(self, job_id: str) -> None:
         """``DELETE /jobs/{id}/results``: ask the backend to stop the job. Safe to repeat."""
@@ -264,47 +284,82 @@ class OpenEOAsyncHook:
     async def get_jobs(self, job_ids: Collection[str]) -> dict[str, dict[str, Any]]:
         """Metadata for many jobs of this backend with as few requests as the backend allows.
 
-        First the ``GET /jobs`` listing (``limit`` per page, following ``rel=next`` links) until every id is
-        seen; then ``GET /jobs/{id}`` for ids the listing lacked or listed without a status. Listing entries
-        are returned as listed (they may omit usage and costs; call :meth:`get_job` for the full record).
+        See :meth:`read_jobs` for how. A job the backend answers 404 for is absent from the result; any other
+        failure of any job raises (``OpenEOTransientError`` when retrying later may help). A caller that must
+        not let one job's failure hide the others' statuses uses :meth:`read_jobs`.
+        """
+        reads = await self.read_jobs(job_ids)
+        for error in reads.errors.values():
+            raise error
+        return reads.jobs
 
-        A job the backend answers 404 for is absent from the result: it no longer exists. Any other failure
-        raises (``OpenEOTransientError`` when retrying later may help).
+    async def read_jobs(
+        self,
+        job_ids: Collection[str],
+        *,
+        confirm: Collection[str] = (),
+        each_attempts: int | None = None,
+        budget: float | None = None,
+    ) -> JobReads:
+        """Statuses of many jobs of this backend, each job's outcome on its own.
+
+        First the ``GET /jobs`` listing (``limit`` per page, following ``rel=next`` links) until every id is
+        seen; then ``GET /jobs/{id}`` for ids the listing lacked or listed without a status, concurrently. The
+        listing is skipped below ``listing_min_jobs`` ids unless ``confirm`` names jobs whose 404s want a
+        listing as evidence (``airflow_provider_openeo._job_gone``). Listing entries are returned as listed
+        (they may omit usage and costs; call :meth:`get_job` for the full record).
+
+        A listing that fails transiently raises ``OpenEOTransientError`` (it concerns every job), unless it was
+        sent only for ``confirm``; one the backend refuses is skipped. A per-job read that fails lands in
+        ``errors`` for that job only.
+
+        :param each_attempts: tries per per-job read (default ``max_attempts``); a poller that retries on its
+            own passes 1, so one failing job never holds up a read of the others.
+        :param budget: seconds the per-job reads may take; reads still waiting then are abandoned as transient
+            errors of their jobs.
         """
         wanted = list(dict.fromkeys(str(j) for j in job_ids))
+        reads = JobReads()
         if not wanted:
-            return {}
+            return reads
         await self._connect()
         found: dict[str, dict[str, Any]] = {}
-        if len(wanted) >= self.listing_min_jobs:
+        batched = len(wanted) >= self.listing_min_jobs
+        if batched or set(confirm) & set(wanted):
+            # A listing sent only as evidence for a 404 must not keep the jobs from being read when it fails.
+            unusable = (OpenEOApiRequestError, OpenEOJobNotFoundError) + (() if batched else (OpenEOTransientError,))
             try:
-                found = await self._scan_listing(set(wanted))
-            except (OpenEOApiRequestError, OpenEOJobNotFoundError) as exc:
+                found, reads.listing = await self._scan_listing(set(wanted))
+            except unusable as exc:
                 log.info("openEO %s: job listing unusable (%s); reading jobs one by one", self.openeo_conn_id, exc)
         missing = [j for j in wanted if j not in found]
         if missing:
-            found.update(await self._read_each(missing))
-        return {j: found[j] for j in wanted if j in found}
+            await self._read_each(missing, reads, attempts=each_attempts, budget=budget)
+        reads.jobs = {j: found.get(j) or reads.jobs[j] for j in wanted if j in found or j in reads.jobs}
+        return reads
 
-    async def _scan_listing(self, wanted: set[str]) -> dict[str, dict[str, Any]]:
+    async def _scan_listing(self, wanted: set[str]) -> tuple[dict[str, dict[str, Any]], JobListing]:
         found: dict[str, dict[str, Any]] = {}
         url: str | None = f"{self.api_root}/jobs"
         params: dict[str, Any] | None = {"limit": self.page_limit}
         seen_urls: set[str] = set()
+        pages: list[Any] = []
+        has_next = False
         for _ in range(self.max_listing_pages):
-            if url is None:
-                break
             seen_urls.add(url if params is None else f"{url}?limit={self.page_limit}")
             body = await self._request("GET", url, params=params, action="GET /jobs")
+            pages.append(body)
             jobs = body.get("jobs") if isinstance(body, dict) else None
             for job in jobs if isinstance(jobs, list) else []:
                 job_id = job.get("id") if isinstance(job, dict) else None
                 if job_id in wanted and job.get("status"):
                     found[job_id] = job
-            if wanted.issubset(found):
+            next_url = self._next_page(url, body, seen_urls)
+            has_next = next_url is not None or _links_next(body)
+            if wanted.issubset(found) or next_url is None:
                 break
-            url, params = self._next_page(url, body, seen_urls), None
-        return found
+            url, params = next_url, None
+        return found, JobListing.from_pages(pages, limit=self.page_limit, has_next=has_next)
 
     def _next_page(self, current: str, body: Any, seen: set[str]) -> str | None:
         links = body.get("links") if isinstance(body, dict) else None
@@ -319,24 +374,37 @@ class OpenEOAsyncHook:
                 return None if nxt in seen else nxt
         return None
 
-    async def _read_each(self, job_ids: list[str]) -> dict[str, dict[str, Any]]:
+    async def _read_each(
+        self, job_ids: list[str], reads: JobReads, *, attempts: int | None, budget: float | None
+    ) -> None:
         semaphore = asyncio.Semaphore(self.max_concurrency)
 
-        async def read(job_id: str) -> dict[str, Any] | None:
+        async def read(job_id: str) -> None:
             async with semaphore:
                 try:
-                    return await self.get_job(job_id)
+                    reads.jobs[job_id] = await self.get_job(job_id, attempts=attempts)
                 except OpenEOJobNotFoundError:
-                    return None
+                    reads.not_found.add(job_id)
+                except Exception as exc:  # this job's alone: the others' answers still count
+                    reads.errors[job_id] = exc
 
-        results = await asyncio.gather(*(read(j) for j in job_ids), return_exceptions=True)
-        out: dict[str, dict[str, Any]] = {}
-        for job_id, result in zip(job_ids, results, strict=True):
-            if isinstance(result, BaseException):
-                raise result
-            if result is not None:
-                out[job_id] = result
-        return out
+        tasks = {asyncio.ensure_future(read(j)): j for j in job_ids}
+        started = time.monotonic()
+        _, pending = await asyncio.wait(tasks, timeout=budget)
+        for task in pending:
+            task.cancel()
+            job_id = tasks[task]
+            reads.errors[job_id] = OpenEOTransientError(
+                f"GET /jobs/{job_id}: no answer within {time.monotonic() - started:.1f} s", url=self._job_url(job_id)
+            )
+        if pending:
+            await asyncio.gather(*pending, return_exceptions=True)
+
+
+def _links_next(body: Any) -> bool:
+    """The page links to a further one (even one this hook will not follow): the scan is not the whole listing."""
+    links = body.get("links") if isinstance(body, dict) else None
+    return isinstance(links, list) and any(isinstance(link, dict) and link.get("rel") == "next" for link in links)
 
 
 def _decode_json(raw: bytes) -> Any:

@@ -13,6 +13,7 @@ from enum import Enum
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit, urlunsplit
 
+from airflow_provider_openeo._job_gone import GonePolicy
 from airflow_provider_openeo.exceptions import OpenEOConfigurationError
 
 if TYPE_CHECKING:
@@ -48,6 +49,8 @@ class OpenEOConnectionSettings:
     access_token: str | None = field(default=None, repr=False)
     provider_id: str | None = None
     timeout: float = DEFAULT_TIMEOUT
+    gone_policy: GonePolicy = field(default_factory=GonePolicy)
+    """When a job that answers 404 counts as gone (extras ``job_gone_polls``, ``job_gone_seconds``)."""
 
     @property
     def secrets(self) -> tuple[str, ...]:
@@ -96,6 +99,7 @@ class OpenEOConnectionSettings:
             or (conn.password if method is AuthMethod.ACCESS_TOKEN and conn.password else None),
             provider_id=opt("oidc_provider_id"),
             timeout=_timeout(extras.get("timeout", extras.get(_LEGACY_PREFIX + "timeout")), label=label),
+            gone_policy=GonePolicy.from_extra(extras, label=label),
         )
         settings._require_fields(label)
         return settings

@@ -11,6 +11,7 @@ from airflow.sdk import BaseSensorOperator, PokeReturnValue
 from airflow.sdk.configuration import conf
 
 from airflow_provider_openeo import arguments
+from airflow_provider_openeo._job_gone import GoneJudge, NotFoundStreak
 from airflow_provider_openeo.exceptions import (
     OpenEOJobNotFoundError,
     OpenEOProviderError,
@@ -31,6 +32,8 @@ if TYPE_CHECKING:
 
 #: Task-state-store key that keeps "running since" across pokes in ``mode="reschedule"``.
 _RUNNING_SINCE_KEY = "openeo_running_since"
+#: Task-state-store key that keeps the job's unconfirmed 404s across pokes in ``mode="reschedule"``.
+_NOT_FOUND_KEY = "openeo_not_found"
 
 
 class OpenEOJobSensor(OpenEOJobWaitMixin, BaseSensorOperator):
@@ -79,6 +82,7 @@ class OpenEOJobSensor(OpenEOJobWaitMixin, BaseSensorOperator):
         self.row = row if row is None or isinstance(row, JobRowRef) else JobRowRef.from_dict(dict(row))
         self._running_since: float | None = None
         self._poking_job_id: str | None = None
+        self._judge: GoneJudge | None = None
 
     def wait_timeouts(self) -> list[timedelta | None]:
         return [*super().wait_timeouts(), timedelta(seconds=self.timeout)]
@@ -100,9 +104,10 @@ class OpenEOJobSensor(OpenEOJobWaitMixin, BaseSensorOperator):
             self.log.warning("Status of openEO job %r unavailable (%s); trying again next poke", job_id, exc)
             return False
         except OpenEOJobNotFoundError as exc:
-            return self._finish(context, OpenEOJobEventStatus.NOT_FOUND, f"the backend no longer knows it: {exc}")
+            return self._weigh_not_found(context, job_id, exc)
         except OpenEOProviderError as exc:
             return self._finish(context, OpenEOJobEventStatus.FAILED, f"reading its status failed: {exc}")
+        self._clear_not_found(context, job_id)
         status = str(metadata.get("status") or "").lower()
         self.log.info("openEO job %r is %s", job_id, status)
         running_since = self._track_running_since(context, status)
@@ -145,6 +150,48 @@ class OpenEOJobSensor(OpenEOJobWaitMixin, BaseSensorOperator):
         )
         return PokeReturnValue(is_done=True, xcom_value=self.finish_wait(context, event))
 
+    def _weigh_not_found(self, context: Any, job_id: str, exc: Exception) -> bool | PokeReturnValue:
+        """A 404 ends the wait only once ``_job_gone`` confirms it; until then the sensor pokes on."""
+        from airflow_provider_openeo._job_listing import confirm_gone
+        from airflow_provider_openeo.hooks.openeo import OpenEOHook
+
+        hook = OpenEOHook(self.openeo_conn_id)
+        judge = self._judge_for(context, job_id, hook)
+        verdict = confirm_gone(hook.get_conn(), job_id, judge=judge)
+        if verdict.gone:
+            return self._finish(context, OpenEOJobEventStatus.NOT_FOUND, f"{exc}, and {verdict.reason}")
+        self._remember_not_found(context, job_id, judge.streaks.get(job_id))
+        self.log.warning("openEO job %r answers 404, not yet confirmed gone (%s); poking on", job_id, verdict.reason)
+        return False
+
+    def _judge_for(self, context: Any, job_id: str, hook: Any) -> GoneJudge:
+        """The 404s seen so far: on this instance between pokes, in the task state store across reschedules."""
+        if self._judge is None:
+            self._judge = GoneJudge()
+            stored = _store_get(context, _NOT_FOUND_KEY)
+            if isinstance(stored, dict) and stored.get("job_id") == job_id:
+                streak = NotFoundStreak.from_dict(stored)
+                if streak is not None:
+                    self._judge.streaks[job_id] = streak
+        self._judge.policy = hook.settings.gone_policy
+        return self._judge
+
+    def _remember_not_found(self, context: Any, job_id: str, streak: NotFoundStreak | None) -> None:
+        value = {"job_id": job_id, **streak.to_dict()} if streak is not None else None
+        if not _store_set(context, _NOT_FOUND_KEY, value):
+            self.log.warning("Could not remember the 404s of openEO job %r across reschedules", job_id)
+
+    def _clear_not_found(self, context: Any, job_id: str) -> None:
+        """The job answered: earlier 404s were an outage, and a later 404 starts the count over."""
+        if self._judge is None:  # a fresh instance (reschedule mode): a streak may wait in the store
+            self._judge = GoneJudge()
+            if _store_get(context, _NOT_FOUND_KEY) is None:
+                return
+        elif job_id not in self._judge.streaks:
+            return
+        self._judge.seen(job_id)
+        self._remember_not_found(context, job_id, None)
+
     def _describe(self, job_id: str) -> dict[str, Any]:
         from airflow_provider_openeo.hooks.openeo import OpenEOHook
 
@@ -179,3 +226,26 @@ class OpenEOJobSensor(OpenEOJobWaitMixin, BaseSensorOperator):
                 except Exception as exc:
                     self.log.warning("Could not remember when the job started running: %s", exc)
         return self._running_since
+
+
+def _store_get(context: Any, key: str) -> Any:
+    """A value of the task state store (kept across reschedules); None when absent or unreachable."""
+    store = context.get("task_state_store") if hasattr(context, "get") else None
+    if store is None:
+        return None
+    try:
+        return store.get(key)
+    except Exception:
+        return None
+
+
+def _store_set(context: Any, key: str, value: Any) -> bool:
+    """Write a value to the task state store; False when it could not be written (there is none: True)."""
+    store = context.get("task_state_store") if hasattr(context, "get") else None
+    if store is None:
+        return True
+    try:
+        store.set(key, value)
+    except Exception:
+        return False
+    return True

@@ -3,7 +3,7 @@
 MBJM (and a naive trigger) sends one ``GET /jobs/{id}`` per active job per round. A triggerer holding hundreds of
 deferred tasks for one backend would do the same. Instead every :class:`OpenEOJobTrigger` running in one event
 loop subscribes its job id to the :class:`StatusPoller` of its connection; the poller asks the backend about all
-watched jobs in one ``get_jobs`` call per interval and hands each subscriber its job's metadata.
+watched jobs in one ``read_jobs`` call per interval and hands each subscriber its job's metadata.
 
 Pollers are keyed by (event loop, connection id) because asyncio objects belong to one loop: the triggerer runs
 one long-lived loop for all its triggers, while ``dag.test()`` runs each trigger in its own short-lived
@@ -14,10 +14,18 @@ finish on the same connection): when one is due before the next regular listing,
 (:mod:`._end_forecast`, which bounds what that may cost), so a slot is not left idle for half an interval on average
 after its job ends.
 
-Errors: a transient error (connection, timeout, 429, 5xx) only delays the next listing (exponential backoff,
-capped, never shorter than the server's ``Retry-After``); it never reaches the subscribers, so it never ends a
-wait. A job missing from the answer (404) is reported to its subscribers; any other error of a listing goes to
-every subscriber.
+Errors are kept to the job they concern, so one job's failing read never delays the others' statuses:
+
+- a listing that fails transiently (connection, timeout, 429, 5xx) concerns every job: it only delays the next
+  listing (exponential backoff, capped, never shorter than the server's ``Retry-After``);
+- a job whose own read fails transiently backs off alone, on the same schedule, while the others are read every
+  interval; neither ever reaches the subscribers, so neither ends a wait;
+- a job whose read is refused (auth, a 4xx) has the error delivered to its subscribers, as a failed listing has
+  to every subscriber;
+- a 404 is delivered as "gone" only once :mod:`airflow_provider_openeo._job_gone` confirms it (a federated
+  backend answers 404 for every job of an upstream it cannot reach); until then the subscribers hear that the
+  job is unconfirmed, and the job stays watched. While a job is unconfirmed, each read includes a ``GET /jobs``
+  listing, the evidence the rule weighs.
 """
 
 from __future__ import annotations
@@ -30,7 +38,9 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any, Protocol
 
+from airflow_provider_openeo._job_gone import GoneJudge, GonePolicy
 from airflow_provider_openeo.exceptions import OpenEOJobNotFoundError, OpenEOTransientError
+from airflow_provider_openeo.hooks._job_reads import JobReads
 from airflow_provider_openeo.triggers._end_forecast import EndForecast, run_times_of
 
 log = logging.getLogger(__name__)
@@ -42,12 +52,25 @@ MAX_RETRY_AFTER = 3600.0
 #: Listings sent for a forecast end are never closer together than this, nor than a fifth of the interval: a
 #: backend whose jobs end every moment gets at most five listings per interval, however many jobs it runs.
 MIN_LISTING_SPACING = 1.0
+#: Per-job reads of one poll are given the interval, but never less than this, before the stragglers are
+#: abandoned (and back off like any failing job): one hanging request must not hold every job's next update.
+MIN_READ_BUDGET = 5.0
 
 
 class AsyncJobStatusHook(Protocol):
     """The part of ``OpenEOAsyncHook`` the triggers use (a fake with these methods serves unit tests)."""
 
-    async def get_jobs(self, job_ids: list[str]) -> dict[str, dict[str, Any]]: ...
+    @property
+    def gone_policy(self) -> GonePolicy: ...
+
+    async def read_jobs(
+        self,
+        job_ids: list[str],
+        *,
+        confirm: list[str] = ...,
+        each_attempts: int | None = None,
+        budget: float | None = None,
+    ) -> JobReads: ...
 
     async def cancel_job(self, job_id: str) -> None: ...
 
@@ -66,6 +89,8 @@ class StatusUpdate:
     """Epoch seconds when the listing that produced this update was sent (the earliest the status held)."""
     metadata: dict[str, Any] | None = None
     error: Exception | None = None
+    unconfirmed: str | None = None
+    """The job answered 404, which does not prove it gone yet: why not (the wait goes on)."""
 
 
 def backoff_delay(failures: int, *, interval: float, cap: float, retry_after: float | None = None) -> float:
@@ -129,8 +154,13 @@ class StatusPoller:
         self._subscribers: dict[str, set[Subscription]] = {}
         self._task: asyncio.Task[None] | None = None
         self._forecast = EndForecast(run_times=run_times_of(conn_id))
+        self._judge = GoneJudge()
+        self._backoff: dict[str, tuple[int, float]] = {}
+        """Jobs whose own reads fail transiently: (failures in a row, epoch time of the next try)."""
+        self._unconfirmed: set[str] = set()
+        """Jobs that answered 404 without the rule confirming them gone: reads include a listing for them."""
         self.listings = 0
-        """Number of ``get_jobs`` calls made (for logs and tests)."""
+        """Number of ``read_jobs`` calls made (for logs and tests)."""
 
     @property
     def job_ids(self) -> list[str]:
@@ -160,6 +190,9 @@ class StatusPoller:
             if not subs:
                 del self._subscribers[subscription.job_id]
                 self._forecast.forget(subscription.job_id)
+                self._judge.forget(subscription.job_id)
+                self._backoff.pop(subscription.job_id, None)
+                self._unconfirmed.discard(subscription.job_id)
         if self._subscribers or self._task is None:
             return
         # Last one out: forget this poller before awaiting anything, so a trigger subscribing meanwhile gets a
@@ -227,23 +260,66 @@ class StatusPoller:
         return early - started
 
     async def _poll_once(self, hook: AsyncJobStatusHook, started: float) -> None:
-        job_ids = self.job_ids
-        jobs = await hook.get_jobs(job_ids)
+        job_ids = [j for j in self.job_ids if self._backoff.get(j, (0, 0.0))[1] <= started]
+        if not job_ids:
+            return
+        reads = await hook.read_jobs(
+            job_ids,
+            confirm=[j for j in job_ids if j in self._unconfirmed],
+            each_attempts=1,  # this poller retries a failing job itself, without holding up the others
+            budget=max(self.interval, MIN_READ_BUDGET),
+        )
         self.listings += 1
+        self._judge.policy = hook.gone_policy
         # The backend read the progress somewhere between our request and its answer.
         read_at = (started + time.time()) / 2
         for job_id in job_ids:
-            metadata = jobs.get(job_id)
-            if metadata is None:
-                self._forecast.forget(job_id)
-                # get_jobs leaves out exactly the jobs the backend answered 404 for: they were deleted.
-                gone = OpenEOJobNotFoundError(
-                    f"the backend answered 404 for job {job_id!r} on connection {self.conn_id!r}", job_id=job_id
-                )
-                self._deliver_to_all([job_id], error=gone, observed_at=started)
-            else:
+            metadata = reads.jobs.get(job_id)
+            if metadata is not None:
+                self._backoff.pop(job_id, None)
+                self._judge.seen(job_id)
+                self._unconfirmed.discard(job_id)
                 self._forecast.observe(job_id, metadata, read_at)
                 self._deliver_to_all([job_id], metadata=metadata, observed_at=started)
+            elif job_id in reads.not_found:
+                self._backoff.pop(job_id, None)
+                self._forecast.forget(job_id)
+                self._weigh_not_found(job_id, reads, started)
+            elif job_id in reads.errors:
+                self._job_failed(job_id, reads.errors[job_id], started)
+
+    def _weigh_not_found(self, job_id: str, reads: JobReads, started: float) -> None:
+        others_answered = any(other != job_id for other in reads.jobs)
+        verdict = self._judge.not_found(job_id, at=started, listing=reads.listing, others_answered=others_answered)
+        if verdict.gone:
+            self._unconfirmed.discard(job_id)
+            gone = OpenEOJobNotFoundError(
+                f"the backend answered 404 for job {job_id!r} on connection {self.conn_id!r}, and {verdict.reason}",
+                job_id=job_id,
+            )
+            self._deliver_to_all([job_id], error=gone, observed_at=started)
+        else:
+            self._unconfirmed.add(job_id)
+            self._deliver_to_all([job_id], unconfirmed=verdict.reason, observed_at=started)
+
+    def _job_failed(self, job_id: str, error: Exception, started: float) -> None:
+        """One job's read failed: a transient failure backs that job off alone; any other reaches its waiters."""
+        if not isinstance(error, OpenEOTransientError):
+            log.warning("Reading openEO job %r on connection %r failed: %s", job_id, self.conn_id, error)
+            self._deliver_to_all([job_id], error=error, observed_at=started)
+            return
+        failures = self._backoff.get(job_id, (0, 0.0))[0] + 1
+        delay = backoff_delay(failures, interval=self.interval, cap=self.max_backoff, retry_after=error.retry_after)
+        self._backoff[job_id] = (failures, started + delay)
+        log.warning(
+            "Reading openEO job %r on connection %r failed (attempt %d, %s); the other jobs go on, this one is "
+            "read again in %.1f s",
+            job_id,
+            self.conn_id,
+            failures,
+            error,
+            delay,
+        )
 
     def _deliver_to_all(
         self,
@@ -252,9 +328,12 @@ class StatusPoller:
         observed_at: float,
         metadata: dict[str, Any] | None = None,
         error: Exception | None = None,
+        unconfirmed: str | None = None,
     ) -> None:
         for job_id in list(job_ids):
-            update = StatusUpdate(job_id=job_id, observed_at=observed_at, metadata=metadata, error=error)
+            update = StatusUpdate(
+                job_id=job_id, observed_at=observed_at, metadata=metadata, error=error, unconfirmed=unconfirmed
+            )
             for subscription in list(self._subscribers.get(job_id, ())):
                 subscription.deliver(update)
 

@@ -3,7 +3,10 @@
 The trigger ends with exactly one :class:`OpenEOJobEvent` (the payload schema lives here, in one place, and the
 task side reads it back with :meth:`OpenEOJobEvent.from_dict`). What it guarantees:
 
-- transient backend errors only slow polling down (see ``_status_poller``); they never end the wait;
+- transient backend errors only slow polling down (see ``_status_poller``), for the failing job alone when only
+  its read fails; they never end the wait;
+- a 404 ends the wait (``not_found``) only once the backend, otherwise healthy, confirms the job gone
+  (``airflow_provider_openeo._job_gone``); until then the wait goes on, and the task log says so once;
 - ``deadline`` (epoch seconds) stands in for the task's ``execution_timeout``, which Airflow does not enforce
   while a task is deferred; past it the remote job is canceled (if ``cancel_on_kill``) and the event is
   ``timeout``;
@@ -56,7 +59,7 @@ class OpenEOJobEventStatus(str, Enum):
     TIMEOUT = "timeout"
     """The task's deadline (its ``execution_timeout``) passed first."""
     NOT_FOUND = "not_found"
-    """The backend answered 404: the job was deleted."""
+    """The backend confirmed the job gone (see ``_job_gone``: repeated 404s while healthy, or a complete listing)."""
     FAILED = "failed"
     """The wait itself failed (authentication, an answer we cannot read); the job may still be alive."""
 
@@ -221,6 +224,8 @@ class OpenEOJobTrigger(JsonKwargsTrigger):
                 event = self._event_for_error(update) if update.error else None
                 if event is not None:
                     return event
+                if update.unconfirmed is not None:
+                    self._note_unconfirmed(update.unconfirmed)
                 if update.metadata is not None:
                     self._observe(update)
                     if recorder is not None:
@@ -242,7 +247,25 @@ class OpenEOJobTrigger(JsonKwargsTrigger):
         if since is not None and (self._state.running_since is None or since < self._state.running_since):
             self._state.running_since = since
 
+    def _note_unconfirmed(self, reason: str) -> None:
+        """A 404 the backend has not confirmed: say so once per wait, and keep waiting (the row stays as it is)."""
+        if self._state.unconfirmed_since is None:
+            self._state.unconfirmed_since = time.time()
+            self.log.warning(
+                "openEO job %r answers 404 on connection %r, not yet confirmed gone (%s); still watching it",
+                self.job_id,
+                self.openeo_conn_id,
+                reason,
+            )
+
     def _observe(self, update: StatusUpdate) -> None:
+        if self._state.unconfirmed_since is not None:
+            self.log.info(
+                "openEO job %r answers again after %.0f s of 404s",
+                self.job_id,
+                time.time() - self._state.unconfirmed_since,
+            )
+            self._state.unconfirmed_since = None
         metadata = {k: v for k, v in (update.metadata or {}).items() if k != "process"}
         status = str(metadata.get("status") or "").lower() or None
         if status != self._state.backend_status:
@@ -340,7 +363,8 @@ class OpenEOJobTrigger(JsonKwargsTrigger):
         try:
             await asyncio.wait_for(hook.cancel_job(self.job_id), CANCEL_TIMEOUT)
         except OpenEOJobNotFoundError:
-            return _CancelResult.GONE, "the job no longer exists on the backend"
+            # Not proof that it stopped: a federation answers 404 for jobs of an upstream it cannot reach now.
+            return _CancelResult.NOT_FOUND, "the backend answered 404 to the cancel (gone, or unreachable for now)"
         except Exception as exc:
             return _CancelResult.FAILED, f"canceling it failed: {type(exc).__name__}: {exc}"
         finally:
@@ -352,8 +376,8 @@ class OpenEOJobTrigger(JsonKwargsTrigger):
         """A user marked the task failed/success or cleared it: stop the remote job too (if allowed).
 
         The row is marked ``canceled`` so that a deliberate re-run starts a new job instead of re-attaching
-        to the one just stopped. ``backend_status`` says ``canceled`` only when the backend accepted the
-        cancel; a job that vanished keeps the last status seen.
+        to the one just stopped, and only when the backend accepted the cancel: a cancel answered 404 proves
+        nothing (see ``_job_gone``), so the row keeps the job and a re-run re-attaches to it and finds out.
         """
         if not self.cancel_on_kill:
             return
@@ -361,9 +385,7 @@ class OpenEOJobTrigger(JsonKwargsTrigger):
         self.log.info("Task killed by a user; openEO job %r: %s", self.job_id, outcome)
         if not (result.stopped and self.row):
             return
-        values = {"status": OpenEOJobStatus.CANCELED.value}
-        if result is _CancelResult.ACCEPTED:
-            values["backend_status"] = OpenEOJobStatus.CANCELED.value
+        values = {"status": OpenEOJobStatus.CANCELED.value, "backend_status": OpenEOJobStatus.CANCELED.value}
         recorder = JobRowRecorder(JobRowRef.from_dict(self.row), self.job_id, self.log)
         try:
             await recorder.record(values)
@@ -382,13 +404,13 @@ class OpenEOJobTrigger(JsonKwargsTrigger):
 
 class _CancelResult(Enum):
     ACCEPTED = "accepted"
-    GONE = "gone"
+    NOT_FOUND = "not_found"
     FAILED = "failed"
 
     @property
     def stopped(self) -> bool:
-        """The job no longer runs on the backend: canceled now, or already gone."""
-        return self is not _CancelResult.FAILED
+        """The backend accepted the cancel; a 404 does not prove the job stopped (a federation's outage)."""
+        return self is _CancelResult.ACCEPTED
 
 
 @dataclass
@@ -400,6 +422,8 @@ class _WaitState:
     job: dict[str, Any] | None = field(default=None)
     next_cancel_attempt: float = 0.0
     """After a failed cancel (over the running limit), do not try again before this epoch time."""
+    unconfirmed_since: float | None = None
+    """Epoch time of the first 404 not (yet) confirmed as the job's end, while it lasts."""
 
     @property
     def status_is_terminal(self) -> bool:

@@ -240,3 +240,56 @@ async def test_no_secret_in_logs_or_errors(scripted: ScriptedServer, caplog: pyt
             assert "alice123" not in repr(hook)
     for text in (str(info.value), repr(info.value), caplog.text):
         assert "SECRET-TOKEN-XYZ" not in text and "alice123" not in text
+
+
+# -- read_jobs: each job's outcome on its own ---------------------------------------------------------------------
+
+
+async def test_read_jobs_keeps_each_jobs_failure_to_that_job(scripted: ScriptedServer) -> None:
+    scripted.routes[("GET", f"{JOBS}/ok")] = Reply(body=_job("ok", "finished"))
+    scripted.routes[("GET", f"{JOBS}/down")] = Reply(503, {"code": "ServiceUnavailable", "message": "busy"})
+    scripted.routes[("GET", f"{JOBS}/gone")] = Reply(404, {"code": "JobNotFound", "message": "no such job"})
+    async with _hook(listing_min_jobs=100) as hook:
+        reads = await hook.read_jobs(["ok", "down", "gone"], each_attempts=1)
+    assert reads.jobs == {"ok": _job("ok", "finished")} and reads.not_found == {"gone"}
+    assert isinstance(reads.errors["down"], OpenEOTransientError) and reads.listing is None
+    assert scripted.count("GET", f"{JOBS}/down") == 1, "one try: the poller retries the job on its own schedule"
+
+
+async def test_read_jobs_abandons_reads_that_outlast_the_budget(scripted: ScriptedServer) -> None:
+    def slow(seen: Seen) -> Reply:
+        time.sleep(1.0)
+        return Reply(body=_job("slow"))
+
+    scripted.routes[("GET", f"{JOBS}/slow")] = slow
+    scripted.routes[("GET", f"{JOBS}/fast")] = Reply(body=_job("fast"))
+    async with _hook(listing_min_jobs=100) as hook:
+        began = time.monotonic()
+        reads = await hook.read_jobs(["slow", "fast"], each_attempts=1, budget=0.3)
+    assert time.monotonic() - began < 0.9
+    assert set(reads.jobs) == {"fast"} and "no answer within" in str(reads.errors["slow"])
+
+
+async def test_read_jobs_lists_for_a_job_to_confirm_and_reports_federation_missing(scripted: ScriptedServer) -> None:
+    scripted.routes[("GET", JOBS)] = Reply(body={"jobs": [_job("vito-1")], "links": [], "federation:missing": ["eodc"]})
+    scripted.routes[("GET", f"{JOBS}/eodc-1")] = Reply(404, {"code": "JobNotFound", "message": "no such job"})
+    async with _hook() as hook:
+        reads = await hook.read_jobs(["eodc-1"], confirm=["eodc-1"])
+    assert reads.not_found == {"eodc-1"} and reads.listing is not None
+    assert reads.listing.ids == {"vito-1"} and reads.listing.complete and reads.listing.missing_upstreams == ("eodc",)
+
+
+async def test_a_listing_cut_at_limit_without_a_next_link_is_not_complete(scripted: ScriptedServer) -> None:
+    scripted.routes[("GET", JOBS)] = Reply(body={"jobs": [_job("a"), _job("b")], "links": []})
+    scripted.routes[("GET", f"{JOBS}/c")] = Reply(404, {"code": "JobNotFound", "message": "no such job"})
+    async with _hook(page_limit=2) as hook:
+        reads = await hook.read_jobs(["a", "c"])
+    assert reads.listing is not None and not reads.listing.complete and reads.not_found == {"c"}
+
+
+async def test_a_failing_listing_sent_only_as_evidence_does_not_hold_up_the_read(scripted: ScriptedServer) -> None:
+    scripted.routes[("GET", JOBS)] = Reply(503, {"code": "ServiceUnavailable", "message": "busy"})
+    scripted.routes[("GET", f"{JOBS}/eodc-1")] = Reply(404, {"code": "JobNotFound", "message": "no such job"})
+    async with _hook(max_attempts=1) as hook:
+        reads = await hook.read_jobs(["eodc-1"], confirm=["eodc-1"])
+    assert reads.not_found == {"eodc-1"} and reads.listing is None

@@ -89,7 +89,8 @@ def test_job_deleted_while_the_trigger_polls_ends_not_found(row_ops: RowOps):
     with pytest.raises(TaskDeferred) as deferred:
         operator.execute(make_context())
     job_id = deferred.value.trigger.job_id
-    row_ops.connection().job(job_id).delete()
+    _long_job(pd.Series({"title": f"{title}-other"}), row_ops.connection())  # the listing shows another job
+    row_ops.connection().job(job_id).delete()  # confirmed gone: absent from a complete listing showing others
     event = asyncio.run(asyncio.wait_for(anext(deferred.value.trigger.run()), 30)).payload
     assert event["status"] == "not_found"
     with pytest.raises(AirflowFailException, match="did not finish"):

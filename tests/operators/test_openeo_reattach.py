@@ -151,7 +151,8 @@ def test_job_deleted_on_the_backend_is_recorded_in_history_and_replaced(row_ops_
     row_ops = row_ops_any_db
     [title] = row_ops.table()
     old_id = deferred_job_id(row_ops.operator())
-    row_ops.connection().job(old_id).delete()
+    row_ops.connection().create_job(ADD_GRAPH, title=f"{title}-other")  # the listing shows another job
+    row_ops.connection().job(old_id).delete()  # confirmed gone: absent from a complete listing showing others
 
     result = run_row(row_ops.operator())
 

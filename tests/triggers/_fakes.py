@@ -11,13 +11,22 @@ import threading
 from collections import Counter
 from typing import Any
 
+from airflow_provider_openeo._job_gone import FEDERATION_MISSING_KEY, GonePolicy, JobListing
 from airflow_provider_openeo.exceptions import OpenEOAuthError, OpenEOJobNotFoundError
+from airflow_provider_openeo.hooks._job_reads import JobReads
+
+#: Fast unit tests want the gone rule's window in polls of 0.01 s, not minutes.
+FAST_GONE_POLICY = GonePolicy(polls=3, seconds=0.02)
 
 
 class FakeBackend:
     """Jobs whose status follows a script, one step per listing that includes them.
 
-    ``errors`` are raised by the next listings, in order (a transient error, an auth error, ...).
+    ``errors`` are raised by the next listings, in order (a transient error, an auth error, ...);
+    ``job_errors[job_id]`` by the next reads of that one job. Jobs in ``outage`` live on (their scripts wait) but
+    answer 404; those also ``unlisted`` are left out of listings, as a federation's jobs of an unreachable upstream
+    are;
+    ``federation_missing`` (None: not a federated backend) is what listings say under ``federation:missing``.
     """
 
     def __init__(self) -> None:
@@ -27,6 +36,12 @@ class FakeBackend:
         self.canceled: list[str] = []
         self.errors: list[Exception] = []
         self.cancel_errors: list[Exception] = []
+        self.job_errors: dict[str, list[Exception]] = {}
+        self.outage: set[str] = set()
+        self.unlisted: set[str] = set()
+        self.federation_missing: list[str] | None = None
+        self.policy = FAST_GONE_POLICY
+        self.confirm_requests: list[list[str]] = []
         self.hooks_opened = 0
         self.hooks_closed = 0
 
@@ -57,6 +72,34 @@ class FakeAsyncHook:
             raise self.backend.errors.pop(0)
         jobs = {job_id: self.backend._advance(job_id) for job_id in job_ids}
         return {job_id: meta for job_id, meta in jobs.items() if meta is not None}
+
+    @property
+    def gone_policy(self) -> GonePolicy:
+        return self.backend.policy
+
+    async def read_jobs(
+        self, job_ids: list[str], *, confirm=(), each_attempts: int | None = None, budget: float | None = None
+    ) -> JobReads:
+        backend = self.backend
+        backend.calls[f"get_jobs:{self.conn_id}"] += 1
+        backend.listed_ids.append(list(job_ids))
+        if backend.errors:
+            raise backend.errors.pop(0)
+        reads = JobReads()
+        if confirm:
+            backend.confirm_requests.append(list(confirm))
+            page: dict[str, Any] = {"jobs": [{"id": j} for j in backend.scripts if j not in backend.unlisted]}
+            if backend.federation_missing is not None:
+                page[FEDERATION_MISSING_KEY] = list(backend.federation_missing)
+            reads.listing = JobListing.from_pages([page], limit=None, has_next=False)
+        for job_id in job_ids:
+            if backend.job_errors.get(job_id):
+                reads.errors[job_id] = backend.job_errors[job_id].pop(0)
+            elif job_id in backend.outage or job_id not in backend.scripts:
+                reads.not_found.add(job_id)
+            else:
+                reads.jobs[job_id] = backend._advance(job_id)
+        return reads
 
     async def get_job(self, job_id: str) -> dict[str, Any]:
         self.backend.calls["get_job"] += 1

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import re
 import time
 
 import openeo
@@ -134,6 +135,8 @@ def test_5xx_and_429_during_polling_do_not_end_the_wait(connection, openeo_backe
 
 
 def test_deleted_job_ends_with_not_found(connection):
+    """Confirmed at the second poll: a complete listing without the job shows the user's other job."""
+    start_job(connection, queue=30)
     job_id = start_job(connection, queue=30)
     connection.job(job_id).delete()
     event = asyncio.run(wait(OpenEOJobTrigger(CONN_ID, job_id, poll_interval=0.2)))
@@ -157,3 +160,47 @@ def test_on_kill_cancels_the_real_job(connection, openeo_backend):
     asyncio.run(kill_while_running())
     assert connection.job(job_id).status() == "canceled"
     assert openeo_backend.stats()["DELETE /jobs/{job_id}/results"] == 1
+
+
+def test_a_job_answering_503_delays_no_other_jobs_event(connection, openeo_backend, monkeypatch):
+    """Two jobs' reads answer 503 throughout; the two healthy jobs' ends still arrive within one poll interval.
+
+    Reads one by one (as when the watched jobs lie beyond the listing's pages); the hook's default retries stay on.
+    """
+    one_by_one = lambda conn_id: OpenEOAsyncHook(conn_id, listing_min_jobs=10**6)  # noqa: E731
+    monkeypatch.setattr(OpenEOJobTrigger, "hook_factory", one_by_one)
+    interval = 1.0
+    healthy = [start_job(connection, queue=0.2, run=2.5) for _ in range(2)]
+    failing = [start_job(connection, queue=0.2, run=30) for _ in range(2)]
+    pattern = "^/jobs/(" + "|".join(re.escape(j) for j in failing) + ")$"
+    openeo_backend.configure(faults=[{"methods": ["GET"], "path": pattern, "error_rate": 1.0, "error_status": 503}])
+
+    async def watch() -> tuple[dict[str, float], list[OpenEOJobTrigger]]:
+        arrived: dict[str, float] = {}
+
+        async def one(job_id: str) -> None:
+            event = await wait(OpenEOJobTrigger(CONN_ID, job_id, poll_interval=interval))
+            assert event.status is OpenEOJobEventStatus.FINISHED, event.message
+            arrived[job_id] = time.time()
+
+        stuck = [OpenEOJobTrigger(CONN_ID, j, poll_interval=interval) for j in failing]
+        waits = [asyncio.ensure_future(anext(t.run())) for t in stuck]
+        await asyncio.gather(*(one(j) for j in healthy))
+        assert not any(w.done() for w in waits), "a 503 never ends a wait"
+        for w in waits:
+            w.cancel()
+        await asyncio.gather(*waits, return_exceptions=True)
+        for trigger in stuck:
+            await trigger.cleanup()
+        return arrived, stuck
+
+    arrived, _ = asyncio.run(watch())
+    ends = {job["id"]: job["times"]["finished"] for job in openeo_backend.jobs() if job["id"] in healthy}
+    delays = {job_id: arrived[job_id] - ends[job_id] for job_id in healthy}
+    # Within one interval of the end (plus scheduling slack on a busy machine); before, the failing reads' retries
+    # and the whole read's backoff held every event back by several intervals.
+    assert all(delay <= interval + 0.75 for delay in delays.values()), delays
+    print(f"\nhealthy jobs' events, seconds after their end, beside two jobs answering 503: {sorted(delays.values())}")
+    assert openeo_backend.fault_stats().get("error", 0) >= 4
+    openeo_backend.reset_config()
+    assert connection.job(failing[0]).status() == "running"  # nothing was canceled
