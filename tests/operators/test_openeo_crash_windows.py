@@ -23,7 +23,6 @@ import json, os, signal, sys
 
 import openeo
 
-from airflow_provider_openeo import job_handlers
 from airflow_provider_openeo.job_handlers import OpenEOJobHandler
 from tests.operators.conftest import ADD_GRAPH, RowOps, fast_options, run_row
 from airflow_provider_openeo.hooks.job_db import OpenEOJobDbHook
@@ -52,16 +51,27 @@ def start_job(row, connection, **kwargs):
 
 
 if mode == "mid_download":
-    real_writer = job_handlers.write_chunks_atomically
+    from airflow_provider_openeo import _asset_download
 
-    def writer(target, chunks, **kwargs):
-        def first_chunk_then_die():
-            for chunk in chunks:
-                yield chunk
-                die()
-        return real_writer(target, first_chunk_then_die(), **kwargs)
+    real_open = _asset_download.open_partial
 
-    job_handlers.write_chunks_atomically = writer
+    class DiesAfterFirstWrite:
+        def __init__(self, handle):
+            self._handle = handle
+
+        def write(self, data):
+            self._handle.write(data)
+            self._handle.flush()
+            die()
+
+        def close(self):
+            self._handle.close()
+
+    def open_partial(path, *, append):
+        handle = real_open(path, append=append)
+        return None if handle is None else DiesAfterFirstWrite(handle)
+
+    _asset_download.open_partial = open_partial
 
 db = OpenEOJobDbHook(table=args["table"], sqlite_path=args["sqlite_path"])
 ops = RowOps(backend=None, db=db, root_dir=args["root_dir"], prefix="")
