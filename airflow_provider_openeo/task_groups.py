@@ -1,7 +1,8 @@
 """``openeo_job_batch``: MultiBackendJobManager as an Airflow task group.
 
-init -> plan -> per backend, a mapped task group: ``job`` (an :class:`OpenEOBatchJobOperator` in pool
-``openeo_<backend>``) -> ``results`` (an :class:`OpenEOJobResultsOperator` in the default pool) -> summary.
+init (load the run's job source into the job table by row key: ``job_source``) -> plan (the run's own rows not
+done yet, resumable rows of earlier runs, re-runs asked for: ``run_scope``, ``reruns``) -> per backend, a mapped
+task group: ``job`` (an :class:`OpenEOBatchJobOperator` in pool ``openeo_<backend>``) -> ``results`` (an :class:`OpenEOJobResultsOperator` in the default pool) -> summary.
 
 The plan only says which rows the run covers and how many instances each backend's group gets (its rows and
 its share of the free ones, by the job table's history, with slack). Which backend runs a row is decided when a
@@ -104,7 +105,9 @@ def openeo_job_batch(
     :param backends: ``{"name": {"conn_id": "openeo_name", "parallel_jobs": 2}}``; pool ``openeo_<name>`` must
         exist with ``parallel_jobs`` slots and ``include_deferred`` (``python -m airflow_provider_openeo.pools``).
     :param job_source: rows to load into the job table: a (Geo)DataFrame, a CSV/Parquet/GeoParquet path, a
-        callable ``(context) -> DataFrame`` (recurring batches), or None for an existing table.
+        callable ``(context) -> DataFrame`` (Params, recurring batches), or None for an existing table. Every run
+        loads it by row key (``row_keys``): new rows are added, known rows keep their state, and the run works on
+        the rows of its own source (and on resumable rows earlier runs left).
     :param job_table: the SQL table holding the batch's rows; default: named after the DAG (and the group, when
         it is not ``openeo_job_batch``; :func:`arguments.default_job_table`), so DAGs never share one by accident.
     :param on_exists: what loading does when the table exists: ``append`` (default: every run loads its
