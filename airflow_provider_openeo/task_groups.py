@@ -2,7 +2,8 @@
 
 init (load the run's job source into the job table by row key: ``job_source``) -> plan (the run's own rows not
 done yet, resumable rows of earlier runs, re-runs asked for: ``run_scope``, ``reruns``) -> per backend, a mapped
-task group: ``job`` (an :class:`OpenEOBatchJobOperator` in pool ``openeo_<backend>``) -> ``results`` (an :class:`OpenEOJobResultsOperator` in the default pool) -> summary.
+task group: ``job`` (an :class:`OpenEOBatchJobOperator` in pool ``openeo_<backend>``) -> ``results`` (an
+:class:`OpenEOJobResultsOperator` in the default pool) -> summary.
 
 The plan only says which rows the run covers and how many instances each backend's group gets (its rows and
 its share of the free ones, by the job table's history, with slack). Which backend runs a row is decided when a
