@@ -204,15 +204,16 @@ class OpenEOJobDbHook(BaseHook, JobDatabaseInterface):
 
     def _open(self) -> tuple[TableSchema, sa.Table]:
         """Schema and table of an existing job table, after adding any reserved column it lacks."""
-        if self._schema is None:
-            schema = self._reload()
-            if schema is None:
-                raise JobDbMissingError(
-                    f"The job database has no {self._where()}; create it with initialize_from_df() or import_file()"
-                )
-            missing = [c for c in RESERVED_COLUMNS if schema.spec(c.name) is None]
-            if missing:
-                self._add_columns([(c.name, c.spec) for c in missing])
+        schema = self._schema if self._schema is not None else self._reload()
+        if schema is None:
+            raise JobDbMissingError(
+                f"The job database has no {self._where()}; create it with initialize_from_df() or import_file()"
+            )
+        # also when exists() loaded the schema: a table made by an older version lacks the newer reserved columns
+        names = set(schema.names)
+        missing = [c for c in RESERVED_COLUMNS if c.name not in names]
+        if missing:
+            self._add_columns([(c.name, c.spec) for c in missing])
         assert self._schema is not None and self._sa_table is not None
         return self._schema, self._sa_table
 
