@@ -40,6 +40,13 @@ class JobSourceError(ValueError):
     """The batch has nothing valid to load."""
 
 
+def check_on_exists(value: Any) -> str:
+    """``on_exists`` is one of :data:`ON_EXISTS` (checked when the DAG is parsed, and again when loading)."""
+    if value not in ON_EXISTS:
+        raise ValueError(f"on_exists must be one of {', '.join(map(repr, ON_EXISTS))}, got {value!r}")
+    return value
+
+
 def load_job_source(
     source: JobSource,
     db: OpenEOJobDbHook,
@@ -54,8 +61,7 @@ def load_job_source(
     The result's ``scope`` says which rows the run works on: ``source`` (the rows marked with ``run_key``) or
     ``table`` (every row: no source, or ``on_exists="skip"`` on an existing table).
     """
-    if on_exists not in ON_EXISTS:
-        raise ValueError(f"on_exists must be one of {', '.join(map(repr, ON_EXISTS))}, got {on_exists!r}")
+    check_on_exists(on_exists)
     if source is None:
         if not db.exists():
             raise JobSourceError(
@@ -168,6 +174,12 @@ def _with_row_ids(new: pd.DataFrame, db: OpenEOJobDbHook) -> pd.DataFrame:
                 "the columns that identify a row"
             )
         return new
-    last = db.max_int_row_id()
+    try:
+        last = db.max_int_row_id()
+    except JobDbInputError:
+        raise JobDbInputError(
+            f"job table {db.table!r} names its rows by strings, but the job source's rows have no names (positions "
+            "0, 1, ...): give them ids the way the table's first source did (set_index)"
+        ) from None
     start = 0 if last is None else last + 1
     return new.set_axis(pd.RangeIndex(start, start + len(new)))

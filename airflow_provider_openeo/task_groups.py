@@ -42,7 +42,7 @@ from airflow_provider_openeo import arguments
 from airflow_provider_openeo.dispatching import backend_shares
 from airflow_provider_openeo.hooks.job_db import OpenEOJobDbHook
 from airflow_provider_openeo.job_handlers import OpenEOJobHandler
-from airflow_provider_openeo.job_source import ON_EXISTS, JobSource, load_job_source
+from airflow_provider_openeo.job_source import JobSource, check_on_exists, load_job_source
 from airflow_provider_openeo.job_starting import StartJobCallable
 from airflow_provider_openeo.job_status import RowStatus
 from airflow_provider_openeo.operators.openeo import ROW_LABEL_KEY, OpenEOBatchJobOperator, OpenEOJobResultsOperator
@@ -149,8 +149,7 @@ def openeo_job_batch(
         arguments.seconds("retry_delay", retry_delay)
     if max_rows_per_run is not None and max_rows_per_run < 1:
         raise ValueError(f"max_rows_per_run must be at least 1, got {max_rows_per_run!r}")
-    if on_exists not in ON_EXISTS:
-        raise ValueError(f"on_exists must be one of {', '.join(map(repr, ON_EXISTS))}, got {on_exists!r}")
+    check_on_exists(on_exists)
     key_columns = arguments.key_columns(key_columns)
     rerun = checked_statuses("rerun_statuses", rerun_statuses)
     cancel_running_job_after = arguments.seconds("cancel_running_job_after", cancel_running_job_after, optional=True)

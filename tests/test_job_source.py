@@ -229,3 +229,10 @@ def test_bad_values_name_row_and_field(sqlite_job_db):
     frame = pd.DataFrame({"title": ["a", "b"], "extent": [None, object()]})
     with pytest.raises(RowKeyError, match=r"Row 1, field 'extent': cannot be part of the row's key"):
         load_job_source(frame, sqlite_job_db)
+
+
+def test_positions_into_a_table_of_named_rows_are_refused_with_the_fix(sqlite_job_db):
+    load_job_source(pd.DataFrame({"title": ["a"]}, index=["north"]), sqlite_job_db, run_key="d/1")
+    with pytest.raises(JobDbInputError, match=r"names its rows by strings.*set_index"):
+        load_job_source(pd.DataFrame({"title": ["b"]}), sqlite_job_db, run_key="d/2")
+    assert list(sqlite_job_db.read().index) == ["north"]
