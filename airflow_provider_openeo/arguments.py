@@ -77,6 +77,29 @@ def default_job_table(dag_id: str | None, group_id: str) -> str:
     return f"{slug[: MAX_TABLE_NAME_LENGTH - len(digest) - 1]}_{digest}"
 
 
+def key_columns(value: Any) -> tuple[str, ...] | None:
+    """The columns that identify a row across runs: a non-empty list of distinct column names that are not the
+    job table's own bookkeeping columns (those change as the row runs); None for the default digest."""
+    from airflow_provider_openeo.hooks._job_db_columns import RESERVED
+
+    if value is None:
+        return None
+    if isinstance(value, str) or not isinstance(value, (list, tuple)) or not value:
+        raise ValueError(f"key_columns must be a non-empty list of column names, e.g. ['tile', 'year'], got {value!r}")
+    names = tuple(value)
+    bad = [name for name in names if not isinstance(name, str) or not name]
+    if bad:
+        raise ValueError(f"key_columns: {bad!r} are not column names")
+    if len(set(names)) != len(names):
+        raise ValueError(f"key_columns: {list(names)} names a column twice")
+    reserved = [name for name in names if name in RESERVED]
+    if reserved:
+        raise ValueError(
+            f"key_columns: {reserved} are the job table's own columns (they change as a row runs); name source columns"
+        )
+    return names
+
+
 def start_job(value: Any, start_job_kwargs: Mapping[str, Any] | None = None) -> Callable[..., Any]:
     """A callable that accepts what each row's task passes it: MBJM's keywords plus ``start_job_kwargs``.
 

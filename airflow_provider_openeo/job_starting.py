@@ -56,8 +56,9 @@ from airflow_provider_openeo._lost_create import (
 )
 from airflow_provider_openeo.dispatching import StartFailure
 from airflow_provider_openeo.exceptions import OpenEOJobNotFoundError, OpenEOTransientError
-from airflow_provider_openeo.hooks._job_db_columns import BACKEND_CHOSEN_BY_DISPATCH, RESERVED
+from airflow_provider_openeo.hooks._job_db_columns import RESERVED
 from airflow_provider_openeo.hooks._openeo_http import redact, translate_openeo_error
+from airflow_provider_openeo.job_history import clean, retired_values
 from airflow_provider_openeo.job_row import JobRowRef
 from airflow_provider_openeo.job_status import OpenEOJobStatus, RowStatus
 from airflow_provider_openeo.timestamps import utc_now_rfc3339
@@ -158,7 +159,7 @@ class RowJobStarter:
     def start(self) -> StartOutcome:
         values = self.db.get_row(self.row.row_id)
         self._check_backend(values)
-        job_id = _clean(values.get("id"))
+        job_id = clean(values.get("id"))
         if job_id:
             outcome = self._resume(job_id, values)
             if outcome is not None:
@@ -167,7 +168,7 @@ class RowJobStarter:
         return self._create_and_start(values)
 
     def _check_backend(self, values: Mapping[str, Any]) -> None:
-        pinned = _clean(values.get("backend_name"))
+        pinned = clean(values.get("backend_name"))
         if pinned and pinned != self.backend_name:
             raise RowStartError(
                 f"{self.row}: field 'backend_name' is {pinned!r}, but this task runs on backend "
@@ -191,7 +192,7 @@ class RowJobStarter:
             log.info("%s: job %s was created but not started; starting it", self.row, job_id)
             return self._start_created(job, reattached=True)
         if status in (OpenEOJobStatus.ERROR, OpenEOJobStatus.CANCELED):
-            if _clean(values.get("status")) in _RECORDED_ENDINGS:
+            if clean(values.get("status")) in _RECORDED_ENDINGS:
                 log.info("%s: job %s ended %s; creating a new job for this re-run", self.row, job_id, status)
                 self._retire_job(job_id, values, status)
                 return None
@@ -297,7 +298,7 @@ class RowJobStarter:
 
     def _claim(self, values: Mapping[str, Any]) -> None:
         """Compare-and-set on what we read: of two processes that read the same row, one wins."""
-        claimed_by = _clean(values.get("claimed_by"))
+        claimed_by = clean(values.get("claimed_by"))
         if claimed_by and claimed_by != self.owner and not claim_is_stale(values.get("claimed_at")):
             raise TransientStartError(
                 f"{self.row} is being started by {claimed_by}; not starting it twice", failure=None
@@ -421,29 +422,8 @@ class RowJobStarter:
 
     def _retire_job(self, job_id: str, values: Mapping[str, Any], final_status: str) -> None:
         """Keep the old job in ``job_history`` so a re-run never hides what happened before."""
-        history = list(_clean(values.get("job_history")) or [])
-        history.append(
-            {
-                "id": job_id,
-                "backend_name": _clean(values.get("backend_name")),
-                "status": final_status,
-                "ended_at": utc_now_rfc3339(),
-            }
-        )
         self.db.update_row(
-            self.row.row_id,
-            {
-                "id": None,
-                "status": RowStatus.NOT_STARTED.value,
-                "backend_status": None,
-                "job_history": history,
-                "results_state": None,
-                "running_start_time": None,
-                "start_time": None,
-                "attempt": int(_clean(values.get("attempt")) or 0) + 1,
-                **_unpinned(values),
-            },
-            expected={"id": job_id},
+            self.row.row_id, retired_values({**values, "id": job_id}, final_status), expected={"id": job_id}
         )
 
     def abandon_created_job(self, job_id: str, reason: str, *, certainly_not_started: bool) -> bool:
@@ -479,25 +459,6 @@ class RowJobStarter:
         return redact(message, known)
 
 
-def _clean(value: Any) -> Any:
-    """Missing values come back from the table as None or NaN; both mean "not set"."""
-    if value is None:
-        return None
-    try:
-        if pd.isna(value):
-            return None
-    except (TypeError, ValueError):
-        pass
-    return value
-
-
-def _unpinned(values: Mapping[str, Any]) -> dict[str, Any]:
-    """Once its job is gone, a row the dispatch placed is free to go anywhere again; a user's pin stays."""
-    if values.get("backend_chosen_by") == BACKEND_CHOSEN_BY_DISPATCH:
-        return {"backend_name": None, "backend_chosen_by": None}
-    return {}
-
-
 def _describe_start_job(start_job: StartJobCallable) -> str:
     """Where a ``ProcessBasedJobCreator`` reads its process from: its errors (a 404, a page that is not JSON)
     seldom say which URL they came from."""
@@ -510,14 +471,14 @@ def _describe_start_job(start_job: StartJobCallable) -> str:
 
 def _empty_fields_hint(series: pd.Series) -> str:
     """Name the row's empty fields: ``start_job`` failing on one (NaN in a JSON body) rarely says which."""
-    empty = [repr(str(name)) for name, value in series.items() if name not in RESERVED and _clean(value) is None]
+    empty = [repr(str(name)) for name, value in series.items() if name not in RESERVED and clean(value) is None]
     return f" (empty field(s) in this row: {', '.join(empty)})" if empty else ""
 
 
 def claim_is_stale(claimed_at: Any, now: float | None = None) -> bool:
     """Whether a row's claim (``claimed_at``) is old enough to belong to a dead task: creating and starting a job
     takes seconds, so a claim older than :data:`STALE_CLAIM_SECONDS` (or unreadable) is taken over."""
-    claimed_at = _clean(claimed_at)
+    claimed_at = clean(claimed_at)
     if not claimed_at:
         return True
     try:

@@ -14,7 +14,7 @@ from typing import Any
 import pandas as pd
 
 from airflow_provider_openeo.dispatching import RunRow, backend_shares, instances_per_backend
-from airflow_provider_openeo.hooks._job_db_columns import BACKEND_CHOSEN_BY_DISPATCH
+from airflow_provider_openeo.hooks._job_db_columns import BACKEND_CHOSEN_BY_DISPATCH, SOURCE_RUN_COLUMN
 from airflow_provider_openeo.job_status import RowStatus
 
 #: Rows a run picks up without being asked: never started, or holding a job that may still be alive.
@@ -90,6 +90,23 @@ def rows_to_run(
         undownloaded = table["results_state"].isna() | table["results_state"].isin(["downloading", "failed"])
         selected |= finished & undownloaded
     return table[selected]
+
+
+def split_by_source(table: pd.DataFrame, run_key: str | None) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """``(the run's own rows, the other rows)``: own are the rows its job source holds (marked with ``run_key``
+    when the source was loaded); with no ``run_key`` (no source loaded this run) every row is the run's."""
+    if run_key is None or SOURCE_RUN_COLUMN not in table.columns:
+        return table, table.iloc[0:0]
+    mine = (table[SOURCE_RUN_COLUMN] == run_key).to_numpy()
+    return table[mine], table[~mine]
+
+
+def already_done(own: pd.DataFrame) -> dict[str, int]:
+    """The run's own rows it will not run, by status: done in earlier runs (finished, failed, skipped ...)."""
+    left = own.drop(index=rows_to_run(own).index)
+    if not len(left):
+        return {}
+    return {str(k): int(v) for k, v in left["status"].value_counts().sort_index().items()}
 
 
 #: Rows per run unless ``max_rows_per_run`` says otherwise. Every scheduler loop re-checks the upstream of each

@@ -1,7 +1,9 @@
 """``openeo_job_batch``: MultiBackendJobManager as an Airflow task group.
 
-init -> plan -> per backend, a mapped task group: ``job`` (an :class:`OpenEOBatchJobOperator` in pool
-``openeo_<backend>``) -> ``results`` (an :class:`OpenEOJobResultsOperator` in the default pool) -> summary.
+init (load the run's job source into the job table by row key: ``job_source``) -> plan (the run's own rows not
+done yet, resumable rows of earlier runs, re-runs asked for: ``run_scope``, ``reruns``) -> per backend, a mapped
+task group: ``job`` (an :class:`OpenEOBatchJobOperator` in pool ``openeo_<backend>``) -> ``results`` (an
+:class:`OpenEOJobResultsOperator` in the default pool) -> summary.
 
 The plan only says which rows the run covers and how many instances each backend's group gets (its rows and
 its share of the free ones, by the job table's history, with slack). Which backend runs a row is decided when a
@@ -40,14 +42,16 @@ from airflow_provider_openeo import arguments
 from airflow_provider_openeo.dispatching import backend_shares
 from airflow_provider_openeo.hooks.job_db import OpenEOJobDbHook
 from airflow_provider_openeo.job_handlers import OpenEOJobHandler
-from airflow_provider_openeo.job_source import JobSource, load_job_source
+from airflow_provider_openeo.job_source import JobSource, check_on_exists, load_job_source
 from airflow_provider_openeo.job_starting import StartJobCallable
 from airflow_provider_openeo.job_status import RowStatus
 from airflow_provider_openeo.operators.openeo import ROW_LABEL_KEY, OpenEOBatchJobOperator, OpenEOJobResultsOperator
 from airflow_provider_openeo.planning import parse_backends, plan_run, rows_per_run, rows_to_run
 from airflow_provider_openeo.pools import check_pools, fetch_pools
 from airflow_provider_openeo.preflight import BackendsUnusable, check_backends
+from airflow_provider_openeo.reruns import CONTINUES_KEY, checked_statuses, continued_run, requested_statuses
 from airflow_provider_openeo.row_dispatch import DispatchSettings, backend_paces, backends_health, run_key_of
+from airflow_provider_openeo.run_scope import RunScope, log_already_done
 from airflow_provider_openeo.summary import rows_carried_over, run_progress, summarize
 from airflow_provider_openeo.timestamps import utc_now_rfc3339
 
@@ -60,6 +64,11 @@ DEFAULT_MAP_INDEX_TEMPLATE = "{{ " + ROW_LABEL_KEY + " }}"
 #: job, so retries are what carries a row through a killed worker or a backend's bad minute.
 DEFAULT_ROW_RETRIES = 2
 DEFAULT_ROW_RETRY_DELAY = timedelta(seconds=30)
+#: The conf of a run the batch chains: the same conf (Params) as this run's, plus which run it continues, so
+#: the next run does not re-open the rows this run re-ran (``reruns``).
+CHAINED_CONF_TEMPLATE = (
+    "{{ dict(dag_run.conf or {}, " + CONTINUES_KEY + "=(dag_run.dag_id ~ '/' ~ dag_run.run_id)) | tojson }}"
+)
 
 
 def openeo_job_batch(
@@ -70,7 +79,8 @@ def openeo_job_batch(
     job_table: str | None = None,
     job_db_conn_id: str | None = None,
     sqlite_path: str | os.PathLike | None = None,
-    on_exists: str = "skip",
+    on_exists: str = "append",
+    key_columns: Sequence[str] | None = None,
     root_dir: Any = ".",
     download_results: bool = True,
     handler: OpenEOJobHandler | None = None,
@@ -96,11 +106,20 @@ def openeo_job_batch(
     :param backends: ``{"name": {"conn_id": "openeo_name", "parallel_jobs": 2}}``; pool ``openeo_<name>`` must
         exist with ``parallel_jobs`` slots and ``include_deferred`` (``python -m airflow_provider_openeo.pools``).
     :param job_source: rows to load into the job table: a (Geo)DataFrame, a CSV/Parquet/GeoParquet path, a
-        callable ``(context) -> DataFrame`` (recurring batches), or None for an existing table.
+        callable ``(context) -> DataFrame`` (Params, recurring batches), or None for an existing table. Every run
+        loads it by row key (``row_keys``): new rows are added, known rows keep their state, and the run works on
+        the rows of its own source (and on resumable rows earlier runs left).
     :param job_table: the SQL table holding the batch's rows; default: named after the DAG (and the group, when
         it is not ``openeo_job_batch``; :func:`arguments.default_job_table`), so DAGs never share one by accident.
-    :param on_exists: what loading does when the table exists: ``skip``, ``append`` or ``error``.
-    :param rerun_statuses: statuses to run again besides the resumable ones, e.g. ``["error", "canceled"]``.
+    :param on_exists: what loading does when the table exists: ``append`` (default: every run loads its
+        source by row key, adding the rows the table lacks; known rows keep their state), ``skip`` (the source is
+        loaded only into a new table, e.g. an MBJM CSV read once; later runs work on the whole table) or
+        ``error``.
+    :param key_columns: the source columns that identify a row across runs; default: a digest of all its
+        job-defining values (``row_keys``).
+    :param rerun_statuses: statuses of the run's own rows that are done (``error``, ``canceled``, ``finished``,
+        ...) to run again in every triggered run; a run's Param / conf ``rerun_statuses`` overrides it
+        (``reruns``). Without it, rows that are done are not run again.
     :param max_rows_per_run: rows per run (default ``planning.DEFAULT_MAX_ROWS_PER_RUN``, at most
         ``[core] max_map_length``); the rest follow in chained runs. The groups together hold a few more
         instances than the run's rows, each re-checked by every scheduler loop, so raising it lengthens every loop.
@@ -130,12 +149,9 @@ def openeo_job_batch(
         arguments.seconds("retry_delay", retry_delay)
     if max_rows_per_run is not None and max_rows_per_run < 1:
         raise ValueError(f"max_rows_per_run must be at least 1, got {max_rows_per_run!r}")
-    if on_exists not in ("skip", "append", "error"):
-        raise ValueError(f"on_exists must be 'skip', 'append' or 'error', got {on_exists!r}")
-    rerun = tuple(rerun_statuses)
-    unknown = set(rerun) - RowStatus.values()
-    if unknown:
-        raise ValueError(f"rerun_statuses: unknown status(es) {sorted(unknown)}")
+    check_on_exists(on_exists)
+    key_columns = arguments.key_columns(key_columns)
+    rerun = checked_statuses("rerun_statuses", rerun_statuses)
     cancel_running_job_after = arguments.seconds("cancel_running_job_after", cancel_running_job_after, optional=True)
     backend_outage_limit = arguments.seconds("backend_outage_limit", backend_outage_limit, optional=True)
     sqlite = os.fspath(sqlite_path) if sqlite_path is not None else None
@@ -160,10 +176,19 @@ def openeo_job_batch(
             db = job_db()
             if not table_given:
                 refuse_rows_left_in_the_legacy_table(db, job_db(arguments.LEGACY_JOB_TABLE), dag_id)
-            return load_job_source(job_source, db, on_exists=on_exists, context=get_current_context())
+            context = get_current_context()
+            ti = context["ti"]
+            return load_job_source(
+                job_source,
+                db,
+                on_exists=on_exists,
+                context=context,
+                key_columns=key_columns,
+                run_key=run_key_of(ti.dag_id, ti.run_id),
+            )
 
         @task(task_id="plan")
-        def plan() -> dict[str, Any]:
+        def plan(loaded: dict[str, Any]) -> dict[str, Any]:
             from airflow.configuration import conf
 
             try:
@@ -175,19 +200,28 @@ def openeo_job_batch(
             max_rows = rows_per_run(
                 max_rows_per_run, max_map_length=conf.getint("core", "max_map_length", fallback=1024)
             )
+            context = get_current_context()
+            ti = context["ti"]
+            run_key = run_key_of(ti.dag_id, ti.run_id)
+            try:
+                reruns = requested_statuses(context, rerun)
+            except ValueError as exc:
+                raise AirflowFailException(str(exc)) from None
             db = job_db()
+            scope = RunScope.of(db, loaded, run_key, reruns)
             shares = backend_shares(
                 {name: spec.parallel_jobs for name, spec in specs.items()},
                 paces=backend_paces(db, specs),
                 all_health=backends_health(db, specs),
                 now=time.time(),
             )
-            outcome = plan_run(rows_to_run(db.read(), rerun_statuses=rerun), specs, max_rows=max_rows, shares=shares)
+            outcome = plan_run(scope.rows, specs, max_rows=max_rows, shares=shares)
             for row_id, message in outcome.rejected.items():
                 db.update_row(row_id, {"status": RowStatus.START_FAILED.value, "error_message": message})
                 log.warning("%s", message)
-            ti = get_current_context()["ti"]
-            db.assign_run(outcome.row_ids, run_key_of(ti.dag_id, ti.run_id))
+            db.assign_run(outcome.row_ids, run_key)
+            source = scope.report(outcome.row_ids)
+            scope.log(source, continued_run(context))
             log.info(
                 "planned %d row(s), instances per backend: %s (shares %s); %d left for the next run; %d refused",
                 outcome.planned,
@@ -196,7 +230,7 @@ def openeo_job_batch(
                 outcome.remaining,
                 len(outcome.rejected),
             )
-            return {"rows": outcome.planned, "remaining": outcome.remaining, "slots": outcome.slots}
+            return {"rows": outcome.planned, "remaining": outcome.remaining, "slots": outcome.slots, "source": source}
 
         @task(task_id="summary", trigger_rule="all_done", outlets=list(outlets))
         def summary() -> dict[str, Any]:
@@ -207,6 +241,10 @@ def openeo_job_batch(
             result["not_done"] = len(rows_to_run(table, rerun_statuses=()))
             ti = get_current_context()["ti"]
             result["run"] = run_progress(table, run_key_of(ti.dag_id, ti.run_id))
+            planned_run = ti.xcom_pull(task_ids=group.child_id("plan")) or {}
+            if "source" in planned_run:
+                result["source"] = planned_run["source"]
+                log_already_done(result["source"])
             if result["run"]["left"]:
                 carried = rows_carried_over(result["run"])
                 log.warning(
@@ -228,9 +266,7 @@ def openeo_job_batch(
             log.info("batch summary: %s", result)
             return result
 
-        loaded = init()
-        planned = plan()
-        loaded >> planned
+        planned = plan(init())
         task_ids = {
             name: [f"{run_group_id(group, name)}.job", f"{run_group_id(group, name)}.results"] for name in specs
         }
@@ -358,7 +394,7 @@ def continue_batch(planned: Any, summarized: Any) -> None:
     trigger_next = next_run(
         task_id="next_run",
         trigger_dag_id="{{ dag.dag_id }}",
-        conf="{{ dag_run.conf | tojson }}",
+        conf=CHAINED_CONF_TEMPLATE,
         wait_for_completion=False,
     )
     rows_left(planned, summarized) >> trigger_next

@@ -9,7 +9,8 @@ The MBJM script this replaces::
     manager.run_jobs(start_job=start_job, job_db=job_db)
 
 Backends become Airflow connections and pools, ``jobs.csv`` is imported into the SQL job table on the first
-run (an existing table is resumed on later runs), and ``start_job`` is called with the same arguments.
+run with the states and job ids MBJM left in it (later runs read it again only to find rows added to it: rows the
+table holds keep the table's state), and ``start_job`` is called with the same arguments.
 """
 
 from __future__ import annotations

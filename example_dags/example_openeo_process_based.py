@@ -3,6 +3,11 @@
 The rows are computed from the trigger form's Params (start, end, frequency); each row fills the
 ``temporal_extent`` parameter of a user-defined process through ``ProcessBasedJobCreator``, exactly as with
 ``MultiBackendJobManager.run_jobs``. Trigger it from the UI, change the dates, and watch one mapped task per row.
+
+Each run loads its rows into the DAG's job table by key (the rows' values): new dates add new rows and run them;
+dates already run are found, not run again, and the summary says how many of the run's rows were already done.
+To run some again (failed ones, or everything), tick their statuses under "Run again the rows of these
+statuses" (the Param ``rerun_statuses``) when you trigger.
 """
 
 from __future__ import annotations
@@ -14,6 +19,7 @@ from airflow.sdk import DAG, Param
 from openeo.extra.job_management import ProcessBasedJobCreator
 
 from _common import BACKENDS, JOB_DB_CONN_ID, POLL_INTERVAL, SQLITE_PATH, UDP_URL, results_dir
+from airflow_provider_openeo.reruns import RERUN_PARAM, rerun_param
 from airflow_provider_openeo.task_groups import openeo_job_batch
 
 DAG_ID = "example_openeo_process_based"
@@ -51,6 +57,7 @@ with DAG(
         "start": Param("2024-01-01", type="string", format="date", title="First day"),
         "end": Param("2024-03-01", type="string", format="date", title="Day after the last window"),
         "frequency": Param("MS", type="string", title="Window length (pandas frequency: MS, W, 10D ...)"),
+        RERUN_PARAM: rerun_param(),
     },
 ) as dag:
     openeo_job_batch(

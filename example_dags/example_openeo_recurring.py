@@ -1,7 +1,8 @@
 """A monthly batch: each month adds that month's rows (one per field and week) and runs them.
 
 ``job_source`` is a function of the run's context, so every data interval computes its own rows; the rows are
-appended to one job table that keeps the whole history. ``catchup=False``: a new deployment starts with the
+appended to one job table that keeps the whole history. A month run again (a cleared or repeated run) finds its
+rows in the table by their key and runs none of them again. ``catchup=False``: a new deployment starts with the
 current month instead of replaying the past.
 
 The schedule is an explicit ``CronDataIntervalTimetable``: in Airflow 3 a plain ``"@monthly"`` becomes a

@@ -54,7 +54,11 @@ def test_plan_covers_rows_and_sizes_each_backend_group_by_its_share(batch_env, m
     run = module.dag.test(mark_success_pattern=RUN_TASKS)
 
     plan = xcom_of(run, "openeo_job_batch.plan")
-    assert plan == {"rows": 12, "remaining": 0, "slots": {"foo": 12, "bar": 4 + 1}}
+    assert {k: plan[k] for k in ("rows", "remaining", "slots")} == {
+        "rows": 12,
+        "remaining": 0,
+        "slots": {"foo": 12, "bar": 4 + 1},
+    }
     table = batch_table(config).read()
     assert table["backend_name"].isna().all(), "no row is given a backend before a slot takes it"
     assert set(table["dispatch_run"]) == {f"{run.dag_id}/{run.run_id}"} and table["dispatch_slot"].isna().all()
@@ -102,14 +106,20 @@ def test_five_thousand_rows_default_settings_are_split_and_chained(example_env, 
     assert new_jobs(example_env, before) == {"foo": [], "bar": []}, "only planned: start_job never ran"
 
     plan = xcom_of(run, "openeo_job_batch.plan")
-    assert plan == {"rows": 192, "remaining": 5000 - 192, "slots": {"foo": 122, "bar": 122}}
+    assert {k: plan[k] for k in ("rows", "remaining", "slots")} == {
+        "rows": 192,
+        "remaining": 5000 - 192,
+        "slots": {"foo": 122, "bar": 122},
+    }
     table = batch_table(config).read()
     assert list(table.index[table["dispatch_run"].notna()]) == list(range(192))
     states = {ti.task_id: ti.state for ti in task_instances(run) if ti.map_index < 0}
     assert states["openeo_job_batch.rows_left"] == "success"
     assert states["openeo_job_batch.next_run"] == "success"
     (chained,) = triggered_runs(module.DAG_ID, since=started)
-    assert chained.conf == {"batch": "big"}, "the next run gets the same conf (Params) as this one"
+    assert chained.conf == {"batch": "big", "openeo_continues": f"{module.DAG_ID}/{run.run_id}"}, (
+        "the next run gets the same conf (Params) as this one, and says which run it continues"
+    )
 
     # The runs, as the plan will see the table as each run's rows get through:
     splits = []
@@ -207,7 +217,10 @@ def test_batch_and_job_asset_events(example_env, batch_env, monkeypatch, tmp_pat
     ("kwargs", "text"),
     [
         ({"max_rows_per_run": 0}, "max_rows_per_run must be at least 1, got 0"),
-        ({"on_exists": "replace"}, "on_exists must be 'skip', 'append' or 'error'"),
+        ({"on_exists": "replace"}, "on_exists must be one of 'append', 'skip', 'error'"),
+        ({"key_columns": "tile"}, r"key_columns must be a non-empty list of column names"),
+        ({"key_columns": ["tile", "tile"]}, r"key_columns: \['tile', 'tile'\] names a column twice"),
+        ({"key_columns": ["status"]}, r"key_columns: \['status'\] are the job table's own columns"),
         ({"rerun_statuses": ["eror"]}, "rerun_statuses: unknown status"),
         ({"poll_interval": 0}, r"poll_interval must be a positive number of seconds or a timedelta, got 0"),
         ({"poll_interval": "60"}, r"poll_interval must be a positive number .* got '60'"),
@@ -333,3 +346,32 @@ def test_a_connection_every_row_would_fail_on_stops_the_batch_once_before_any_ro
     table = batch_table(config).read()
     assert set(table["status"]) == {"not_started"} and table["error_message"].isna().all()
     assert run.state == "failed"
+
+
+def test_two_dags_that_name_no_job_table_run_their_own_rows_in_tables_of_their_own(example_env, batch_env, monkeypatch):
+    """Before tables were named after their DAG, the second DAG found the shared table 'openeo_jobs' and ran none
+    of its own rows; now each DAG's rows run, in its own table, and no shared table appears."""
+    import importlib.util
+    import json
+
+    from airflow_provider_openeo.hooks.job_db import OpenEOJobDbHook
+    from tests.conftest import REPO
+
+    monkeypatch.setenv("OPENEO_TEST_DEFAULT_TABLES", json.dumps(batch_env))
+    spec = importlib.util.spec_from_file_location(
+        "test_dag_default_tables", REPO / "tests/dags/test_dag_default_tables.py"
+    )
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+
+    for dag_id in module.DAG_IDS:
+        table = OpenEOJobDbHook(table=dag_id, sqlite_path=batch_env["sqlite_path"])
+        if table.exists():
+            table.drop()
+        assert getattr(module, dag_id).test().state == "success"
+
+    for dag_id in module.DAG_IDS:
+        table = OpenEOJobDbHook(table=dag_id, sqlite_path=batch_env["sqlite_path"]).read()
+        assert list(table["title"]) == [f"{dag_id} row 0", f"{dag_id} row 1"]
+        assert set(table["status"]) == {"finished"}
+    assert not OpenEOJobDbHook(table="openeo_jobs", sqlite_path=batch_env["sqlite_path"]).exists()

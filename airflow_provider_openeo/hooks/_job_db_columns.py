@@ -41,6 +41,12 @@ RESULTS_STATES = frozenset({"downloading", "downloaded", "failed", "skipped"})
 BACKEND_CHOSEN_BY_USER = "user"
 BACKEND_CHOSEN_BY_DISPATCH = "dispatch"
 
+#: A row's identity across runs (``row_keys``): the same job-defining values give the same key, so a run that
+#: loads its source again finds the rows it already holds instead of adding them twice. Unique in the table.
+ROW_KEY_COLUMN = "row_key"
+#: The latest batch run (``<dag_id>/<run_id>``) whose job source holds the row: the rows a run works on.
+SOURCE_RUN_COLUMN = "source_run"
+
 _STR = ColumnSpec("str", "object", {"na": "none"})
 
 
@@ -134,6 +140,8 @@ RESERVED_COLUMNS: tuple[ReservedColumn, ...] = (
     #: The batch run whose plan covers the row (``<dag_id>/<run_id>``) and the instance of that run holding it.
     ReservedColumn("dispatch_run", _STR),
     ReservedColumn("dispatch_slot", _STR),
+    ReservedColumn(ROW_KEY_COLUMN, _STR),
+    ReservedColumn(SOURCE_RUN_COLUMN, _STR),
     ReservedColumn("updated_at", _STR, automatic=True),
 )
 RESERVED: dict[str, ReservedColumn] = {column.name: column for column in RESERVED_COLUMNS}

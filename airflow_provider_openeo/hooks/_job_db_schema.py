@@ -38,6 +38,8 @@ class TableSchema:
     index_is_range: bool = False
     columns: list[tuple[str, ColumnSpec]] = field(default_factory=list)
     geometry: str | None = None  # active geometry column of a GeoDataFrame
+    #: How the rows' ``row_key`` values were made (``row_keys.key_rule``); None: no row was keyed yet.
+    key_rule: dict[str, Any] | None = None
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -49,6 +51,7 @@ class TableSchema:
             },
             "columns": [{"name": name, **spec.to_json()} for name, spec in self.columns],
             "geometry": self.geometry,
+            "key_rule": self.key_rule,
         }
 
     @classmethod
@@ -61,6 +64,7 @@ class TableSchema:
             index_is_range=bool(index.get("range")),
             columns=[(c["name"], ColumnSpec.from_json(c)) for c in data["columns"]],
             geometry=data.get("geometry"),
+            key_rule=data.get("key_rule"),
         )
 
     @property

@@ -19,7 +19,7 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Connection, Engine
 
 from airflow_provider_openeo.hooks._job_db_codec import ColumnSpec
-from airflow_provider_openeo.hooks._job_db_columns import ROW_ID_COLUMN, SEQ_COLUMN
+from airflow_provider_openeo.hooks._job_db_columns import ROW_ID_COLUMN, ROW_KEY_COLUMN, SEQ_COLUMN
 from airflow_provider_openeo.hooks._job_db_errors import JobDbInputError
 
 META_TABLE_NAME = "openeo_job_db_meta"
@@ -146,6 +146,8 @@ def create_indexes(connection: Connection, table: sa.Table) -> None:
     The claim index only holds unclaimed rows, so it stays small as a batch progresses and the first
     candidate in table order is one index step away (without it PostgreSQL sorts every candidate row).
     """
+    if ROW_KEY_COLUMN in table.c:
+        create_key_index(connection, table.name)
     if "status" not in table.c:
         return
     sa.Index(f"ix_{table.name}_status", table.c.status).create(connection)
@@ -158,6 +160,17 @@ def create_indexes(connection: Connection, table: sa.Table) -> None:
             postgresql_where=unclaimed,
             sqlite_where=unclaimed,
         ).create(connection)
+
+
+def create_key_index(connection: Connection, table_name: str) -> None:
+    """The unique index on ``row_key``: finds a row by key, and no two rows ever share one (rows without a key,
+    such as those MBJM's own ``persist`` adds, may be many: NULLs are distinct). Tables made before keys existed
+    get it when their rows are first keyed."""
+    preparer = connection.dialect.identifier_preparer
+    connection.exec_driver_sql(
+        f"CREATE UNIQUE INDEX IF NOT EXISTS {preparer.quote(f'ix_{table_name}_{ROW_KEY_COLUMN}')} "
+        f"ON {preparer.quote(table_name)} ({preparer.quote(ROW_KEY_COLUMN)})"
+    )
 
 
 def ensure_meta_table(engine: Engine, table: sa.Table = META_TABLE) -> None:

@@ -33,8 +33,10 @@ from airflow_provider_openeo.hooks._job_db_columns import (
     RESERVED_COLUMNS,
     ROW_ID_COLUMN,
     ROW_ID_KEY,
+    ROW_KEY_COLUMN,
     ROW_STATUS_VALUES,
     SEQ_COLUMN,
+    SOURCE_RUN_COLUMN,
     utc_now,
 )
 from airflow_provider_openeo.hooks._job_db_errors import (
@@ -64,6 +66,7 @@ from airflow_provider_openeo.hooks._job_db_sql import (
     add_column,
     build_table,
     configure_engine,
+    create_key_index,
     create_tables,
     ensure_meta_table,
     load_meta,
@@ -201,15 +204,16 @@ class OpenEOJobDbHook(BaseHook, JobDatabaseInterface):
 
     def _open(self) -> tuple[TableSchema, sa.Table]:
         """Schema and table of an existing job table, after adding any reserved column it lacks."""
-        if self._schema is None:
-            schema = self._reload()
-            if schema is None:
-                raise JobDbMissingError(
-                    f"The job database has no {self._where()}; create it with initialize_from_df() or import_file()"
-                )
-            missing = [c for c in RESERVED_COLUMNS if schema.spec(c.name) is None]
-            if missing:
-                self._add_columns([(c.name, c.spec) for c in missing])
+        schema = self._schema if self._schema is not None else self._reload()
+        if schema is None:
+            raise JobDbMissingError(
+                f"The job database has no {self._where()}; create it with initialize_from_df() or import_file()"
+            )
+        # also when exists() loaded the schema: a table made by an older version lacks the newer reserved columns
+        names = set(schema.names)
+        missing = [c for c in RESERVED_COLUMNS if c.name not in names]
+        if missing:
+            self._add_columns([(c.name, c.spec) for c in missing])
         assert self._schema is not None and self._sa_table is not None
         return self._schema, self._sa_table
 
@@ -562,13 +566,63 @@ class OpenEOJobDbHook(BaseHook, JobDatabaseInterface):
         conditions = [table.c[ROW_ID_COLUMN] == rid, table.c.claimed_by == _checked_owner(owner)]
         return self._cas(table, rid, conditions, {"claimed_by": None, "claimed_at": None, "updated_at": utc_now()})
 
-    # ------------------------------------------------------------------------------------ dispatch
+    # ------------------------------------------------------------------------------------ row keys
 
-    def assign_run(self, row_ids: Sequence[int | str], run_key: str) -> None:
-        """Mark ``row_ids`` as the rows batch run ``run_key`` covers, none of them held by an instance yet.
+    def key_rule(self) -> dict[str, Any] | None:
+        """How the table's ``row_key`` values were made (``row_keys.key_rule``); None before any row was keyed."""
+        schema = self._reload()
+        return None if schema is None else schema.key_rule
 
-        One transaction for the whole plan (a row-by-row UPDATE costs seconds per thousand rows).
+    def keyed_rows(self) -> tuple[dict[str, int | str], list[int | str]]:
+        """``({row key: row id}, [ids of rows without a key])``, in table order: one narrow query."""
+        _, table = self._open()
+        query = sa.select(table.c[ROW_ID_COLUMN], table.c[ROW_KEY_COLUMN]).order_by(table.c[SEQ_COLUMN])
+        with read_transaction(self.get_conn()) as connection:
+            rows = connection.execute(query).all()
+        return {key: rid for rid, key in rows if key is not None}, [rid for rid, key in rows if key is None]
+
+    def set_row_keys(self, keys: Mapping[int | str, str], rule: Mapping[str, Any]) -> None:
+        """Write rows' keys and the rule that made them, in one transaction (keys of other rows stay).
+
+        The rows' old keys are cleared first, so keys swapped between rows never meet the unique index halfway.
         """
+        schema, table = self._open()
+        rids = [schema.coerce_row_id(r) for r in keys]
+        statement = (
+            sa.update(table)
+            .where(table.c[ROW_ID_COLUMN] == sa.bindparam("p_row_id"))
+            .values({ROW_KEY_COLUMN: sa.bindparam("p_key")})
+        )
+        with write_transaction(self.get_conn()) as connection:
+            meta = load_meta(connection, self.table, lock=True)
+            if meta is None:
+                raise JobDbMissingError(f"The job database has no {self._where()}")
+            create_key_index(connection, self.table)
+            if rids:
+                cleared = [{"p_row_id": rid, "p_key": None} for rid in rids]
+                connection.execute(statement, cleared)
+                pairs = zip(rids, keys.values(), strict=True)
+                connection.execute(statement, [{"p_row_id": rid, "p_key": key} for rid, key in pairs])
+            current = TableSchema.from_json(meta)
+            if current.key_rule != dict(rule):
+                current.key_rule = dict(rule)
+                save_meta(connection, self.table, current.to_json(), insert=False)
+        self._set_schema(TableSchema.from_json({**schema.to_json(), "key_rule": dict(rule)}))
+
+    def mark_source_run(self, row_ids: Sequence[int | str], run_key: str) -> None:
+        """Record ``run_key`` as the latest batch run whose job source holds ``row_ids`` (one transaction)."""
+        self._set_in_chunks(row_ids, {SOURCE_RUN_COLUMN: run_key})
+
+    def max_int_row_id(self) -> int | None:
+        """The largest row id of an integer-indexed table (None when empty): new rows are numbered after it."""
+        schema, table = self._open()
+        if schema.index_kind != "int":
+            raise JobDbInputError(f"The job {self._where()} has string row ids, not integers")
+        with read_transaction(self.get_conn()) as connection:
+            value = connection.execute(sa.select(sa.func.max(table.c[ROW_ID_COLUMN]))).scalar_one_or_none()
+        return None if value is None else int(value)
+
+    def _set_in_chunks(self, row_ids: Sequence[int | str], values: Mapping[str, Any]) -> None:
         if not row_ids:
             return
         schema, table = self._open()
@@ -578,10 +632,17 @@ class OpenEOJobDbHook(BaseHook, JobDatabaseInterface):
             for start in range(0, len(rids), _CHUNK):
                 chunk = rids[start : start + _CHUNK]
                 connection.execute(
-                    sa.update(table)
-                    .where(table.c[ROW_ID_COLUMN].in_(chunk))
-                    .values(dispatch_run=run_key, dispatch_slot=None, updated_at=now)
+                    sa.update(table).where(table.c[ROW_ID_COLUMN].in_(chunk)).values(**values, updated_at=now)
                 )
+
+    # ------------------------------------------------------------------------------------ dispatch
+
+    def assign_run(self, row_ids: Sequence[int | str], run_key: str) -> None:
+        """Mark ``row_ids`` as the rows batch run ``run_key`` covers, none of them held by an instance yet.
+
+        One transaction for the whole plan (a row-by-row UPDATE costs seconds per thousand rows).
+        """
+        self._set_in_chunks(row_ids, {"dispatch_run": run_key, "dispatch_slot": None})
 
     def run_rows(self, run_key: str) -> list[dict[str, Any]]:
         """The rows of batch run ``run_key`` in table order, with what the dispatch reads of them.

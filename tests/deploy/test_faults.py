@@ -26,6 +26,7 @@ import psutil
 import pytest
 
 from airflow_provider_openeo.dispatching import BASE_COOLDOWN_SECONDS
+from airflow_provider_openeo.reruns import CONTINUES_KEY
 from tests.deploy.conftest import FaultRig
 from tests.example_dags.conftest import assert_batch_consistent
 
@@ -541,7 +542,10 @@ def test_backend_down_rows_no_instance_took_continue_in_the_next_run(rig: FaultR
     ended = time.monotonic()
     second_tis = rig.mapped(dag_id, second["dag_run_id"])
     assert second["state"] == "success", ti_states(second_tis)
-    assert second["conf"] == first["conf"], "the chained run gets the same Params"
+    assert {k: v for k, v in second["conf"].items() if k != CONTINUES_KEY} == first["conf"], (
+        "the chained run gets the same Params"
+    )
+    assert second["conf"][CONTINUES_KEY] == f"{dag_id}/{run_id}", "and says which run it continues"
 
     table, created = check_batch(rig, dag_id, rows)
     assert set(table["backend_name"]) == {"bar"} and not created["foo"]
@@ -806,7 +810,45 @@ def test_recurring_schedule_runs_two_consecutive_intervals(rig: FaultRig) -> Non
     )
 
 
-# -- 10. production backends (the local backend's profiles) ----------------------------------------------------
+# -- 10. re-triggers -----------------------------------------------------------------------------------------------
+
+
+def summary_of(rig: FaultRig, dag_id: str, run_id: str) -> dict[str, Any]:
+    """The batch summary's return value, as the REST API gives it."""
+    entry = rig.airflow.api(
+        "GET",
+        f"/dags/{dag_id}/dagRuns/{run_id}/taskInstances/openeo_job_batch.summary/xcomEntries/return_value",
+        params={"deserialize": "true", "stringify": "false"},
+    )
+    value = entry["value"]
+    return json.loads(value) if isinstance(value, str) else value
+
+
+def test_retrigger_with_params_a_b_a_runs_each_row_once(rig: FaultRig) -> None:
+    """Through the REST API, as a user would: Params A (3 rows), then B (2 other rows), then A again. A's rows run
+    once, B's rows run, the third run starts no job and its summary says all 3 of its rows were already done."""
+    dag_id = "fault_retrigger"
+    a = {"rows": 3, "run_seconds": 1}
+    b = {"rows": 2, "run_seconds": 2}  # other job options: other rows, though their titles repeat A's
+    states, summaries, jobs_after = [], [], []
+    for params in (a, b, a):
+        run_id, _ = run_batch(rig, dag_id, params)
+        states.append(rig.airflow.wait_for_run(dag_id, run_id, timeout=RUN_TIMEOUT)["state"])
+        summaries.append(summary_of(rig, dag_id, run_id))
+        jobs_after.append(sum(len(jobs) for jobs in rig.jobs_of(f"{dag_id} ").values()))
+    third_tis = rig.mapped(dag_id, run_id)
+
+    assert states == ["success"] * 3
+    check_batch(rig, dag_id, 5)
+    assert jobs_after == [3, 5, 5], "the third run starts no job"
+    assert [s["source"]["added"] for s in summaries] == [3, 2, 0]
+    assert summaries[2]["source"]["already_done"] == 3, summaries[2]["source"]
+    assert summaries[2]["source"]["already_done_by_status"] == {"finished": 3}
+    assert not [ti for ti in third_tis if ti["state"] not in ("skipped", "removed")], ti_states(third_tis)
+    observe(rig, "13 re-trigger A, B, A", jobs_after_each_run=jobs_after, third_run_source=summaries[2]["source"])
+
+
+# -- 11. production backends (the local backend's profiles; last: they leave history in the accounts) --------------
 
 #: Old jobs added to the account on each profile's turn: a production account's months of history.
 PROFILE_HISTORY = 1000

@@ -188,6 +188,12 @@ def test_string_row_ids_keep_order_and_name(job_db: OpenEOJobDbHook) -> None:
     assert job_db.get_by_indices(["mike"]).index.tolist() == ["mike"]
 
 
+def _sql_columns(hook: OpenEOJobDbHook) -> set[str]:
+    """The table's columns as the database has them (reading through a hook would add missing ones)."""
+    with sa.create_engine(hook.get_conn().url).connect() as connection:
+        return {column["name"] for column in sa.inspect(connection).get_columns(hook.table)}
+
+
 def test_migration_adds_a_new_reserved_column(job_db: OpenEOJobDbHook, monkeypatch) -> None:
     """A table made before a reserved column existed gets it on open (ALTER TABLE), with its default."""
     import airflow_provider_openeo.hooks._job_db_schema as schema_module
@@ -196,7 +202,7 @@ def test_migration_adds_a_new_reserved_column(job_db: OpenEOJobDbHook, monkeypat
     older = tuple(c for c in RESERVED_COLUMNS if c.name not in ("attempt", "results_state"))
     monkeypatch.setattr(schema_module, "RESERVED_COLUMNS", older)
     job_db.initialize_from_df(_frame(2))
-    assert "attempt" not in job_db.read().columns
+    assert "attempt" not in _sql_columns(job_db)
     monkeypatch.undo()
     assert hook_module.RESERVED_COLUMNS == RESERVED_COLUMNS
     reopened = same_table(job_db)
@@ -240,3 +246,45 @@ def test_any_column_name_is_quoted_never_injected(job_db: OpenEOJobDbHook) -> No
     assert df[WEIRD_NAMES[0]].tolist() == [0, 42]
     assert all(df[name].tolist() == ["v", "w"] for name in WEIRD_NAMES[4:])
     assert job_db.count_by_status() == {"not_started": 2}
+
+
+def test_a_table_made_before_row_keys_gains_them_on_first_use(job_db: OpenEOJobDbHook, monkeypatch) -> None:
+    """An existing deployment's table: ``row_key`` and ``source_run`` are added when it is opened, the unique
+    index when its rows are first keyed; the same source then finds every row instead of adding it again."""
+    import airflow_provider_openeo.hooks._job_db_schema as schema_module
+    from airflow_provider_openeo.job_source import load_job_source
+
+    older = tuple(c for c in RESERVED_COLUMNS if c.name not in ("row_key", "source_run"))
+    monkeypatch.setattr(schema_module, "RESERVED_COLUMNS", older)
+    job_db.initialize_from_df(_frame(3).assign(status=["not_started"] * 2 + ["finished"], id=[None, None, "j-2"]))
+    assert "row_key" not in _sql_columns(job_db)
+    monkeypatch.undo()
+
+    reopened = same_table(job_db)
+    result = load_job_source(_frame(4), reopened, run_key="dag/run_1")
+
+    assert (result["loaded"], result["known"]) == (1, 3)
+    df = same_table(job_db).read()
+    assert df.index.tolist() == [0, 1, 2, 3] and df["row_key"].is_unique
+    assert df["source_run"].tolist() == ["dag/run_1"] * 4
+    assert (df.loc[2, "status"], df.loc[2, "id"]) == ("finished", "j-2")
+    with sa.create_engine(job_db.get_conn().url).connect() as connection:
+        indexes = {ix["name"]: ix for ix in sa.inspect(connection).get_indexes(job_db.table)}
+    assert indexes[f"ix_{job_db.table}_row_key"]["unique"]
+
+
+def test_row_keys_are_unique_and_rows_without_a_key_many(job_db: OpenEOJobDbHook) -> None:
+    job_db.initialize_from_df(_frame(3))
+    job_db.set_row_keys({0: "k0", 1: "k1"}, {"version": 1, "columns": None})
+    assert job_db.keyed_rows() == ({"k0": 0, "k1": 1}, [2])
+    assert job_db.key_rule() == {"version": 1, "columns": None}
+    job_db.set_row_keys({0: "k1", 1: "k0"}, {"version": 1, "columns": None})  # swapped: never clash halfway
+    assert job_db.keyed_rows()[0] == {"k1": 0, "k0": 1}
+    with pytest.raises(sa.exc.IntegrityError):
+        job_db.set_row_keys({2: "k0"}, {"version": 1, "columns": None})
+    assert job_db.keyed_rows() == ({"k1": 0, "k0": 1}, [2]), "nothing written"
+    job_db.persist(_frame(5).iloc[3:])  # MBJM's own persist adds rows without a key
+    assert job_db.keyed_rows()[1] == [2, 3, 4]
+    job_db.mark_source_run([0, 4], "dag/run_2")
+    assert job_db.read()["source_run"].tolist() == ["dag/run_2", None, None, None, "dag/run_2"]
+    assert job_db.max_int_row_id() == 4

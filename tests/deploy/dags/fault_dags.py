@@ -158,6 +158,9 @@ cancel_after = batch_dag("fault_cancel_after", cancel_running_job_after=5)
 mark_failed = batch_dag("fault_mark_failed")
 # Both backends imitating one production server each turn (local_backend/README.md, profiles).
 profiles = {name: batch_dag(f"fault_profile_{name}") for name in ("geopyspark", "aggregator", "fastapi")}
+# Triggered with Params A, B, then A again: each run works on the rows of its own Params, known rows are not run
+# twice (tests/deploy/test_faults.py, test_retrigger_with_params_a_b_a_runs_each_row_once).
+retrigger = batch_dag("fault_retrigger")
 recurring = batch_dag(
     "fault_recurring",
     schedule=DeltaDataIntervalTimetable(RECURRING_INTERVAL),

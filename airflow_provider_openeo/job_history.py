@@ -1,0 +1,62 @@
+"""What a row keeps of a job it gives up: the job goes to ``job_history``, the row is ready for a new one.
+
+Two paths give a job up: the starter, when a re-run row's job ended or vanished (``job_starting``), and the plan,
+when a run asks for re-runs of finished or failed rows (``reruns``). Both write the same values, from here.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+import pandas as pd
+
+from airflow_provider_openeo.hooks._job_db_columns import BACKEND_CHOSEN_BY_DISPATCH
+from airflow_provider_openeo.job_status import RowStatus
+from airflow_provider_openeo.timestamps import utc_now_rfc3339
+
+
+def clean(value: Any) -> Any:
+    """Missing values come back from the table as None or NaN; both mean "not set"."""
+    if value is None:
+        return None
+    try:
+        if pd.isna(value):
+            return None
+    except (TypeError, ValueError):
+        pass
+    return value
+
+
+def unpinned(values: Mapping[str, Any]) -> dict[str, Any]:
+    """Once its job is gone, a row the dispatch placed is free to go anywhere again; a user's pin stays."""
+    if values.get("backend_chosen_by") == BACKEND_CHOSEN_BY_DISPATCH:
+        return {"backend_name": None, "backend_chosen_by": None}
+    return {}
+
+
+def retired_values(values: Mapping[str, Any], final_status: str) -> dict[str, Any]:
+    """The row's new values once its job (if any) is given up as ``final_status``: ``not_started``, the job in
+    ``job_history`` (a re-run never hides what happened before), one more ``attempt``."""
+    history = list(clean(values.get("job_history")) or [])
+    job_id = clean(values.get("id"))
+    if job_id:
+        history.append(
+            {
+                "id": job_id,
+                "backend_name": clean(values.get("backend_name")),
+                "status": final_status,
+                "ended_at": utc_now_rfc3339(),
+            }
+        )
+    return {
+        "id": None,
+        "status": RowStatus.NOT_STARTED.value,
+        "backend_status": None,
+        "job_history": history,
+        "results_state": None,
+        "running_start_time": None,
+        "start_time": None,
+        "attempt": int(clean(values.get("attempt")) or 0) + 1,
+        **unpinned(values),
+    }
