@@ -902,7 +902,7 @@ def test_batch_on_backends_that_behave_like_production_servers(rig: FaultRig, pr
     stats = {name: backend.stats() for name, backend in rig.backends.items()}
     observe(
         rig,
-        f"10 production profile {profile}",
+        f"11 production profile {profile}",
         rows=rows,
         history_jobs_per_backend=PROFILE_HISTORY,
         run_seconds=round(ended - started, 1),
