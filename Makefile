@@ -70,7 +70,7 @@ demo-stop: install
 	$(PY) -m deploy.demo --stop
 
 # `make bench`: ours on a live Airflow next to MBJM's run_jobs on the same local backends (BENCHMARKS.md).
-# BENCH_ARGS=--quick for the short mode; --only throughput,heterogeneous,job_db,scale,trigger_memory for a subset.
+# BENCH_ARGS=--quick for the short mode; --only throughput,heterogeneous,production,job_db,scale,trigger_memory for a subset.
 BENCH_ARGS ?=
 
 bench: install driver-venv services

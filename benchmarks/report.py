@@ -33,6 +33,18 @@ TARGETS: tuple[tuple[str, str, str], ...] = (
         "<= 0.05",
         "heterogeneous.ours.fast_idle_share_while_rows_wait",
     ),
+    ("no-progress backends: makespan / MBJM poll_sleep=60", "<= 0.5", "production.ratios.makespan_vs_mbjm_poll60"),
+    ("no-progress backends: makespan / MBJM poll_sleep=5", "<= 0.97", "production.ratios.makespan_vs_mbjm_poll5"),
+    (
+        "no-progress backends: median idle gap / MBJM poll_sleep=5",
+        "<= 1.0",
+        "production.ratios.idle_gap_median_vs_mbjm_poll5",
+    ),
+    (
+        "no-progress backends: status reads per job / MBJM poll_sleep=5",
+        "<= 0.5",
+        "production.ratios.status_requests_vs_mbjm_poll5",
+    ),
     (
         "MBJM CSV persist / our SQLite update, 100,000 rows",
         ">= 100",
@@ -182,6 +194,40 @@ def _heterogeneous(section: Mapping[str, Any]) -> list[str]:
     return out
 
 
+def _production(section: Mapping[str, Any]) -> list[str]:
+    names = [n for n in ("ours", "mbjm_poll60", "mbjm_poll5") if n in section]
+    labels = {"ours": "ours (live Airflow)", "mbjm_poll60": "MBJM poll_sleep=60", "mbjm_poll5": "MBJM poll_sleep=5"}
+    keys = ["jobs", "makespan_s", "job_span_s", "utilisation", "idle_gap_median_s", "idle_gap_p95_s"]
+    rows = [
+        [
+            labels[n],
+            *(section[n].get(k) for k in keys),
+            section[n]["requests_per_job"].get("status", 0) + section[n]["requests_per_job"].get("listing", 0),
+            section[n].get("listing_bytes_per_request", "-"),
+        ]
+        for n in names
+    ]
+    out = [
+        "## 1c. Backends that report no progress (workload 7)",
+        "",
+        *_measured_line(section),
+        f"Workload 1 on local backends in the `{section.get('backend_profile')}` profile (local_backend/README.md): "
+        "listings carry no `progress` and list oldest first, page by page, as openeo-geopyspark-driver (Copernicus "
+        f"Data Space, Terrascope) does, over an account holding {section.get('history_jobs_per_backend'):,} old "
+        "jobs on each backend. Without progress our listings come forward by the run times of the jobs already seen "
+        "to finish; status reads per job count `GET /jobs` and `GET /jobs/{id}` alike; bytes per listing: the mean "
+        "size of a `GET /jobs` answer.",
+        "",
+        _table(["contender", *keys, "status reads per job", "bytes per listing"], rows),
+        "",
+        _table(["ratio", "value"], [[k, v] for k, v in section.get("ratios", {}).items()]),
+    ]
+    timeline = section.get("timeline_png")
+    if timeline:
+        out += ["", f"![timeline of workload 7, one lane per backend slot]({timeline})"]
+    return out
+
+
 def _job_db(section: Mapping[str, Any]) -> list[str]:
     rows = []
     for size, figures in section["results"].items():
@@ -296,6 +342,8 @@ def render(results: Mapping[str, Any]) -> str:
         out += [*_throughput(results["throughput"]), ""]
     if "heterogeneous" in results:
         out += [*_heterogeneous(results["heterogeneous"]), ""]
+    if "production" in results:
+        out += [*_production(results["production"]), ""]
     if "job_db" in results:
         out += [*_job_db(results["job_db"]), ""]
     if "scale" in results or "trigger_memory" in results:

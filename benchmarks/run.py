@@ -1,6 +1,6 @@
 """``make bench``: our DAG on a live Airflow next to MBJM's ``run_jobs``, on the same local backends, in one run.
 
-    python -m benchmarks.run [--quick] [--only throughput,job_db,scale,trigger_memory]
+    python -m benchmarks.run [--quick] [--only throughput,heterogeneous,production,job_db,scale,trigger_memory]
 
 Writes every figure to ``benchmarks/results.json`` (one key per figure, ratios included), the timeline plot to
 ``docs/bench-timeline.png`` and regenerates ``BENCHMARKS.md``. Every comparison is a ratio of two figures taken
@@ -30,13 +30,18 @@ RESULTS = REPO_ROOT / "benchmarks" / "results.json"
 TIMELINE = REPO_ROOT / "docs" / "bench-timeline.png"
 WORKDIR = REPO_ROOT / "build" / "bench"
 TIMELINE_HETEROGENEOUS = REPO_ROOT / "docs" / "bench-timeline-heterogeneous.png"
-WORKLOADS = ("throughput", "heterogeneous", "job_db", "scale", "trigger_memory")
+TIMELINE_PRODUCTION = REPO_ROOT / "docs" / "bench-timeline-production.png"
+WORKLOADS = ("throughput", "heterogeneous", "production", "job_db", "scale", "trigger_memory")
+#: Workload 7: the local backend profile imitating the largest public backends (no progress, oldest-first pages),
+#: and the old jobs an account holds there (geopyspark keeps them for months).
+PRODUCTION_PROFILE = "geopyspark"
+PRODUCTION_HISTORY = 5_000
 
 #: Workload sizes by mode. ``throughput`` is issue 5's workload 1 (rows on 2 backends x 4 slots, ~30 s jobs).
 SIZES = {
-    "quick": {"throughput_rows": 24, "heterogeneous_rows": 24, "scale_rows": 80,
+    "quick": {"throughput_rows": 24, "heterogeneous_rows": 24, "production_rows": 24, "scale_rows": 80,
               "job_db_sizes": [1_000, 10_000, 100_000], "job_db_repeat": 50, "trigger_jobs": 1_000},
-    "full": {"throughput_rows": 200, "heterogeneous_rows": 96, "scale_rows": 5_000,
+    "full": {"throughput_rows": 200, "heterogeneous_rows": 96, "production_rows": 200, "scale_rows": 5_000,
              "job_db_sizes": [1_000, 10_000, 100_000], "job_db_repeat": 200, "trigger_jobs": 5_000},
 }  # fmt: skip
 POLL_INTERVAL = 5.0
@@ -104,13 +109,52 @@ def heterogeneous(rig: Any, rows: int) -> tuple[dict[str, Any], dict[str, Any]]:
     return figures, spans
 
 
+def production(rig: Any, rows: int) -> tuple[dict[str, Any], dict[str, Any]]:
+    """Workload 7: workload 1 on backends that behave like openeo-geopyspark-driver (no progress in listings,
+    oldest first in pages) over an account holding thousands of old jobs; also bytes per status listing."""
+    from benchmarks.workload import STANDARD, mean_job_seconds
+
+    slots = dict.fromkeys(rig.backend_names, STANDARD["parallel_jobs"])
+    log(f"workload 7: {rows} rows on {PRODUCTION_PROFILE}-profile backends, {PRODUCTION_HISTORY} old jobs each ...")
+    try:
+        figures, spans = _compare(
+            rig,
+            rows,
+            "bench_openeo_throughput",
+            "standard",
+            slots,
+            mean_job_seconds(rows),
+            backend_profile=PRODUCTION_PROFILE,
+            history=PRODUCTION_HISTORY,
+        )
+    finally:
+        for backend in rig.backends.values():
+            backend.configure(profile="default")
+    figures["backend_profile"] = PRODUCTION_PROFILE
+    figures["history_jobs_per_backend"] = PRODUCTION_HISTORY
+    figures["ratios"]["idle_gap_median_vs_mbjm_poll5"] = _ratio(
+        figures["ours"]["idle_gap_median_s"], figures["mbjm_poll5"]["idle_gap_median_s"]
+    )
+    return figures, spans
+
+
 def _compare(
-    rig: Any, rows: int, dag_id: str, profile: str, slots: dict[str, int], job_seconds: float
+    rig: Any,
+    rows: int,
+    dag_id: str,
+    profile: str,
+    slots: dict[str, int],
+    job_seconds: float,
+    *,
+    backend_profile: str | None = None,
+    history: int = 0,
 ) -> tuple[dict[str, Any], dict[str, Any]]:
     """Ours, then MBJM ``poll_sleep=5``, on the rig's backends; MBJM ``poll_sleep=60`` alongside ours.
 
     MBJM at ``poll_sleep=60`` spends most of its run asleep: it runs alongside the others, on a second pair of
     identically configured local backends (its own request counters), which keeps ``--quick`` short.
+    ``backend_profile`` and ``history`` make all four backends imitate a production server holding that many old
+    jobs of the account (each contender's status reads then meet the same listings).
     """
     from benchmarks.mbjm_runner import run_mbjm
     from benchmarks.workload import STANDARD
@@ -131,6 +175,11 @@ def _compare(
         )
 
     side = {name: start_local_backend(name=name) for name in rig.backend_names}
+    for backend in [*rig.backends.values(), *side.values()]:
+        if backend_profile:
+            backend.configure(profile=backend_profile)
+        if history:
+            backend.seed_history(history, seed=1)
     try:
         with concurrent.futures.ThreadPoolExecutor(1) as pool:
             slow = pool.submit(mbjm, "mbjm_poll60", 60.0, side)
@@ -139,6 +188,7 @@ def _compare(
                 dag_id, rows=rows, tag=f"ours-{uuid.uuid4().hex[:6]}", timeout=timeout, profile=profile
             )
             outcomes["ours"] = _measure(rig.backends, outcome, slots, job_seconds)
+            outcomes["ours"][0]["listing_bytes_per_request"] = _listing_bytes(rig.backends)
             outcomes["ours"][0]["peak_rss_mb"] = outcome["peak_rss_mb"]
             outcomes["ours"][0]["scheduler_loop"] = outcome["scheduler_loop"]
             outcomes["ours"][0]["gap_parts"] = _gap_parts(rig, dag_id)
@@ -168,6 +218,13 @@ def _compare(
         "total_requests_vs_mbjm_poll5": _ratio(ours["requests_per_job"]["total"], fast["requests_per_job"]["total"]),
     }
     return figures, {name: spans for name, (_, spans) in outcomes.items()}
+
+
+def _listing_bytes(backends: dict[str, Any]) -> float | None:
+    """Mean bytes of a ``GET /jobs`` answer, over every backend: what one status listing moves."""
+    listings = sum(backend.stats().get("GET /jobs", 0) for backend in backends.values())
+    moved = sum(backend.bytes_sent().get("GET /jobs", 0) for backend in backends.values())
+    return round(moved / listings) if listings else None
 
 
 def _compared_with_timeline(rig: Any, measure: Any, rows: int, timeline: Path, title: str) -> dict[str, Any]:
@@ -310,7 +367,8 @@ def main(argv: list[str] | None = None) -> int:
         workload, _, count = override.partition("=")
         if f"{workload}_rows" not in sizes or not count.isdigit():
             parser.error(
-                f"--rows {override!r}: expected WORKLOAD=N with WORKLOAD one of throughput, heterogeneous, scale"
+                f"--rows {override!r}: expected WORKLOAD=N with WORKLOAD one of "
+                "throughput, heterogeneous, production, scale"
             )
         sizes[f"{workload}_rows"] = int(count)
     os.environ.setdefault("AIRFLOW_HOME", str(WORKDIR / "client-home"))
@@ -332,7 +390,7 @@ def main(argv: list[str] | None = None) -> int:
     }
     if "job_db" in only:
         results["job_db"] = job_db(sizes["job_db_sizes"], sizes["job_db_repeat"])
-    if only & {"throughput", "heterogeneous", "scale", "trigger_memory"}:
+    if only & {"throughput", "heterogeneous", "production", "scale", "trigger_memory"}:
         rig = BenchRig(
             WORKDIR / uuid.uuid4().hex[:8],
             parallel_jobs=STANDARD["parallel_jobs"],
@@ -353,6 +411,12 @@ def main(argv: list[str] | None = None) -> int:
                     heterogeneous,
                     TIMELINE_HETEROGENEOUS,
                     "Workload 6: {rows} rows, foo 3x slower (8 s queue) than bar",
+                ),
+                (
+                    "production",
+                    production,
+                    TIMELINE_PRODUCTION,
+                    "Workload 7: {rows} rows on geopyspark-profile backends (no progress, 5,000 old jobs)",
                 ),
             )
             for name, measure, timeline, title in comparisons:

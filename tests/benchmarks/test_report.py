@@ -96,3 +96,20 @@ def test_the_idle_gaps_split_into_their_parts_are_tabled():
     text = render({**RESULTS, "throughput": {**RESULTS["throughput"], "ours": ours}})
     assert "Our 40 idle gaps, each split" in text
     assert "| p95 | 8.0 | 1.0 | 1.5 | 0.5 |" in text
+
+
+def test_the_no_progress_workload_is_reported_against_its_targets():
+    section = {
+        "measured": {**QUICK, "commit": "abc1234"},
+        "backend_profile": "geopyspark",
+        "history_jobs_per_backend": 5000,
+        "ours": {**RUN, "listing_bytes_per_request": 2345},
+        "mbjm_poll5": {**RUN, "requests_per_job": {**RUN["requests_per_job"], "status": 7.0}},
+        "ratios": {"makespan_vs_mbjm_poll5": 0.96, "idle_gap_median_vs_mbjm_poll5": 1.2},
+    }
+    report = render({**RESULTS, "production": section})
+    assert "## 1c. Backends that report no progress (workload 7)" in report
+    assert "`geopyspark` profile" in report and "5,000 old jobs" in report
+    assert "| ours (live Airflow) | 8 | 80.0 | 70.0 | 0.857 | 4.0 | 9.0 | 1.5 | 2345 |" in report
+    assert "| no-progress backends: makespan / MBJM poll_sleep=5 | <= 0.97 | 0.96 | met |" in report
+    assert "| no-progress backends: median idle gap / MBJM poll_sleep=5 | <= 1.0 | 1.2 | **missed** |" in report
