@@ -357,7 +357,7 @@ class OpenEOAsyncHook:
         plan = ReadPlan(False, f"fewer than {self.listing_min_jobs} jobs")
         if len(wanted) >= self.listing_min_jobs:
             plan = self.read_strategy.plan(len(wanted))
-            self._log_choice(plan.listing, plan.reason, len(wanted))
+            self._log_choice(plan, len(wanted))
         if plan.listing or unconfirmed:
             # Only a listing the strategy counts on concerns every job; a look again or mere evidence must not keep
             # the jobs from being read when it fails.
@@ -377,9 +377,11 @@ class OpenEOAsyncHook:
         reads.jobs = {j: found.get(j) or reads.jobs[j] for j in wanted if j in found or j in reads.jobs}
         return reads
 
-    def _log_choice(self, listing: bool, reason: str, watched: int) -> None:
-        """Say so when this backend's status reads switch between listings and per-job reads, and why."""
-        if listing == self._listing_chosen:
+    def _log_choice(self, plan: ReadPlan, watched: int) -> None:
+        """Say so when this backend's status reads switch between listings and per-job reads, and why (a look again
+        is no switch unless it shows the listing pays, which the next plan then says)."""
+        listing = plan.listing
+        if plan.look or listing == self._listing_chosen:
             return
         first = self._listing_chosen is None
         self._listing_chosen = listing
@@ -390,7 +392,7 @@ class OpenEOAsyncHook:
             self.openeo_conn_id,
             watched,
             "start with the job listing" if listing else "go job by job",
-            reason,
+            plan.reason,
             self.read_strategy.describe(watched),
         )
 

@@ -30,8 +30,10 @@ The rules:
    meantime (never more often than every :data:`MIN_PROBE_GAP` polls, at least every :data:`MAX_PROBE_GAP`): an
    order or a history may change, and a look at a huge listing (``limit`` ignored) is made correspondingly rarely.
 
-Pure and clock-free (polls are counted, not timed), so it is unit-tested on its own; one instance lives in each
-async hook, which the triggerer's status poller keeps for as long as it watches jobs of that connection.
+Pure and clock-free (polls are counted, not timed), so it is unit-tested on its own. One instance serves each async
+hook; the triggerer's hooks take theirs from :func:`read_strategy_of`, one per connection for the life of the process,
+so what a backend taught outlives the status poller that learnt it (a poller stops whenever no job of its connection
+is watched; without this memory every new one would pay a first look, the whole history on openeo-fastapi).
 """
 
 from __future__ import annotations
@@ -209,6 +211,16 @@ class ReadStrategy:
         if self.first_page is None:
             return "its job listing has not been looked at yet"
         return (
-            f"{self.first_page.describe()}; a job read costs {self.job_read_cost / 1000:.1f} KB-equivalent, a "
-            f"request {self.request_cost / 1000:.0f}; next look after {self.probe_gap(watched)} polls read job by job"
+            f"{self.first_page.describe()}; a job read costs {self.job_read_cost / 1000:.1f} KB-equivalent "
+            f"({self.request_cost / 1000:.0f} of it for the request); a listing that loses is looked at again after "
+            f"{self.probe_gap(watched)} polls read job by job"
         )
+
+
+_STRATEGIES: dict[str, ReadStrategy] = {}
+
+
+def read_strategy_of(conn_id: str) -> ReadStrategy:
+    """The read strategy of connection ``conn_id`` in this process (the triggerer), made on first use. A connection
+    pointed at another backend relearns at its next look (the first one that answers differently)."""
+    return _STRATEGIES.setdefault(conn_id, ReadStrategy())

@@ -140,3 +140,12 @@ def test_describe_names_what_the_choice_rests_on() -> None:
     strategy.listing_seen(_page(5, body=WHOLE_HISTORY, entries=2005, has_next=False))
     text = strategy.describe(5)
     assert "5 of 5" in text and "limit ignored" in text and "930.0 KB" in text
+
+
+def test_one_strategy_per_connection_in_the_process() -> None:
+    from airflow_provider_openeo.hooks._read_strategy import read_strategy_of
+    from airflow_provider_openeo.triggers.openeo import _default_hook_factory
+
+    assert read_strategy_of("a") is read_strategy_of("a") is not read_strategy_of("b")
+    hook = _default_hook_factory("a")
+    assert hook.read_strategy is read_strategy_of("a")  # type: ignore[attr-defined]
