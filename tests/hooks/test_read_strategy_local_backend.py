@@ -113,6 +113,16 @@ def test_oldest_first_behind_a_long_history_goes_job_by_job_after_one_look(
     assert sum(p.requests for p in later) / len(later) <= WATCHED * 1.05
 
 
+def test_an_unordered_listing_costs_no_more_than_a_read_per_job(openeo_backend: LocalBackend, user: str) -> None:
+    """geopyspark's order is not defined: watched jobs land anywhere among the 2,000 (a seeded hash order)."""
+    openeo_backend.configure(profile="geopyspark", listing_order="unordered", seed=7)
+    job_ids = _watched_jobs(openeo_backend, user)
+    polls = _measure(openeo_backend, job_ids, MIN_PROBE_GAP + 2)
+    _report("geopyspark (unordered)", polls)
+    assert all(p.requests <= WATCHED + 1 for p in polls), polls
+    assert sum(p.requests for p in polls[1:]) / len(polls[1:]) <= WATCHED * 1.1
+
+
 def test_a_listing_that_ignores_limit_is_given_up_for_job_reads(openeo_backend: LocalBackend, user: str) -> None:
     openeo_backend.configure(profile="fastapi")
     job_ids = _watched_jobs(openeo_backend, user)
