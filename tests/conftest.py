@@ -39,6 +39,14 @@ pytest_plugins = [
 ]
 
 
+@pytest.fixture(autouse=True)
+def _fresh_read_strategies(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Each test's triggers learn their backends afresh: tests reuse connection ids for servers in other profiles."""
+    from airflow_provider_openeo.hooks import _read_strategy
+
+    monkeypatch.setattr(_read_strategy, "_STRATEGIES", {})
+
+
 @pytest.fixture(scope="session")
 def airflow_db() -> Path:
     """Airflow's metadata database (SQLite in the test AIRFLOW_HOME), migrated once per session for dag.test()."""

@@ -32,6 +32,7 @@ from airflow_provider_openeo.hooks._job_reads import JobReads
 from airflow_provider_openeo.hooks._openeo_connection import ManagedConnection, connect_with_settings
 from airflow_provider_openeo.hooks._openeo_http import TRANSIENT_STATUSES, parse_retry_after, redact, safe_retry
 from airflow_provider_openeo.hooks._openeo_settings import OpenEOConnectionSettings
+from airflow_provider_openeo.hooks._read_strategy import FirstPage, ReadPlan, ReadStrategy
 
 log = logging.getLogger(__name__)
 
@@ -47,9 +48,11 @@ class OpenEOAsyncHook:
     :param retry_after_max: a ``Retry-After`` longer than this is not slept through: the request raises
         ``OpenEOTransientError`` carrying ``retry_after``, so the trigger waits instead of this call.
     :param page_limit: ``limit`` for each ``GET /jobs`` page.
-    :param max_listing_pages: pages scanned before the remaining ids are read one by one.
-    :param listing_min_jobs: below this many ids, per-job reads are cheaper than a listing.
+    :param max_listing_pages: pages scanned at most before the remaining ids are read one by one.
+    :param listing_min_jobs: below this many ids, never a listing for status (only as evidence for a 404).
     :param max_concurrency: parallel per-job reads.
+    :param read_strategy: chooses between listing pages and per-job reads from what this backend's answers cost
+        (:mod:`._read_strategy`); by default a fresh one, which this hook keeps and teaches for its lifetime.
     """
 
     default_conn_name = "openeo_default"
@@ -68,6 +71,7 @@ class OpenEOAsyncHook:
         max_listing_pages: int = 10,
         listing_min_jobs: int = 2,
         max_concurrency: int = 8,
+        read_strategy: ReadStrategy | None = None,
     ) -> None:
         if max_attempts < 1:
             raise ValueError("max_attempts must be at least 1")
@@ -83,6 +87,8 @@ class OpenEOAsyncHook:
         self.max_listing_pages = max_listing_pages
         self.listing_min_jobs = listing_min_jobs
         self.max_concurrency = max_concurrency
+        self.read_strategy = read_strategy if read_strategy is not None else ReadStrategy()
+        self._listing_chosen: bool | None = None
         self._connection: ManagedConnection | None = None
         self._settings: OpenEOConnectionSettings | None = None
         self._setup_lock = asyncio.Lock()
@@ -177,6 +183,21 @@ class OpenEOAsyncHook:
     ) -> Any:
         """One API call with bounded backoff (``attempts`` tries, default ``max_attempts``); returns the decoded
         JSON body (None when empty)."""
+        body, _ = await self._request_sized(method, url, action=action, params=params, job_id=job_id, attempts=attempts)
+        return body
+
+    async def _request_sized(
+        self,
+        method: str,
+        url: str,
+        *,
+        action: str,
+        params: dict[str, Any] | None = None,
+        job_id: str | None = None,
+        attempts: int | None = None,
+    ) -> tuple[Any, int]:
+        """:meth:`_request`, also returning the size of the answer's body in bytes (what the read strategy
+        weighs)."""
         max_attempts = attempts or self.max_attempts
         connection = await self._connect()
         timeout = aiohttp.ClientTimeout(total=self._timeout or (self._settings.timeout if self._settings else 60))
@@ -202,7 +223,7 @@ class OpenEOAsyncHook:
             else:
                 body = _decode_json(raw)
                 if status < 300:
-                    return body
+                    return body, len(raw)
                 error = self._api_error(status, body, raw, action=action, url=url, job_id=job_id)
                 if (
                     status in (401, 403)
@@ -263,13 +284,17 @@ class OpenEOAsyncHook:
     async def get_job(self, job_id: str, *, attempts: int | None = None) -> dict[str, Any]:
         """``GET /jobs/{id}``: the job's metadata (status, usage, costs, ...); ``attempts`` overrides
         ``max_attempts`` for this read."""
+        job, _ = await self._get_job_sized(job_id, attempts=attempts)
+        return job
+
+    async def _get_job_sized(self, job_id: str, *, attempts: int | None) -> tuple[dict[str, Any], int]:
         await self._connect()
-        body = await self._request(
+        body, size = await self._request_sized(
             "GET", self._job_url(job_id), action=f"GET /jobs/{job_id}", job_id=job_id, attempts=attempts
         )
         if not isinstance(body, dict):
             raise OpenEOApiRequestError(f"GET /jobs/{job_id}: the backend answered no job metadata object.")
-        return body
+        return body, size
 
     @property
     def gone_policy(self) -> GonePolicy:
@@ -301,17 +326,21 @@ class OpenEOAsyncHook:
         each_attempts: int | None = None,
         budget: float | None = None,
     ) -> JobReads:
-        """Statuses of many jobs of this backend, each job's outcome on its own.
+        """Statuses of many jobs of this backend, each job's outcome on its own, as cheaply as this backend allows.
 
-        First the ``GET /jobs`` listing (``limit`` per page, following ``rel=next`` links) until every id is
-        seen; then ``GET /jobs/{id}`` for ids the listing lacked or listed without a status, concurrently. The
-        listing is skipped below ``listing_min_jobs`` ids unless ``confirm`` names jobs whose 404s want a
-        listing as evidence (``airflow_provider_openeo._job_gone``). Listing entries are returned as listed
-        (they may omit usage and costs; call :meth:`get_job` for the full record).
+        :attr:`read_strategy` decides per call, from what this backend's listings and job reads cost so far,
+        whether to start with the ``GET /jobs`` listing (``limit`` per page, following ``rel=next`` links while
+        another page is expected to pay for itself) or to read every job by ``GET /jobs/{id}`` (concurrently);
+        ids a listing lacked or listed without a status are read one by one either way. Below ``listing_min_jobs``
+        ids there is no listing, unless ``confirm`` names jobs whose 404s want one as evidence
+        (``airflow_provider_openeo._job_gone``): such a listing is sent whatever the strategy says and scanned, as
+        evidence wants, until every id is seen or no page is left (at most ``max_listing_pages``). Listing entries
+        are returned as listed (they may omit usage and costs; call :meth:`get_job` for the full record).
 
-        A listing that fails transiently raises ``OpenEOTransientError`` (it concerns every job), unless it was
-        sent only for ``confirm``; one the backend refuses is skipped. A per-job read that fails lands in
-        ``errors`` for that job only.
+        A listing the strategy chose because it pays, failing transiently, raises ``OpenEOTransientError`` (it
+        concerns every job); one sent only to look again or as evidence never holds up the job reads; one the
+        backend refuses is skipped (and remembered). A per-job read that fails lands in ``errors`` for that job
+        only.
 
         :param each_attempts: tries per per-job read (default ``max_attempts``); a poller that retries on its
             own passes 1, so one failing job never holds up a read of the others.
@@ -324,39 +353,88 @@ class OpenEOAsyncHook:
             return reads
         await self._connect()
         found: dict[str, dict[str, Any]] = {}
-        batched = len(wanted) >= self.listing_min_jobs
-        if batched or set(confirm) & set(wanted):
-            # A listing sent only as evidence for a 404 must not keep the jobs from being read when it fails.
-            unusable = (OpenEOApiRequestError, OpenEOJobNotFoundError) + (() if batched else (OpenEOTransientError,))
+        unconfirmed = set(confirm) & set(wanted)
+        plan = ReadPlan(False, f"fewer than {self.listing_min_jobs} jobs")
+        if len(wanted) >= self.listing_min_jobs:
+            plan = self.read_strategy.plan(len(wanted))
+            self._log_choice(plan, len(wanted))
+        if plan.listing or unconfirmed:
+            # Only a listing the strategy counts on concerns every job; a look again or mere evidence must not keep
+            # the jobs from being read when it fails.
+            essential = plan.listing and not plan.look
+            unusable = (OpenEOApiRequestError, OpenEOJobNotFoundError) + (() if essential else (OpenEOTransientError,))
             try:
-                found, reads.listing = await self._scan_listing(set(wanted))
+                found, reads.listing = await self._scan_listing(set(wanted), unconfirmed=unconfirmed)
             except unusable as exc:
+                self.read_strategy.listing_failed(refused=not isinstance(exc, OpenEOTransientError))
                 log.info("openEO %s: job listing unusable (%s); reading jobs one by one", self.openeo_conn_id, exc)
+            except OpenEOTransientError:
+                self.read_strategy.listing_failed(refused=False)
+                raise
         missing = [j for j in wanted if j not in found]
         if missing:
             await self._read_each(missing, reads, attempts=each_attempts, budget=budget)
         reads.jobs = {j: found.get(j) or reads.jobs[j] for j in wanted if j in found or j in reads.jobs}
         return reads
 
-    async def _scan_listing(self, wanted: set[str]) -> tuple[dict[str, dict[str, Any]], JobListing]:
+    def _log_choice(self, plan: ReadPlan, watched: int) -> None:
+        """Say so when this backend's status reads switch between listings and per-job reads, and why (a look again
+        is no switch unless it shows the listing pays, which the next plan then says)."""
+        listing = plan.listing
+        if plan.look or listing == self._listing_chosen:
+            return
+        first = self._listing_chosen is None
+        self._listing_chosen = listing
+        if first and listing:
+            return  # the first look: nothing learnt yet, nothing to report
+        log.info(
+            "openEO %s: status reads of %d job(s) %s: %s (%s)",
+            self.openeo_conn_id,
+            watched,
+            "start with the job listing" if listing else "go job by job",
+            plan.reason,
+            self.read_strategy.describe(watched),
+        )
+
+    async def _scan_listing(
+        self, wanted: set[str], *, unconfirmed: Collection[str] = ()
+    ) -> tuple[dict[str, dict[str, Any]], JobListing]:
+        """Read listing pages while the strategy expects another to pay for itself, or, as evidence for the 404s of
+        ``unconfirmed`` jobs, until every id is seen or no page is left (what :mod:`._job_gone` weighs); teach the
+        strategy what the first page showed of the other jobs (a 404'd job's absence says nothing of the order)."""
+        evidence = bool(unconfirmed)
+        judged = wanted - set(unconfirmed)
         found: dict[str, dict[str, Any]] = {}
         url: str | None = f"{self.api_root}/jobs"
         params: dict[str, Any] | None = {"limit": self.page_limit}
         seen_urls: set[str] = set()
         pages: list[Any] = []
+        total_bytes = 0
         has_next = False
         for _ in range(self.max_listing_pages):
             seen_urls.add(url if params is None else f"{url}?limit={self.page_limit}")
-            body = await self._request("GET", url, params=params, action="GET /jobs")
+            body, size = await self._request_sized("GET", url, params=params, action="GET /jobs")
             pages.append(body)
+            total_bytes += size
             jobs = body.get("jobs") if isinstance(body, dict) else None
-            for job in jobs if isinstance(jobs, list) else []:
+            jobs = jobs if isinstance(jobs, list) else []
+            for job in jobs:
                 job_id = job.get("id") if isinstance(job, dict) else None
                 if job_id in wanted and job.get("status"):
                     found[job_id] = job
             next_url = self._next_page(url, body, seen_urls)
             has_next = next_url is not None or _links_next(body)
+            if len(pages) == 1 and judged:
+                shown = len(judged.intersection(found))
+                self.read_strategy.listing_seen(
+                    FirstPage(len(judged), shown, size, len(jobs), self.page_limit, has_next)
+                )
             if wanted.issubset(found) or next_url is None:
+                break
+            missing, mean_bytes = len(wanted) - len(found), total_bytes / len(pages)
+            if not evidence and not self.read_strategy.next_page_pays(
+                pages=len(pages), found=len(found), missing=missing, page_bytes=mean_bytes
+            ):
                 break
             url, params = next_url, None
         return found, JobListing.from_pages(pages, limit=self.page_limit, has_next=has_next)
@@ -378,11 +456,13 @@ class OpenEOAsyncHook:
         self, job_ids: list[str], reads: JobReads, *, attempts: int | None, budget: float | None
     ) -> None:
         semaphore = asyncio.Semaphore(self.max_concurrency)
+        sizes: list[int] = []
 
         async def read(job_id: str) -> None:
             async with semaphore:
                 try:
-                    reads.jobs[job_id] = await self.get_job(job_id, attempts=attempts)
+                    reads.jobs[job_id], size = await self._get_job_sized(job_id, attempts=attempts)
+                    sizes.append(size)
                 except OpenEOJobNotFoundError:
                     reads.not_found.add(job_id)
                 except Exception as exc:  # this job's alone: the others' answers still count
@@ -399,6 +479,7 @@ class OpenEOAsyncHook:
             )
         if pending:
             await asyncio.gather(*pending, return_exceptions=True)
+        self.read_strategy.jobs_read(len(sizes), sum(sizes))
 
 
 def _links_next(body: Any) -> bool:

@@ -1,9 +1,11 @@
-"""Shared, batched status reads: one ``GET /jobs`` listing per backend per poll interval, whatever the job count.
+"""Shared, batched status reads: one status read per backend per poll interval, whatever the job count.
 
 MBJM (and a naive trigger) sends one ``GET /jobs/{id}`` per active job per round. A triggerer holding hundreds of
 deferred tasks for one backend would do the same. Instead every :class:`OpenEOJobTrigger` running in one event
 loop subscribes its job id to the :class:`StatusPoller` of its connection; the poller asks the backend about all
-watched jobs in one ``read_jobs`` call per interval and hands each subscriber its job's metadata.
+watched jobs in one ``read_jobs`` call per interval and hands each subscriber its job's metadata. The hook reads
+them the cheapest way this backend allows, a ``GET /jobs`` listing or one read per job, as its read strategy has
+learnt (``airflow_provider_openeo.hooks._read_strategy``; one per connection in the process, kept across pollers).
 
 Pollers are keyed by (event loop, connection id) because asyncio objects belong to one loop: the triggerer runs
 one long-lived loop for all its triggers, while ``dag.test()`` runs each trigger in its own short-lived

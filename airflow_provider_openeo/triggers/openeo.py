@@ -129,9 +129,11 @@ class JsonKwargsTrigger(BaseTrigger):
 
 
 def _default_hook_factory(conn_id: str) -> AsyncJobStatusHook:
+    from airflow_provider_openeo.hooks._read_strategy import read_strategy_of
     from airflow_provider_openeo.hooks.openeo import OpenEOAsyncHook
 
-    return OpenEOAsyncHook(openeo_conn_id=conn_id)
+    # The connection's read strategy outlives this hook: the next poller of the connection starts from what it learnt.
+    return OpenEOAsyncHook(openeo_conn_id=conn_id, read_strategy=read_strategy_of(conn_id))
 
 
 class OpenEOJobTrigger(JsonKwargsTrigger):

@@ -17,6 +17,7 @@ from airflow_provider_openeo.exceptions import (
     OpenEOJobNotFoundError,
     OpenEOTransientError,
 )
+from airflow_provider_openeo.hooks._read_strategy import ReadStrategy
 from airflow_provider_openeo.hooks.openeo import OpenEOAsyncHook
 from tests.hooks._openeo_scripted import Reply, ScriptedServer, Seen
 
@@ -293,3 +294,57 @@ async def test_a_failing_listing_sent_only_as_evidence_does_not_hold_up_the_read
     async with _hook(max_attempts=1) as hook:
         reads = await hook.read_jobs(["eodc-1"], confirm=["eodc-1"])
     assert reads.not_found == {"eodc-1"} and reads.listing is None
+
+
+# -- read_jobs: the read strategy ----------------------------------------------------------------------------------
+
+
+async def test_a_listing_without_the_watched_jobs_gives_way_to_per_job_reads(scripted: ScriptedServer) -> None:
+    scripted.routes[("GET", JOBS)] = Reply(
+        body={"jobs": [_job(f"old-{i}", "finished") for i in range(100)], "links": [{"rel": "next", "href": "?p=1"}]}
+    )
+    for job_id in ("a", "b", "c"):
+        scripted.routes[("GET", f"{JOBS}/{job_id}")] = Reply(body=_job(job_id))
+    async with _hook() as hook:
+        for _ in range(3):
+            reads = await hook.read_jobs(["a", "b", "c"])
+            assert set(reads.jobs) == {"a", "b", "c"}
+    assert scripted.count("GET", JOBS) == 1, "one look at the first page, never page two"
+    assert scripted.count("GET", f"{JOBS}/a") == 3
+
+
+async def test_a_refused_listing_is_not_asked_again_every_poll(scripted: ScriptedServer) -> None:
+    scripted.routes[("GET", JOBS)] = Reply(501, {"code": "FeatureUnsupported", "message": "no listing"})
+    for job_id in ("a", "b"):
+        scripted.routes[("GET", f"{JOBS}/{job_id}")] = Reply(body=_job(job_id))
+    async with _hook() as hook:
+        for _ in range(4):
+            assert set((await hook.read_jobs(["a", "b"])).jobs) == {"a", "b"}
+    assert scripted.count("GET", JOBS) == 1
+
+
+async def test_a_look_again_that_fails_does_not_hold_up_the_reads(scripted: ScriptedServer) -> None:
+    scripted.routes[("GET", JOBS)] = [
+        Reply(body={"jobs": [_job("x")], "links": []}),
+        Reply(503, {"code": "ServiceUnavailable", "message": "busy"}),
+    ]
+    for job_id in ("a", "b"):
+        scripted.routes[("GET", f"{JOBS}/{job_id}")] = Reply(body=_job(job_id))
+    strategy = ReadStrategy(min_probe_gap=1, max_probe_gap=1)
+    async with _hook(max_attempts=1, read_strategy=strategy) as hook:
+        for _ in range(3):  # the first look, a poll job by job, then a look again that answers 503
+            assert set((await hook.read_jobs(["a", "b"], each_attempts=1)).jobs) == {"a", "b"}
+    assert scripted.count("GET", JOBS) == 2
+
+
+async def test_a_job_to_confirm_brings_a_listing_even_while_reading_job_by_job(scripted: ScriptedServer) -> None:
+    scripted.routes[("GET", JOBS)] = Reply(body={"jobs": [_job("x")], "links": [], "federation:missing": ["eodc"]})
+    scripted.routes[("GET", f"{JOBS}/vito-1")] = Reply(body=_job("vito-1"))
+    scripted.routes[("GET", f"{JOBS}/eodc-1")] = Reply(404, {"code": "JobNotFound", "message": "no such job"})
+    async with _hook() as hook:
+        await hook.read_jobs(["vito-1", "eodc-1"])  # the first look: neither listed, so job by job from now on
+        assert not hook.read_strategy.plan(2).listing
+        reads = await hook.read_jobs(["vito-1", "eodc-1"], confirm=["eodc-1"])
+    assert reads.listing is not None and reads.listing.missing_upstreams == ("eodc",)
+    assert reads.not_found == {"eodc-1"} and set(reads.jobs) == {"vito-1"}
+    assert scripted.count("GET", JOBS) == 2
