@@ -209,7 +209,7 @@ class RowJobStarter:
 
     def _resume_not_found(self, job_id: str, values: Mapping[str, Any]) -> StartOutcome | None:
         """The row's job answers 404: replace it only when it is certainly gone, else watch it (never two jobs)."""
-        if _clean(values.get("status")) in _RECORDED_ENDINGS:
+        if clean(values.get("status")) in _RECORDED_ENDINGS:
             reason = f"the row already records its end ({values.get('status')})"
         else:
             verdict = confirm_gone(self.connection, job_id)
