@@ -22,7 +22,7 @@ def test_settings_merge_and_reject_bad_values() -> None:
     for bad, key in [
         ({"queue_seconds": -1}, "queue_seconds"),
         ({"error_rate": 0.6, "drop_rate": 0.6}, "<= 1"),
-        ({"error_status": 404}, "error_status"),
+        ({"error_status": 403}, "error_status"),
         ({"path": "("}, "path"),
         ({"max_concurrent_jobs": True}, "max_concurrent_jobs"),
         ({"nme": "x"}, "nme"),
