@@ -21,6 +21,7 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Union
 
+from airflow_provider_openeo._deployment_paths import deployment_path
 from airflow_provider_openeo._safe_paths import is_object_storage
 
 if TYPE_CHECKING:
@@ -38,7 +39,8 @@ class IncompleteDownloadError(OSError):
 
 
 def as_storage_path(root: str | os.PathLike[str] | ObjectStoragePath) -> StoragePath:
-    """A local ``Path`` for plain paths, an ``ObjectStoragePath`` for URLs (``s3://conn@bucket/dir``).
+    """A local ``Path`` for plain paths (a relative one under ``$AIRFLOW_HOME``: :mod:`._deployment_paths`), an
+    ``ObjectStoragePath`` for URLs (``s3://conn@bucket/dir``).
 
     Accepting a URL string lets ``root_dir`` come from a DAG Param or a template, where an object cannot.
     """
@@ -49,7 +51,7 @@ def as_storage_path(root: str | os.PathLike[str] | ObjectStoragePath) -> Storage
         from airflow.sdk import ObjectStoragePath
 
         return ObjectStoragePath(text)
-    return Path(text).absolute()
+    return deployment_path(text)
 
 
 def make_dirs(path: StoragePath) -> None:

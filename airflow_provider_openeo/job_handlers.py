@@ -105,8 +105,9 @@ def _short_message(text: Any, secrets: tuple[str, ...] = ()) -> str:
 class OpenEOJobHandler:
     """Default end-of-job behaviour; subclass and override ``on_job_done`` / ``on_job_error`` / ``on_job_cancel``.
 
-    :param root_dir: where job directories go: a local path, an ``airflow.sdk.ObjectStoragePath`` or a URL
-        string such as ``"s3://my_conn@bucket/results"`` (shared by workers on different machines).
+    :param root_dir: where job directories go: a local path (a relative one under ``$AIRFLOW_HOME``, the one
+        directory every Airflow process agrees on), an ``airflow.sdk.ObjectStoragePath`` or a URL string such as
+        ``"s3://my_conn@bucket/results"`` (shared by workers on different machines).
     :param download_results: False keeps only the job metadata file, like MBJM's flag of the same name.
     :param chunk_size: bytes held in memory per read while streaming an asset.
     :param max_error_log_lines: error log entries copied into the task log (all of them go to the file).

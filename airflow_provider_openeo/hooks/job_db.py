@@ -27,6 +27,7 @@ from airflow.sdk import BaseHook
 from openeo.extra.job_management import JobDatabaseInterface
 from sqlalchemy.engine import Connection, Engine
 
+from airflow_provider_openeo._deployment_paths import deployment_path
 from airflow_provider_openeo.hooks._job_db_codec import ColumnSpec
 from airflow_provider_openeo.hooks._job_db_columns import (
     RESERVED,
@@ -104,7 +105,8 @@ class OpenEOJobDbHook(BaseHook, JobDatabaseInterface):
     :param job_db_conn_id: Airflow connection of type ``sqlite`` or ``postgres``. None (default) uses an
         embedded SQLite file: ``sqlite_path`` or ``$AIRFLOW_HOME/openeo_jobs.db``; nothing to configure.
     :param table: the job table's name (lower-case letters, digits, underscores).
-    :param sqlite_path: the SQLite file to use when no connection is given.
+    :param sqlite_path: the SQLite file to use when no connection is given (a relative path is under
+        ``$AIRFLOW_HOME``, where every process of the deployment finds the same file).
     """
 
     conn_name_attr = "job_db_conn_id"
@@ -138,11 +140,7 @@ class OpenEOJobDbHook(BaseHook, JobDatabaseInterface):
         return f"table {self.table!r} in SQLite file {str(self._sqlite_file())!r}"
 
     def _sqlite_file(self) -> pathlib.Path:
-        if self.sqlite_path is not None:
-            return self.sqlite_path
-        from airflow.configuration import get_airflow_home
-
-        return pathlib.Path(get_airflow_home()) / _DEFAULT_SQLITE_FILE
+        return deployment_path(self.sqlite_path if self.sqlite_path is not None else _DEFAULT_SQLITE_FILE)
 
     # ------------------------------------------------------------------------------------ engine
 
