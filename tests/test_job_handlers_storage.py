@@ -112,8 +112,9 @@ def test_json_documents_are_written_atomically(directory: Any) -> None:
 def test_storage_path_from_strings(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     from airflow.sdk import ObjectStoragePath
 
-    monkeypatch.chdir(tmp_path)
-    assert as_storage_path("results") == tmp_path / "results"
+    monkeypatch.setenv("AIRFLOW_HOME", str(tmp_path / "home"))
+    monkeypatch.chdir(tmp_path)  # a process's working directory does not count: $AIRFLOW_HOME does
+    assert as_storage_path("results") == tmp_path / "home" / "results"
     assert as_storage_path(tmp_path) == tmp_path
     remote = as_storage_path("s3://my_conn@bucket/results")
     assert isinstance(remote, ObjectStoragePath)
