@@ -51,7 +51,7 @@ format: install
 NAME ?= local
 PORT ?= 8081
 local-backend: driver-venv
-	$(DRIVER_VENV)/bin/python -m local_backend.launcher --name $(NAME) --port $(PORT) \
+	$(DRIVER_VENV)/bin/python -m local_backend.launcher --name $(NAME) --port $(PORT) --stop-with-parent \
 		--process ndvi_timeseries=example_dags/udp/ndvi_timeseries.json
 
 clean:

@@ -48,7 +48,9 @@ UDP_FILE = REPO_ROOT / "example_dags" / "udp" / f"{UDP_NAME}.json"
 DONE_STATUSES = frozenset({"finished", "error", "canceled", "start_failed", "skipped"})
 ACTIVE_STATUSES = frozenset({"queued_for_start", "created", "queued", "running"})
 _CONFIG_KEYS = {"rows", "params", "backends", "poll_interval", "api_port", "airflow_parallelism", "timeout"}
-_BACKEND_LINE = re.compile(r"local openEO backend '(?P<name>[^']+)' at (?P<url>http://[\d.]+:\d+) \(pid (?P<pid>\d+)")
+_BACKEND_LINE = re.compile(
+    r"local openEO backend '(?P<name>[^']+)' (?:\(\w+ profile\) )?at (?P<url>http://[\d.]+:\d+) \(pid (?P<pid>\d+)"
+)
 
 
 class DemoConfigError(ValueError):

@@ -429,8 +429,13 @@ def main(argv: list[str] | None = None) -> int:
         metavar="NAME=FILE",
         help="serve a process definition (a UDP's JSON) at /_static/processes/NAME.json; repeatable",
     )
+    parser.add_argument(
+        "--stop-with-parent",
+        action="store_true",
+        help="stop when the process that started this one ends, however it ends (make local-backend)",
+    )
     args = parser.parse_args(argv)
-    parent = os.getppid()
+    parent = os.getppid() if args.stop_with_parent else None
     try:
         processes = dict(_process_argument(value) for value in args.process)
         settings = {**json.loads(args.config), "name": args.name}
@@ -449,11 +454,11 @@ def main(argv: list[str] | None = None) -> int:
     print(f"  control API: {backend.url}/_control/config, /_control/stats, /_control/jobs")
     for name, definition in processes.items():
         print(f"  process {name!r}: {backend.add_process_definition(name, definition)}")
-    print("Ctrl-C stops it (so does the end of the command that started it).", flush=True)
+    print("Ctrl-C stops it" + (" (so does the end of the command that started it)." if parent else "."), flush=True)
     signal.signal(signal.SIGTERM, _interrupt)  # `kill PID` stops it as cleanly as Ctrl-C
     try:
         while backend.is_running():
-            if os.getppid() != parent:  # `make local-backend` was killed: nobody is left to press Ctrl-C
+            if parent is not None and os.getppid() != parent:  # `make local-backend` was killed: no Ctrl-C will come
                 print("the command that started it is gone; stopping", file=sys.stderr)
                 return 0
             time.sleep(0.5)
