@@ -1,6 +1,7 @@
 """``openeo_job_batch``: MultiBackendJobManager as an Airflow task group.
 
-init (load the run's job source into the job table by row key: ``job_source``) -> plan (the run's own rows not
+init (load the run's job source into the job table by row key: ``job_source``) -> plan (first, each backend's
+connection and pool, failing once before any row starts: ``preflight``, ``pool_check``; then the run's own rows not
 done yet, resumable rows of earlier runs, re-runs asked for: ``run_scope``, ``reruns``) -> per backend, a mapped
 task group: ``job`` (an :class:`OpenEOBatchJobOperator` in pool ``openeo_<backend>``) -> ``results`` (an
 :class:`OpenEOJobResultsOperator` in the default pool) -> summary.
