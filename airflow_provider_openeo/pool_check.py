@@ -18,9 +18,10 @@ from __future__ import annotations
 import shlex
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from airflow_provider_openeo.planning import BackendSpec
+if TYPE_CHECKING:  # planning imports pandas: every Airflow process that loads the plugin imports this module
+    from airflow_provider_openeo.planning import BackendSpec
 
 #: The ``plan`` task's state-store key under which the scheduler's listener records the batch's pools.
 POOLS_KEY = "openeo_pools"

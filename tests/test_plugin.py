@@ -60,3 +60,12 @@ def test_airflow_loads_the_plugin_through_its_entry_point(tmp_path):
     (ours,) = [plugin for plugin in listed if plugin["name"] == "openeo"]
     assert ours["listeners"] == ["airflow_provider_openeo.pool_listener"]
     assert "EntryPoint(name='openeo', value='airflow_provider_openeo.plugin:OpenEOPlugin'" in ours["source"]
+
+
+def test_loading_the_plugin_stays_light():
+    """Every Airflow process that loads plugins (scheduler, API server, CLI) imports it: no pandas, no openEO client."""
+    code = "import sys, airflow_provider_openeo.plugin; print(sorted({'pandas', 'openeo'} & set(sys.modules)))"
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    command = [sys.executable, "-c", code]
+    done = subprocess.run(command, capture_output=True, text=True, timeout=120, env=env, check=True)
+    assert done.stdout.strip().splitlines()[-1] == "[]"
