@@ -2,8 +2,9 @@
 
 Pool ``openeo_<backend>`` has ``parallel_jobs`` slots and counts deferred tasks, so a task holds its slot for its
 remote job's whole life. Task code cannot reach the metadata database in Airflow 3, so pools are made where
-that is allowed: from the ``airflow`` CLI at deployment time (``python -m airflow_provider_openeo.pools``), or
-checked by the plan step through the REST API when an ``airflow_api`` connection is configured.
+that is allowed: from the ``airflow`` CLI at deployment time (``python -m airflow_provider_openeo.pools``). The
+plan step checks them (``pool_check``) from what the provider's plugin read in the scheduler, or, without the
+plugin, through the REST API when an ``airflow_api_conn_id`` is given (:func:`fetch_pools`).
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from airflow_provider_openeo.planning import BackendSpec, parse_backends
+from airflow_provider_openeo.pool_check import pool_description, pool_verdict, pools_from_api
 
 
 class PoolError(Exception):
@@ -30,7 +32,7 @@ def pools_document(backends: Mapping[str, BackendSpec]) -> dict[str, dict[str, A
     return {
         spec.pool: {
             "slots": spec.parallel_jobs,
-            "description": f"openEO backend {spec.name} ({spec.conn_id}): parallel_jobs",
+            "description": pool_description(spec),
             "include_deferred": True,
         }
         for spec in backends.values()
@@ -114,32 +116,15 @@ def airflow_said(output: str) -> str:
     return said
 
 
-def check_pools(backends: Mapping[str, BackendSpec], existing: Mapping[str, Mapping[str, Any]]) -> None:
-    """Fail the plan with one clear message instead of leaving mapped tasks queued forever on a missing pool.
+def check_pools(backends: Mapping[str, BackendSpec], existing: Mapping[str, Mapping[str, Any]]) -> list[str]:
+    """Raise :class:`PoolError` naming every pool problem (``pool_check.pool_verdict``); return the warnings.
 
     ``existing`` maps pool name to the REST API's pool record (``slots``, ``include_deferred``).
     """
-    problems = []
-    for spec in backends.values():
-        pool = existing.get(spec.pool)
-        if pool is None:
-            problems.append(f"pool {spec.pool!r} for backend {spec.name!r} does not exist")
-            continue
-        if int(pool.get("slots", 0)) < spec.parallel_jobs:
-            problems.append(
-                f"pool {spec.pool!r} has {pool.get('slots')} slot(s); backend {spec.name!r} wants "
-                f"parallel_jobs={spec.parallel_jobs}"
-            )
-        if not pool.get("include_deferred", False):
-            problems.append(
-                f"pool {spec.pool!r} does not count deferred tasks: jobs waiting in the triggerer would not hold "
-                "their slot and the backend would get more than parallel_jobs jobs"
-            )
-    if problems:
-        raise PoolError(
-            "; ".join(problems)
-            + ". Create them with: python -m airflow_provider_openeo.pools BACKENDS.json (see the README)"
-        )
+    verdict = pool_verdict(backends, pools_from_api(existing))
+    if verdict.problems:
+        raise PoolError("; ".join(verdict.problems))
+    return verdict.warnings
 
 
 def fetch_pools(api_conn_id: str, *, timeout: float = 30.0) -> dict[str, dict[str, Any]]:

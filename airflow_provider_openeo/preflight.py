@@ -4,14 +4,16 @@ A connection that does not exist or whose credentials the backend refuses fails 
 the rows, each would fail on its own, retried three times, with nothing on the row to say why. Checked once in
 the ``plan`` step, such a mistake fails that step with one message naming the backend, the connection and what
 fixes it, and no row is touched. A backend that cannot be reached right now is only warned about: that may pass,
-and the dispatch already sends rows elsewhere while it cools down.
+and the dispatch already sends rows elsewhere while it cools down. The pools are judged in the same step
+(:func:`pool_problems`), so one message names every mistake at once.
 """
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 from airflow_provider_openeo.exceptions import (
     OpenEOApiRequestError,
@@ -21,6 +23,7 @@ from airflow_provider_openeo.exceptions import (
 )
 from airflow_provider_openeo.hooks._openeo_http import safe_retry
 from airflow_provider_openeo.planning import BackendSpec
+from airflow_provider_openeo.pool_check import PoolState, pool_verdict, pools_from_api, pools_from_record
 
 log = logging.getLogger(__name__)
 
@@ -86,9 +89,12 @@ def check_backend(spec: BackendSpec) -> tuple[str | None, str | None]:
     return None, None
 
 
-def check_backends(backends: Mapping[str, BackendSpec]) -> PreflightReport:
-    """Check every backend; raise :class:`BackendsUnusable` with all problems in one message, log the warnings."""
-    report = PreflightReport()
+def check_backends(backends: Mapping[str, BackendSpec], *, problems: Sequence[str] = ()) -> PreflightReport:
+    """Check every backend; raise :class:`BackendsUnusable` with all problems in one message, log the warnings.
+
+    ``problems`` found before (the pools') come first in that message.
+    """
+    report = PreflightReport(problems=list(problems))
     for spec in backends.values():
         problem, warning = check_backend(spec)
         if problem:
@@ -101,3 +107,42 @@ def check_backends(backends: Mapping[str, BackendSpec]) -> PreflightReport:
             "no row was started, because " + "; and ".join(report.problems) + ". Then clear this task to go on."
         )
     return report
+
+
+def pool_problems(
+    backends: Mapping[str, BackendSpec],
+    record: Any,
+    *,
+    clear_number: int | None,
+    airflow_api_conn_id: str | None = None,
+) -> list[str]:
+    """The backends' pool problems (``pool_check.pool_verdict``), from the scheduler's ``record`` of them.
+
+    Without a usable record (no plugin in the scheduler, ``dag.test()``), the pools are read through the REST API
+    when ``airflow_api_conn_id`` is given, else not checked: the log says so, and the batch goes on as before.
+    Warnings (a pool with other slots than ``parallel_jobs``) are logged here.
+    """
+    pools, source = pools_from_record(record, clear_number=clear_number)
+    if pools is None and airflow_api_conn_id:
+        from airflow_provider_openeo.pools import fetch_pools
+
+        log.info("pools read through the REST API (connection %r): %s", airflow_api_conn_id, source)
+        pools = pools_from_api(fetch_pools(airflow_api_conn_id))
+        source = f"read through the REST API (connection {airflow_api_conn_id!r})"
+    if pools is None:
+        log.warning(
+            "pools were not checked: %s. A backend whose pool is missing leaves its rows waiting forever: make the "
+            "pools with python -m airflow_provider_openeo.pools backends.json",
+            source,
+        )
+        return []
+    return _judged(backends, pools, source)
+
+
+def _judged(backends: Mapping[str, BackendSpec], pools: Mapping[str, PoolState | None], source: str) -> list[str]:
+    verdict = pool_verdict(backends, pools)
+    for warning in verdict.warnings:
+        log.warning("%s", warning)
+    if not verdict.problems:
+        log.info("pools checked (%s): %s", source, ", ".join(spec.pool for spec in backends.values()))
+    return verdict.problems

@@ -1,6 +1,7 @@
 """``openeo_job_batch``: MultiBackendJobManager as an Airflow task group.
 
-init (load the run's job source into the job table by row key: ``job_source``) -> plan (the run's own rows not
+init (load the run's job source into the job table by row key: ``job_source``) -> plan (first, each backend's
+connection and pool, failing once before any row starts: ``preflight``, ``pool_check``; then the run's own rows not
 done yet, resumable rows of earlier runs, re-runs asked for: ``run_scope``, ``reruns``) -> per backend, a mapped
 task group: ``job`` (an :class:`OpenEOBatchJobOperator` in pool ``openeo_<backend>``) -> ``results`` (an
 :class:`OpenEOJobResultsOperator` in the default pool) -> summary.
@@ -47,8 +48,8 @@ from airflow_provider_openeo.job_starting import StartJobCallable
 from airflow_provider_openeo.job_status import RowStatus
 from airflow_provider_openeo.operators.openeo import ROW_LABEL_KEY, OpenEOBatchJobOperator, OpenEOJobResultsOperator
 from airflow_provider_openeo.planning import parse_backends, plan_run, rows_per_run, rows_to_run
-from airflow_provider_openeo.pools import check_pools, fetch_pools
-from airflow_provider_openeo.preflight import BackendsUnusable, check_backends
+from airflow_provider_openeo.pool_check import POOLS_KEY
+from airflow_provider_openeo.preflight import BackendsUnusable, check_backends, pool_problems
 from airflow_provider_openeo.reruns import CONTINUES_KEY, checked_statuses, continued_run, requested_statuses
 from airflow_provider_openeo.row_dispatch import DispatchSettings, backend_paces, backends_health, run_key_of
 from airflow_provider_openeo.run_scope import RunScope, log_already_done
@@ -126,7 +127,9 @@ def openeo_job_batch(
     :param backend_outage_limit: how long a backend may keep failing to start jobs (connection errors, 5xx)
         before the rows that can only run there (pinned by ``backend_name``, or every backend failing) fail with
         a message naming it; until then they wait through its cool-downs. None: wait as long as it takes.
-    :param airflow_api_conn_id: a connection to Airflow's REST API; when given, the plan checks the pools.
+    :param airflow_api_conn_id: optional: a connection to Airflow's REST API, through which the plan reads the
+        pools when the provider's plugin did not record them in the scheduler (``pool_check``); without either,
+        the plan logs that pools were not checked.
     :param outlets: assets the summary updates once per run; the event's ``extra`` carries the run's counts
         (``rows``, ``counts``, ``not_done``), so a consumer can tell a complete batch from one still chained.
     :param job_outlets: assets every row's task updates when its job is through (one event per finished job).
@@ -191,17 +194,22 @@ def openeo_job_batch(
         def plan(loaded: dict[str, Any]) -> dict[str, Any]:
             from airflow.configuration import conf
 
+            context = get_current_context()
+            ti = context["ti"]
+            store = context.get("task_state_store")
+            pools_wrong = pool_problems(
+                specs,
+                store.get(POOLS_KEY) if store is not None else None,
+                clear_number=getattr(context.get("dag_run"), "clear_number", None),
+                airflow_api_conn_id=airflow_api_conn_id,
+            )
             try:
-                check_backends(specs)
+                check_backends(specs, problems=pools_wrong)
             except BackendsUnusable as exc:
                 raise AirflowFailException(str(exc)) from None
-            if airflow_api_conn_id:
-                check_pools(specs, fetch_pools(airflow_api_conn_id))
             max_rows = rows_per_run(
                 max_rows_per_run, max_map_length=conf.getint("core", "max_map_length", fallback=1024)
             )
-            context = get_current_context()
-            ti = context["ti"]
             run_key = run_key_of(ti.dag_id, ti.run_id)
             try:
                 reruns = requested_statuses(context, rerun)

@@ -71,7 +71,7 @@ def test_pools_document_has_parallel_jobs_slots_and_counts_deferred():
     }
 
 
-def test_check_pools_names_every_problem():
+def test_check_pools_names_every_problem_and_returns_the_warnings():
     specs = parse_backends({"foo": {"parallel_jobs": 3}, "bar": {"parallel_jobs": 2}, "baz": {"parallel_jobs": 1}})
     existing = {
         "openeo_foo": {"slots": 2, "include_deferred": True},
@@ -80,10 +80,19 @@ def test_check_pools_names_every_problem():
     with pytest.raises(PoolError) as caught:
         check_pools(specs, existing)
     message = str(caught.value)
-    assert "pool 'openeo_foo' has 2 slot(s); backend 'foo' wants parallel_jobs=3" in message
     assert "pool 'openeo_bar' does not count deferred tasks" in message
-    assert "pool 'openeo_baz' for backend 'baz' does not exist" in message
-    assert "python -m airflow_provider_openeo.pools" in message
+    assert "pool 'openeo_baz' does not exist" in message
+    assert "airflow pools set openeo_baz 1" in message and "python -m airflow_provider_openeo.pools" in message
+    assert "openeo_foo" not in message, "other slots than parallel_jobs are a warning, not a problem"
+    warnings = check_pools(
+        specs,
+        {
+            **existing,
+            "openeo_bar": {"slots": 2, "include_deferred": True},
+            "openeo_baz": {"slots": 1, "include_deferred": True},
+        },
+    )
+    assert warnings == [w for w in warnings if "pool 'openeo_foo' has 2 slot(s) but parallel_jobs is 3" in w] != []
 
 
 def test_check_pools_accepts_enough_slots():

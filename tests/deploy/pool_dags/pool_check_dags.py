@@ -1,0 +1,52 @@
+"""The batch DAG of the live pools check (tests/deploy/test_pool_check.py): backend ``bar`` has no pool.
+
+``OPENEO_POOL_DAGS`` (JSON) names the work directory (job database, results); without it (another session
+parsing this folder) the DAG still loads, pointing at the current directory.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+import openeo
+import pandas as pd
+from airflow.sdk import DAG
+
+from airflow_provider_openeo.task_groups import openeo_job_batch
+
+CONFIG: dict[str, Any] = json.loads(os.environ.get("OPENEO_POOL_DAGS") or "{}")
+WORK_DIR = Path(CONFIG.get("work_dir", "."))
+DAG_ID = "pool_missing_bar"
+
+
+def rows(context: Any) -> pd.DataFrame:
+    return pd.DataFrame({"title": [f"{DAG_ID} row {i}" for i in range(4)]})
+
+
+def start_job(row: pd.Series, connection: openeo.Connection, provider: str, **kwargs: Any) -> openeo.BatchJob:
+    cube = connection.load_collection(
+        "S2_FOOBAR",
+        spatial_extent={"west": 5.0, "south": 51.0, "east": 5.1, "north": 51.1},
+        temporal_extent=["2024-01-01", "2024-02-01"],
+        bands=["B04"],
+    )
+    return cube.create_job(title=str(row["title"]))
+
+
+with DAG(DAG_ID, schedule=None, tags=["openeo", "test", "pools"]) as dag:
+    openeo_job_batch(
+        backends={
+            "foo": {"conn_id": "openeo_foo", "parallel_jobs": 2},
+            "bar": {"conn_id": "openeo_bar", "parallel_jobs": 3},
+        },
+        job_source=rows,
+        job_table=DAG_ID,
+        sqlite_path=str(WORK_DIR / f"{DAG_ID}.db"),
+        start_job=start_job,
+        root_dir=str(WORK_DIR / "results"),
+        poll_interval=1.0,
+        continue_until_done=False,
+    )
