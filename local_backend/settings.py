@@ -66,7 +66,7 @@ DEFAULT_SETTINGS: dict[str, Any] = {
     "listing_order": None,  # newest_first, oldest_first, unordered; None = the profile's own order
     "upstreams": ["vito", "eodc"],  # aggregator profile: upstream names, the prefixes of job ids
     "upstream_assignment": ROUND_ROBIN,  # aggregator profile: round_robin, or the one upstream new jobs go to
-    "usage_keys": list(DEFAULT_USAGE_KEYS),  # what a job's usage reports, from USAGE_METRICS, in this order
+    "usage_keys": list(DEFAULT_USAGE_KEYS),  # the keys of USAGE_METRICS a job's usage reports
     "faults": [],
     **FAULT_RULE_DEFAULTS,
 }
@@ -213,7 +213,8 @@ def validate_settings(updates: Mapping[str, Any], base: Mapping[str, Any] | None
     unknown_keys = sorted(set(keys or []) - set(USAGE_METRICS))
     if keys is None or unknown_keys or len(set(keys)) != len(keys):
         raise SettingsError(
-            f"setting 'usage_keys' must be a list of distinct names from {list(USAGE_METRICS)}, got {merged['usage_keys']!r}"
+            f"setting 'usage_keys' must be a list of distinct names from {list(USAGE_METRICS)}, "
+            f"got {merged['usage_keys']!r}"
         )
     merged["usage_keys"] = keys
     _int_in("error_log_entries", merged["error_log_entries"], 1, 10_000)

@@ -64,6 +64,21 @@ def test_summary_matches_job_table_after_a_run_with_one_failure(example_env, bat
         assert figures["costs_total"] == pytest.approx(rows_of["costs"].fillna(0).sum())
         assert figures["costs_total"] > 0, "the local backend charges for every job that ran"
     assert sum(summary["backends"][n]["failed"] for n in ("foo", "bar")) == 1
+    # usage parity with MBJM 0.53: the keys the backend reports beyond cpu/memory/duration became columns
+    assert batch_table(config).usage_columns() == ["cpu", "memory", "duration", "input_pixel", "sentinelhub"]
+    assert table.loc[table["status"] == "finished", "input_pixel"].str.fullmatch(r"[0-9.]+ mega-pixel").all()
+    assert table.loc[table["status"] == "finished", "sentinelhub"].str.endswith(" sentinelhub_processing_unit").all()
+    for key, unit in [
+        ("cpu", "cpu-seconds"),
+        ("input_pixel", "mega-pixel"),
+        ("sentinelhub", "sentinelhub_processing_unit"),
+    ]:
+        values = [parse_usage(v).value for v in table[key] if parse_usage(v) is not None]
+        assert summary["usage"][key] == {unit: pytest.approx(sum(values))}
+        assert sum(summary["backends"][n]["usage"].get(key, {}).get(unit, 0) for n in ("foo", "bar")) == pytest.approx(
+            sum(values)
+        )
+    assert summary["costs_total"] == pytest.approx(table["costs"].fillna(0).sum())
     assert "under water" in table.loc[2, "error_message"]
     finished = [row for row in table.index if row != 2]
     root = Path(config["root_dir"])

@@ -144,10 +144,8 @@ def test_processes_adding_the_same_usage_columns_at_once_all_succeed(job_db: Ope
     barrier = context.Barrier(PROCESSES)
     out = context.Queue()
     sqlite_path = str(job_db.sqlite_path) if job_db.sqlite_path is not None else None
-    processes = [
-        context.Process(target=_add_same_columns, args=(k, job_db.job_db_conn_id, sqlite_path, job_db.table, barrier, out))
-        for k in range(PROCESSES)
-    ]
+    where = (job_db.job_db_conn_id, sqlite_path, job_db.table)
+    processes = [context.Process(target=_add_same_columns, args=(k, *where, barrier, out)) for k in range(PROCESSES)]
     for process in processes:
         process.start()
     try:
