@@ -32,7 +32,7 @@ from airflow_provider_openeo._result_storage import (
     write_json_atomically,
 )
 from airflow_provider_openeo._safe_paths import is_object_storage
-from airflow_provider_openeo._usage import usage_row_values
+from airflow_provider_openeo._usage import COSTS_COLUMN, usage_row_values
 from airflow_provider_openeo.hooks._openeo_http import redact
 from airflow_provider_openeo.job_status import OpenEOJobStatus, RowStatus
 
@@ -235,7 +235,7 @@ class OpenEOJobHandler:
                 "backend_status": OpenEOJobStatus.FINISHED.value,
                 "results_state": results_state,
                 "error_message": None,
-                **usage_row_values(metadata, job_id=job.job_id),
+                **self.usage_values(row, job.job_id, metadata),
             },
         )
         files: list[str] = []
@@ -305,7 +305,7 @@ class OpenEOJobHandler:
                 "status": RowStatus.ERROR.value,
                 "backend_status": OpenEOJobStatus.ERROR.value,
                 "error_message": error_message,
-                **usage_row_values(metadata, job_id=job.job_id),
+                **self.usage_values(row, job.job_id, metadata),
             },
         )
         return {
@@ -333,7 +333,7 @@ class OpenEOJobHandler:
             {
                 "status": RowStatus.CANCELED.value,
                 "backend_status": OpenEOJobStatus.CANCELED.value,
-                **usage_row_values(metadata, job_id=job.job_id),
+                **self.usage_values(row, job.job_id, metadata),
             },
         )
         return {"job_id": job.job_id, "status": OpenEOJobStatus.CANCELED.value, "row_updated": row_updated}
@@ -488,6 +488,24 @@ class OpenEOJobHandler:
         if error_logs is None:
             return f"openEO job {job_id} ended with status error; its error logs could not be fetched"
         return f"openEO job {job_id} ended with status error; the backend logged no error message"
+
+    def usage_values(self, row: JobRowRef | None, job_id: str, metadata: Mapping[str, Any]) -> dict[str, Any]:
+        """Row values for the job's usage, one column per key as MBJM 0.53 names and writes them, and costs.
+
+        A key reported for the first time gets its column now (``ensure_usage_columns``), so the row update that
+        follows carries status and usage together; a key that cannot have a column is left out (warned there)
+        and stays in ``job_{id}.json``.
+        """
+        values = usage_row_values(metadata, job_id=job_id)
+        keys = [key for key in values if key != COSTS_COLUMN]
+        if row is None or not keys:
+            return values
+        hook = row.hook()
+        try:
+            writable = set(hook.ensure_usage_columns(keys))
+        finally:
+            hook.dispose()
+        return {key: value for key, value in values.items() if key == COSTS_COLUMN or key in writable}
 
     def update_row(self, row: JobRowRef | None, job_id: str, values: Mapping[str, Any]) -> bool:
         """Write ``values`` to the row only while it still holds ``job_id`` (compare-and-set).

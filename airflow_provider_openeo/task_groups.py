@@ -244,7 +244,7 @@ def openeo_job_batch(
         def summary() -> dict[str, Any]:
             db = job_db()
             table = db.read()
-            result = summarize(table, specs)
+            result = summarize(table, specs, db.usage_columns())
             result["finished_at"] = utc_now_rfc3339()
             result["not_done"] = len(rows_to_run(table, rerun_statuses=()))
             ti = get_current_context()["ti"]

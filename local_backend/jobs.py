@@ -14,7 +14,7 @@ import json
 import re
 import shutil
 import time
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -50,6 +50,7 @@ from local_backend.profiles import (
     page_of,
     profile_of,
 )
+from local_backend.settings import DEFAULT_USAGE_KEYS, USAGE_METRICS
 from local_backend.store import ACTIVE, CANCELED, ERROR, FINISHED, QUEUED, RUNNING, JobRecord, JobStore
 
 JOB_OPTIONS_KEY = "local_backend"
@@ -69,16 +70,17 @@ def _rfc3339(epoch: float) -> str:
     return _utc(epoch).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
 
 
-def usage_of(record: JobRecord, now: float) -> tuple[dict[str, Any] | None, float | None]:
-    """Usage and costs shaped like VITO's backends report them; None until the job has run at all."""
+def usage_of(
+    record: JobRecord, now: float, keys: Sequence[str] = DEFAULT_USAGE_KEYS
+) -> tuple[dict[str, Any] | None, float | None]:
+    """Usage (the metrics ``keys`` of :data:`USAGE_METRICS`) and costs; None until the job has run at all."""
     ran = record.run_time(now)
     if record.status(now) not in (FINISHED, ERROR, CANCELED) or ran <= 0:
         return None, None
-    usage = {
-        "cpu": {"value": round(2 * ran, 3), "unit": "cpu-seconds"},
-        "memory": {"value": round(2048 * ran, 3), "unit": "mb-seconds"},
-        "duration": {"value": round(ran, 3), "unit": "seconds"},
-    }
+    usage = {}
+    for key in keys:
+        rate, unit = USAGE_METRICS[key]
+        usage[key] = {"value": round(rate * ran, 3), "unit": unit}
     return usage, round(0.5 * ran, 3)
 
 
@@ -112,7 +114,7 @@ class LifecycleBatchJobs(DummyBatchJobs):
         progress = None
         if status == RUNNING and record.run_seconds > 0 and profile_of(self._settings()).running_progress:
             progress = round(100.0 * (now - record.running_at) / record.run_seconds, 1)
-        usage, costs = usage_of(record, now)
+        usage, costs = usage_of(record, now, self._settings()["usage_keys"])
         ended = timeline["finished"] or timeline["error"] or timeline["canceled"]
         return BatchJobMetadata(
             id=record.id,

@@ -33,6 +33,19 @@ FAULT_RULE_DEFAULTS: dict[str, Any] = {
     "bytes_per_second": None,  # the answer's body is sent no faster than this
 }
 
+#: Usage the backend can report, per second of a job's run time, shaped like VITO's geopyspark backends report
+#: it: key -> (amount per second, unit).
+USAGE_METRICS: dict[str, tuple[float, str]] = {
+    "cpu": (2.0, "cpu-seconds"),
+    "memory": (2048.0, "mb-seconds"),
+    "duration": (1.0, "seconds"),
+    "input_pixel": (0.25, "mega-pixel"),
+    "sentinelhub": (3.0, "sentinelhub_processing_unit"),
+    "max_executor_memory": (0.5, "gb"),
+    "network_received": (1000.0, "b"),
+}
+DEFAULT_USAGE_KEYS: tuple[str, ...] = ("cpu", "memory", "duration", "input_pixel", "sentinelhub")
+
 DEFAULT_SETTINGS: dict[str, Any] = {
     "name": "local",
     "queue_seconds": 1.0,
@@ -53,6 +66,7 @@ DEFAULT_SETTINGS: dict[str, Any] = {
     "listing_order": None,  # newest_first, oldest_first, unordered; None = the profile's own order
     "upstreams": ["vito", "eodc"],  # aggregator profile: upstream names, the prefixes of job ids
     "upstream_assignment": ROUND_ROBIN,  # aggregator profile: round_robin, or the one upstream new jobs go to
+    "usage_keys": list(DEFAULT_USAGE_KEYS),  # the keys of USAGE_METRICS a job's usage reports
     "faults": [],
     **FAULT_RULE_DEFAULTS,
 }
@@ -195,6 +209,14 @@ def validate_settings(updates: Mapping[str, Any], base: Mapping[str, Any] | None
     if isinstance(size, bool) or not isinstance(size, int) or not 16 <= size <= 100_000_000:
         raise SettingsError(f"setting 'result_size' must be an int in 16..100000000, got {size!r}")
     _int_in("result_assets", merged["result_assets"], 1, 100)
+    keys = _string_list("usage_keys", merged["usage_keys"])
+    unknown_keys = sorted(set(keys or []) - set(USAGE_METRICS))
+    if keys is None or unknown_keys or len(set(keys)) != len(keys):
+        raise SettingsError(
+            f"setting 'usage_keys' must be a list of distinct names from {list(USAGE_METRICS)}, "
+            f"got {merged['usage_keys']!r}"
+        )
+    merged["usage_keys"] = keys
     _int_in("error_log_entries", merged["error_log_entries"], 1, 10_000)
     if merged["logs_page_size"] is not None:
         _int_in("logs_page_size", merged["logs_page_size"], 1, 10_000)

@@ -13,7 +13,8 @@ import pandas as pd
 import pytest
 from openeo.extra.job_management import CsvJobDatabase
 
-from airflow_provider_openeo.summary import rows_carried_over, run_progress, summarize, usage_value
+from airflow_provider_openeo._usage import parse_usage
+from airflow_provider_openeo.summary import costs_total, rows_carried_over, run_progress, summarize, usage_totals
 from tests.example_dags.conftest import (
     assert_batch_consistent,
     backend_job_ids,
@@ -55,7 +56,7 @@ def test_summary_matches_job_table_after_a_run_with_one_failure(example_env, bat
     for name in ("foo", "bar"):
         rows_of = table[table["backend_name"] == name]
         figures = summary["backends"][name]
-        durations = [usage_value(v) for v in rows_of["duration"] if usage_value(v) is not None]
+        durations = [parse_usage(v).value for v in rows_of["duration"] if parse_usage(v) is not None]
         assert figures["rows"] == len(rows_of) and figures["jobs"] == rows_of["id"].notna().sum()
         assert figures["finished"] == (rows_of["status"] == "finished").sum()
         assert figures["failed"] == (rows_of["status"] == "error").sum()
@@ -63,6 +64,21 @@ def test_summary_matches_job_table_after_a_run_with_one_failure(example_env, bat
         assert figures["costs_total"] == pytest.approx(rows_of["costs"].fillna(0).sum())
         assert figures["costs_total"] > 0, "the local backend charges for every job that ran"
     assert sum(summary["backends"][n]["failed"] for n in ("foo", "bar")) == 1
+    # usage parity with MBJM 0.53: the keys the backend reports beyond cpu/memory/duration became columns
+    assert batch_table(config).usage_columns() == ["cpu", "memory", "duration", "input_pixel", "sentinelhub"]
+    assert table.loc[table["status"] == "finished", "input_pixel"].str.fullmatch(r"[0-9.]+ mega-pixel").all()
+    assert table.loc[table["status"] == "finished", "sentinelhub"].str.endswith(" sentinelhub_processing_unit").all()
+    for key, unit in [
+        ("cpu", "cpu-seconds"),
+        ("input_pixel", "mega-pixel"),
+        ("sentinelhub", "sentinelhub_processing_unit"),
+    ]:
+        values = [parse_usage(v).value for v in table[key] if parse_usage(v) is not None]
+        assert summary["usage"][key] == {unit: pytest.approx(sum(values))}
+        assert sum(summary["backends"][n]["usage"].get(key, {}).get(unit, 0) for n in ("foo", "bar")) == pytest.approx(
+            sum(values)
+        )
+    assert summary["costs_total"] == pytest.approx(table["costs"].fillna(0).sum())
     assert "under water" in table.loc[2, "error_message"]
     finished = [row for row in table.index if row != 2]
     root = Path(config["root_dir"])
@@ -75,16 +91,6 @@ def test_summary_matches_job_table_after_a_run_with_one_failure(example_env, bat
     assert list(mbjm["status"]) == list(table["status"])
     assert list(mbjm["id"]) == list(table["id"])
     assert list(mbjm["title"]) == list(table["title"])
-
-
-def test_usage_value_reads_mbjm_usage_text():
-    assert usage_value("12.5 cpu-seconds") == 12.5
-    assert usage_value("40") == 40.0
-    assert usage_value("1e3 mb-seconds") == 1000.0
-    assert usage_value(3) == 3.0
-    assert usage_value(None) is None
-    assert usage_value(math.nan) is None
-    assert usage_value("n/a") is None
 
 
 def test_summarize_counts_and_per_backend_figures():
@@ -109,10 +115,48 @@ def test_summarize_counts_and_per_backend_figures():
         "duration_total": 14.0,
         "duration_mean": 7.0,
         "costs_total": 2.0,
+        "usage": {"duration": {"seconds": 14.0}},
     }
     assert result["backends"]["bar"]["failed"] == 1 and result["backends"]["bar"]["canceled"] == 1
     assert result["backends"]["bar"]["duration_mean"] == 6.0 and result["backends"]["bar"]["costs_total"] == 0
     assert result["stats"]["start_job error"] == 1 and result["stats"]["job canceled"] == 1
+
+
+def test_summarize_sums_every_usage_column_per_key_and_unit_per_backend_and_for_the_batch():
+    table = pd.DataFrame(
+        {
+            "id": ["j1", "j2", "j3", "j4"],
+            "backend_name": ["foo", "foo", "bar", "bar"],
+            "status": ["finished", "error", "finished", "canceled"],
+            "cpu": ["10 cpu-seconds", "5 cpu-seconds", "0.5 cpu-hours", None],
+            "input_pixel": ["1.5 mega-pixel", None, "2 mega-pixel", "0.5 mega-pixel"],
+            "sentinelhub": [None, None, "3", "not usage"],
+            "title": ["10 m", "20 m", "30 m", "40 m"],  # looks like usage, is not a usage column
+            "costs": [1.0, 0.25, 2.0, math.nan],
+        }
+    )
+    result = summarize(table, ["foo", "bar"], ["cpu", "memory", "input_pixel", "sentinelhub"])
+    assert result["usage"] == {
+        "cpu": {"cpu-seconds": 15.0, "cpu-hours": 0.5},
+        "input_pixel": {"mega-pixel": 4.0},
+        "sentinelhub": {"": 3.0},
+    }
+    assert result["costs_total"] == 3.25
+    assert result["backends"]["foo"]["usage"] == {"cpu": {"cpu-seconds": 15.0}, "input_pixel": {"mega-pixel": 1.5}}
+    assert result["backends"]["foo"]["costs_total"] == 1.25
+    assert result["backends"]["bar"]["usage"] == {
+        "cpu": {"cpu-hours": 0.5},
+        "input_pixel": {"mega-pixel": 2.5},
+        "sentinelhub": {"": 3.0},
+    }
+    assert result["backends"]["bar"]["costs_total"] == 2.0
+    json.dumps(result)  # an XCom value
+
+
+def test_usage_totals_and_costs_total_of_columns_the_table_lacks():
+    table = pd.DataFrame({"status": ["finished"]})
+    assert usage_totals(table, ["cpu", "input_pixel"]) == {}
+    assert costs_total(table) == 0.0
 
 
 def test_summarize_empty_table():
@@ -120,6 +164,7 @@ def test_summarize_empty_table():
     result = summarize(empty, ["foo"])
     assert result["rows"] == 0 and result["counts"] == {}
     assert result["backends"]["foo"]["rows"] == 0 and result["backends"]["foo"]["duration_mean"] is None
+    assert result["usage"] == {} and result["costs_total"] == 0.0
 
 
 def test_run_progress_counts_the_rows_no_instance_took_and_only_a_run_that_took_some_continues():

@@ -48,6 +48,8 @@ ROW_KEY_COLUMN = "row_key"
 SOURCE_RUN_COLUMN = "source_run"
 
 _STR = ColumnSpec("str", "object", {"na": "none"})
+#: A usage column ("value unit" text, MBJM's dtype for it): the predefined ones and those added as jobs report keys.
+USAGE_SPEC = _STR
 
 
 def utc_now() -> str:
@@ -124,9 +126,11 @@ RESERVED_COLUMNS: tuple[ReservedColumn, ...] = (
     ReservedColumn("status", _STR, default=RowStatus.NOT_STARTED.value, allowed=ROW_STATUS_VALUES, nullable=False),
     ReservedColumn("start_time", _STR),
     ReservedColumn("running_start_time", _STR),
-    ReservedColumn("cpu", _STR),
-    ReservedColumn("memory", _STR),
-    ReservedColumn("duration", _STR),
+    # The usage columns MBJM predefined before 0.53; since 0.53 every usage key gets a column as it appears
+    # (``OpenEOJobDbHook.ensure_usage_columns``). Kept here so tables and readers of older versions keep working.
+    ReservedColumn("cpu", USAGE_SPEC),
+    ReservedColumn("memory", USAGE_SPEC),
+    ReservedColumn("duration", USAGE_SPEC),
     ReservedColumn("costs", ColumnSpec("float", "float64")),
     # Ours
     ReservedColumn("backend_status", _STR, allowed=BACKEND_STATUS_VALUES),

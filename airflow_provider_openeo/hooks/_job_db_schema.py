@@ -40,6 +40,9 @@ class TableSchema:
     geometry: str | None = None  # active geometry column of a GeoDataFrame
     #: How the rows' ``row_key`` values were made (``row_keys.key_rule``); None: no row was keyed yet.
     key_rule: dict[str, Any] | None = None
+    #: Columns added for (or taken over by) a usage key of a job, beyond the predefined ``cpu``, ``memory`` and
+    #: ``duration``: what the summary adds up. Recorded here because a usage column looks like any text column.
+    usage_columns: list[str] = field(default_factory=list)
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -52,6 +55,7 @@ class TableSchema:
             "columns": [{"name": name, **spec.to_json()} for name, spec in self.columns],
             "geometry": self.geometry,
             "key_rule": self.key_rule,
+            "usage_columns": list(self.usage_columns),
         }
 
     @classmethod
@@ -65,6 +69,7 @@ class TableSchema:
             columns=[(c["name"], ColumnSpec.from_json(c)) for c in data["columns"]],
             geometry=data.get("geometry"),
             key_rule=data.get("key_rule"),
+            usage_columns=list(data.get("usage_columns") or []),
         )
 
     @property

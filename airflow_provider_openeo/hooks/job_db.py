@@ -28,8 +28,10 @@ from openeo.extra.job_management import JobDatabaseInterface
 from sqlalchemy.engine import Connection, Engine
 
 from airflow_provider_openeo._deployment_paths import deployment_path
+from airflow_provider_openeo._usage import USAGE_COLUMNS, parse_usage
 from airflow_provider_openeo.hooks._job_db_codec import ColumnSpec
 from airflow_provider_openeo.hooks._job_db_columns import (
+    INTERNAL_COLUMNS,
     RESERVED,
     RESERVED_COLUMNS,
     ROW_ID_COLUMN,
@@ -38,6 +40,7 @@ from airflow_provider_openeo.hooks._job_db_columns import (
     ROW_STATUS_VALUES,
     SEQ_COLUMN,
     SOURCE_RUN_COLUMN,
+    USAGE_SPEC,
     utc_now,
 )
 from airflow_provider_openeo.hooks._job_db_errors import (
@@ -236,6 +239,83 @@ class OpenEOJobDbHook(BaseHook, JobDatabaseInterface):
             if added:
                 save_meta(connection, self.table, schema.to_json(), insert=False)
         self._set_schema(schema)
+
+    # ------------------------------------------------------------------------------------ usage columns
+
+    def usage_columns(self) -> list[str]:
+        """The table's usage columns, in table order: ``cpu``, ``memory``, ``duration`` and every column added
+        for (or taken over by) a usage key a job reported (:meth:`ensure_usage_columns`)."""
+        schema = self._reload()
+        if schema is None:
+            raise JobDbMissingError(f"The job database has no {self._where()}")
+        return [name for name in schema.names if _is_usage_column(schema, name)]
+
+    def ensure_usage_columns(self, names: Iterable[str]) -> list[str]:
+        """Those of ``names`` (usage keys of a job) whose column a row's usage can be written to; columns a key
+        needs are added first, as MBJM 0.53 adds one the first time a job reports the key.
+
+        ``ALTER TABLE`` runs under the side-table lock, so processes adding the same column at once all succeed
+        (the later ones find it added). A key is skipped, with a warning, when its column would be one of the
+        table's own (``status``, ``costs``, ``attempt`` ...; MBJM skips those too), is no valid column name here
+        (too long, or differing from an existing column only in case), or is a user's column that holds
+        something other than usage text (MBJM would overwrite it; a job-defining value must not be lost). A
+        column of usage text, as in a file MBJM wrote, is taken over.
+        """
+        wanted = list(dict.fromkeys(str(name) for name in names))
+        schema, _ = self._open()
+        if not all(_is_usage_column(schema, name) for name in wanted):
+            schema = self._reload() or schema  # another process may have added them
+        pending = [name for name in wanted if not _is_usage_column(schema, name)]
+        if pending:
+            schema = self._add_usage_columns(pending)
+        return [name for name in wanted if _is_usage_column(schema, name)]
+
+    def _add_usage_columns(self, names: Sequence[str]) -> TableSchema:
+        with write_transaction(self.get_conn()) as connection:
+            meta = load_meta(connection, self.table, lock=True)
+            if meta is None:
+                raise JobDbMissingError(f"The job database has no {self._where()}")
+            schema = TableSchema.from_json(meta)
+            changed = False
+            for name in names:
+                if _is_usage_column(schema, name):
+                    continue  # added by another process while we waited for the lock
+                refusal = self._usage_column_refusal(connection, schema, name)
+                if refusal is not None:
+                    _log.warning("Not recording usage %r in job %s: %s", name, self._where(), refusal)
+                    continue
+                if schema.spec(name) is None:
+                    add_column(connection, self.table, name, USAGE_SPEC, None)
+                    schema.columns.append((name, USAGE_SPEC))
+                    _log.info("Added usage column %r to job %s", name, self._where())
+                else:
+                    _log.info("Column %r of job %s holds usage text: usage %r goes there", name, self._where(), name)
+                schema.usage_columns.append(name)
+                changed = True
+            if changed:
+                save_meta(connection, self.table, schema.to_json(), insert=False)
+        self._set_schema(schema)
+        return schema
+
+    def _usage_column_refusal(self, connection: Connection, schema: TableSchema, name: str) -> str | None:
+        """Why usage key ``name`` cannot have a column of the table, or None when it can."""
+        if name in RESERVED or name in INTERNAL_COLUMNS:
+            return "the name is one of the job table's own columns"
+        try:
+            validate_column_names([name], known=schema.names)
+        except JobDbError as exc:
+            return str(exc)
+        spec = schema.spec(name)
+        if spec is None:
+            return None
+        if spec.kind not in ("str", "string"):
+            return f"column {name!r} already exists and holds {spec.dtype} values, not usage text"
+        column = sa.table(self.table, sa.column(name))
+        query = sa.select(column.c[name]).where(column.c[name].is_not(None)).distinct()
+        other = next((v for v in connection.execute(query).scalars() if parse_usage(v) is None), None)
+        if other is not None:
+            return f"column {name!r} already exists and holds values that are not usage text (such as {other!r})"
+        return None
 
     def _schema_with(self, names: Iterable[str], row_id: Any) -> TableSchema:
         """Schema that knows all ``names``, reloading once (another process may have added them)."""
@@ -768,6 +848,12 @@ class OpenEOJobDbHook(BaseHook, JobDatabaseInterface):
             if inspector.has_table(META_TABLE_NAME):
                 connection.execute(sa.delete(META_TABLE).where(META_TABLE.c.table_name == self.table))
         self._set_schema(None)
+
+
+def _is_usage_column(schema: TableSchema, name: str) -> bool:
+    if name in USAGE_COLUMNS:
+        return schema.spec(name) is not None
+    return name in schema.usage_columns and schema.spec(name) is not None
 
 
 def _checked_statuses(statuses: Iterable[str]) -> list[str]:

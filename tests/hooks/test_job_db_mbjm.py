@@ -47,6 +47,8 @@ def test_mbjm_run_jobs_with_our_hook_as_job_db(job_db: OpenEOJobDbHook, openeo_b
     assert finished["running_start_time"].notna().all()
     # usage went into MBJM's "value unit" columns, costs as a float
     assert finished["cpu"].str.endswith("cpu-seconds").all() and (finished["costs"] > 0).all()
+    # MBJM 0.53 adds a column per further usage key; our table takes them through persist
+    assert finished["input_pixel"].str.endswith(" mega-pixel").all()
     assert stats["job finished"] == 5 and stats["job failed"] == 1
     for job_id in finished["id"]:  # MBJM's on_job_done downloaded each finished job's results
         assert (tmp_path / "jobs" / f"job_{job_id}" / f"job_{job_id}.json").is_file()

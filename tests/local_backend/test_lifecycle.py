@@ -79,12 +79,24 @@ def test_usage_and_costs_in_job_metadata(conn: openeo.Connection) -> None:
     job.start()
     statuses_until_done(job)
     info = job.describe()
-    assert set(info["usage"]) == {"cpu", "memory", "duration"}
+    assert set(info["usage"]) == {"cpu", "memory", "duration", "input_pixel", "sentinelhub"}
     assert info["usage"]["cpu"]["unit"] == "cpu-seconds"
+    assert info["usage"]["input_pixel"] == {"value": pytest.approx(0.125, abs=0.01), "unit": "mega-pixel"}
+    assert info["usage"]["sentinelhub"]["unit"] == "sentinelhub_processing_unit"
     assert info["usage"]["cpu"]["value"] == pytest.approx(1.0, abs=0.01)
     assert info["usage"]["memory"] == {"value": pytest.approx(1024.0, abs=1), "unit": "mb-seconds"}
     assert info["costs"] == pytest.approx(0.25, abs=0.01)
     assert info["progress"] == 100
+
+
+def test_usage_keys_setting_chooses_what_usage_reports(conn: openeo.Connection, openeo_backend: LocalBackend) -> None:
+    openeo_backend.configure(usage_keys=["duration", "network_received"])
+    job = create_job(conn, queue_seconds=0, run_seconds=0.2)
+    job.start()
+    statuses_until_done(job)
+    assert set(job.describe()["usage"]) == {"duration", "network_received"}
+    with pytest.raises(Exception, match="usage_keys"):
+        openeo_backend.configure(usage_keys=["cpu", "gpu"])
 
 
 def test_cancel_really_cancels(conn: openeo.Connection, openeo_backend: LocalBackend) -> None:
