@@ -166,3 +166,45 @@ def test_a_backend_without_processing_parameters_is_not_checked_and_says_so_once
     assert connection.gets == ["/processing_parameters"], "asked once per backend"
     assert caplog.text.count("serves no GET /processing_parameters (HTTP 501)") == 1
     assert "send" not in vars(connection.session), "the session is as it was once start_job is done"
+
+
+class _ServingConnection(_Connection):
+    """A backend that serves processing parameters and one user-defined process with default job options."""
+
+    def get(self, path: str, **kwargs: Any) -> Any:
+        self.gets.append(path)
+        document = (
+            {"create_job_parameters": CREATE_JOB_PARAMETERS}
+            if path == "/processing_parameters"
+            else {"id": "udp", "default_job_options": {"driver-memory": "1g", "executor-memory": "1g"}}
+        )
+        response = requests.Response()
+        response.status_code, response._content = 200, json.dumps(document).encode()
+        return response
+
+
+def test_a_refused_option_is_never_sent_and_names_the_row_and_the_option():
+    forget_processing_parameters()
+    connection = _ServingConnection()
+    layers = OptionLayers({"executor-cores": 2}, {"executor-cores": 12})
+    refused = "row 7: job option 'executor-cores': 12 is more than the maximum 8"
+    with (
+        applying_job_options(connection, layers, label="row 7", backend="b") as applied,  # type: ignore[arg-type]
+        pytest.raises(ValueError, match=refused),
+    ):
+        connection.session.post(f"{connection.root_url}/jobs", json={"process": {"process_graph": {}}})
+    assert connection.session.sent == [] and applied.refused is not None and applied.sent == []
+
+
+def test_defaults_of_a_user_process_named_in_the_graph_are_the_lowest_layer():
+    forget_processing_parameters()
+    connection = _ServingConnection()
+    graph = {
+        "a": {"process_id": "load_collection", "arguments": {}},
+        "b": {"process_id": "udp", "namespace": "user", "arguments": {}, "result": True},
+    }
+    layers = OptionLayers({"executor-memory": "3g"}, {})
+    with applying_job_options(connection, layers, label="row 0", backend="b"):  # type: ignore[arg-type]
+        sent = _post_jobs(connection, {"process": {"process_graph": graph}, "job_options": {"driver-memory": "2g"}})
+    assert sent["job_options"] == {"driver-memory": "2g", "executor-memory": "3g"}
+    assert connection.gets == ["/process_graphs/udp", "/processing_parameters"]
