@@ -241,7 +241,7 @@ def forget_processing_parameters() -> None:
 
 def wrapping_provider(
     provider: Callable[[str], Connection],
-    enter: Callable[[Connection, str], None],
+    enter: Callable[[Connection, str], Any],
     *,
     already: tuple[Connection, ...] = (),
 ) -> Callable[[str], Connection]:

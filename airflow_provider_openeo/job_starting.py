@@ -29,6 +29,11 @@ connection, a read timeout): the backend may have created a job we know nothing 
 that job in the backend's listing (status ``created``, same title, created since the request, same process graph)
 and adopts it when exactly one matches; otherwise the row is marked ``start_failed`` with a message saying so,
 instead of risking a second job.
+
+Job options (the batch's ``job_options=`` and the row's ``job_options`` column) are put into the ``POST /jobs``
+``start_job`` sends, over its own and the process's defaults, and checked against the backend's processing
+parameters before it is sent (:mod:`._create_options`): a refused option marks the row ``start_failed`` naming it,
+and no job exists.
 """
 
 from __future__ import annotations
