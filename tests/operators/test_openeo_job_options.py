@@ -117,3 +117,16 @@ def test_a_row_whose_job_options_are_no_json_object_fails_naming_the_field(row_o
 def test_batch_job_options_must_be_a_json_object_when_the_operator_is_built(row_ops: RowOps):
     with pytest.raises(ValueError, match="job_options must be a JSON object"):
         row_ops.operator(job_options=["executor-memory", "4g"])
+
+
+def test_a_job_created_through_connection_provider_gets_the_options_too(row_ops: RowOps):
+    [title] = row_ops.table(job_options=[{"executor-cores": 5}])
+
+    def start_job(row: pd.Series, connection_provider: Any, provider: str, **kwargs: Any) -> openeo.BatchJob:
+        return connection_provider(provider).create_job(
+            ADD_GRAPH, title=str(row["title"]), job_options={"local_backend": FAST}
+        )
+
+    run_row(row_ops.operator(start_job=start_job, job_options={"executor-memory": "1g"}))
+
+    assert backend_options(row_ops, title) == {"local_backend": FAST, "executor-memory": "1g", "executor-cores": 5}
