@@ -100,6 +100,17 @@ def key_columns(value: Any) -> tuple[str, ...] | None:
     return names
 
 
+def job_options(value: Any) -> dict[str, Any]:
+    """A batch's ``job_options``: a JSON object (a dict, or its JSON text) of option names to values; None is none.
+
+    Whether the backend knows each option is checked per row, against the backend the row runs on
+    (:mod:`airflow_provider_openeo._create_options`); here only the shape, which no backend can fix.
+    """
+    from airflow_provider_openeo.job_options import parse_job_options
+
+    return parse_job_options(value, where="job_options")
+
+
 def start_job(value: Any, start_job_kwargs: Mapping[str, Any] | None = None) -> Callable[..., Any]:
     """A callable that accepts what each row's task passes it: MBJM's keywords plus ``start_job_kwargs``.
 

@@ -29,6 +29,11 @@ connection, a read timeout): the backend may have created a job we know nothing 
 that job in the backend's listing (status ``created``, same title, created since the request, same process graph)
 and adopts it when exactly one matches; otherwise the row is marked ``start_failed`` with a message saying so,
 instead of risking a second job.
+
+Job options (the batch's ``job_options=`` and the row's ``job_options`` column) are put into the ``POST /jobs``
+``start_job`` sends, over its own and the process's defaults, and checked against the backend's processing
+parameters before it is sent (:mod:`._create_options`): a refused option marks the row ``start_failed`` naming it,
+and no job exists.
 """
 
 from __future__ import annotations
@@ -36,6 +41,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable, Mapping
+from contextlib import ExitStack
 from dataclasses import dataclass
 from typing import Any, NoReturn
 
@@ -46,6 +52,13 @@ from openeo.rest import OpenEoApiError
 from shapely.geometry.base import BaseGeometry
 from shapely.validation import explain_validity
 
+from airflow_provider_openeo._create_options import (
+    AppliedOptions,
+    JobOptionsRefused,
+    OptionLayers,
+    applying_job_options,
+    wrapping_provider,
+)
 from airflow_provider_openeo._job_listing import confirm_gone
 from airflow_provider_openeo._lost_create import (
     CreateLog,
@@ -59,6 +72,7 @@ from airflow_provider_openeo.exceptions import OpenEOJobNotFoundError, OpenEOTra
 from airflow_provider_openeo.hooks._job_db_columns import RESERVED
 from airflow_provider_openeo.hooks._openeo_http import redact, translate_openeo_error
 from airflow_provider_openeo.job_history import clean, retired_values
+from airflow_provider_openeo.job_options import JOB_OPTIONS_COLUMN, parse_job_options
 from airflow_provider_openeo.job_row import JobRowRef
 from airflow_provider_openeo.job_status import OpenEOJobStatus, RowStatus
 from airflow_provider_openeo.timestamps import utc_now_rfc3339
@@ -140,6 +154,7 @@ class RowJobStarter:
         connection_provider: ConnectionProvider,
         owner: str,
         start_job_kwargs: Mapping[str, Any] | None = None,
+        job_options: Mapping[str, Any] | None = None,
         start_attempts: int = 3,
         start_backoff: float = 5.0,
     ) -> None:
@@ -150,6 +165,7 @@ class RowJobStarter:
         self.connection_provider = connection_provider
         self.owner = owner
         self.start_job_kwargs = dict(start_job_kwargs or {})
+        self.job_options = parse_job_options(job_options, where="job_options")
         self.start_attempts = start_attempts
         self.start_backoff = start_backoff
         self.db = row.hook()
@@ -235,17 +251,31 @@ class RowJobStarter:
         self._claim(values)
         series = self._row_series()
         self._check_geometries(series)
+        layers = OptionLayers(batch=self.job_options, row=self._row_job_options(series))
         asked_at = time.time()
-        with recording_created_jobs(self.connection, self._on_created) as created:
+        with recording_created_jobs(self.connection, self._on_created) as created, ExitStack() as options_scope:
+
+            def apply_options(connection: Connection, backend: str) -> AppliedOptions:
+                return options_scope.enter_context(
+                    applying_job_options(connection, layers, label=str(self.row), backend=backend)
+                )
+
+            applied = apply_options(self.connection, self.backend_name)
+            connection_provider = (
+                wrapping_provider(self.connection_provider, apply_options, already=(self.connection,))
+                if layers
+                else self.connection_provider
+            )
             try:
                 job = self.start_job(
                     row=series,
                     connection=self.connection,
-                    connection_provider=self.connection_provider,
+                    connection_provider=connection_provider,
                     provider=self.backend_name,
                     **self.start_job_kwargs,
                 )
             except Exception as exc:
+                self._check_options_refused(exc, applied, created)
                 lost = None if created.ids else (created.unanswered or [lost_create_answer(exc)])[0]
                 orphan = (
                     find_orphan(self.connection, lost, asked_at, held_ids=self._held_job_ids, label=str(self.row))
@@ -257,6 +287,7 @@ class RowJobStarter:
                 log.warning("%s: POST /jobs lost its answer (%s); adopting job %s", self.row, lost.reason, orphan)
                 self._on_created(orphan)
                 job = self.connection.job(orphan)
+        self._check_options_refused(None, applied, created)
         if job is None:
             if created.ids:
                 log.warning("%s: start_job returned None after creating job(s) %s", self.row, created.ids)
@@ -295,6 +326,29 @@ class RowJobStarter:
                     self._scrub(f"{self.row}: job {job.job_id} created; status unreadable: {exc}")
                 ) from exc
             raise
+
+    def _row_job_options(self, series: pd.Series) -> dict[str, Any]:
+        """The row's own ``job_options`` (a JSON object, or its text); a bad one fails the row before any job."""
+        try:
+            return parse_job_options(
+                clean(series.get(JOB_OPTIONS_COLUMN)), where=f"{self.row}: field {JOB_OPTIONS_COLUMN!r}"
+            )
+        except ValueError as exc:
+            message = f"{exc}; no job was created for this row"
+            self._update({"status": RowStatus.START_FAILED.value, "error_message": message, "claimed_by": None})
+            raise RowStartError(message) from None
+
+    def _check_options_refused(self, exc: Exception | None, applied: AppliedOptions, created: CreateLog) -> None:
+        """Options the backend's processing parameters refuse: the row fails, naming them; no job was sent.
+
+        Also when ``start_job`` caught the refusal itself: the row must still say why it has no job.
+        """
+        refused = exc if isinstance(exc, JobOptionsRefused) else applied.refused
+        if refused is None or created.ids:
+            return
+        message = self._scrub(str(refused))
+        self._update({"status": RowStatus.START_FAILED.value, "error_message": message, "claimed_by": None})
+        raise RowStartError(message) from exc
 
     def _claim(self, values: Mapping[str, Any]) -> None:
         """Compare-and-set on what we read: of two processes that read the same row, one wins."""

@@ -88,6 +88,7 @@ def openeo_job_batch(
     poll_interval: float = 60.0,
     cancel_running_job_after: float | timedelta | None = None,
     start_job_kwargs: Mapping[str, Any] | None = None,
+    job_options: Mapping[str, Any] | str | None = None,
     rerun_statuses: Iterable[str] = (),
     max_rows_per_run: int | None = None,
     continue_until_done: bool = True,
@@ -118,6 +119,10 @@ def openeo_job_batch(
         ``error``.
     :param key_columns: the source columns that identify a row across runs; default: a digest of all its
         job-defining values (``row_keys``).
+    :param job_options: openEO job options for every job of the batch (``{"executor-memory": "4g"}``), over what
+        ``start_job`` sends and the process's ``default_job_options``; a row's ``job_options`` column (a JSON object)
+        overrides them per key (``job_options``). Checked against the backend's ``GET /processing_parameters``
+        before each job is created.
     :param rerun_statuses: statuses of the run's own rows that are done (``error``, ``canceled``, ``finished``,
         ...) to run again in every triggered run; a run's Param / conf ``rerun_statuses`` overrides it
         (``reruns``). Without it, rows that are done are not run again.
@@ -145,6 +150,7 @@ def openeo_job_batch(
     if job_table is not None:
         arguments.job_table(job_table)
     arguments.start_job(start_job, start_job_kwargs)
+    job_options = arguments.job_options(job_options)
     poll_interval = arguments.seconds("poll_interval", poll_interval)
     if retries is not None:
         arguments.retries("retries", retries)
@@ -308,6 +314,7 @@ def openeo_job_batch(
                     backends={s.name: s.conn_id for s in specs.values()},
                     start_job=start_job,
                     start_job_kwargs=start_job_kwargs,
+                    job_options=job_options,
                     handle_results=False,
                     poll_interval=poll_interval,
                     cancel_running_job_after=cancel_running_job_after,

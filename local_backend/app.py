@@ -29,6 +29,7 @@ from local_backend.jobs import LifecycleBatchJobs
 from local_backend.log_pages import install_log_pages
 from local_backend.oidc import LocalOidcProvider
 from local_backend.oidc_tokens import InvalidToken, TokenSigner, load_or_create_key
+from local_backend.parameters import processing_parameters
 
 _log = logging.getLogger("local_backend")
 _RULE_PREFIX = re.compile(r"^/openeo(?:/<version>)?(?=/|$)")
@@ -67,6 +68,10 @@ class LocalBackendImplementation(DummyBackendImplementation):
         super().__init__(config=config)
         self.batch_jobs = batch_jobs
         self.catalog = LocalCatalog()
+
+    def processing_parameters(self) -> dict[str, Any]:
+        """``GET /processing_parameters``: the job options this backend declares (``parameters.py``)."""
+        return processing_parameters()
 
 
 def _backend_config(name: str, issuer: str, url_signer: LocalUrlSigner) -> OpenEoBackendConfig:

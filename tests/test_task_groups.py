@@ -236,6 +236,9 @@ def test_batch_and_job_asset_events(example_env, batch_env, monkeypatch, tmp_pat
         ({"start_job": "start_job"}, r"start_job must be a callable"),
         ({"start_job": lambda row: None}, r"start_job <lambda>\(row\) cannot be called .* \*\*kwargs"),
         ({"start_job_kwargs": {"provider": "x"}}, r"start_job_kwargs: \['provider'\] are passed by every row's task"),
+        ({"job_options": ["executor-memory", "4g"]}, r"job_options must be a JSON object of job options"),
+        ({"job_options": '{"executor-memory": 4g}'}, r"job_options is not valid JSON"),
+        ({"job_options": {"executor-memory": float("nan")}}, r"job_options cannot be sent as JSON"),
         (
             {"start_job": lambda row, connection, **kw: None, "start_job_kwargs": {"extent": 1}},
             None,

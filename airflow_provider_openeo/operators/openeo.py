@@ -199,6 +199,8 @@ class OpenEOStartJobOperator(OpenEORowOperator):
     :param backends: every backend of the batch, name to connection id, for ``start_job``'s
         ``connection_provider``; defaults to just this one.
     :param start_job_kwargs: extra keyword arguments for ``start_job``.
+    :param job_options: options for every job this task creates, merged over what ``start_job`` sends and under
+        the row's own ``job_options`` column (:mod:`airflow_provider_openeo._create_options`).
     """
 
     template_fields: Sequence[str] = ("row_id", "job_table", "backend_name", "openeo_conn_id")
@@ -212,10 +214,12 @@ class OpenEOStartJobOperator(OpenEORowOperator):
         backend_name: str | None = None,
         backends: Mapping[str, str] | None = None,
         start_job_kwargs: Mapping[str, Any] | None = None,
+        job_options: Mapping[str, Any] | str | None = None,
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
         self.start_job = arguments.start_job(start_job, start_job_kwargs)
+        self.job_options = arguments.job_options(job_options)
         self.backend_name = backend_name
         self.backends = dict(backends or {})
         self.start_job_kwargs = dict(start_job_kwargs or {})
@@ -246,6 +250,7 @@ class OpenEOStartJobOperator(OpenEORowOperator):
             connection_provider=self._connection_provider(backend_name, connection),
             owner=_task_instance_owner(context),
             start_job_kwargs=self.start_job_kwargs,
+            job_options=self.job_options,
             start_attempts=start_attempts,
         )
 

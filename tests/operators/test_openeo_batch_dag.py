@@ -142,6 +142,47 @@ def test_bad_rows_fail_alone_and_no_credential_is_written_anywhere(
     assert found == {where: [] for where in places}
 
 
+def test_per_row_job_options_reach_each_rows_job_and_a_refused_option_fails_only_its_row(
+    batch_world: dict[str, Any], monkeypatch: pytest.MonkeyPatch
+):
+    backend, tmp, prefix = batch_world["backend"], batch_world["tmp"], batch_world["prefix"]
+    backend_conn_env(monkeypatch, CONN_ID, backend)
+    titles = [f"{prefix}-plain", f"{prefix}-big", f"{prefix}-typo"]
+    options = [None, json.dumps({"executor-memory": "8g", "executor-cores": 4}), json.dumps({"executor-memroy": "8g"})]
+    source = tmp / "rows.parquet"
+    pd.DataFrame({"title": titles, "job_options": options}).to_parquet(source)
+    config = {
+        "conn_id": CONN_ID,
+        "source": str(source),
+        "table": f"options_{prefix}",
+        "sqlite_path": str(tmp / "jobs.db"),
+        "root_dir": str(tmp / "results"),
+    }
+    module = load_dag("test_dag_job_options", "OPENEO_TEST_JOB_OPTIONS", config, monkeypatch)
+
+    run = module.dag.test()
+
+    table = OpenEOJobDbHook(table=config["table"], sqlite_path=config["sqlite_path"]).read()
+    plain, big, typo = (table.loc[i] for i in range(3))
+    assert plain["status"] == big["status"] == "finished"
+    assert typo["status"] == "start_failed" and typo["id"] is None
+    assert typo["error_message"].startswith(
+        f"row 2 of job table {config['table']!r}: job option 'executor-memroy' is not one the backend knows"
+    )
+    jobs = {job["title"]: job for job in backend.jobs() if (job.get("title") or "").startswith(prefix)}
+    assert sorted(jobs) == sorted(titles[:2]), "no job for the refused row"
+    fast = module.BATCH_OPTIONS["local_backend"]
+    assert jobs[titles[0]]["job_options"] == {"driver-memory": "1g", "executor-memory": "2g", "local_backend": fast}
+    assert jobs[titles[1]]["job_options"] == {
+        "driver-memory": "1g",
+        "executor-memory": "8g",
+        "executor-cores": 4,
+        "local_backend": fast,
+    }
+    assert (jobs[titles[0]]["id"], jobs[titles[1]]["id"]) == (plain["id"], big["id"])
+    assert run.state == "failed", "a failed row fails the run, after the others finished"
+
+
 def test_start_operator_then_sensor_on_its_job_id(
     batch_world: dict[str, Any], monkeypatch: pytest.MonkeyPatch, tmp_path: Path
 ):
