@@ -118,7 +118,10 @@ def test_make_local_backend_serves_the_examples_udp_and_stops_with_the_command_t
     """What `make local-backend NAME=... PORT=...` runs, under a parent that is then killed without a word."""
     port = _free_port()
     udp = REPO / "example_dags" / "udp" / "ndvi_timeseries.json"
-    launcher = f"{DRIVER_PYTHON} -m local_backend.launcher --name cli --port {port} --stop-with-parent --process ndvi_timeseries={udp}"
+    launcher = (
+        f"{DRIVER_PYTHON} -m local_backend.launcher --name cli --port {port} --stop-with-parent "
+        f"--process ndvi_timeseries={udp}"
+    )
     parent = subprocess.Popen(["bash", "-c", f"{launcher} & wait"], cwd=REPO, start_new_session=True)
     url = f"http://127.0.0.1:{port}/_static/processes/ndvi_timeseries.json"
     try:
