@@ -15,13 +15,14 @@ import sys
 from importlib.metadata import EntryPoint
 from pathlib import Path
 
-import tomllib
+import pytest
 
 from airflow_provider_openeo import get_provider_info, pool_listener
 from airflow_provider_openeo.plugin import OpenEOPlugin
 from tests.conftest import REPO
 
 AIRFLOW = Path(sys.executable).with_name("airflow")
+tomllib = pytest.importorskip("tomllib", reason="reading pyproject.toml needs Python 3.11's tomllib")
 PYPROJECT = tomllib.loads((REPO / "pyproject.toml").read_text(encoding="utf-8"))["project"]
 
 
