@@ -40,11 +40,15 @@ pytest_plugins = [
 
 
 @pytest.fixture(autouse=True)
-def _fresh_read_strategies(monkeypatch: pytest.MonkeyPatch) -> None:
-    """Each test's triggers learn their backends afresh: tests reuse connection ids for servers in other profiles."""
+def _fresh_connection_memory(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Each test's triggers learn their backends afresh (how to read statuses, how long jobs take): tests reuse
+    connection ids for servers in other profiles and jobs of other lengths."""
     from airflow_provider_openeo.hooks import _read_strategy
+    from airflow_provider_openeo.triggers import _end_forecast
 
     monkeypatch.setattr(_read_strategy, "_STRATEGIES", {})
+    monkeypatch.setattr(_end_forecast, "_RUN_TIMES", {})
+    monkeypatch.setattr(_end_forecast, "_TOTAL_TIMES", {})
 
 
 @pytest.fixture(scope="session")

@@ -9,11 +9,14 @@ when a running job is due to end:
 - when the job reports no progress (openeo-geopyspark-driver's listings, the largest public backends), the
   run times of the jobs already seen to finish on the same connection: a batch's jobs are alike, so a running
   job is due about the median run time after it started (its ``updated`` while running, as those backends stamp
-  each status change, or the first listing that saw it running). The run times outlive the poller (a backend's
-  jobs may all end at once, and the next round's poller starts afresh) but not the triggerer process.
+  each status change, or the first listing that saw it running). A job not yet seen running (queued, or never
+  listed while it ran because its run is shorter than the interval) is due the median time from creation to end
+  after its ``created``. These times outlive the poller (a backend's jobs may all end at once, and the next
+  round's poller starts afresh) but not the triggerer process.
 
 A forecast is a guess, so what it may cost is bounded: each job pays for at most ``max_early_listings`` listings
-sent ahead of the regular schedule on its account, then waits for the regular ones like any other. A backend
+sent ahead of the regular schedule on its account per source of the forecast (progress, run time, time from
+creation), then waits for the regular ones like any other. A backend
 whose jobs report neither moving progress nor finish often enough to have a run time gets no forecast and costs
 nothing extra.
 """
@@ -23,7 +26,7 @@ from __future__ import annotations
 import math
 import statistics
 from collections import deque
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from airflow_provider_openeo.job_status import OpenEOJobStatus
@@ -41,10 +44,12 @@ MIN_RUN_TIME_SAMPLES = 2
 
 _RUNNING = OpenEOJobStatus.RUNNING.value
 _FINISHED = OpenEOJobStatus.FINISHED.value
+_WAITING = frozenset({OpenEOJobStatus.CREATED.value, OpenEOJobStatus.QUEUED.value})
 
 
 class RunTimes:
-    """The run times (running -> finished, seconds) of the last jobs seen to finish on one connection."""
+    """Durations (seconds) of the last jobs seen to finish on one connection: running -> finished, or created ->
+    finished."""
 
     def __init__(self, maxlen: int = RUN_TIME_SAMPLES, minimum: int = MIN_RUN_TIME_SAMPLES) -> None:
         self._samples: deque[float] = deque(maxlen=maxlen)
@@ -63,21 +68,29 @@ class RunTimes:
 
 
 _RUN_TIMES: dict[str, RunTimes] = {}
+_TOTAL_TIMES: dict[str, RunTimes] = {}
 
 
 def run_times_of(conn_id: str) -> RunTimes:
-    """The run times of connection ``conn_id`` in this process (the triggerer), made on first use."""
+    """The run times (running -> finished) of connection ``conn_id`` in this process (the triggerer)."""
     return _RUN_TIMES.setdefault(conn_id, RunTimes())
+
+
+def total_times_of(conn_id: str) -> RunTimes:
+    """The times from creation to end of connection ``conn_id``'s finished jobs in this process (the triggerer)."""
+    return _TOTAL_TIMES.setdefault(conn_id, RunTimes())
 
 
 @dataclass
 class _Readings:
-    running_since: float
+    created: float | None = None
+    running_since: float | None = None
     first_at: float | None = None
     first_progress: float = 0.0
     last_at: float | None = None
     last_progress: float = 0.0
-    early_listings: int = 0
+    early_listings: dict[str, int] = field(default_factory=dict)
+    """Early listings charged to this job, per source of the forecast that asked for them."""
 
     def progress_end(self) -> float | None:
         """The time progress reaches 100 at the rate seen so far; None until it has moved."""
@@ -113,52 +126,78 @@ class EndForecast:
         margin: float = DEFAULT_MARGIN,
         max_early_listings: int = DEFAULT_MAX_EARLY_LISTINGS,
         run_times: RunTimes | None = None,
+        total_times: RunTimes | None = None,
     ) -> None:
         self.margin = margin
         self.max_early_listings = max_early_listings
         self.run_times = run_times if run_times is not None else RunTimes()
+        self.total_times = total_times if total_times is not None else RunTimes()
         self._jobs: dict[str, _Readings] = {}
 
     def observe(self, job_id: str, metadata: dict[str, Any], at: float) -> None:
         """Note what a listing said about a job; ``at`` is when the backend answered (epoch seconds)."""
         status = str(metadata.get("status") or "").lower()
+        created = epoch_from_rfc3339(metadata.get("created"))
+        created = created if created is not None and created <= at else None
         readings = self._jobs.get(job_id)
+        if status in _WAITING:
+            if readings is None or readings.running_since is not None:  # new, or put back in the queue
+                self._jobs[job_id] = _Readings(created=created)
+            return
         if status == _RUNNING:
             stamped = epoch_from_rfc3339(metadata.get("updated"))
             since = stamped if stamped is not None and stamped <= at else at
             if readings is None:
-                readings = self._jobs[job_id] = _Readings(running_since=since)
+                readings = self._jobs[job_id] = _Readings(created=created)
+            if readings.running_since is None:
+                readings.running_since = since
             progress = _progress(metadata)
             if progress is not None:
                 readings.note_progress(progress, at)
             return
         self._jobs.pop(job_id, None)
-        if status == _FINISHED and readings is not None:
-            ended = epoch_from_rfc3339(metadata.get("updated"))
-            ended = ended if ended is not None and readings.running_since <= ended <= at else at
+        if status != _FINISHED:
+            return
+        ended = epoch_from_rfc3339(metadata.get("updated"))
+        ended = ended if ended is not None and ended <= at else at
+        if readings is not None and readings.running_since is not None and readings.running_since <= ended:
             self.run_times.add(ended - readings.running_since)
+        created = created if created is not None else (readings.created if readings is not None else None)
+        if created is not None and created <= ended:
+            self.total_times.add(ended - created)
 
     def forget(self, job_id: str) -> None:
         self._jobs.pop(job_id, None)
 
-    def _end(self, readings: _Readings) -> float | None:
+    def _end(self, readings: _Readings) -> tuple[float, str] | None:
+        """The forecast end and its source. Each source has a budget of its own, so a guess from creation time spent
+        while a job waits in the queue never leaves its reported progress without early listings."""
         if readings.first_at is not None:  # it reports progress: wait for that to move rather than spend its budget
-            return readings.progress_end()
-        typical = self.run_times.typical()
-        return None if typical is None else readings.running_since + typical
+            end = readings.progress_end()
+            return None if end is None else (end, "progress")
+        typical_run = self.run_times.typical()
+        if readings.running_since is not None and typical_run is not None:
+            return readings.running_since + typical_run, "run time"
+        typical_total = self.total_times.typical()
+        if readings.created is not None and typical_total is not None:
+            return readings.created + typical_total, "time from creation"
+        return None
+
+    def _due(self, readings: _Readings) -> tuple[float, str] | None:
+        """The forecast end, if its source may still ask for an early listing on this job's account."""
+        forecast = self._end(readings)
+        if forecast is None or readings.early_listings.get(forecast[1], 0) >= self.max_early_listings:
+            return None
+        return forecast
 
     def next_listing(self) -> float | None:
         """When to list for the soonest forecast end still allowed an early listing; None when there is none."""
-        ends = [
-            end
-            for readings in self._jobs.values()
-            if readings.early_listings < self.max_early_listings and (end := self._end(readings)) is not None
-        ]
+        ends = [due[0] for readings in self._jobs.values() if (due := self._due(readings)) is not None]
         return min(ends) + self.margin if ends else None
 
     def listing_sent_early(self, at: float) -> None:
         """Charge a listing sent ahead of the regular schedule to every job it was sent for."""
         for readings in self._jobs.values():
-            end = self._end(readings)
-            if readings.early_listings < self.max_early_listings and end is not None and end + self.margin <= at:
-                readings.early_listings += 1
+            due = self._due(readings)
+            if due is not None and due[0] + self.margin <= at:
+                readings.early_listings[due[1]] = readings.early_listings.get(due[1], 0) + 1

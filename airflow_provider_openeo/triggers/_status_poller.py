@@ -43,7 +43,7 @@ from typing import Any, Protocol
 from airflow_provider_openeo._job_gone import GoneJudge, GonePolicy
 from airflow_provider_openeo.exceptions import OpenEOJobNotFoundError, OpenEOTransientError
 from airflow_provider_openeo.hooks._job_reads import JobReads
-from airflow_provider_openeo.triggers._end_forecast import EndForecast, run_times_of
+from airflow_provider_openeo.triggers._end_forecast import EndForecast, run_times_of, total_times_of
 
 log = logging.getLogger(__name__)
 
@@ -155,7 +155,7 @@ class StatusPoller:
         self._hook_factory = hook_factory
         self._subscribers: dict[str, set[Subscription]] = {}
         self._task: asyncio.Task[None] | None = None
-        self._forecast = EndForecast(run_times=run_times_of(conn_id))
+        self._forecast = EndForecast(run_times=run_times_of(conn_id), total_times=total_times_of(conn_id))
         self._judge = GoneJudge()
         self._backoff: dict[str, tuple[int, float]] = {}
         """Jobs whose own reads fail transiently: (failures in a row, epoch time of the next try)."""

@@ -7,7 +7,7 @@ import pytest
 
 from airflow_provider_openeo.timestamps import rfc3339_from_epoch
 from airflow_provider_openeo.triggers import _status_poller
-from airflow_provider_openeo.triggers._end_forecast import EndForecast, RunTimes, run_times_of
+from airflow_provider_openeo.triggers._end_forecast import EndForecast, RunTimes, run_times_of, total_times_of
 from tests.triggers._fakes import FakeBackend
 
 
@@ -189,3 +189,37 @@ def test_run_times_outlive_a_poller_of_the_same_connection():
     assert second._forecast.run_times.typical() == 20.0
     other = _status_poller.StatusPoller(conn_id + "-other", FakeBackend().hook, loop=None)  # type: ignore[arg-type]
     assert other._forecast.run_times.typical() is None
+
+
+# -- jobs not seen running: the times from creation to end ---------------------------------------------------------
+
+
+def listed(status: str, created: float, updated: float) -> dict[str, object]:
+    return {"status": status, "created": rfc3339_from_epoch(created), "updated": rfc3339_from_epoch(updated)}
+
+
+def test_a_job_never_listed_while_it_ran_still_times_the_next_ones_from_their_creation():
+    # With an interval longer than the jobs, a listing sees them queued, then finished: never running.
+    forecast = EndForecast(margin=0.0, run_times=RunTimes(minimum=1), total_times=RunTimes(minimum=1))
+    forecast.observe("a", listed("queued", 0.0, 0.0), at=1.0)
+    forecast.observe("a", listed("finished", 0.0, 4.0), at=60.0)
+    assert len(forecast.run_times) == 0 and forecast.total_times.typical() == 4.0
+    forecast.observe("b", listed("queued", 100.0, 100.0), at=101.0)
+    assert forecast.next_listing() == pytest.approx(104.0)
+
+
+def test_a_running_job_is_timed_from_its_start_when_run_times_are_known_else_from_its_creation():
+    forecast = EndForecast(margin=0.0, run_times=RunTimes(minimum=1), total_times=RunTimes(minimum=1))
+    forecast.observe("a", listed("finished", 0.0, 10.0), at=11.0)  # total 10 s, no run time
+    forecast.observe("b", listed("running", 20.0, 25.0), at=26.0)
+    assert forecast.next_listing() == pytest.approx(30.0)  # created + 10
+    forecast.observe("c", listed("running", 0.0, 2.0), at=3.0)
+    forecast.observe("c", listed("finished", 0.0, 6.0), at=7.0)  # run time 4 s
+    assert forecast.next_listing() == pytest.approx(29.0)  # b: running since 25 + 4
+
+
+def test_times_from_creation_are_kept_per_connection():
+    assert total_times_of("test-totals-a") is total_times_of("test-totals-a")
+    assert total_times_of("test-totals-a") is not total_times_of("test-totals-b")
+    poller = _status_poller.StatusPoller("test-totals-a", FakeBackend().hook, loop=None)  # type: ignore[arg-type]
+    assert poller._forecast.total_times is total_times_of("test-totals-a")

@@ -89,12 +89,11 @@ def test_reported_progress_brings_the_listing_forward_to_the_end_of_the_job(conn
     assert stats.get("GET /jobs", 0) + stats.get("GET /jobs/{job_id}", 0) <= 4, stats  # as many as regular ones
 
 
-def test_without_progress_finished_jobs_run_times_bring_the_listing_forward(connection, openeo_backend, monkeypatch):
+def test_without_progress_finished_jobs_run_times_bring_the_listing_forward(connection, openeo_backend):
     # A geopyspark-like backend reports no progress. Two jobs of 6 s finish first; the third, started while the
     # poller still holds a job (so the same poller times it), is then due ~6 s after it went running: one listing
     # right after that, not the regular one at 12 s.
     openeo_backend.configure(profile="geopyspark")
-    monkeypatch.setattr(_end_forecast, "_RUN_TIMES", {})  # no run times left from other tests of this connection
     first = [start_job(connection, queue=0.2, run=6.0) for _ in range(2)]
 
     async def batch() -> tuple[list[OpenEOJobEvent], float]:
