@@ -75,6 +75,8 @@ EXTRA_FIELDS = {
     "OIDC refresh token": ("element_refresh_token", "password"),
     "Access token": ("element_access_token", "password"),
     "Request timeout (s)": ("element_timeout", "text"),
+    "404s before a job counts as gone": ("element_job_gone_polls", "text"),
+    "Seconds of 404s before a job counts as gone": ("element_job_gone_seconds", "text"),
 }
 
 
