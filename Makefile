@@ -32,7 +32,7 @@ services:
 test: install driver-venv services
 	@scripts/ensure_browser.sh
 	$(VENV)/bin/ruff check $(LINT_PATHS)
-	@# tests/deploy (live Airflow) runs beside the rest: ~18 min in one process, ~12 split (scripts/run_tests.sh)
+	@# three pytest processes at once: the rest, the live-Airflow tests, the README tests (scripts/run_tests.sh)
 	scripts/run_tests.sh $(PY) $(PYTEST_ARGS)
 
 test-fast: install driver-venv
