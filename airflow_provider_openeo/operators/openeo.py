@@ -498,15 +498,15 @@ class OpenEOBatchJobOperator(OpenEOJobWaitMixin, OpenEOStartJobOperator):
         policy, row = self.failure_policy, event.row_ref
         if policy is None or row is None:
             return NOT_RETRIED
-        values = self._read_row()
-        if clean(values.get("id")) != event.job_id or values.get("status") != RowStatus.ERROR.value:
-            self.log.warning("%s no longer records job %s as failed; the failure policy leaves it", row, event.job_id)
-            return NOT_RETRIED
-        verdict = decide(policy, clean(values.get("error_category")), clean(values.get("job_history")))
-        message = clean(values.get("error_message")) or ""
-        expected = {"id": event.job_id, "status": RowStatus.ERROR.value}
         hook = row.hook()
         try:
+            values = hook.get_row(row.row_id)
+            if clean(values.get("id")) != event.job_id or values.get("status") != RowStatus.ERROR.value:
+                self.log.warning("%s no longer records job %s as failed: left to itself", row, event.job_id)
+                return NOT_RETRIED
+            verdict = decide(policy, clean(values.get("error_category")), clean(values.get("job_history")))
+            message = clean(values.get("error_message")) or ""
+            expected = {"id": event.job_id, "status": RowStatus.ERROR.value}
             if not verdict.retry:
                 self.log.warning("%s: job %s: %s", row, event.job_id, verdict.reason)
                 hook.update_row(row.row_id, {"error_message": f"{message} ({verdict.reason})"}, expected=expected)
@@ -519,6 +519,7 @@ class OpenEOBatchJobOperator(OpenEOJobWaitMixin, OpenEOStartJobOperator):
         finally:
             hook.dispose()
         self.log.warning("%s: job %s: %s", row, event.job_id, verdict.reason)
+        self.row_id = row.row_id  # the row this instance holds (its slot is kept): started again, not a new one
         return self.execute(context)
 
     def on_finished(self, context: Context, event: OpenEOJobEvent) -> Any:  # type: ignore[override]
