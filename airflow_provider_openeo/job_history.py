@@ -1,7 +1,8 @@
 """What a row keeps of a job it gives up: the job goes to ``job_history``, the row is ready for a new one.
 
-Two paths give a job up: the starter, when a re-run row's job ended or vanished (``job_starting``), and the plan,
-when a run asks for re-runs of finished or failed rows (``reruns``). Both write the same values, from here.
+Three paths give a job up: the starter, when a re-run row's job ended or vanished (``job_starting``), the plan,
+when a run asks for re-runs of finished or failed rows (``reruns``), and the failure policy, when a failed job's
+category is retried (``OpenEOBatchJobOperator.after_job_error``). All write the same values, from here.
 """
 
 from __future__ import annotations

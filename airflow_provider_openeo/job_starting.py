@@ -11,7 +11,9 @@ job ``created``             start it (a crash between create and start)
 job ``queued``/``running``  re-attach: nothing is created or started
 job ``finished``            nothing to start: the caller goes straight to the result handler
 job ``error``/``canceled``  the row already says so (its handler ran, the task failed): a deliberate
-                            re-run; the old job goes to ``job_history``, a new job is created
+                            re-run (a clear; or a task retry after a crash before the failure policy's
+                            verdict); the old job goes to ``job_history`` (``retry: "task"``, counted
+                            as an attempt by the failure policy), a new job is created
                             the row does not say so yet (the task died while the job ended): a
                             continuation; nothing is created, the caller runs the handler
 job gone (404, confirmed)   recorded in ``job_history``, a new job is created
