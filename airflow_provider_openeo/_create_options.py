@@ -80,15 +80,22 @@ class AppliedOptions:
     refused: JobOptionsRefused | None = None
 
 
+#: ``(merged options, the backend's create_job_parameters or None) -> the options to send``.
+OptionsAdjustment = Callable[[dict[str, Any], "list[dict[str, Any]] | None"], dict[str, Any]]
+
+
 @dataclass(frozen=True)
 class OptionLayers:
-    """The options a row adds to whatever ``start_job`` sends: the batch's, then the row's (higher wins)."""
+    """The options a row adds to whatever ``start_job`` sends: the batch's, then the row's (higher wins), and an
+    ``adjust``ment applied last (a failure-policy retry after running out of memory raises memory there), before
+    the check against the backend's processing parameters."""
 
     batch: Mapping[str, Any]
     row: Mapping[str, Any]
+    adjust: OptionsAdjustment | None = None
 
     def __bool__(self) -> bool:
-        return bool(self.batch) or bool(self.row)
+        return bool(self.batch) or bool(self.row) or self.adjust is not None
 
 
 @contextmanager
@@ -140,6 +147,8 @@ def _rewrite(
     defaults = process_defaults(connection, (payload.get("process") or {}).get("process_graph") or {})
     merged = merge_job_options(defaults, own, layers.batch, layers.row)
     parameters = processing_parameters(connection)
+    if layers.adjust is not None:
+        merged = layers.adjust(merged, parameters)
     if parameters is not None:
         problems = job_option_problems(merged, parameters)
         if problems:

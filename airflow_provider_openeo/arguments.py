@@ -111,6 +111,14 @@ def job_options(value: Any) -> dict[str, Any]:
     return parse_job_options(value, where="job_options")
 
 
+def failure_policy(value: Any) -> Any:
+    """A batch's ``failure_policy``: a ``FailurePolicy``, a dict of its fields, or None (the defaults); an unknown
+    category, key or bad value is an error naming it (``failure_policy.parse_failure_policy``)."""
+    from airflow_provider_openeo.failure_policy import parse_failure_policy
+
+    return parse_failure_policy(value)
+
+
 def start_job(value: Any, start_job_kwargs: Mapping[str, Any] | None = None) -> Callable[..., Any]:
     """A callable that accepts what each row's task passes it: MBJM's keywords plus ``start_job_kwargs``.
 

@@ -33,6 +33,7 @@ from airflow_provider_openeo._result_storage import (
 )
 from airflow_provider_openeo._safe_paths import is_object_storage
 from airflow_provider_openeo._usage import COSTS_COLUMN, usage_row_values
+from airflow_provider_openeo.error_categories import ErrorCategory, classify
 from airflow_provider_openeo.hooks._openeo_http import redact
 from airflow_provider_openeo.job_status import OpenEOJobStatus, RowStatus
 
@@ -235,6 +236,7 @@ class OpenEOJobHandler:
                 "backend_status": OpenEOJobStatus.FINISHED.value,
                 "results_state": results_state,
                 "error_message": None,
+                "error_category": None,
                 **self.usage_values(row, job.job_id, metadata),
             },
         )
@@ -279,9 +281,11 @@ class OpenEOJobHandler:
         row: JobRowRef | None,
         metadata: Mapping[str, Any],
     ) -> dict[str, Any]:
-        """Save the job's error logs to ``job_{id}_errors.json``, echo them in the task log, record the row.
+        """Save the job's error logs to ``job_{id}_errors.json``, echo them in the task log, record the row, with
+        the failure's ``error_category`` from the logs (:meth:`classify_error`).
 
-        Does not raise: whether an errored job fails the Airflow task is the caller's decision.
+        Does not raise: whether an errored job fails the Airflow task, or the row gets another job (the batch's
+        failure policy), is the caller's decision.
         """
         metadata = self.full_metadata(job, metadata)
         job_dir = self.ensure_job_dir_exists(job.job_id)
@@ -297,7 +301,8 @@ class OpenEOJobHandler:
         files.append(str(metadata_path))
 
         error_message = self.summarise_error(job.job_id, error_logs)
-        self.log.error("openEO job %s ended with status error: %s", job.job_id, error_message)
+        category = self.classify_error(error_logs)
+        self.log.error("openEO job %s ended with status error (%s): %s", job.job_id, category.value, error_message)
         row_updated = self.update_row(
             row,
             job.job_id,
@@ -305,6 +310,7 @@ class OpenEOJobHandler:
                 "status": RowStatus.ERROR.value,
                 "backend_status": OpenEOJobStatus.ERROR.value,
                 "error_message": error_message,
+                "error_category": category.value,
                 **self.usage_values(row, job.job_id, metadata),
             },
         )
@@ -314,6 +320,7 @@ class OpenEOJobHandler:
             "job_dir": str(job_dir),
             "files": files,
             "error_message": error_message,
+            "error_category": category.value,
             "row_updated": row_updated,
         }
 
@@ -478,6 +485,14 @@ class OpenEOJobHandler:
                 hidden,
                 self.get_error_log_path(job_id).name,
             )
+
+    def classify_error(self, error_logs: list[dict[str, Any]] | None) -> ErrorCategory:
+        """The row's ``error_category`` from the job's error logs (:func:`error_categories.classify`, by its table of
+        rules); override to add rules of your own backend."""
+        result = classify(error_logs)
+        if result.rule is not None:
+            self.log.info("error category %s (rule: %s)", result.category.value, result.rule.source)
+        return result.category
 
     def summarise_error(self, job_id: str, error_logs: list[dict[str, Any]] | None) -> str:
         """A short ``error_message`` for the row: the first error line the backend logged."""

@@ -11,7 +11,9 @@ job ``created``             start it (a crash between create and start)
 job ``queued``/``running``  re-attach: nothing is created or started
 job ``finished``            nothing to start: the caller goes straight to the result handler
 job ``error``/``canceled``  the row already says so (its handler ran, the task failed): a deliberate
-                            re-run; the old job goes to ``job_history``, a new job is created
+                            re-run (a clear; or a task retry after a crash before the failure policy's
+                            verdict); the old job goes to ``job_history`` (``retry: "task"``, counted
+                            as an attempt by the failure policy), a new job is created
                             the row does not say so yet (the task died while the job ended): a
                             continuation; nothing is created, the caller runs the handler
 job gone (404, confirmed)   recorded in ``job_history``, a new job is created
@@ -67,8 +69,10 @@ from airflow_provider_openeo._lost_create import (
     lost_create_answer,
     recording_created_jobs,
 )
+from airflow_provider_openeo._oom_memory import raise_memory
 from airflow_provider_openeo.dispatching import StartFailure
 from airflow_provider_openeo.exceptions import OpenEOJobNotFoundError, OpenEOTransientError
+from airflow_provider_openeo.failure_policy import RETRY_BY_TASK, RETRY_KEY, FailurePolicy, oom_retries
 from airflow_provider_openeo.hooks._job_db_columns import RESERVED
 from airflow_provider_openeo.hooks._openeo_http import redact, translate_openeo_error
 from airflow_provider_openeo.job_history import clean, retired_values
@@ -157,6 +161,7 @@ class RowJobStarter:
         job_options: Mapping[str, Any] | None = None,
         start_attempts: int = 3,
         start_backoff: float = 5.0,
+        failure_policy: FailurePolicy | None = None,
     ) -> None:
         self.row = row
         self.backend_name = backend_name
@@ -168,6 +173,7 @@ class RowJobStarter:
         self.job_options = parse_job_options(job_options, where="job_options")
         self.start_attempts = start_attempts
         self.start_backoff = start_backoff
+        self.failure_policy = failure_policy
         self.db = row.hook()
 
     # -- decision -----------------------------------------------------------------------------------------
@@ -210,7 +216,9 @@ class RowJobStarter:
         if status in (OpenEOJobStatus.ERROR, OpenEOJobStatus.CANCELED):
             if clean(values.get("status")) in _RECORDED_ENDINGS:
                 log.info("%s: job %s ended %s; creating a new job for this re-run", self.row, job_id, status)
-                self._retire_job(job_id, values, status)
+                # A clear, or a task retry after a crash between recording the error and the failure policy's
+                # verdict: counted as an attempt of the row (``failure_policy.attempt_streak``).
+                self._retire_job(job_id, values, status, note={RETRY_KEY: RETRY_BY_TASK})
                 return None
             # The job ended while no task watched it (a retry after a crash): finish it, never replace it
             # behind the user's back; only a re-run of a row that records the failure creates a new job.
@@ -251,7 +259,9 @@ class RowJobStarter:
         self._claim(values)
         series = self._row_series()
         self._check_geometries(series)
-        layers = OptionLayers(batch=self.job_options, row=self._row_job_options(series))
+        layers = OptionLayers(
+            batch=self.job_options, row=self._row_job_options(series), adjust=self._memory_adjustment(values)
+        )
         asked_at = time.time()
         with recording_created_jobs(self.connection, self._on_created) as created, ExitStack() as options_scope:
 
@@ -474,11 +484,32 @@ class RowJobStarter:
             values["status"] = backend_status
         self.db.update_row(self.row.row_id, values, expected={"id": job_id})
 
-    def _retire_job(self, job_id: str, values: Mapping[str, Any], final_status: str) -> None:
+    def _retire_job(
+        self, job_id: str, values: Mapping[str, Any], final_status: str, *, note: Mapping[str, Any] | None = None
+    ) -> None:
         """Keep the old job in ``job_history`` so a re-run never hides what happened before."""
         self.db.update_row(
-            self.row.row_id, retired_values({**values, "id": job_id}, final_status), expected={"id": job_id}
+            self.row.row_id,
+            retired_values({**values, "id": job_id}, final_status, note=note),
+            expected={"id": job_id},
         )
+
+    def _memory_adjustment(self, values: Mapping[str, Any]) -> Any:
+        """After out-of-memory failures the failure policy retried, the policy's memory rule for the new job's
+        options (applied once per such retry, counted from the row's ``job_history``, so a task that re-creates
+        the job after a crash sends the same memory); None when there is nothing to raise."""
+        policy = self.failure_policy
+        if policy is None or policy.oom_memory is None:
+            return None
+        retries = oom_retries(clean(values.get("job_history")))
+        if not retries:
+            return None
+        rule, label = policy.oom_memory, str(self.row)
+
+        def adjust(options: dict[str, Any], parameters: list[dict[str, Any]] | None) -> dict[str, Any]:
+            return raise_memory(options, rule, retries, parameters, label=label)
+
+        return adjust
 
     def abandon_created_job(self, job_id: str, reason: str, *, certainly_not_started: bool) -> bool:
         """Give up a job that was created but whose start failed, so the row may go to another backend.

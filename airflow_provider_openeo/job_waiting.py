@@ -33,6 +33,8 @@ if TYPE_CHECKING:
 
 #: XCom key of the job's URL on its backend (read by the "openEO job" extra link).
 JOB_URL_XCOM_KEY = OPENEO_JOB_URL_XCOM_KEY
+#: What :meth:`OpenEOJobWaitMixin.after_job_error` returns when the row gets no new job: the task fails.
+NOT_RETRIED = object()
 #: Outcomes after which running the task again cannot help: the task fails without retry.
 _FINAL_FAILURES = frozenset(
     {
@@ -166,6 +168,9 @@ class OpenEOJobWaitMixin:
             raise AirflowException(f"Waiting for {event.describe_job()} failed: {event.message}")
         if status is OpenEOJobEventStatus.ERROR:
             self._dispatch("on_job_error", context, event)
+            retried = self.after_job_error(context, event)
+            if retried is not NOT_RETRIED:
+                return retried
         elif status is OpenEOJobEventStatus.CANCELED or (
             status is OpenEOJobEventStatus.TIMEOUT and event.cancel_requested
         ):
@@ -174,6 +179,11 @@ class OpenEOJobWaitMixin:
             self._mark_row_lost(event)
         assert status in _FINAL_FAILURES
         raise AirflowFailException(f"{event.describe_job()} did not finish: {event.message}")
+
+    def after_job_error(self, context: Mapping[str, Any], event: OpenEOJobEvent) -> Any:
+        """After the handler recorded a job that ended in ``error``: :data:`NOT_RETRIED` (the task fails), or what
+        the task returns once the row got a new job (the batch operator's failure policy; it usually defers)."""
+        return NOT_RETRIED
 
     def on_finished(self, context: Mapping[str, Any], event: OpenEOJobEvent) -> Any:
         """A finished job: the handler's ``on_job_done`` (an operator that leaves results to a later task

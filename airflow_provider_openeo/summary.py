@@ -12,6 +12,9 @@ from typing import Any
 import pandas as pd
 
 from airflow_provider_openeo._usage import COSTS_COLUMN, USAGE_COLUMNS, parse_costs, parse_usage
+from airflow_provider_openeo.error_categories import ErrorCategory
+from airflow_provider_openeo.failure_policy import RETRY_BY_POLICY, RETRY_KEY, FailurePolicy, attempt_streak
+from airflow_provider_openeo.job_history import clean
 from airflow_provider_openeo.job_status import RowStatus
 
 
@@ -40,14 +43,73 @@ def costs_total(rows: pd.DataFrame) -> float:
     return float(sum(value for value in values if value is not None))
 
 
+def failure_counts(table: pd.DataFrame, policy: FailurePolicy | None = None) -> dict[str, Any]:
+    """What the failure policy did, from the job table (``job_history`` and ``error_category``):
+
+    - ``error_categories``: rows now in ``error``, per category (``other`` for a row without one);
+    - ``retried_jobs``: failed jobs the policy replaced, per category (every row's whole ``job_history``);
+    - ``retried_rows``: rows with at least one such job; ``retried_then_finished``: those now ``finished``;
+    - ``gave_up``: rows in ``error`` whose category the policy retries but whose attempts ran out;
+      ``not_retried``: rows in ``error`` whose category it never retries (with ``policy`` None: every row in
+      ``error`` counts as not retried).
+    """
+    categories: dict[str, int] = {}
+    retried_jobs: dict[str, int] = {}
+    retried_rows = retried_then_finished = gave_up = not_retried = 0
+    if not len(table):
+        return _failure_result(categories, retried_jobs, 0, 0, 0, 0)
+    has_category = "error_category" in table.columns
+    for _, row in table.iterrows():
+        history = [e for e in (clean(row.get("job_history")) or []) if isinstance(e, dict)]
+        retried = [e for e in history if e.get(RETRY_KEY) == RETRY_BY_POLICY]
+        for entry in retried:
+            category = str(entry.get("error_category") or ErrorCategory.OTHER.value)
+            retried_jobs[category] = retried_jobs.get(category, 0) + 1
+        status = clean(row.get("status"))
+        if retried:
+            retried_rows += 1
+            retried_then_finished += status == RowStatus.FINISHED.value
+        if status != RowStatus.ERROR.value:
+            continue
+        category = str((clean(row.get("error_category")) if has_category else None) or ErrorCategory.OTHER.value)
+        categories[category] = categories.get(category, 0) + 1
+        if policy is not None and category in policy.retry and policy.retries(category):
+            gave_up += len(attempt_streak(history)) + 1 >= policy.max_attempts
+        else:
+            not_retried += 1
+    return _failure_result(categories, retried_jobs, retried_rows, retried_then_finished, gave_up, not_retried)
+
+
+def _failure_result(
+    categories: dict[str, int],
+    retried_jobs: dict[str, int],
+    retried_rows: int,
+    retried_then_finished: int,
+    gave_up: int,
+    not_retried: int,
+) -> dict[str, Any]:
+    return {
+        "error_categories": dict(sorted(categories.items())),
+        "retried_jobs": dict(sorted(retried_jobs.items())),
+        "retried_rows": int(retried_rows),
+        "retried_then_finished": int(retried_then_finished),
+        "gave_up": int(gave_up),
+        "not_retried": int(not_retried),
+    }
+
+
 def summarize(
-    table: pd.DataFrame, backend_names: Iterable[str], usage_columns: Iterable[str] = USAGE_COLUMNS
+    table: pd.DataFrame,
+    backend_names: Iterable[str],
+    usage_columns: Iterable[str] = USAGE_COLUMNS,
+    failure_policy: FailurePolicy | None = None,
 ) -> dict[str, Any]:
     """Counts by status, per-backend figures, usage and costs per backend and for the whole batch, and MBJM's
     ``run_jobs`` stats keys where the table can tell them.
 
     :param usage_columns: the table's usage columns (``OpenEOJobDbHook.usage_columns``): each is summed per unit
         under ``usage``; ``costs_total`` sums ``costs``.
+    :param failure_policy: the batch's, for ``failures`` (:func:`failure_counts`).
     """
     usage_columns = list(usage_columns)
     status = table["status"].fillna(RowStatus.NOT_STARTED.value) if len(table) else pd.Series(dtype=str)
@@ -81,6 +143,7 @@ def summarize(
         "backends": per_backend,
         "usage": usage_totals(table, usage_columns),
         "costs_total": costs_total(table),
+        "failures": failure_counts(table, failure_policy),
         "stats": stats,
     }
 

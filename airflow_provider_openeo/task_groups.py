@@ -41,6 +41,7 @@ from airflow.sdk.exceptions import AirflowFailException
 
 from airflow_provider_openeo import arguments
 from airflow_provider_openeo.dispatching import backend_shares
+from airflow_provider_openeo.failure_policy import FailurePolicy
 from airflow_provider_openeo.hooks.job_db import OpenEOJobDbHook
 from airflow_provider_openeo.job_handlers import OpenEOJobHandler
 from airflow_provider_openeo.job_source import JobSource, check_on_exists, load_job_source
@@ -89,6 +90,7 @@ def openeo_job_batch(
     cancel_running_job_after: float | timedelta | None = None,
     start_job_kwargs: Mapping[str, Any] | None = None,
     job_options: Mapping[str, Any] | str | None = None,
+    failure_policy: FailurePolicy | Mapping[str, Any] | None = None,
     rerun_statuses: Iterable[str] = (),
     max_rows_per_run: int | None = None,
     continue_until_done: bool = True,
@@ -123,6 +125,11 @@ def openeo_job_batch(
         ``start_job`` sends and the process's ``default_job_options``; a row's ``job_options`` column (a JSON object)
         overrides them per key (``job_options``). Checked against the backend's ``GET /processing_parameters``
         before each job is created.
+    :param failure_policy: what happens to a row whose job ends in ``error``: its error logs give the row an
+        ``error_category``, and per category the row gets another job or not, at most ``max_attempts`` jobs, an
+        out-of-memory retry with more memory (:class:`~airflow_provider_openeo.failure_policy.FailurePolicy`, or a
+        dict of its fields: ``{"retry": {"other": True}, "max_attempts": 2, "oom_memory": 2.0}``). Default:
+        out of memory, timeouts and backend faults are retried, up to 3 jobs per row, memory x1.5 per OOM retry.
     :param rerun_statuses: statuses of the run's own rows that are done (``error``, ``canceled``, ``finished``,
         ...) to run again in every triggered run; a run's Param / conf ``rerun_statuses`` overrides it
         (``reruns``). Without it, rows that are done are not run again.
@@ -151,6 +158,7 @@ def openeo_job_batch(
         arguments.job_table(job_table)
     arguments.start_job(start_job, start_job_kwargs)
     job_options = arguments.job_options(job_options)
+    failure_policy = arguments.failure_policy(failure_policy)
     poll_interval = arguments.seconds("poll_interval", poll_interval)
     if retries is not None:
         arguments.retries("retries", retries)
@@ -250,7 +258,7 @@ def openeo_job_batch(
         def summary() -> dict[str, Any]:
             db = job_db()
             table = db.read()
-            result = summarize(table, specs, db.usage_columns())
+            result = summarize(table, specs, db.usage_columns(), failure_policy)
             result["finished_at"] = utc_now_rfc3339()
             result["not_done"] = len(rows_to_run(table, rerun_statuses=()))
             ti = get_current_context()["ti"]
@@ -315,6 +323,7 @@ def openeo_job_batch(
                     start_job=start_job,
                     start_job_kwargs=start_job_kwargs,
                     job_options=job_options,
+                    failure_policy=failure_policy,
                     handle_results=False,
                     poll_interval=poll_interval,
                     cancel_running_job_after=cancel_running_job_after,

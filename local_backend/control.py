@@ -107,6 +107,7 @@ def job_view(record: Any, now: float) -> dict[str, Any]:
         "queue_seconds": record.queue_seconds,
         "run_seconds": record.run_seconds,
         "fail": record.fail,
+        "fail_category": record.fail_category,
         "times": record.timeline(now),
     }
 

@@ -40,6 +40,7 @@ from local_backend.assets import (
     raster_names,
     write_checksums,
 )
+from local_backend.failure_logs import CATEGORY_LOGS, megabytes, out_of_memory
 from local_backend.federation import Federation, UpstreamUnavailable
 from local_backend.profiles import (
     DEFAULT,
@@ -54,7 +55,7 @@ from local_backend.settings import DEFAULT_USAGE_KEYS, USAGE_METRICS
 from local_backend.store import ACTIVE, CANCELED, ERROR, FINISHED, QUEUED, RUNNING, JobRecord, JobStore
 
 JOB_OPTIONS_KEY = "local_backend"
-_JOB_OPTION_KEYS = {"queue_seconds", "run_seconds", "fail", "fail_message"}
+_JOB_OPTION_KEYS = {"queue_seconds", "run_seconds", "fail", "fail_message", "fail_category", "min_executor_memory"}
 _BBOX = [5.0, 51.0, 5.1, 51.1]
 _GEOMETRY = {
     "type": "Polygon",
@@ -253,6 +254,20 @@ class LifecycleBatchJobs(DummyBatchJobs):
                 code="InvalidJobOptions",
                 message=f"Unknown job_options.{JOB_OPTIONS_KEY} key(s) {unknown}; known: {sorted(_JOB_OPTION_KEYS)}.",
             )
+        category = overrides.get("fail_category")
+        if category is not None and category not in CATEGORY_LOGS:
+            raise OpenEOApiException(
+                status_code=400,
+                code="InvalidJobOptions",
+                message=f"job_options.{JOB_OPTIONS_KEY}.fail_category must be one of {sorted(CATEGORY_LOGS)}.",
+            )
+        needed = overrides.get("min_executor_memory")
+        if needed is not None and megabytes(needed) is None:
+            raise OpenEOApiException(
+                status_code=400,
+                code="InvalidJobOptions",
+                message=f"job_options.{JOB_OPTIONS_KEY}.min_executor_memory must be like '3g' or '512m'.",
+            )
         for key in ("queue_seconds", "run_seconds"):
             value = overrides.get(key)
             if value is not None and (isinstance(value, bool) or not isinstance(value, (int, float)) or value < 0):
@@ -282,8 +297,13 @@ class LifecycleBatchJobs(DummyBatchJobs):
                     )
             overrides = self._job_overrides(record.job_options)
             title_regex = settings["fail_title_regex"]
-            fail = bool(overrides.get("fail")) or bool(
-                title_regex and record.title and re.search(title_regex, record.title)
+            category = overrides.get("fail_category")
+            if out_of_memory(record.job_options, overrides.get("min_executor_memory")):
+                category = "out_of_memory"
+            fail = (
+                bool(overrides.get("fail"))
+                or category is not None
+                or bool(title_regex and record.title and re.search(title_regex, record.title))
             )
             self._store.update(
                 job_id,
@@ -294,6 +314,7 @@ class LifecycleBatchJobs(DummyBatchJobs):
                 run_seconds=float(overrides.get("run_seconds", settings["run_seconds"])),
                 fail=fail,
                 fail_message=overrides.get("fail_message") if fail else None,
+                fail_category=category if fail else None,
             )
         shutil.rmtree(self._results_root / job_id, ignore_errors=True)
 
@@ -429,7 +450,9 @@ class LifecycleBatchJobs(DummyBatchJobs):
             (t["finished"], "info", "Job finished; results are ready.", None),
             (t["canceled"], "warning", "Job canceled by the user.", None),
         ]
-        if t["error"] is not None:
+        if t["error"] is not None and record.fail_category is not None:
+            entries += [(t["error"], "error", text, code) for text, code in CATEGORY_LOGS[record.fail_category]]
+        elif t["error"] is not None:
             message = record.fail_message or "Simulated processing failure (local backend)."
             entries += [
                 (t["error"], "warning", "Worker lost its data connection; retrying once.", None),

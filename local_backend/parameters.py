@@ -54,6 +54,18 @@ CREATE_JOB_PARAMETERS: list[dict[str, Any]] = [
                 "run_seconds": {"type": "number", "minimum": 0},
                 "fail": {"type": "boolean"},
                 "fail_message": {"type": "string"},
+                "fail_category": {
+                    "type": "string",
+                    "enum": [
+                        "out_of_memory",
+                        "no_data",
+                        "timeout",
+                        "invalid_process_graph",
+                        "backend_fault",
+                        "other",
+                    ],
+                },
+                "min_executor_memory": {"type": "string", "pattern": r"^\d+[mg]$"},
             },
             "additionalProperties": False,
         },

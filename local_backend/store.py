@@ -40,6 +40,8 @@ class JobRecord:
     run_seconds: float = 0.0
     fail: bool = False
     fail_message: str | None = None
+    #: A failure category of ``failure_logs.CATEGORY_LOGS``: the error log entries the failed job shows.
+    fail_category: str | None = None
     canceled_at: float | None = None
 
     @property

@@ -4,19 +4,24 @@ from __future__ import annotations
 
 import json
 import logging
+import time
 from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
 
 import openeo
+import pandas as pd
 import pytest
 from openeo.rest import OpenEoApiError
 from openeo.rest.models.general import LogsResponse
 
 from airflow_provider_openeo._log_pages import next_href, read_log_pages
+from airflow_provider_openeo.error_categories import ErrorCategory
 from airflow_provider_openeo.hooks._openeo_http import no_retry
+from airflow_provider_openeo.hooks.job_db import OpenEOJobDbHook
 from airflow_provider_openeo.hooks.openeo import OpenEOHook
 from airflow_provider_openeo.job_handlers import OpenEOJobHandler
+from airflow_provider_openeo.job_row import JobRowRef
 from local_backend.launcher import LocalBackend
 from tests.fixtures.local_backend import backend_conn_env
 from tests.test_job_handlers_backend import _run_job
@@ -109,3 +114,43 @@ def test_a_next_link_that_loops_ends_the_walk() -> None:
 )
 def test_next_href(links: list[dict], expected: str | None) -> None:
     assert next_href(links) == expected
+
+
+def test_on_job_error_records_the_category_of_each_kind_of_failure_the_local_backend_serves(
+    conn: openeo.Connection, openeo_backend: LocalBackend, tmp_path: Path
+) -> None:
+    """One job per category (``fail_category``), and one that runs out of memory because its ``executor-memory``
+    is below what it needs (``min_executor_memory``), while the same job given enough memory finishes."""
+    db = OpenEOJobDbHook(table="categories", sqlite_path=str(tmp_path / "jobs.db"))
+    kinds = [{"fail_category": c.value} for c in ErrorCategory] + [{"min_executor_memory": "3g"}]
+    db.persist(pd.DataFrame({"title": [f"row {i}" for i in range(len(kinds))]}))
+    jobs = []
+    for local in kinds:
+        job = conn.load_collection("S2_FOOBAR", bands=["B02"]).create_job(
+            title="category test", job_options={"local_backend": {"queue_seconds": 0, "run_seconds": 0.2, **local}}
+        )
+        job.start()
+        jobs.append(job)
+    enough = conn.load_collection("S2_FOOBAR", bands=["B02"]).create_job(
+        title="enough memory",
+        job_options={"executor-memory": "3g", "local_backend": {"run_seconds": 0.2, "min_executor_memory": "3g"}},
+    )
+    enough.start()
+    handler = OpenEOJobHandler(tmp_path)
+    categories = []
+    for row_id, job in enumerate(jobs):
+        deadline = time.monotonic() + 30
+        while job.status() != "error":
+            assert time.monotonic() < deadline, f"job {job.job_id} did not fail"
+            time.sleep(0.05)
+        db.update_row(row_id, {"id": job.job_id, "status": "running"})
+        row = JobRowRef(table="categories", row_id=row_id, sqlite_path=str(tmp_path / "jobs.db"))
+        result = handler.on_job_error({}, job, row, {"status": "error"})
+        assert result["error_category"] == db.get_row(row_id)["error_category"]
+        categories.append(result["error_category"])
+    assert categories == [c.value for c in ErrorCategory] + ["out_of_memory"]
+    deadline = time.monotonic() + 30
+    while enough.status() not in ("finished", "error"):
+        assert time.monotonic() < deadline
+        time.sleep(0.05)
+    assert enough.status() == "finished", "given the memory it needs, the job does not fail"

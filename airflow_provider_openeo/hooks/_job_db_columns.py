@@ -18,6 +18,7 @@ from typing import Any
 
 import pandas as pd
 
+from airflow_provider_openeo.error_categories import ErrorCategory
 from airflow_provider_openeo.hooks._job_db_codec import ColumnSpec
 from airflow_provider_openeo.hooks._job_db_errors import JobDbInputError
 from airflow_provider_openeo.job_status import OpenEOJobStatus, RowStatus
@@ -135,6 +136,8 @@ RESERVED_COLUMNS: tuple[ReservedColumn, ...] = (
     # Ours
     ReservedColumn("backend_status", _STR, allowed=BACKEND_STATUS_VALUES),
     ReservedColumn("error_message", _STR),
+    #: Why the row's job ended in ``error``, from its error logs (``error_categories``); the failure policy reads it.
+    ReservedColumn("error_category", _STR, allowed=ErrorCategory.values()),
     ReservedColumn("claimed_by", _STR),
     ReservedColumn("claimed_at", _STR),
     ReservedColumn("attempt", ColumnSpec("int", "int64"), default=0, nullable=False, coerce=_non_negative_int),

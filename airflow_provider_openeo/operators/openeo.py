@@ -27,12 +27,14 @@ from airflow.sdk.exceptions import (
 
 from airflow_provider_openeo import arguments
 from airflow_provider_openeo.dispatching import Claim, Done, GiveUp, StartFailure, Wait
+from airflow_provider_openeo.failure_policy import RETRY_BY_POLICY, RETRY_KEY, FailurePolicy, decide
 from airflow_provider_openeo.hooks._job_db_columns import BACKEND_CHOSEN_BY_DISPATCH
 from airflow_provider_openeo.hooks._job_db_sql import DEFAULT_TABLE_NAME
 from airflow_provider_openeo.hooks._openeo_http import safe_retry
 from airflow_provider_openeo.hooks.job_db import OpenEOJobDbHook
 from airflow_provider_openeo.hooks.openeo import OpenEOHook
 from airflow_provider_openeo.job_handlers import OpenEOJobHandler
+from airflow_provider_openeo.job_history import clean, retired_values
 from airflow_provider_openeo.job_row import JobRowRef
 from airflow_provider_openeo.job_starting import (
     RowJobStarter,
@@ -43,8 +45,8 @@ from airflow_provider_openeo.job_starting import (
     TransientStartError,
     is_transient,
 )
-from airflow_provider_openeo.job_status import OpenEOJobStatus
-from airflow_provider_openeo.job_waiting import OpenEOJobWaitMixin, ended_in_triggerer
+from airflow_provider_openeo.job_status import OpenEOJobStatus, RowStatus
+from airflow_provider_openeo.job_waiting import NOT_RETRIED, OpenEOJobWaitMixin, ended_in_triggerer
 from airflow_provider_openeo.links.openeo import OpenEOJobLink
 from airflow_provider_openeo.row_dispatch import DispatchSettings, RowDispatcher
 from airflow_provider_openeo.triggers.openeo import (
@@ -201,6 +203,8 @@ class OpenEOStartJobOperator(OpenEORowOperator):
     :param start_job_kwargs: extra keyword arguments for ``start_job``.
     :param job_options: options for every job this task creates, merged over what ``start_job`` sends and under
         the row's own ``job_options`` column (:mod:`airflow_provider_openeo._create_options`).
+    :param failure_policy: which rows whose job ended in ``error`` get another job, and with how much memory
+        (:mod:`airflow_provider_openeo.failure_policy`); None: none do (``openeo_job_batch`` passes its default).
     """
 
     template_fields: Sequence[str] = ("row_id", "job_table", "backend_name", "openeo_conn_id")
@@ -215,11 +219,13 @@ class OpenEOStartJobOperator(OpenEORowOperator):
         backends: Mapping[str, str] | None = None,
         start_job_kwargs: Mapping[str, Any] | None = None,
         job_options: Mapping[str, Any] | str | None = None,
+        failure_policy: FailurePolicy | Mapping[str, Any] | None = None,
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
         self.start_job = arguments.start_job(start_job, start_job_kwargs)
         self.job_options = arguments.job_options(job_options)
+        self.failure_policy = arguments.failure_policy(failure_policy) if failure_policy is not None else None
         self.backend_name = backend_name
         self.backends = dict(backends or {})
         self.start_job_kwargs = dict(start_job_kwargs or {})
@@ -252,6 +258,7 @@ class OpenEOStartJobOperator(OpenEORowOperator):
             start_job_kwargs=self.start_job_kwargs,
             job_options=self.job_options,
             start_attempts=start_attempts,
+            failure_policy=self.failure_policy,
         )
 
     def _start(self, context: Context, hook: OpenEOHook, *, start_attempts: int = 3) -> StartOutcome:
@@ -477,6 +484,43 @@ class OpenEOBatchJobOperator(OpenEOJobWaitMixin, OpenEOStartJobOperator):
         if not self.handle_results and ended_in_triggerer(event):
             return None
         return super().execute_complete(context, event)
+
+    def after_job_error(self, context: Context, event: OpenEOJobEvent) -> Any:  # type: ignore[override]
+        """The failure policy, once the handler recorded the error and its ``error_category``.
+
+        Retry: the row gives its job up into ``job_history`` (compare-and-set on the job id and ``error``, keeping
+        its backend and its instance's slot) and this task starts the row again on the path every new row takes
+        (``execute``: claim, create with the id recorded at once, lost-create recovery, then the deferred wait).
+        A task killed after the give-up finds the row without a job and creates one; killed before it, its retry
+        finds the recorded error and creates one as a re-run does: never two jobs. No retry: the row's
+        ``error_message`` says why, and the task fails.
+        """
+        policy, row = self.failure_policy, event.row_ref
+        if policy is None or row is None:
+            return NOT_RETRIED
+        hook = row.hook()
+        try:
+            values = hook.get_row(row.row_id)
+            if clean(values.get("id")) != event.job_id or values.get("status") != RowStatus.ERROR.value:
+                self.log.warning("%s no longer records job %s as failed: left to itself", row, event.job_id)
+                return NOT_RETRIED
+            verdict = decide(policy, clean(values.get("error_category")), clean(values.get("job_history")))
+            message = clean(values.get("error_message")) or ""
+            expected = {"id": event.job_id, "status": RowStatus.ERROR.value}
+            if not verdict.retry:
+                self.log.warning("%s: job %s: %s", row, event.job_id, verdict.reason)
+                hook.update_row(row.row_id, {"error_message": f"{message} ({verdict.reason})"}, expected=expected)
+                return NOT_RETRIED
+            note = {RETRY_KEY: RETRY_BY_POLICY}
+            retired = retired_values(values, RowStatus.ERROR.value, note=note, keep_backend=True)
+            if not hook.update_row(row.row_id, retired, expected=expected):
+                self.log.warning("%s changed while being retried; the failure policy leaves it", row)
+                return NOT_RETRIED
+        finally:
+            hook.dispose()
+        self.log.warning("%s: job %s: %s", row, event.job_id, verdict.reason)
+        self.row_id = row.row_id  # the row this instance holds (its slot is kept): started again, not a new one
+        return self.execute(context)
 
     def on_finished(self, context: Context, event: OpenEOJobEvent) -> Any:  # type: ignore[override]
         """With ``handle_results=False`` (a job that had already finished when re-attached): the row's results

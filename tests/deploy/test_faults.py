@@ -824,6 +824,57 @@ def summary_of(rig: FaultRig, dag_id: str, run_id: str) -> dict[str, Any]:
     return json.loads(value) if isinstance(value, str) else value
 
 
+def test_failure_policy_retries_out_of_memory_not_no_data(rig: FaultRig) -> None:
+    """The default failure policy on a live Airflow: row 0 needs 3g of executor memory and is given 2g, so its first
+    job fails out of memory; the retry gets x1.5 (3g) and finishes. Row 1's job finds no data and is not retried;
+    row 2 finishes. ``job_history``, ``error_category``, ``attempt`` and the summary say so; no row has a job twice
+    at once and the backends hold exactly the jobs the table accounts for."""
+    dag_id = "fault_failure_policy"
+    row_options = {
+        "0": {"executor-memory": "2g", "local_backend": {"min_executor_memory": "3g"}},
+        "1": {"local_backend": {"fail_category": "no_data"}},
+    }
+    run_id, started = run_batch(rig, dag_id, {"rows": 3, "run_seconds": 1, "row_options": row_options})
+    run = rig.airflow.wait_for_run(dag_id, run_id, timeout=RUN_TIMEOUT)
+    ended = time.monotonic()
+    table = rig.table(dag_id).sort_values("title").reset_index(drop=True)
+    jobs = {job["id"]: job for backend_jobs in rig.jobs_of(f"{dag_id} ").values() for job in backend_jobs}
+    summary = summary_of(rig, dag_id, run_id)
+
+    assert run["state"] == "failed", "the no-data row fails the run (all_rows_succeeded)"
+    assert "error_category" in table.columns
+    oom, no_data, plain = (table.loc[i] for i in range(3))
+    assert oom["status"] == "finished" and oom["attempt"] == 1 and pd.isna(oom["error_category"])
+    (first,) = oom["job_history"]
+    assert first["error_category"] == "out_of_memory" and first["retry"] == "failure_policy", first
+    assert "too much memory" in first["error_message"]
+    assert jobs[first["id"]]["status"] == "error" and jobs[first["id"]]["job_options"]["executor-memory"] == "2g"
+    assert jobs[oom["id"]]["status"] == "finished" and jobs[oom["id"]]["job_options"]["executor-memory"] == "3g"
+    assert first["backend_name"] == oom["backend_name"], "the retry stays on the row's backend"
+    assert no_data["status"] == "error" and no_data["error_category"] == "no_data"
+    assert no_data["job_history"] == [] and no_data["attempt"] == 0, "no data: never retried"
+    assert "no_data: not retried by the failure policy" in no_data["error_message"]
+    assert plain["status"] == "finished" and plain["job_history"] == []
+    held = {first["id"], *table["id"].dropna()}
+    assert set(jobs) == held and len(jobs) == 4, "one job per attempt, every one accounted for"
+    assert summary["failures"] == {
+        "error_categories": {"no_data": 1},
+        "retried_jobs": {"out_of_memory": 1},
+        "retried_rows": 1,
+        "retried_then_finished": 1,
+        "gave_up": 0,
+        "not_retried": 1,
+    }, summary["failures"]
+    observe(
+        rig,
+        "12b failure policy",
+        run_state=run["state"],
+        seconds=round(ended - started, 1),
+        failures=summary["failures"],
+        oom_row_history=list(oom["job_history"]),
+    )
+
+
 def test_retrigger_with_params_a_b_a_runs_each_row_once(rig: FaultRig) -> None:
     """Through the REST API, as a user would: Params A (3 rows), then B (2 other rows), then A again. A's rows run
     once, B's rows run, the third run starts no job and its summary says all 3 of its rows were already done."""

@@ -183,6 +183,65 @@ def test_per_row_job_options_reach_each_rows_job_and_a_refused_option_fails_only
     assert run.state == "failed", "a failed row fails the run, after the others finished"
 
 
+def test_failure_policy_retries_out_of_memory_with_more_memory_and_gives_up_after_max_attempts(
+    batch_world: dict[str, Any], monkeypatch: pytest.MonkeyPatch
+):
+    """The default failure policy under ``dag.test()``: an out-of-memory row (2g given, 3g needed) is retried once
+    with 3g and finishes; a row that always times out gets 3 jobs and gives up; an invalid graph gets 1 job."""
+    backend, tmp, prefix = batch_world["backend"], batch_world["tmp"], batch_world["prefix"]
+    backend_conn_env(monkeypatch, CONN_ID, backend)
+    fast = {"queue_seconds": 0.2, "run_seconds": 0.5}
+    titles = [f"{prefix}-oom", f"{prefix}-timeout", f"{prefix}-graph"]
+    local = [{"min_executor_memory": "3g"}, {"fail_category": "timeout"}, {"fail_category": "invalid_process_graph"}]
+    options = [json.dumps({"local_backend": {**fast, **extra}}) for extra in local]
+    source = tmp / "rows.parquet"
+    pd.DataFrame({"title": titles, "job_options": options}).to_parquet(source)
+    config = {
+        "conn_id": CONN_ID,
+        "source": str(source),
+        "table": f"policy_{prefix}",
+        "sqlite_path": str(tmp / "jobs.db"),
+        "root_dir": str(tmp / "results"),
+    }
+    module = load_dag("test_dag_job_options", "OPENEO_TEST_JOB_OPTIONS", config, monkeypatch)
+
+    run = module.dag.test()
+
+    table = OpenEOJobDbHook(table=config["table"], sqlite_path=config["sqlite_path"]).read()
+    oom, timeout, graph = (table.loc[i] for i in range(3))
+    jobs: dict[str, list[dict[str, Any]]] = {}
+    for job in backend.jobs():
+        jobs.setdefault(job.get("title") or "", []).append(job)
+    assert oom["status"] == "finished" and oom["attempt"] == 1
+    assert [h["error_category"] for h in oom["job_history"]] == ["out_of_memory"]
+    assert [job["job_options"]["executor-memory"] for job in jobs[titles[0]]] == ["2g", "3g"]
+    assert timeout["status"] == "error" and timeout["error_category"] == "timeout" and timeout["attempt"] == 2
+    assert [(h["error_category"], h["retry"]) for h in timeout["job_history"]] == [("timeout", "failure_policy")] * 2
+    assert timeout["error_message"].endswith("(timeout: gave up after 3 attempt(s) (max_attempts=3))")
+    assert len(jobs[titles[1]]) == 3 and {job["status"] for job in jobs[titles[1]]} == {"error"}
+    assert graph["status"] == "error" and graph["error_category"] == "invalid_process_graph"
+    assert graph["job_history"] == [] and len(jobs[titles[2]]) == 1
+    assert run.state == "failed"
+    from airflow.models.xcom import XComModel
+    from airflow.utils.session import create_session
+
+    with create_session() as session:
+        (summary,) = [
+            x.value
+            for x in session.query(XComModel).filter(XComModel.dag_id == run.dag_id, XComModel.run_id == run.run_id)
+            if x.task_id == "openeo_job_batch.summary" and x.key == "return_value"
+        ]
+    summary = json.loads(summary) if isinstance(summary, str) else summary
+    assert summary["failures"] == {
+        "error_categories": {"invalid_process_graph": 1, "timeout": 1},
+        "retried_jobs": {"out_of_memory": 1, "timeout": 2},
+        "retried_rows": 2,
+        "retried_then_finished": 1,
+        "gave_up": 1,
+        "not_retried": 1,
+    }
+
+
 def test_start_operator_then_sensor_on_its_job_id(
     batch_world: dict[str, Any], monkeypatch: pytest.MonkeyPatch, tmp_path: Path
 ):

@@ -46,11 +46,15 @@ PARAMS = {
     "long_run_seconds": Param(60.0, type="number", minimum=0),
     "backend": Param("", type="string", description="pin every row to this backend; empty: spread"),
     "pins": Param({}, type="object", description="row index -> the backend that row is pinned to"),
+    "row_options": Param({}, type="object", description="row index -> more job options of that row"),
 }
 
 
-def _job_options(queue_seconds: float, run_seconds: float) -> str:
-    return json.dumps({"local_backend": {"queue_seconds": queue_seconds, "run_seconds": run_seconds}})
+def _job_options(queue_seconds: float, run_seconds: float, more: dict[str, Any] | None = None) -> str:
+    """The row's job options: its timings in ``local_backend``, plus ``more`` (its ``local_backend`` keys merged)."""
+    more = dict(more or {})
+    local = {"queue_seconds": queue_seconds, "run_seconds": run_seconds, **more.pop("local_backend", {})}
+    return json.dumps({**more, "local_backend": local})
 
 
 def rows_from_params(context: Any) -> pd.DataFrame:
@@ -58,12 +62,14 @@ def rows_from_params(context: Any) -> pd.DataFrame:
     params = context["params"]
     dag_id = context["dag"].dag_id
     long_rows = {int(i) for i in params["long_rows"]}
+    row_options = {int(i): options for i, options in (params.get("row_options") or {}).items()}
     rows = [
         {
             "title": f"{dag_id} row {i}",
             "job_options": _job_options(
                 float(params["queue_seconds"]),
                 float(params["long_run_seconds"] if i in long_rows else params["run_seconds"]),
+                row_options.get(i),
             ),
         }
         for i in range(int(params["rows"]))
@@ -161,6 +167,9 @@ profiles = {name: batch_dag(f"fault_profile_{name}") for name in ("geopyspark", 
 # Triggered with Params A, B, then A again: each run works on the rows of its own Params, known rows are not run
 # twice (tests/deploy/test_faults.py, test_retrigger_with_params_a_b_a_runs_each_row_once).
 retrigger = batch_dag("fault_retrigger")
+# The default failure policy (no argument, as a user has it): an out-of-memory row is retried with more memory, a
+# no-data row is not (tests/deploy/test_faults.py, test_failure_policy_retries_out_of_memory_not_no_data).
+failure_policy = batch_dag("fault_failure_policy")
 recurring = batch_dag(
     "fault_recurring",
     schedule=DeltaDataIntervalTimetable(RECURRING_INTERVAL),
