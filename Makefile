@@ -32,7 +32,7 @@ services:
 test: install driver-venv services
 	@scripts/ensure_browser.sh
 	$(VENV)/bin/ruff check $(LINT_PATHS)
-	@# three pytest processes at once: the rest, the live-Airflow tests, the README tests (scripts/run_tests.sh)
+	@# two lanes and the idle README tests (scripts/run_tests.sh)
 	scripts/run_tests.sh $(PY) $(PYTEST_ARGS)
 
 test-fast: install driver-venv
