@@ -1,9 +1,11 @@
-"""A live Airflow (scheduler, triggerer, dag-processor, API server) refuses a batch whose backend has no pool.
+"""A live Airflow (scheduler, triggerer, dag-processor, API server) refuses a batch one of whose backends cannot
+work: no pool, no connection, or a password the backend refuses. Each mistake is the same for every row, so it
+must fail the batch once, in its ``plan`` step, naming the backend, what is wrong and what fixes it, before any
+row task exists; the rows stay untouched and no job reaches a backend.
 
-Without the check, the rows of backend ``bar`` (no pool ``openeo_bar``) would sit ``scheduled`` forever with a
-warning in the scheduler's log only. With it, the provider's plugin reads the pools in the scheduler when the run
-starts and the ``plan`` task fails once, naming the backend, the pool and the command that fixes it, before any
-row task exists; no job reaches a backend. No ``airflow_api_conn_id`` is configured.
+Without the check, the rows of a backend without its pool would sit ``scheduled`` forever with a warning in the
+scheduler's log only, and a broken connection would fail every row on its own, three tries each. The pools are
+read by the provider's plugin in the scheduler when the run starts; no ``airflow_api_conn_id`` is configured.
 
 The plugin is found through the ``airflow.plugins`` entry point of the installed package. When the installed
 metadata predates that entry point (a development virtualenv installed from another checkout, before ``make
@@ -33,8 +35,9 @@ from tests.conftest import REPO
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(420)]
 
 POOL_DAGS = REPO / "tests" / "deploy" / "pool_dags"
-DAG_ID = "pool_missing_bar"
 PLUGIN_CLASS = "airflow_provider_openeo.plugin:OpenEOPlugin"
+#: The password of connection ``openeo_qux``, which the backend refuses.
+WRONG = "not-the-password-4711"
 
 
 @dataclass
@@ -51,8 +54,9 @@ def plugin_entry_point_installed() -> bool:
 
 @pytest.fixture(scope="module")
 def pool_rig() -> Iterator[PoolRig]:
-    """Airflow with pool ``openeo_foo`` only; connections ``openeo_foo`` and ``openeo_bar`` work (one local
-    backend serves both), so the pool is the only thing wrong."""
+    """Airflow with pools for ``foo``, ``baz`` and ``qux`` (not ``bar``); connections ``openeo_foo`` and
+    ``openeo_bar`` work (one local backend serves both), ``openeo_qux`` has a wrong password, ``openeo_baz`` does
+    not exist: each DAG of ``pool_dags`` meets exactly one of these mistakes."""
     base = REPO / "build" / "test-pools" / uuid.uuid4().hex[:8]
     work_dir = base / "work"
     work_dir.mkdir(parents=True)
@@ -76,16 +80,21 @@ def pool_rig() -> Iterator[PoolRig]:
     try:
         airflow.prepare()
         airflow.start(wait=False)
-        airflow.set_pools({"foo": {"conn_id": "openeo_foo", "parallel_jobs": 2}})
+        airflow.set_pools(
+            {
+                "foo": {"conn_id": "openeo_foo", "parallel_jobs": 2},
+                "baz": {"conn_id": "openeo_baz", "parallel_jobs": 2},
+                "qux": {"conn_id": "openeo_qux", "parallel_jobs": 2},
+            }
+        )
         airflow.wait_healthy()
-        for conn_id in ("openeo_foo", "openeo_bar"):
+        for conn_id, password in (
+            ("openeo_foo", BASIC_PASSWORD),
+            ("openeo_bar", BASIC_PASSWORD),
+            ("openeo_qux", WRONG),
+        ):
             airflow.set_connection(
-                conn_id,
-                "openeo",
-                host=backend.url,
-                login=BASIC_USER,
-                password=BASIC_PASSWORD,
-                extra={"auth_method": "basic"},
+                conn_id, "openeo", host=backend.url, login=BASIC_USER, password=password, extra={"auth_method": "basic"}
             )
         yield PoolRig(airflow, backend, work_dir, plugin_from)
     finally:
@@ -95,18 +104,43 @@ def pool_rig() -> Iterator[PoolRig]:
             shutil.rmtree(base, ignore_errors=True)
 
 
-def task_log(airflow: LiveAirflow, run_id: str, task_id: str, try_number: int = 1) -> str:
+def task_log(airflow: LiveAirflow, dag_id: str, run_id: str, task_id: str, try_number: int = 1) -> str:
     """A task try's log file as written (JSON lines: the exception's message is a field of its own, which the REST
     API's log lines leave out)."""
-    (path,) = airflow.logs.glob(f"dag_id={DAG_ID}/run_id={run_id}/task_id={task_id}/attempt={try_number}.log")
+    (path,) = airflow.logs.glob(f"dag_id={dag_id}/run_id={run_id}/task_id={task_id}/attempt={try_number}.log")
     return path.read_text(encoding="utf-8", errors="replace")
 
 
-def test_missing_pool_fails_the_plan_once_before_any_row(pool_rig: PoolRig) -> None:
+#: Each DAG's mistake: what the ``plan`` step's message must say, and what it must not.
+MISTAKES = {
+    "pool_missing_bar": (
+        [
+            "backend 'bar': pool 'openeo_bar' does not exist",
+            "airflow pools set openeo_bar 3 'openEO backend bar (openeo_bar): parallel_jobs' --include-deferred",
+            "python -m airflow_provider_openeo.pools backends.json",
+        ],
+        ["pool 'openeo_foo'"],  # foo's pool is right: not named
+    ),
+    "connection_missing": (
+        [
+            "backend 'baz': Airflow connection 'openeo_baz' does not exist",
+            "airflow connections add openeo_baz --conn-type openeo",
+        ],
+        ["'openeo_foo'"],
+    ),
+    "password_wrong": (
+        ["backend 'qux': the backend refused the credentials of connection 'openeo_qux'", "Admin > Connections"],
+        ["'openeo_foo'"],
+    ),
+}
+
+
+@pytest.mark.parametrize("dag_id", list(MISTAKES))
+def test_a_mistake_every_row_shares_fails_the_plan_once_before_any_row(pool_rig: PoolRig, dag_id: str) -> None:
     airflow = pool_rig.airflow
-    run_id = airflow.trigger_dag(DAG_ID)
-    run = airflow.wait_for_run(DAG_ID, run_id, timeout=240)
-    tis = airflow.task_instances(DAG_ID, run_id)
+    run_id = airflow.trigger_dag(dag_id)
+    run = airflow.wait_for_run(dag_id, run_id, timeout=240)
+    tis = airflow.task_instances(dag_id, run_id)
     states = {(ti["task_id"], ti["map_index"]): (ti["state"], ti["try_number"]) for ti in tis}
     print(f"\n[plugin from {pool_rig.plugin_from}] run {run['state']}; tasks: {json.dumps(sorted(states.items()))}")
 
@@ -117,16 +151,19 @@ def test_missing_pool_fails_the_plan_once_before_any_row(pool_rig: PoolRig) -> N
     assert rows and all(ti["map_index"] < 0 for ti in rows), "no row task was expanded"
     assert {ti["state"] for ti in rows} <= {"upstream_failed", "skipped", None}, "no row task was queued"
 
-    log = task_log(airflow, run_id, "openeo_job_batch.plan")
-    assert "backend 'bar': pool 'openeo_bar' does not exist" in log
-    assert "airflow pools set openeo_bar 3 'openEO backend bar (openeo_bar): parallel_jobs' --include-deferred" in log
-    assert "python -m airflow_provider_openeo.pools backends.json" in log
-    assert "pool 'openeo_foo'" not in log, "foo's pool is right: not named"
-    assert BASIC_PASSWORD not in log
+    log = task_log(airflow, dag_id, run_id, "openeo_job_batch.plan")
+    said, unsaid = MISTAKES[dag_id]
+    for text in said:
+        assert text in log, text
+    failure = [line for line in log.splitlines() if "no row was started" in line]
+    assert failure, "the plan step says that no row was started"
+    for text in unsaid:
+        assert all(text not in line for line in failure), f"{text} is right: not named in the failure"
+    assert BASIC_PASSWORD not in log and WRONG not in log, "a password reached the log"
 
-    created = [job for job in pool_rig.backend.jobs() if str(job.get("title") or "").startswith(DAG_ID)]
+    created = [job for job in pool_rig.backend.jobs() if str(job.get("title") or "").startswith(dag_id)]
     assert created == [], "no job reached the backend"
-    db = OpenEOJobDbHook(table=DAG_ID, sqlite_path=str(pool_rig.work_dir / f"{DAG_ID}.db"))
+    db = OpenEOJobDbHook(table=dag_id, sqlite_path=str(pool_rig.work_dir / f"{dag_id}.db"))
     try:
         table = db.read()
     finally:

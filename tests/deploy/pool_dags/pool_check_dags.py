@@ -1,4 +1,8 @@
-"""The batch DAG of the live pools check (tests/deploy/test_pool_check.py): backend ``bar`` has no pool.
+"""The batch DAGs of the live pre-flight checks (tests/deploy/test_pool_check.py), one mistake each.
+
+- ``pool_missing_bar``: backend ``bar`` has no pool;
+- ``connection_missing``: backend ``baz``'s connection ``openeo_baz`` does not exist (its pool does);
+- ``password_wrong``: the backend refuses the password of backend ``qux``'s connection ``openeo_qux``.
 
 ``OPENEO_POOL_DAGS`` (JSON) names the work directory (job database, results); without it (another session
 parsing this folder) the DAG still loads, pointing at the current directory.
@@ -19,11 +23,19 @@ from airflow_provider_openeo.task_groups import openeo_job_batch
 
 CONFIG: dict[str, Any] = json.loads(os.environ.get("OPENEO_POOL_DAGS") or "{}")
 WORK_DIR = Path(CONFIG.get("work_dir", "."))
-DAG_ID = "pool_missing_bar"
+#: Each DAG's backends beside ``foo`` (whose pool and connection are right).
+MISTAKES = {
+    "pool_missing_bar": {"bar": {"conn_id": "openeo_bar", "parallel_jobs": 3}},
+    "connection_missing": {"baz": {"conn_id": "openeo_baz", "parallel_jobs": 2}},
+    "password_wrong": {"qux": {"conn_id": "openeo_qux", "parallel_jobs": 2}},
+}
 
 
-def rows(context: Any) -> pd.DataFrame:
-    return pd.DataFrame({"title": [f"{DAG_ID} row {i}" for i in range(4)]})
+def rows_of(dag_id: str) -> Any:
+    def rows(context: Any) -> pd.DataFrame:
+        return pd.DataFrame({"title": [f"{dag_id} row {i}" for i in range(4)]})
+
+    return rows
 
 
 def start_job(row: pd.Series, connection: openeo.Connection, provider: str, **kwargs: Any) -> openeo.BatchJob:
@@ -36,17 +48,15 @@ def start_job(row: pd.Series, connection: openeo.Connection, provider: str, **kw
     return cube.create_job(title=str(row["title"]))
 
 
-with DAG(DAG_ID, schedule=None, tags=["openeo", "test", "pools"]) as dag:
-    openeo_job_batch(
-        backends={
-            "foo": {"conn_id": "openeo_foo", "parallel_jobs": 2},
-            "bar": {"conn_id": "openeo_bar", "parallel_jobs": 3},
-        },
-        job_source=rows,
-        job_table=DAG_ID,
-        sqlite_path=str(WORK_DIR / f"{DAG_ID}.db"),
-        start_job=start_job,
-        root_dir=str(WORK_DIR / "results"),
-        poll_interval=1.0,
-        continue_until_done=False,
-    )
+for dag_id, wrong in MISTAKES.items():
+    with DAG(dag_id, schedule=None, tags=["openeo", "test", "pools"]) as dag:
+        openeo_job_batch(
+            backends={"foo": {"conn_id": "openeo_foo", "parallel_jobs": 2}, **wrong},
+            job_source=rows_of(dag_id),
+            job_table=dag_id,
+            sqlite_path=str(WORK_DIR / f"{dag_id}.db"),
+            start_job=start_job,
+            root_dir=str(WORK_DIR / "results"),
+            poll_interval=1.0,
+            continue_until_done=False,
+        )
