@@ -82,13 +82,19 @@ class AppliedOptions:
 
 @dataclass(frozen=True)
 class OptionLayers:
-    """The options a row adds to whatever ``start_job`` sends: the batch's, then the row's (higher wins)."""
+    """What a row adds to whatever ``start_job`` sends: the options of the batch, then the row's (higher wins), and
+    the openEO ``budget`` field (the row's ``job_budget``, else the batch's), which replaces ``start_job``'s."""
 
     batch: Mapping[str, Any]
     row: Mapping[str, Any]
+    budget: float | None = None
+
+    @property
+    def has_options(self) -> bool:
+        return bool(self.batch) or bool(self.row)
 
     def __bool__(self) -> bool:
-        return bool(self.batch) or bool(self.row)
+        return self.has_options or self.budget is not None
 
 
 @contextmanager
@@ -135,6 +141,12 @@ def _rewrite(
     except (TypeError, ValueError):
         return  # not a JSON body: not one this module can read; the backend will say what it thinks of it
     if not isinstance(payload, dict):
+        return
+    if layers.budget is not None:
+        payload["budget"] = layers.budget
+        log.info("%s: budget sent with POST /jobs: %s", label, layers.budget)
+    if not layers.has_options:
+        request.prepare_body(data=None, files=None, json=payload)
         return
     own = own_options(payload)
     defaults = process_defaults(connection, (payload.get("process") or {}).get("process_graph") or {})
