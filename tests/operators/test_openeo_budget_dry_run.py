@@ -57,7 +57,7 @@ def test_a_budget_stops_new_starts_once_reached_and_the_row_runs_when_raised(row
     assert (first["status"], first["costs"], first["estimated_costs"]) == ("finished", 0.25, 0.25)
     assert row_ops.backend.stats()["GET /jobs/{job_id}/estimate"] == 1
 
-    with pytest.raises(AirflowSkipException, match="budget reached: max_costs 0.3, spent 0.25"):
+    with pytest.raises(AirflowSkipException, match=r"budget reached: max_costs 0\.3, spent 0\.25"):
         run_row(row_ops.operator(1, max_costs=0.3))
     held = row_ops.row(1)
     assert (held["status"], held["blocked_by"], held["id"]) == ("not_started", "max_costs", None)
@@ -76,7 +76,7 @@ def test_the_runs_param_overrides_the_batch_budget(row_ops: RowOps):
     operator = row_ops.operator(1, cls=OpenEOStartJobOperator, max_costs=100.0)
     context = rendered_context(operator)
     context["params"] = {"max_costs": 0.1}
-    with pytest.raises(AirflowSkipException, match="budget reached: max_costs 0.1"):
+    with pytest.raises(AirflowSkipException, match=r"budget reached: max_costs 0\.1"):
         operator.execute(context)
 
 
