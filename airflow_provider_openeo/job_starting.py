@@ -34,6 +34,10 @@ Job options (the batch's ``job_options=`` and the row's ``job_options`` column) 
 ``start_job`` sends, over its own and the process's defaults, and checked against the backend's processing
 parameters before it is sent (:mod:`._create_options`): a refused option marks the row ``start_failed`` naming it,
 and no job exists.
+
+With a budget (``max_costs``, :mod:`.budget`) the claim is taken only while the job table's committed costs leave
+room for one more job, atomically in the job database; otherwise :class:`BudgetReached` and the row stays
+``not_started`` saying why. Once the job exists, its ``GET /jobs/{id}/estimate`` replaces the row's reservation.
 """
 
 from __future__ import annotations
