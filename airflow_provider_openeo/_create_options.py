@@ -26,11 +26,12 @@ Before the request leaves, the merged options are checked against the backend's 
 (404, 501) is not checked, which is logged once. A refused check raises :class:`JobOptionsRefused` instead of
 sending: no job exists, and the starter marks the row ``start_failed`` naming the option.
 
-The openEO ``budget`` field (the batch's ``job_budget=``, or the row's ``job_budget`` column) is set on the same request,
-replacing what ``start_job`` sent; a budget alone touches nothing else (no ``job_options`` object, no parameter check).
+The openEO ``budget`` field (the batch's ``job_budget=``, or the row's ``job_budget`` column) is set on the same
+request, replacing what ``start_job`` sent; a budget alone touches nothing else (no ``job_options`` object, no
+parameter check).
 
-With no batch and no row options (and no budget) nothing is touched and nothing extra is asked of the backend: a batch that does
-not use job options sends exactly what ``start_job`` built, with no extra request per job.
+With no batch and no row options (and no budget) nothing is touched and nothing extra is asked of the backend: a
+batch that does not use job options sends exactly what ``start_job`` built, with no extra request per job.
 """
 
 from __future__ import annotations
