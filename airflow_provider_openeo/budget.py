@@ -6,7 +6,8 @@ The rule (pure functions here; the job database applies it atomically, ``OpenEOJ
   ``job_history``) + the ``estimated_costs`` of rows whose job is being started or is running and has no costs yet.
 * A row's **expected** cost, reserved on it when it is claimed: the median ``costs`` of the table's jobs on its
   backend (else on any backend), 0 while no job of the batch has reported costs. Once its job exists, the
-  backend's ``GET /jobs/{id}/estimate`` (where served) replaces the reservation.
+  backend's ``GET /jobs/{id}/estimate`` (where served) replaces the reservation, checked again before the job
+  starts (a job whose estimate does not fit is deleted unstarted).
 * A row starts only when ``committed < max_costs`` and ``committed + expected <= max_costs``: the budget is a cap
   that the batch, as far as it can tell, stays under. Otherwise the row stays ``not_started`` (so a run with a
   raised ``max_costs`` takes it at once), with ``blocked_by = "max_costs"`` and an ``error_message`` saying
@@ -14,9 +15,9 @@ The rule (pure functions here; the job database applies it atomically, ``OpenEOJ
 
 Claims are serialised by the job database (SQLite's write lock, a PostgreSQL advisory lock on the table), and each
 sees the reservations of the claims before it: two rows starting at once cannot both take the last of the
-budget. The cap can still be passed by what no number foretold: a job costing more than its expectation (the
-difference, for the jobs running when the cap is met), and the first jobs of a batch, which start while no job
-has reported costs or an estimate (expected 0), each up to its own cost.
+budget. The cap can still be passed by what no number foretold: a job costing more than its estimate (the
+difference, for the jobs running when the cap is met), and, on a backend serving no estimate, the first jobs of a
+batch, which start while no job has reported costs (expected 0), each up to its own cost.
 
 ``max_costs`` comes from the run's conf or Param :data:`MAX_COSTS_PARAM` (the trigger form), else the batch's
 ``max_costs=`` argument; None means no budget.

@@ -37,7 +37,8 @@ and no job exists.
 
 With a budget (``max_costs``, :mod:`.budget`) the claim is taken only while the job table's committed costs leave
 room for one more job, atomically in the job database; otherwise :class:`BudgetReached` and the row stays
-``not_started`` saying why. Once the job exists, its ``GET /jobs/{id}/estimate`` replaces the row's reservation.
+``not_started`` saying why. Once the job exists, its ``GET /jobs/{id}/estimate`` replaces the row's reservation,
+checked again before the start: a job whose estimate does not fit is deleted unstarted.
 """
 
 from __future__ import annotations
@@ -331,7 +332,7 @@ class RowJobStarter:
             self._on_created(job.job_id)
         self._update({"start_time": utc_now_rfc3339()})
         if self.max_costs is not None:
-            self._record_estimate(job)
+            self._check_estimate(job, created)
         status = self._status_after_start_job(job, created)
         if status == OpenEOJobStatus.CREATED:
             return self._start_created(job, reattached=False)
@@ -379,12 +380,16 @@ class RowJobStarter:
             raise RowStartError(message) from None
         return own if own is not None else self.job_budget
 
-    def _record_estimate(self, job: BatchJob) -> None:
-        """The backend's ``GET /jobs/{id}/estimate`` replaces the row's reservation against the budget (``budget``).
+    def _check_estimate(self, job: BatchJob, created: CreateLog) -> None:
+        """The backend's ``GET /jobs/{id}/estimate`` replaces the row's reservation against the budget (``budget``),
+        checked again before the job starts: a job whose estimate does not fit is deleted, never started, and the
+        row is held back like one refused at its claim. This is what keeps the first jobs of a batch (no costs
+        recorded yet, so expected at 0 when claimed) from passing the cap together.
 
         Optional in the openEO API: a backend that does not serve it (or gives no ``costs``) leaves the expectation
-        the claim reserved; said in the log, never a failure.
+        the claim reserved; said in the log, never a failure. A job ``start_job`` started itself is only recorded.
         """
+        assert self.max_costs is not None
         try:
             answer = self.connection.get(f"/jobs/{job.job_id}/estimate", expected_status=200).json()
         except Exception as exc:
@@ -394,8 +399,24 @@ class RowJobStarter:
         if costs is None:
             log.info("%s: job %s's estimate has no costs; the budget counts its expected cost", self.row, job.job_id)
             return
-        log.info("%s: job %s is estimated at %s", self.row, job.job_id, costs)
-        self.db.update_row(self.row.row_id, {ESTIMATED_COSTS_COLUMN: costs}, expected={"id": job.job_id})
+        fits, others = self.db.confirm_estimate(self.row.row_id, job.job_id, costs, max_costs=self.max_costs)
+        log.info("%s: job %s is estimated at %s (%s)", self.row, job.job_id, costs, "fits" if fits else "too much")
+        if fits or job.job_id in created.started:
+            if not fits:
+                self.db.update_row(self.row.row_id, {ESTIMATED_COSTS_COLUMN: costs}, expected={"id": job.job_id})
+            return
+        reason = f"{others.refusal(costs)} (by the estimate of job {job.job_id}, deleted before it started)"
+        message = f"{self.row}: {reason}"
+        self.abandon_created_job(job.job_id, reason, certainly_not_started=True)
+        self._update(
+            {
+                "status": RowStatus.NOT_STARTED.value,
+                BLOCKED_BY_COLUMN: BLOCKED_BY_BUDGET,
+                "error_message": message,
+                "claimed_by": None,
+            }
+        )
+        raise BudgetReached(message, reason)
 
     def _check_options_refused(self, exc: Exception | None, applied: AppliedOptions, created: CreateLog) -> None:
         """Options the backend's processing parameters refuse: the row fails, naming them; no job was sent.

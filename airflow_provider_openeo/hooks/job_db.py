@@ -644,6 +644,38 @@ class OpenEOJobDbHook(BaseHook, JobDatabaseInterface):
             written = connection.execute(sa.update(table).where(*conditions).values(assignments)).rowcount == 1
         return (allowed and written), ledger, reserve
 
+    def confirm_estimate(
+        self, row_id: int | str, job_id: str, estimate: float, *, max_costs: float
+    ) -> tuple[bool, BudgetLedger]:
+        """Replace the row's reservation by its job's estimate, if the budget still has room for it.
+
+        Serialised like :meth:`claim_within_budget`; the ledger returned leaves the row's own reservation out (what
+        the other rows have committed), and nothing is written when it does not allow ``estimate``.
+        """
+        schema, table = self._open()
+        rid = schema.coerce_row_id(row_id)
+        engine = self.get_conn()
+        with write_transaction(engine) as connection:
+            if engine.dialect.name == "postgresql":
+                connection.execute(sa.select(sa.func.pg_advisory_xact_lock(sa.func.hashtext(self.table))))
+            ledger = self._budget_ledger(connection, table, max_costs)
+            own = connection.execute(
+                sa.select(table.c[ESTIMATED_COSTS_COLUMN]).where(
+                    table.c[ROW_ID_COLUMN] == rid,
+                    table.c.status.in_(sorted(RESERVING_STATUSES)),
+                    table.c.costs.is_(None),
+                )
+            ).scalar_one_or_none()
+            others = BudgetLedger(max_costs=max_costs, spent=ledger.spent, running=ledger.running - float(own or 0.0))
+            if not others.allows(estimate):
+                return False, others
+            connection.execute(
+                sa.update(table)
+                .where(table.c[ROW_ID_COLUMN] == rid, table.c.id == job_id)
+                .values({ESTIMATED_COSTS_COLUMN: float(estimate), "updated_at": utc_now()})
+            )
+        return True, others
+
     def budget_ledger(self, max_costs: float) -> BudgetLedger:
         """What the table has committed against ``max_costs`` now (see :mod:`airflow_provider_openeo.budget`)."""
         _, table = self._open()

@@ -7,6 +7,7 @@ dry run created nothing, from its request counters (no ``POST /jobs``) and its j
 from __future__ import annotations
 
 import json
+import threading
 import uuid
 from typing import Any
 
@@ -18,7 +19,15 @@ from openeo.extra.job_management import ProcessBasedJobCreator
 
 from airflow_provider_openeo.dry_run import dry_run_report, requested_dry_run
 from airflow_provider_openeo.operators.openeo import OpenEOJobResultsOperator, OpenEOStartJobOperator
-from tests.operators.conftest import ADD_GRAPH, FAST, RowOps, fast_options, rendered_context, run_row
+from tests.operators.conftest import (
+    ADD_GRAPH,
+    FAST,
+    FakeTaskInstance,
+    RowOps,
+    fast_options,
+    rendered_context,
+    run_row,
+)
 
 UDP = {
     "id": "plus_one",
@@ -68,6 +77,48 @@ def test_a_budget_stops_new_starts_once_reached_and_the_row_runs_when_raised(row
     row = row_ops.row(1)
     assert (row["status"], row["blocked_by"], row["error_message"]) == ("finished", None, None)
     assert len(row_ops.jobs(titles[1])) == 1
+
+
+def test_a_job_whose_estimate_does_not_fit_is_deleted_before_it_starts(row_ops: RowOps):
+    """No costs recorded yet, so the row is expected at 0 when claimed; its job's estimate (0.25) is over the cap."""
+    [title] = row_ops.table(1)
+    with pytest.raises(AirflowSkipException, match=r"by the estimate of job j-\S+, deleted before it started"):
+        run_row(row_ops.operator(max_costs=0.2))
+    row = row_ops.row()
+    assert (row["status"], row["blocked_by"], row["id"]) == ("not_started", "max_costs", None)
+    assert row["job_history"][-1]["status"] == "abandoned"
+    assert row_ops.backend.stats().get("POST /jobs/{job_id}/results") is None, "never started"
+    assert [job["status"] for job in row_ops.jobs(title)] in ([], ["deleted"]), row_ops.jobs(title)
+
+
+def test_rows_starting_together_without_history_never_pass_the_cap_together(row_ops: RowOps):
+    """Three rows start at once, no costs recorded (each expected at 0 when claimed); jobs are estimated at 0.25 and
+    the budget is 0.6: the estimates, checked again before each start, let exactly two jobs start."""
+    titles = row_ops.table(3)
+    operators = [row_ops.operator(i, cls=OpenEOStartJobOperator, max_costs=0.6) for i in range(3)]
+    contexts = [rendered_context(op, FakeTaskInstance(map_index=i)) for i, op in enumerate(operators)]
+    barrier = threading.Barrier(3)
+    outcomes: list[str] = []
+
+    def start(index: int) -> None:
+        barrier.wait(timeout=30)
+        try:
+            operators[index].execute(contexts[index])
+            outcomes.append("started")
+        except AirflowSkipException:
+            outcomes.append("held back")
+
+    threads = [threading.Thread(target=start, args=(i,)) for i in range(3)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=120)
+
+    assert sorted(outcomes) == ["held back", "started", "started"]
+    assert row_ops.backend.stats()["POST /jobs/{job_id}/results"] == 2
+    assert row_ops.db.budget_ledger(0.6).committed == 0.5
+    started = [t for t in titles if any(j["status"] != "deleted" for j in row_ops.jobs(t))]
+    assert len(started) == 2
 
 
 def test_the_runs_param_overrides_the_batch_budget(row_ops: RowOps):
