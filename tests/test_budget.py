@@ -173,6 +173,23 @@ def test_a_backend_without_history_expects_the_median_of_every_backend(job_db: O
     assert expected == 4.0
 
 
+def test_an_estimate_replaces_the_reservation_only_if_it_fits(job_db: OpenEOJobDbHook):
+    _table_with_history(job_db, 2, costs=(1.0,))  # spent 1, expected 1
+    for row_id in (1, 2):
+        job_db.claim_within_budget(
+            row_id, CLAIM, expected={"status": "not_started"}, max_costs=4.0, backend_name="foo", blocked=_blocked
+        )
+        job_db.update_row(row_id, {"id": f"j-{row_id}", "status": "created"})
+    assert job_db.budget_ledger(4.0).committed == 3.0
+
+    fits, others = job_db.confirm_estimate(1, "j-1", 1.5, max_costs=4.0)  # others: 1 spent + 1 reserved by row 2
+    assert fits and others.committed == 2.0
+    assert job_db.get_row(1)["estimated_costs"] == 1.5
+    fits, others = job_db.confirm_estimate(2, "j-2", 2.0, max_costs=4.0)  # 1 + 1.5 + 2 > 4
+    assert not fits and others.committed == 2.5
+    assert job_db.get_row(2)["estimated_costs"] == 1.0, "nothing written when the estimate does not fit"
+
+
 PROCESSES = 4
 ROWS = 8
 #: Spent 2 (two jobs of 1.0), room for exactly 3 more jobs expected at 1.0 each.
