@@ -240,9 +240,9 @@ def openeo_job_batch(
                 reruns = ()
             if dry_run:
                 log.info("dry run: every row's job is built and validated; no job is created")
-            if run_max_costs is not None:
-                log.info("budget: %s", job_db().budget_ledger(run_max_costs).report())
             db = job_db()
+            if run_max_costs is not None:
+                log.info("budget: %s", db.budget_ledger(run_max_costs).report())
             scope = RunScope.of(db, loaded, run_key, reruns)
             shares = backend_shares(
                 {name: spec.parallel_jobs for name, spec in specs.items()},
@@ -287,10 +287,12 @@ def openeo_job_batch(
                         budget["rows_not_started"],
                         budget,
                     )
+            planned_run = ti.xcom_pull(task_ids=group.child_id("plan")) or {}
             if requested_dry_run(context):
                 result["dry_run"] = dry_run_report(table, run_key)
+                # A dry run is not chained (its rows stay not_started): rows past max_rows_per_run are not checked.
+                result["dry_run"]["rows_not_checked"] = int(planned_run.get("remaining") or 0)
                 log.info("dry run: %s", result["dry_run"])
-            planned_run = ti.xcom_pull(task_ids=group.child_id("plan")) or {}
             if "source" in planned_run:
                 result["source"] = planned_run["source"]
                 log_already_done(result["source"])
