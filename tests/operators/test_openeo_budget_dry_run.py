@@ -91,9 +91,11 @@ def test_a_job_whose_estimate_does_not_fit_is_deleted_before_it_starts(row_ops: 
     assert [job["status"] for job in row_ops.jobs(title)] in ([], ["deleted"]), row_ops.jobs(title)
 
 
-def test_rows_starting_together_without_history_never_pass_the_cap_together(row_ops: RowOps):
+def test_rows_starting_together_without_history_never_pass_the_cap_together(row_ops_any_db: RowOps):
     """Three rows start at once, no costs recorded (each expected at 0 when claimed); jobs are estimated at 0.25 and
-    the budget is 0.6: the estimates, checked again before each start, let exactly two jobs start."""
+    the budget is 0.6: the estimates, checked again before each start, let exactly two jobs start (SQLite and
+    PostgreSQL)."""
+    row_ops = row_ops_any_db
     titles = row_ops.table(3)
     operators = [row_ops.operator(i, cls=OpenEOStartJobOperator, max_costs=0.6) for i in range(3)]
     contexts = [rendered_context(op, FakeTaskInstance(map_index=i)) for i, op in enumerate(operators)]
