@@ -337,13 +337,8 @@ class RowDryRun:
 
     def _estimate(self) -> float | None:
         """The batch's history: the median costs of this table's jobs on the row's backend, else on any."""
-        table = self.db.read()
-        if "costs" not in table:
-            return None
-        costs = pd.to_numeric(table["costs"], errors="coerce")
-        mine = costs[(table["backend_name"] == self.backend_name) & costs.notna()]
-        known = mine if len(mine) else costs[costs.notna()]
-        return expected_costs(known.tolist()) if len(known) else None
+        costs = self.db.recorded_costs(self.backend_name)
+        return expected_costs(costs) if costs else None
 
     def _record(self, outcome: DryRunOutcome, values: Mapping[str, Any]) -> None:
         update: dict[str, Any] = {

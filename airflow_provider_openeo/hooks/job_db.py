@@ -629,14 +629,7 @@ class OpenEOJobDbHook(BaseHook, JobDatabaseInterface):
             if engine.dialect.name == "postgresql":
                 connection.execute(sa.select(sa.func.pg_advisory_xact_lock(sa.func.hashtext(self.table))))
             ledger = self._budget_ledger(connection, table, max_costs)
-            by_backend = connection.execute(
-                sa.select(table.c.costs).where(table.c.costs.is_not(None), table.c.backend_name == backend_name)
-            ).scalars()
-            costs = [float(c) for c in by_backend]
-            if not costs:
-                anywhere = sa.select(table.c.costs).where(table.c.costs.is_not(None))
-                costs = [float(c) for c in connection.execute(anywhere).scalars()]
-            reserve = expected_costs(costs)
+            reserve = expected_costs(self._recorded_costs(connection, table, backend_name))
             allowed = ledger.allows(reserve)
             chosen = {**values, ESTIMATED_COSTS_COLUMN: reserve} if allowed else dict(blocked(ledger, reserve))
             assignments = {name: encode_value(schema, name, value, rid) for name, value in chosen.items()}
@@ -675,6 +668,22 @@ class OpenEOJobDbHook(BaseHook, JobDatabaseInterface):
                 .values({ESTIMATED_COSTS_COLUMN: float(estimate), "updated_at": utc_now()})
             )
         return True, others
+
+    def recorded_costs(self, backend_name: str) -> list[float]:
+        """The ``costs`` the table records for jobs on ``backend_name``, else for jobs on any backend (the history a
+        row's expected cost is read from: ``budget``, ``dry_run``)."""
+        _, table = self._open()
+        with read_transaction(self.get_conn()) as connection:
+            return self._recorded_costs(connection, table, backend_name)
+
+    @staticmethod
+    def _recorded_costs(connection: Connection, table: sa.Table, backend_name: str) -> list[float]:
+        recorded = table.c.costs.is_not(None)
+        on_backend = sa.select(table.c.costs).where(recorded, table.c.backend_name == backend_name)
+        costs = [float(c) for c in connection.execute(on_backend).scalars()]
+        if not costs:
+            costs = [float(c) for c in connection.execute(sa.select(table.c.costs).where(recorded)).scalars()]
+        return costs
 
     def budget_ledger(self, max_costs: float) -> BudgetLedger:
         """What the table has committed against ``max_costs`` now (see :mod:`airflow_provider_openeo.budget`)."""
