@@ -19,12 +19,14 @@ from openeo.extra.job_management import ProcessBasedJobCreator
 
 from airflow_provider_openeo.dry_run import dry_run_report, requested_dry_run
 from airflow_provider_openeo.operators.openeo import OpenEOJobResultsOperator, OpenEOStartJobOperator
+from tests.fixtures.local_backend import backend_conn_env
 from tests.operators.conftest import (
     ADD_GRAPH,
     FAST,
     FakeTaskInstance,
     RowOps,
     fast_options,
+    make_row_ops,
     rendered_context,
     run_row,
 )
@@ -279,3 +281,25 @@ def test_a_dry_run_of_a_start_job_that_starts_its_job_itself_creates_nothing(row
     operator.execute(dry_context(operator))
     assert row_ops.row()["dry_run_verdict"] == "valid"
     assert not row_ops.jobs(title)
+
+
+def test_a_dry_run_intercepts_creates_on_connection_provider_connections_too(
+    openeo_backends, sqlite_job_db, tmp_path, monkeypatch
+):
+    """``start_job`` may create its job on another backend through ``connection_provider``: that create is answered
+    here too, and that backend validates the graph."""
+    foo, bar = openeo_backends["foo"], openeo_backends["bar"]
+    row_ops = make_row_ops(foo, sqlite_job_db, tmp_path, monkeypatch)
+    backend_conn_env(monkeypatch, "openeo_row_ops_other", bar)
+    [title] = row_ops.table(1)
+
+    def elsewhere(row: pd.Series, connection_provider: Any, **kwargs: Any) -> openeo.BatchJob:
+        return connection_provider("bar").create_job(ADD_GRAPH, title=str(row["title"]), job_options=fast_options())
+
+    operator = row_ops.operator(start_job=elsewhere, backends={"bar": "openeo_row_ops_other"})
+    operator.execute(dry_context(operator))
+
+    assert row_ops.row()["dry_run_verdict"] == "valid"
+    # The dry run's validation, and the openeo client's own (connections a provider hands out validate on create).
+    assert "POST /jobs" not in bar.stats() and bar.stats()["POST /validation"] >= 1
+    assert not [job for job in bar.jobs() if job["title"] == title]
