@@ -26,8 +26,12 @@ Before the request leaves, the merged options are checked against the backend's 
 (404, 501) is not checked, which is logged once. A refused check raises :class:`JobOptionsRefused` instead of
 sending: no job exists, and the starter marks the row ``start_failed`` naming the option.
 
-With no batch and no row options nothing is touched and nothing extra is asked of the backend: a batch that does
-not use job options sends exactly what ``start_job`` built, with no extra request per job.
+The openEO ``budget`` field (the batch's ``job_budget=``, or the row's ``job_budget`` column) is set on the same
+request, replacing what ``start_job`` sent; a budget alone touches nothing else (no ``job_options`` object, no
+parameter check).
+
+With no batch and no row options (and no budget) nothing is touched and nothing extra is asked of the backend: a
+batch that does not use job options sends exactly what ``start_job`` built, with no extra request per job.
 """
 
 from __future__ import annotations
@@ -86,16 +90,22 @@ OptionsAdjustment = Callable[[dict[str, Any], "list[dict[str, Any]] | None"], di
 
 @dataclass(frozen=True)
 class OptionLayers:
-    """The options a row adds to whatever ``start_job`` sends: the batch's, then the row's (higher wins), and an
-    ``adjust``ment applied last (a failure-policy retry after running out of memory raises memory there), before
-    the check against the backend's processing parameters."""
+    """What a row adds to whatever ``start_job`` sends: the options of the batch, then the row's (higher wins), an
+    ``adjust``ment applied last (a failure-policy retry after running out of memory raises memory there) before
+    the check against the backend's processing parameters, and the openEO ``budget`` field (the row's
+    ``job_budget``, else the batch's), which replaces ``start_job``'s."""
 
     batch: Mapping[str, Any]
     row: Mapping[str, Any]
     adjust: OptionsAdjustment | None = None
+    budget: float | None = None
+
+    @property
+    def has_options(self) -> bool:
+        return bool(self.batch) or bool(self.row) or self.adjust is not None
 
     def __bool__(self) -> bool:
-        return bool(self.batch) or bool(self.row) or self.adjust is not None
+        return self.has_options or self.budget is not None
 
 
 @contextmanager
@@ -142,6 +152,12 @@ def _rewrite(
     except (TypeError, ValueError):
         return  # not a JSON body: not one this module can read; the backend will say what it thinks of it
     if not isinstance(payload, dict):
+        return
+    if layers.budget is not None:
+        payload["budget"] = layers.budget
+        log.info("%s: budget sent with POST /jobs: %s", label, layers.budget)
+    if not layers.has_options:
+        request.prepare_body(data=None, files=None, json=payload)
         return
     own = own_options(payload)
     defaults = process_defaults(connection, (payload.get("process") or {}).get("process_graph") or {})

@@ -147,3 +147,10 @@ def start_job(value: Any, start_job_kwargs: Mapping[str, Any] | None = None) -> 
             "Accept the keywords you do not need with **kwargs."
         ) from None
     return value
+
+
+def costs(name: str, value: Any) -> float | None:
+    """A budget (``max_costs``, ``job_budget``): a positive number of the backend's currency or credits, or None."""
+    from airflow_provider_openeo.budget import checked_max_costs
+
+    return checked_max_costs(name, value)

@@ -58,6 +58,8 @@ def retired_values(
             "backend_name": clean(values.get("backend_name")),
             "status": final_status,
             "ended_at": utc_now_rfc3339(),
+            # What the job cost stays counted against a budget (``budget``) after the row moves on.
+            **({"costs": costs} if (costs := clean(values.get("costs"))) is not None else {}),
         }
         if final_status == RowStatus.ERROR.value:
             for name in ("error_category", "error_message"):
@@ -72,6 +74,8 @@ def retired_values(
         "results_state": None,
         "running_start_time": None,
         "start_time": None,
+        "estimated_costs": None,
+        **({"costs": None} if job_id else {}),  # now in job_history
         "attempt": int(clean(values.get("attempt")) or 0) + 1,
         "error_category": None,
         **({} if keep_backend else unpinned(values)),

@@ -26,6 +26,8 @@ from typing import Any
 
 #: The job table's column that holds a row's own options.
 JOB_OPTIONS_COLUMN = "job_options"
+#: The job table's column that holds the openEO ``budget`` of a row's job (``POST /jobs`` ``budget``).
+JOB_BUDGET_COLUMN = "job_budget"
 
 _JSON_TYPES: dict[str, tuple[type, ...]] = {
     "object": (dict,),

@@ -36,6 +36,11 @@ Job options (the batch's ``job_options=`` and the row's ``job_options`` column) 
 ``start_job`` sends, over its own and the process's defaults, and checked against the backend's processing
 parameters before it is sent (:mod:`._create_options`): a refused option marks the row ``start_failed`` naming it,
 and no job exists.
+
+With a budget (``max_costs``, :mod:`.budget`) the claim is taken only while the job table's committed costs leave
+room for one more job, atomically in the job database; otherwise :class:`BudgetReached` and the row stays
+``not_started`` saying why. Once the job exists, its ``GET /jobs/{id}/estimate`` replaces the row's reservation,
+checked again before the start: a job whose estimate does not fit is deleted unstarted.
 """
 
 from __future__ import annotations
@@ -70,13 +75,21 @@ from airflow_provider_openeo._lost_create import (
     recording_created_jobs,
 )
 from airflow_provider_openeo._oom_memory import raise_memory
+from airflow_provider_openeo._usage import parse_costs
+from airflow_provider_openeo.budget import (
+    BLOCKED_BY_BUDGET,
+    BLOCKED_BY_COLUMN,
+    ESTIMATED_COSTS_COLUMN,
+    BudgetLedger,
+    checked_max_costs,
+)
 from airflow_provider_openeo.dispatching import StartFailure
 from airflow_provider_openeo.exceptions import OpenEOJobNotFoundError, OpenEOTransientError
 from airflow_provider_openeo.failure_policy import RETRY_BY_TASK, RETRY_KEY, FailurePolicy, oom_retries
 from airflow_provider_openeo.hooks._job_db_columns import RESERVED
 from airflow_provider_openeo.hooks._openeo_http import redact, translate_openeo_error
 from airflow_provider_openeo.job_history import clean, retired_values
-from airflow_provider_openeo.job_options import JOB_OPTIONS_COLUMN, parse_job_options
+from airflow_provider_openeo.job_options import JOB_BUDGET_COLUMN, JOB_OPTIONS_COLUMN, parse_job_options
 from airflow_provider_openeo.job_row import JobRowRef
 from airflow_provider_openeo.job_status import OpenEOJobStatus, RowStatus
 from airflow_provider_openeo.timestamps import utc_now_rfc3339
@@ -103,6 +116,17 @@ class RowStartError(Exception):
 
 class RowSkipped(Exception):
     """``start_job`` returned None: MBJM's way of saying "no job for this row"."""
+
+
+class BudgetReached(Exception):
+    """The batch's ``max_costs`` leaves no room for this row's job; the row stays ``not_started`` and says so.
+
+    ``reason`` is the budget's own words (without the row), for the other rows held back with it.
+    """
+
+    def __init__(self, message: str, reason: str) -> None:
+        super().__init__(message)
+        self.reason = reason
 
 
 class TransientStartError(Exception):
@@ -159,6 +183,8 @@ class RowJobStarter:
         owner: str,
         start_job_kwargs: Mapping[str, Any] | None = None,
         job_options: Mapping[str, Any] | None = None,
+        job_budget: float | None = None,
+        max_costs: float | None = None,
         start_attempts: int = 3,
         start_backoff: float = 5.0,
         failure_policy: FailurePolicy | None = None,
@@ -171,6 +197,8 @@ class RowJobStarter:
         self.owner = owner
         self.start_job_kwargs = dict(start_job_kwargs or {})
         self.job_options = parse_job_options(job_options, where="job_options")
+        self.job_budget = checked_max_costs("job_budget", job_budget)
+        self.max_costs = checked_max_costs("max_costs", max_costs)
         self.start_attempts = start_attempts
         self.start_backoff = start_backoff
         self.failure_policy = failure_policy
@@ -260,7 +288,10 @@ class RowJobStarter:
         series = self._row_series()
         self._check_geometries(series)
         layers = OptionLayers(
-            batch=self.job_options, row=self._row_job_options(series), adjust=self._memory_adjustment(values)
+            batch=self.job_options,
+            row=self._row_job_options(series),
+            adjust=self._memory_adjustment(values),
+            budget=self._row_job_budget(series),
         )
         asked_at = time.time()
         with recording_created_jobs(self.connection, self._on_created) as created, ExitStack() as options_scope:
@@ -311,6 +342,8 @@ class RowJobStarter:
             # Created through another connection (connection_provider): record it now.
             self._on_created(job.job_id)
         self._update({"start_time": utc_now_rfc3339()})
+        if self.max_costs is not None:
+            self._check_estimate(job, created)
         status = self._status_after_start_job(job, created)
         if status == OpenEOJobStatus.CREATED:
             return self._start_created(job, reattached=False)
@@ -348,6 +381,54 @@ class RowJobStarter:
             self._update({"status": RowStatus.START_FAILED.value, "error_message": message, "claimed_by": None})
             raise RowStartError(message) from None
 
+    def _row_job_budget(self, series: pd.Series) -> float | None:
+        """The openEO ``budget`` of the row's job: its ``job_budget`` column, else the batch's ``job_budget``."""
+        try:
+            own = checked_max_costs(f"{self.row}: field {JOB_BUDGET_COLUMN!r}", clean(series.get(JOB_BUDGET_COLUMN)))
+        except ValueError as exc:
+            message = f"{exc}; no job was created for this row"
+            self._update({"status": RowStatus.START_FAILED.value, "error_message": message, "claimed_by": None})
+            raise RowStartError(message) from None
+        return own if own is not None else self.job_budget
+
+    def _check_estimate(self, job: BatchJob, created: CreateLog) -> None:
+        """The backend's ``GET /jobs/{id}/estimate`` replaces the row's reservation against the budget (``budget``),
+        checked again before the job starts: a job whose estimate does not fit is deleted, never started, and the
+        row is held back like one refused at its claim. This is what keeps the first jobs of a batch (no costs
+        recorded yet, so expected at 0 when claimed) from passing the cap together.
+
+        Optional in the openEO API: a backend that does not serve it (or gives no ``costs``) leaves the expectation
+        the claim reserved; said in the log, never a failure. A job ``start_job`` started itself is only recorded.
+        """
+        assert self.max_costs is not None
+        try:
+            answer = self.connection.get(f"/jobs/{job.job_id}/estimate", expected_status=200).json()
+        except Exception as exc:
+            log.info("%s: no estimate for job %s (%s); the budget counts its expected cost", self.row, job.job_id, exc)
+            return
+        costs = parse_costs(answer.get("costs"), job_id=job.job_id) if isinstance(answer, Mapping) else None
+        if costs is None:
+            log.info("%s: job %s's estimate has no costs; the budget counts its expected cost", self.row, job.job_id)
+            return
+        fits, others = self.db.confirm_estimate(self.row.row_id, job.job_id, costs, max_costs=self.max_costs)
+        log.info("%s: job %s is estimated at %s (%s)", self.row, job.job_id, costs, "fits" if fits else "too much")
+        if fits or job.job_id in created.started:
+            if not fits:
+                self.db.update_row(self.row.row_id, {ESTIMATED_COSTS_COLUMN: costs}, expected={"id": job.job_id})
+            return
+        reason = f"{others.refusal(costs)} (by the estimate of job {job.job_id}, deleted before it started)"
+        message = f"{self.row}: {reason}"
+        self.abandon_created_job(job.job_id, reason, certainly_not_started=True)
+        self._update(
+            {
+                "status": RowStatus.NOT_STARTED.value,
+                BLOCKED_BY_COLUMN: BLOCKED_BY_BUDGET,
+                "error_message": message,
+                "claimed_by": None,
+            }
+        )
+        raise BudgetReached(message, reason)
+
     def _check_options_refused(self, exc: Exception | None, applied: AppliedOptions, created: CreateLog) -> None:
         """Options the backend's processing parameters refuse: the row fails, naming them; no job was sent.
 
@@ -372,21 +453,49 @@ class RowJobStarter:
             "id": values.get("id"),
             "claimed_by": values.get("claimed_by"),
         }
-        won = self.db.update_row(
-            self.row.row_id,
-            {
-                "status": RowStatus.QUEUED_FOR_START.value,
-                "backend_name": self.backend_name,
-                "claimed_by": self.owner,
-                "claimed_at": utc_now_rfc3339(),
-                "error_message": None,
-            },
-            expected=expected,
-        )
+        claim = {
+            "status": RowStatus.QUEUED_FOR_START.value,
+            "backend_name": self.backend_name,
+            "claimed_by": self.owner,
+            "claimed_at": utc_now_rfc3339(),
+            "error_message": None,
+            BLOCKED_BY_COLUMN: None,
+        }
+        if self.max_costs is None:
+            won = self.db.update_row(self.row.row_id, claim, expected=expected)
+        else:
+            won = self._claim_within_budget(claim, expected)
         if not won:
             raise TransientStartError(
                 f"{self.row} changed while being claimed; another task is starting it", failure=None
             )
+
+    def _claim_within_budget(self, claim: Mapping[str, Any], expected: Mapping[str, Any]) -> bool:
+        """The claim, taken only while ``max_costs`` leaves room for one more job (atomic in the job database)."""
+        refusals: list[str] = []
+
+        def blocked(ledger: BudgetLedger, reserve: float) -> dict[str, Any]:
+            refusals.append(ledger.refusal(reserve))
+            return {
+                "status": RowStatus.NOT_STARTED.value,
+                BLOCKED_BY_COLUMN: BLOCKED_BY_BUDGET,
+                "error_message": f"{self.row}: {refusals[-1]}",
+                "claimed_by": None,
+            }
+
+        won, ledger, reserve = self.db.claim_within_budget(
+            self.row.row_id,
+            claim,
+            expected=expected,
+            max_costs=self.max_costs,
+            backend_name=self.backend_name,
+            blocked=blocked,
+        )
+        if refusals:
+            raise BudgetReached(f"{self.row}: {refusals[-1]}", refusals[-1])
+        if won:
+            log.info("%s: within budget (%s; this job expected at %s)", self.row, ledger.report(), round(reserve, 6))
+        return won
 
     def _on_created(self, job_id: str) -> None:
         self._update(
@@ -403,21 +512,16 @@ class RowJobStarter:
 
     def _check_geometries(self, series: pd.Series) -> None:
         """An empty or invalid geometry fails here, naming the field, before any job is created for it."""
-        for name, value in series.items():
-            if not isinstance(value, BaseGeometry):
-                continue
-            problem = "is empty" if value.is_empty else None
-            if problem is None and not value.is_valid:
-                problem = f"is not a valid geometry ({explain_validity(value)})"
-            if problem is not None:
-                message = f"{self.row}: field {name!r} {problem}; no job was created for this row"
-                self._update({"status": RowStatus.START_FAILED.value, "error_message": message, "claimed_by": None})
-                raise RowStartError(message)
+        problem = geometry_problem(series)
+        if problem is not None:
+            message = f"{self.row}: {problem}; no job was created for this row"
+            self._update({"status": RowStatus.START_FAILED.value, "error_message": message, "claimed_by": None})
+            raise RowStartError(message)
 
     def _start_failed(self, exc: Exception, created: CreateLog, lost: LostCreate | None, series: pd.Series) -> NoReturn:
         message = self._scrub(
-            f"{self.row}: start_job{_describe_start_job(self.start_job)} raised {type(exc).__name__}: {exc}"
-            f"{_empty_fields_hint(series)}"
+            f"{self.row}: start_job{describe_start_job(self.start_job)} raised {type(exc).__name__}: {exc}"
+            f"{empty_fields_hint(series)}"
         )
         if created.ids:
             # The job exists; a retry must start it, not create another.
@@ -544,7 +648,19 @@ class RowJobStarter:
         return redact(message, known)
 
 
-def _describe_start_job(start_job: StartJobCallable) -> str:
+def geometry_problem(series: pd.Series) -> str | None:
+    """The first empty or invalid geometry of a row, as ``field 'name' is ...``; None when all are fine."""
+    for name, value in series.items():
+        if not isinstance(value, BaseGeometry):
+            continue
+        if value.is_empty:
+            return f"field {name!r} is empty"
+        if not value.is_valid:
+            return f"field {name!r} is not a valid geometry ({explain_validity(value)})"
+    return None
+
+
+def describe_start_job(start_job: StartJobCallable) -> str:
     """Where a ``ProcessBasedJobCreator`` reads its process from: its errors (a 404, a page that is not JSON)
     seldom say which URL they came from."""
     if not isinstance(start_job, ProcessBasedJobCreator):
@@ -554,7 +670,7 @@ def _describe_start_job(start_job: StartJobCallable) -> str:
     return f" (ProcessBasedJobCreator, process {process_id!r} from namespace {namespace!r})"
 
 
-def _empty_fields_hint(series: pd.Series) -> str:
+def empty_fields_hint(series: pd.Series) -> str:
     """Name the row's empty fields: ``start_job`` failing on one (NaN in a JSON body) rarely says which."""
     empty = [repr(str(name)) for name, value in series.items() if name not in RESERVED and clean(value) is None]
     return f" (empty field(s) in this row: {', '.join(empty)})" if empty else ""

@@ -16,6 +16,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import asdict, dataclass
 from typing import TYPE_CHECKING, Any
 
+from airflow_provider_openeo.budget import BLOCKED_BY_BUDGET, BLOCKED_BY_COLUMN
 from airflow_provider_openeo.dispatching import (
     BackendHealth,
     Decision,
@@ -294,6 +295,26 @@ class RowDispatcher:
             "error_message": message,
         }
         return self.db.update_row(row_id, update, expected={"dispatch_run": self.scope.run_key, "dispatch_slot": None})
+
+    def hold_back(self, reason: str) -> int:
+        """The budget is reached: hold every free row of the run that has no job under this slot, saying why.
+
+        The rows stay ``not_started`` (a run with a raised ``max_costs`` takes them), and the other instances find
+        nothing left and end at once, instead of each starting a process to be refused. Returns how many rows.
+        """
+        held = 0
+        for values in self.db.run_rows(self.scope.run_key):
+            if values.get("dispatch_slot") or values.get("id"):
+                continue
+            row_id = values[ROW_ID_KEY]
+            update = {
+                "dispatch_slot": self.scope.slot,
+                BLOCKED_BY_COLUMN: BLOCKED_BY_BUDGET,
+                "error_message": f"row {row_id!r} of job table {self.db.table!r}: {reason}",
+            }
+            expected = {"dispatch_run": self.scope.run_key, "dispatch_slot": None, "id": None}
+            held += self.db.update_row(row_id, update, expected=expected)
+        return held
 
     # -- health -------------------------------------------------------------------------------------------
 

@@ -40,7 +40,9 @@ from airflow.sdk import Asset, TaskGroup, get_current_context, task, task_group
 from airflow.sdk.exceptions import AirflowFailException
 
 from airflow_provider_openeo import arguments
+from airflow_provider_openeo.budget import budget_report, requested_max_costs
 from airflow_provider_openeo.dispatching import backend_shares
+from airflow_provider_openeo.dry_run import dry_run_report, requested_dry_run
 from airflow_provider_openeo.failure_policy import FailurePolicy
 from airflow_provider_openeo.hooks.job_db import OpenEOJobDbHook
 from airflow_provider_openeo.job_handlers import OpenEOJobHandler
@@ -91,6 +93,8 @@ def openeo_job_batch(
     start_job_kwargs: Mapping[str, Any] | None = None,
     job_options: Mapping[str, Any] | str | None = None,
     failure_policy: FailurePolicy | Mapping[str, Any] | None = None,
+    job_budget: float | None = None,
+    max_costs: float | None = None,
     rerun_statuses: Iterable[str] = (),
     max_rows_per_run: int | None = None,
     continue_until_done: bool = True,
@@ -130,6 +134,12 @@ def openeo_job_batch(
         out-of-memory retry with more memory (:class:`~airflow_provider_openeo.failure_policy.FailurePolicy`, or a
         dict of its fields: ``{"retry": {"other": True}, "max_attempts": 2, "oom_memory": 2.0}``). Default:
         out of memory, timeouts and backend faults are retried, up to 3 jobs per row, memory x1.5 per OOM retry.
+    :param job_budget: the openEO ``budget`` field of every job (``POST /jobs``), in the backend's currency or
+        credits: the backend's own limit on one job; a row's ``job_budget`` column overrides it.
+    :param max_costs: the batch's budget, in the backend's currency or credits: once the costs the job table
+        records plus the estimates of the jobs running reach it, no new row starts (``budget``); the rows left stay
+        ``not_started`` and say why, and the summary reports ``budget``. A run's Param / conf ``max_costs``
+        overrides it (``budget.max_costs_param()`` adds the trigger form's field).
     :param rerun_statuses: statuses of the run's own rows that are done (``error``, ``canceled``, ``finished``,
         ...) to run again in every triggered run; a run's Param / conf ``rerun_statuses`` overrides it
         (``reruns``). Without it, rows that are done are not run again.
@@ -159,6 +169,8 @@ def openeo_job_batch(
     arguments.start_job(start_job, start_job_kwargs)
     job_options = arguments.job_options(job_options)
     failure_policy = arguments.failure_policy(failure_policy)
+    job_budget = arguments.costs("job_budget", job_budget)
+    max_costs = arguments.costs("max_costs", max_costs)
     poll_interval = arguments.seconds("poll_interval", poll_interval)
     if retries is not None:
         arguments.retries("retries", retries)
@@ -227,9 +239,18 @@ def openeo_job_batch(
             run_key = run_key_of(ti.dag_id, ti.run_id)
             try:
                 reruns = requested_statuses(context, rerun)
+                run_max_costs = requested_max_costs(context, max_costs)
+                dry_run = requested_dry_run(context)
             except ValueError as exc:
                 raise AirflowFailException(str(exc)) from None
+            if dry_run and reruns:
+                log.info("dry run: rows done already are not re-opened (rerun_statuses %s ignored)", list(reruns))
+                reruns = ()
+            if dry_run:
+                log.info("dry run: every row's job is built and validated; no job is created")
             db = job_db()
+            if run_max_costs is not None:
+                log.info("budget: %s", db.budget_ledger(run_max_costs).report())
             scope = RunScope.of(db, loaded, run_key, reruns)
             shares = backend_shares(
                 {name: spec.parallel_jobs for name, spec in specs.items()},
@@ -262,8 +283,24 @@ def openeo_job_batch(
             result["finished_at"] = utc_now_rfc3339()
             result["not_done"] = len(rows_to_run(table, rerun_statuses=()))
             ti = get_current_context()["ti"]
-            result["run"] = run_progress(table, run_key_of(ti.dag_id, ti.run_id))
+            run_key = run_key_of(ti.dag_id, ti.run_id)
+            result["run"] = run_progress(table, run_key)
+            context = get_current_context()
+            budget = budget_report(table, requested_max_costs(context, max_costs))
+            if budget is not None:
+                result["budget"] = budget
+                if budget["rows_not_started"]:
+                    log.warning(
+                        "budget: %d row(s) not started, max_costs reached (%s); raise max_costs to run them",
+                        budget["rows_not_started"],
+                        budget,
+                    )
             planned_run = ti.xcom_pull(task_ids=group.child_id("plan")) or {}
+            if requested_dry_run(context):
+                result["dry_run"] = dry_run_report(table, run_key)
+                # A dry run is not chained (its rows stay not_started): rows past max_rows_per_run are not checked.
+                result["dry_run"]["rows_not_checked"] = int(planned_run.get("remaining") or 0)
+                log.info("dry run: %s", result["dry_run"])
             if "source" in planned_run:
                 result["source"] = planned_run["source"]
                 log_already_done(result["source"])
@@ -324,6 +361,8 @@ def openeo_job_batch(
                     start_job_kwargs=start_job_kwargs,
                     job_options=job_options,
                     failure_policy=failure_policy,
+                    job_budget=job_budget,
+                    max_costs=max_costs,
                     handle_results=False,
                     poll_interval=poll_interval,
                     cancel_running_job_after=cancel_running_job_after,
@@ -412,6 +451,13 @@ def continue_batch(planned: Any, summarized: Any) -> None:
 
     @task.short_circuit(task_id="rows_left", ignore_downstream_trigger_rules=True)
     def rows_left(plan: dict[str, Any], summary: dict[str, Any]) -> bool:
+        if "dry_run" in summary:
+            if plan["remaining"]:
+                log.info("dry run: %d row(s) past max_rows_per_run were not checked", plan["remaining"])
+            return False  # a dry run leaves its rows not_started: a chained dry run would take the same ones again
+        if (summary.get("budget") or {}).get("rows_not_started"):
+            log.info("budget reached: no next run is started")
+            return False
         return bool(plan["remaining"]) or rows_carried_over(summary["run"])
 
     next_run: Callable[..., Any] = TriggerDagRunOperator

@@ -7,7 +7,8 @@ The rows are computed from the trigger form's Params (start, end, frequency); ea
 Each run loads its rows into the DAG's job table by key (the rows' values): new dates add new rows and run them;
 dates already run are found, not run again, and the summary says how many of the run's rows were already done.
 To run some again (failed ones, or everything), tick their statuses under "Run again the rows of these
-statuses" (the Param ``rerun_statuses``) when you trigger.
+statuses" (the Param ``rerun_statuses``) when you trigger. "Dry run" builds and validates every row's job without
+creating any; "Budget (max_costs)" stops new starts once the batch's recorded costs reach it.
 """
 
 from __future__ import annotations
@@ -19,6 +20,8 @@ from airflow.sdk import DAG, Param
 from openeo.extra.job_management import ProcessBasedJobCreator
 
 from _common import BACKENDS, JOB_DB_CONN_ID, POLL_INTERVAL, SQLITE_PATH, UDP_URL, results_dir
+from airflow_provider_openeo.budget import MAX_COSTS_PARAM, max_costs_param
+from airflow_provider_openeo.dry_run import DRY_RUN_PARAM, dry_run_param
 from airflow_provider_openeo.reruns import RERUN_PARAM, rerun_param
 from airflow_provider_openeo.task_groups import openeo_job_batch
 
@@ -58,6 +61,8 @@ with DAG(
         "end": Param("2024-03-01", type="string", format="date", title="Day after the last window"),
         "frequency": Param("MS", type="string", title="Window length (pandas frequency: MS, W, 10D ...)"),
         RERUN_PARAM: rerun_param(),
+        MAX_COSTS_PARAM: max_costs_param(),  # empty: no budget
+        DRY_RUN_PARAM: dry_run_param(),
     },
 ) as dag:
     openeo_job_batch(

@@ -68,6 +68,16 @@ class LocalBackendImplementation(DummyBackendImplementation):
         super().__init__(config=config)
         self.batch_jobs = batch_jobs
         self.catalog = LocalCatalog()
+        driver_validate = self.processing.validate
+
+        def validate(process_graph: dict, env: Any = None) -> list[dict]:
+            """``POST /validation``: openeo-driver's dry run (unknown processes, collections, ...), then the graphs
+            this backend refuses at ``POST /jobs`` (``reject_process_graphs``), so both answers agree."""
+            refused = batch_jobs.refusal(process_graph)
+            errors = list(driver_validate(process_graph=process_graph, env=env))
+            return errors + ([{"code": "ProcessGraphInvalid", "message": refused}] if refused else [])
+
+        self.processing.validate = validate
 
     def processing_parameters(self) -> dict[str, Any]:
         """``GET /processing_parameters``: the job options this backend declares (``parameters.py``)."""

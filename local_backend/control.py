@@ -103,6 +103,7 @@ def job_view(record: Any, now: float) -> dict[str, Any]:
         "title": record.title,
         "description": record.description,
         "job_options": record.job_options,
+        "budget": record.budget,
         "start_count": record.start_count,
         "queue_seconds": record.queue_seconds,
         "run_seconds": record.run_seconds,

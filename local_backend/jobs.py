@@ -205,6 +205,14 @@ class LifecycleBatchJobs(DummyBatchJobs):
         return listing
 
     # -- create / start / cancel / delete ---------------------------------------------------------------
+    def refusal(self, process_graph: Any) -> str | None:
+        """Why this backend refuses ``process_graph`` (setting ``reject_process_graphs``), at create and in
+        ``POST /validation`` alike; None when it does not."""
+        reject = self._settings()["reject_process_graphs"]
+        if reject is True or (isinstance(reject, str) and re.search(reject, json.dumps(process_graph, sort_keys=True))):
+            return "The local backend refuses this process graph (setting 'reject_process_graphs')."
+        return None
+
     def create_job(
         self,
         user: User,
@@ -214,13 +222,9 @@ class LifecycleBatchJobs(DummyBatchJobs):
         job_options: dict | None = None,
     ) -> BatchJobMetadata:
         settings = self._settings()
-        reject = settings["reject_process_graphs"]
-        if reject is True or (
-            isinstance(reject, str) and re.search(reject, json.dumps(process.get("process_graph"), sort_keys=True))
-        ):
-            raise ProcessGraphInvalidException(
-                message="The local backend refuses this process graph (setting 'reject_process_graphs')."
-            )
+        refused = self.refusal(process.get("process_graph"))
+        if refused:
+            raise ProcessGraphInvalidException(message=refused)
         self._job_overrides(job_options)  # reject bad overrides at creation, not at start
         try:
             job_id = self._federation.job_id(generate_unique_id(prefix="j"), settings)

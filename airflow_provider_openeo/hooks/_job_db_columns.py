@@ -36,6 +36,9 @@ _MBJM_EXTRA_STATUSES = frozenset({"queued_for_start_failed"})
 ROW_STATUS_VALUES = RowStatus.values() | _MBJM_EXTRA_STATUSES
 BACKEND_STATUS_VALUES = frozenset(s.value for s in OpenEOJobStatus)
 RESULTS_STATES = frozenset({"downloading", "downloaded", "failed", "skipped"})
+#: A dry run's verdict on a row (``dry_run.Verdict``): it would start, it would fail before or at the start, it was
+#: not checked (the backend validates nothing), or it holds a job already (nothing to try).
+DRY_RUN_VERDICTS = frozenset({"valid", "would_fail", "not_checked", "has_job", "skipped"})
 #: Who put the row's ``backend_name`` there: the user (a pin, also when the value came with the job source and
 #: this column is empty) or the dispatch (where the row ran; cleared when its job is given up, so a re-run may
 #: go anywhere).
@@ -149,6 +152,13 @@ RESERVED_COLUMNS: tuple[ReservedColumn, ...] = (
     ReservedColumn("dispatch_slot", _STR),
     ReservedColumn(ROW_KEY_COLUMN, _STR),
     ReservedColumn(SOURCE_RUN_COLUMN, _STR),
+    #: The budget (``budget``): what a row being started or running is expected to cost, and why a row that is
+    #: ``not_started`` was held back (``max_costs``).
+    ReservedColumn("estimated_costs", ColumnSpec("float", "float64")),
+    ReservedColumn("blocked_by", _STR),
+    #: The last dry run's word on the row (``dry_run``): its verdict and what the backend's validation said.
+    ReservedColumn("dry_run_verdict", _STR, allowed=DRY_RUN_VERDICTS),
+    ReservedColumn("validation_errors", _STR),
     ReservedColumn("updated_at", _STR, automatic=True),
 )
 RESERVED: dict[str, ReservedColumn] = {column.name: column for column in RESERVED_COLUMNS}

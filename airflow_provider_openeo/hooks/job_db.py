@@ -29,6 +29,13 @@ from sqlalchemy.engine import Connection, Engine
 
 from airflow_provider_openeo._deployment_paths import deployment_path
 from airflow_provider_openeo._usage import USAGE_COLUMNS, parse_usage
+from airflow_provider_openeo.budget import (
+    ESTIMATED_COSTS_COLUMN,
+    RESERVING_STATUSES,
+    BudgetLedger,
+    expected_costs,
+    history_costs,
+)
 from airflow_provider_openeo.hooks._job_db_codec import ColumnSpec
 from airflow_provider_openeo.hooks._job_db_columns import (
     INTERNAL_COLUMNS,
@@ -587,6 +594,115 @@ class OpenEOJobDbHook(BaseHook, JobDatabaseInterface):
         if not found:
             raise RowNotFoundError(f"Row {rid!r} does not exist in the job {self._where()}")
         return False
+
+    def claim_within_budget(
+        self,
+        row_id: int | str,
+        values: Mapping[str, Any],
+        *,
+        expected: Mapping[str, Any],
+        max_costs: float,
+        backend_name: str,
+        blocked: Callable[[BudgetLedger, float], Mapping[str, Any]],
+    ) -> tuple[bool, BudgetLedger, float]:
+        """``update_row(row_id, values, expected=expected)`` only while the budget allows one more job (``budget``).
+
+        In one write transaction, serialised against every other claim of the table (SQLite's write lock, taken
+        up front; on PostgreSQL an advisory lock on the table's name): read what the table has committed, work out
+        the row's expected cost (median of its backend's recorded costs), and either write ``values`` plus that
+        reservation (``estimated_costs``) or, when the budget says no, write ``blocked(ledger, expected cost)``
+        (compare-and-set on ``expected`` as well). Every claim therefore sees the reservations of the claims before it.
+
+        :return: ``(claimed, ledger before the claim, the row's expected cost)``; not claimed either because the
+            budget refused (then ``blocked`` was written) or because ``expected`` did not match (nothing written;
+            ``ledger.allows(expected)`` tells which).
+        """
+        schema = self._schema_with([*values, *expected, ESTIMATED_COSTS_COLUMN], row_id)
+        rid = schema.coerce_row_id(row_id)
+        _, table = self._open()
+        conditions = [table.c[ROW_ID_COLUMN] == rid]
+        for name, value in expected.items():
+            encoded = _encode_expected(schema, name, value, rid)
+            conditions.append(table.c[name].is_(None) if encoded is None else table.c[name] == encoded)
+        engine = self.get_conn()
+        with write_transaction(engine) as connection:
+            if engine.dialect.name == "postgresql":
+                connection.execute(sa.select(sa.func.pg_advisory_xact_lock(sa.func.hashtext(self.table))))
+            ledger = self._budget_ledger(connection, table, max_costs)
+            reserve = expected_costs(self._recorded_costs(connection, table, backend_name))
+            allowed = ledger.allows(reserve)
+            chosen = {**values, ESTIMATED_COSTS_COLUMN: reserve} if allowed else dict(blocked(ledger, reserve))
+            assignments = {name: encode_value(schema, name, value, rid) for name, value in chosen.items()}
+            assignments["updated_at"] = utc_now()
+            written = connection.execute(sa.update(table).where(*conditions).values(assignments)).rowcount == 1
+        return (allowed and written), ledger, reserve
+
+    def confirm_estimate(
+        self, row_id: int | str, job_id: str, estimate: float, *, max_costs: float
+    ) -> tuple[bool, BudgetLedger]:
+        """Replace the row's reservation by its job's estimate, if the budget still has room for it.
+
+        Serialised like :meth:`claim_within_budget`; the ledger returned leaves the row's own reservation out (what
+        the other rows have committed), and nothing is written when it does not allow ``estimate``.
+        """
+        schema, table = self._open()
+        rid = schema.coerce_row_id(row_id)
+        engine = self.get_conn()
+        with write_transaction(engine) as connection:
+            if engine.dialect.name == "postgresql":
+                connection.execute(sa.select(sa.func.pg_advisory_xact_lock(sa.func.hashtext(self.table))))
+            ledger = self._budget_ledger(connection, table, max_costs)
+            own = connection.execute(
+                sa.select(table.c[ESTIMATED_COSTS_COLUMN]).where(
+                    table.c[ROW_ID_COLUMN] == rid,
+                    table.c.status.in_(sorted(RESERVING_STATUSES)),
+                    table.c.costs.is_(None),
+                )
+            ).scalar_one_or_none()
+            others = BudgetLedger(max_costs=max_costs, spent=ledger.spent, running=ledger.running - float(own or 0.0))
+            if not others.allows(estimate):
+                return False, others
+            connection.execute(
+                sa.update(table)
+                .where(table.c[ROW_ID_COLUMN] == rid, table.c.id == job_id)
+                .values({ESTIMATED_COSTS_COLUMN: float(estimate), "updated_at": utc_now()})
+            )
+        return True, others
+
+    def recorded_costs(self, backend_name: str) -> list[float]:
+        """The ``costs`` the table records for jobs on ``backend_name``, else for jobs on any backend (the history a
+        row's expected cost is read from: ``budget``, ``dry_run``)."""
+        _, table = self._open()
+        with read_transaction(self.get_conn()) as connection:
+            return self._recorded_costs(connection, table, backend_name)
+
+    @staticmethod
+    def _recorded_costs(connection: Connection, table: sa.Table, backend_name: str) -> list[float]:
+        recorded = table.c.costs.is_not(None)
+        on_backend = sa.select(table.c.costs).where(recorded, table.c.backend_name == backend_name)
+        costs = [float(c) for c in connection.execute(on_backend).scalars()]
+        if not costs:
+            costs = [float(c) for c in connection.execute(sa.select(table.c.costs).where(recorded)).scalars()]
+        return costs
+
+    def budget_ledger(self, max_costs: float) -> BudgetLedger:
+        """What the table has committed against ``max_costs`` now (see :mod:`airflow_provider_openeo.budget`)."""
+        _, table = self._open()
+        with read_transaction(self.get_conn()) as connection:
+            return self._budget_ledger(connection, table, max_costs)
+
+    def _budget_ledger(self, connection: Connection, table: sa.Table, max_costs: float) -> BudgetLedger:
+        spent = connection.execute(sa.select(sa.func.coalesce(sa.func.sum(table.c.costs), 0.0))).scalar_one()
+        histories = connection.execute(
+            sa.select(table.c.job_history).where(table.c.job_history.is_not(None), table.c.job_history != "[]")
+        ).scalars()
+        spent = float(spent) + sum(history_costs(json.loads(h) if isinstance(h, str) else h) for h in histories)
+        running = connection.execute(
+            sa.select(sa.func.coalesce(sa.func.sum(table.c[ESTIMATED_COSTS_COLUMN]), 0.0)).where(
+                table.c.status.in_(sorted(RESERVING_STATUSES)), table.c.costs.is_(None)
+            )
+        ).scalar_one()
+        return BudgetLedger(max_costs=max_costs, spent=spent, running=float(running))
 
     def claim_row(self, row_id: int | str, owner: str, *, statuses: Iterable[str]) -> bool:
         """Claim one row for ``owner`` if it is unclaimed (or already ``owner``'s) and in ``statuses``.

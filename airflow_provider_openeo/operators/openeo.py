@@ -26,7 +26,9 @@ from airflow.sdk.exceptions import (
 )
 
 from airflow_provider_openeo import arguments
+from airflow_provider_openeo.budget import requested_max_costs
 from airflow_provider_openeo.dispatching import Claim, Done, GiveUp, StartFailure, Wait
+from airflow_provider_openeo.dry_run import DryRunOutcome, RowDryRun, Verdict, requested_dry_run
 from airflow_provider_openeo.failure_policy import RETRY_BY_POLICY, RETRY_KEY, FailurePolicy, decide
 from airflow_provider_openeo.hooks._job_db_columns import BACKEND_CHOSEN_BY_DISPATCH
 from airflow_provider_openeo.hooks._job_db_sql import DEFAULT_TABLE_NAME
@@ -37,6 +39,7 @@ from airflow_provider_openeo.job_handlers import OpenEOJobHandler
 from airflow_provider_openeo.job_history import clean, retired_values
 from airflow_provider_openeo.job_row import JobRowRef
 from airflow_provider_openeo.job_starting import (
+    BudgetReached,
     RowJobStarter,
     RowSkipped,
     RowStartError,
@@ -205,6 +208,13 @@ class OpenEOStartJobOperator(OpenEORowOperator):
         the row's own ``job_options`` column (:mod:`airflow_provider_openeo._create_options`).
     :param failure_policy: which rows whose job ended in ``error`` get another job, and with how much memory
         (:mod:`airflow_provider_openeo.failure_policy`); None: none do (``openeo_job_batch`` passes its default).
+    :param job_budget: the openEO ``budget`` of every job this task creates (``POST /jobs``), unless the row's
+        ``job_budget`` column says otherwise.
+    :param max_costs: the batch's budget (:mod:`airflow_provider_openeo.budget`): no job is created once the job
+        table's costs and estimates reach it; the run's conf or Param ``max_costs`` overrides it.
+
+    A run whose conf or Param ``dry_run`` is true creates no job: the row's job is built and validated
+    (:mod:`airflow_provider_openeo.dry_run`).
     """
 
     template_fields: Sequence[str] = ("row_id", "job_table", "backend_name", "openeo_conn_id")
@@ -220,17 +230,24 @@ class OpenEOStartJobOperator(OpenEORowOperator):
         start_job_kwargs: Mapping[str, Any] | None = None,
         job_options: Mapping[str, Any] | str | None = None,
         failure_policy: FailurePolicy | Mapping[str, Any] | None = None,
+        job_budget: float | None = None,
+        max_costs: float | None = None,
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
         self.start_job = arguments.start_job(start_job, start_job_kwargs)
         self.job_options = arguments.job_options(job_options)
         self.failure_policy = arguments.failure_policy(failure_policy) if failure_policy is not None else None
+        self.job_budget = arguments.costs("job_budget", job_budget)
+        self.max_costs = arguments.costs("max_costs", max_costs)
         self.backend_name = backend_name
         self.backends = dict(backends or {})
         self.start_job_kwargs = dict(start_job_kwargs or {})
 
-    def execute(self, context: Context) -> str:
+    def execute(self, context: Context) -> str | None:
+        if requested_dry_run(context):
+            self.dry_run_row(context, self._hook())
+            return None
         outcome = self.start_row(context)
         return outcome.job_id
 
@@ -240,6 +257,33 @@ class OpenEOStartJobOperator(OpenEORowOperator):
             return self._start(context, self._hook())
         except TransientStartError as exc:
             raise AirflowException(f"{exc} (an Airflow retry will try again)") from exc
+        except BudgetReached as exc:
+            raise AirflowSkipException(str(exc)) from exc
+
+    def dry_run_row(self, context: Context, hook: OpenEOHook) -> DryRunOutcome:
+        """Build and validate the row's job without creating it; a row that would fail fails the task."""
+        backend_name = self.backend_name or self.openeo_conn_id
+        connection = hook.get_conn()
+        dry_run = RowDryRun(
+            self.row,
+            backend_name=backend_name,
+            connection=connection,
+            start_job=self.start_job,
+            connection_provider=self._connection_provider(backend_name, connection),
+            start_job_kwargs=self.start_job_kwargs,
+            job_options=self.job_options,
+            job_budget=self.job_budget,
+        )
+        try:
+            outcome = dry_run.run()
+        finally:
+            dry_run.db.dispose()
+        if outcome.verdict is Verdict.WOULD_FAIL:
+            raise AirflowFailException(f"{self.row}: dry run: would fail: {outcome.message}")
+        if outcome.verdict is Verdict.SKIPPED:
+            raise AirflowSkipException(f"{self.row}: dry run: start_job returned None; the row would be skipped")
+        self.log.info("%s: dry run: %s (no job was created)", self.row, outcome.verdict.value)
+        return outcome
 
     def _hook(self) -> OpenEOHook:
         # Validation is advisory (warnings only) and costs the backend one request per job: skip it in batches.
@@ -257,6 +301,8 @@ class OpenEOStartJobOperator(OpenEORowOperator):
             owner=_task_instance_owner(context),
             start_job_kwargs=self.start_job_kwargs,
             job_options=self.job_options,
+            job_budget=self.job_budget,
+            max_costs=requested_max_costs(context, self.max_costs),
             start_attempts=start_attempts,
             failure_policy=self.failure_policy,
         )
@@ -336,6 +382,9 @@ class OpenEOBatchJobOperator(OpenEOJobWaitMixin, OpenEOStartJobOperator):
     def execute(self, context: Context) -> Any:
         if self.dispatch is not None:
             return self._take_a_row(context)
+        if requested_dry_run(context):
+            self.dry_run_row(context, self._hook())
+            return None
         return self._wait_for(context, self.start_row(context))
 
     def execute_dispatch(self, context: Context, event: Any = None) -> Any:
@@ -420,6 +469,9 @@ class OpenEOBatchJobOperator(OpenEOJobWaitMixin, OpenEOStartJobOperator):
                 self._wait_to_dispatch(dispatcher, decision)
             # A row came free since this try's templates were rendered: take it on the next turn, labelled.
             self._wait_to_dispatch(dispatcher, Wait(time.time(), "a row came free"))
+        if requested_dry_run(context):
+            self.dry_run_row(context, OpenEOHook(self.openeo_conn_id, auto_validate=False))
+            return None
         # A dead backend must cost seconds, not the minute of backoff a read gets: the row can go elsewhere.
         hook = OpenEOHook(self.openeo_conn_id, auto_validate=False, retry=safe_retry(**DISPATCH_RETRY))
         try:
@@ -433,6 +485,10 @@ class OpenEOBatchJobOperator(OpenEOJobWaitMixin, OpenEOStartJobOperator):
             self._wait_to_dispatch(dispatcher, Wait(time.time(), "the row was given back"))
         try:
             outcome = self._start(context, hook, start_attempts=1)
+        except BudgetReached as exc:
+            held = dispatcher.hold_back(exc.reason)
+            self.log.warning("%s; %d more row(s) of this run held back, none of them started", exc, held)
+            raise AirflowSkipException(str(exc)) from exc
         except TransientStartError as exc:
             if exc.failure is None:
                 raise AirflowException(f"{exc} (an Airflow retry will try again)") from exc
@@ -547,6 +603,8 @@ class OpenEOJobResultsOperator(OpenEOJobWaitMixin, OpenEORowOperator):
         self.handler = handler if handler is not None else OpenEOJobHandler()
 
     def execute(self, context: Context) -> Any:
+        if requested_dry_run(context):
+            raise AirflowSkipException("dry run: no job was created, so there are no results to store")
         if self.row_id is None:  # dispatched: the row the job task's instance took (rendering looked it up)
             self._label_row(context)
             if self.row_id is None:

@@ -964,3 +964,53 @@ def test_batch_on_backends_that_behave_like_production_servers(rig: FaultRig, pr
         outage=outage,
         retried_tasks=retried(tis),
     )
+
+
+# -- 12. dry run and budget ---------------------------------------------------------------------------------------
+
+
+def test_dry_run_then_a_budget_that_stops_new_starts_at_the_cap(rig: FaultRig) -> None:
+    """From the trigger form's Params, through a real scheduler and triggerer:
+
+    1. a dry run of 3 rows (row 2 names a process no backend knows): no job on either backend (job lists and
+       request counters), every row still ``not_started`` with its verdict, the summary counts 1 that would fail;
+    2. the same rows for real: rows 0 and 1 finish (the dry run left them runnable), row 2 fails as foretold;
+    3. 4 more rows under ``max_costs`` 2.6 (spent 1.0, jobs cost 0.5): 3 start, the 4th stays ``not_started``
+       saying why (a raised budget starts it: ``tests/operators/test_openeo_budget_dry_run.py``), the summary
+       reports spent and remaining, nothing is lost or created twice.
+    """
+    dag_id = "fault_budget"
+    for backend in rig.backends.values():  # what a backend refuses at create, its validation refuses too
+        backend.configure(reject_process_graphs="no_such_process")
+    base = {"run_seconds": 1, "bad_rows": [2]}
+
+    run_id, _ = run_batch(rig, dag_id, {**base, "rows": 3, "dry_run": True})
+    dry_state = rig.airflow.wait_for_run(dag_id, run_id, timeout=RUN_TIMEOUT)["state"]
+    dry = summary_of(rig, dag_id, run_id)["dry_run"]
+    table = rig.table(dag_id)
+    assert dry_state == "failed", "a row that would fail fails its task in the dry run"
+    assert not any(rig.jobs_of(f"{dag_id} ").values()), "a dry run creates no job"
+    assert all("POST /jobs" not in backend.stats() for backend in rig.backends.values())
+    assert table["status"].tolist() == ["not_started"] * 3
+    assert table["dry_run_verdict"].tolist() == ["valid", "valid", "would_fail"]
+    assert "ProcessUnsupported" in table.loc[2, "validation_errors"]
+    assert (dry["rows"], dry["would_fail"], dry["estimated_costs"]) == (3, 1, None), dry
+
+    run_id, _ = run_batch(rig, dag_id, {**base, "rows": 3})
+    rig.airflow.wait_for_run(dag_id, run_id, timeout=RUN_TIMEOUT)
+    table = rig.table(dag_id)
+    assert table["status"].tolist() == ["finished", "finished", "start_failed"], table["error_message"].tolist()
+
+    run_id, _ = run_batch(rig, dag_id, {**base, "rows": 7, "max_costs": 2.6})
+    capped_state = rig.airflow.wait_for_run(dag_id, run_id, timeout=RUN_TIMEOUT)["state"]
+    capped = summary_of(rig, dag_id, run_id)["budget"]
+    table = rig.table(dag_id)
+    held = table[table["blocked_by"] == "max_costs"]
+    assert capped_state == "success", ti_states(rig.mapped(dag_id, run_id))
+    assert len(held) == 1 and held["status"].tolist() == ["not_started"], table[["status", "blocked_by"]]
+    assert "budget reached: max_costs 2.6" in held["error_message"].iloc[0]
+    assert (table["status"] == "finished").sum() == 5
+    assert capped == {"max_costs": 2.6, "spent": 2.5, "running_estimate": 0.0, "remaining": 0.1, "rows_not_started": 1}
+    check_batch(rig, dag_id, 7, finished_rows=table.index[table["status"] == "finished"], jobs=5)
+
+    observe(rig, "14 dry run then budget", dry_run=dry, capped_budget=capped)

@@ -22,6 +22,8 @@ import openeo
 import pandas as pd
 from airflow.sdk import DAG, DeltaDataIntervalTimetable, Param
 
+from airflow_provider_openeo.budget import MAX_COSTS_PARAM, max_costs_param
+from airflow_provider_openeo.dry_run import DRY_RUN_PARAM, dry_run_param
 from airflow_provider_openeo.task_groups import openeo_job_batch
 
 CONFIG: dict[str, Any] = json.loads(os.environ.get("OPENEO_FAULT_DAGS") or "{}")
@@ -117,7 +119,38 @@ def start_job(row: pd.Series, connection: openeo.Connection, provider: str, **kw
     )
 
 
-def batch_dag(dag_id: str, *, schedule: Any = None, job_source: Any = rows_from_params, **batch: Any) -> DAG:
+def rows_with_bad_processes(context: Any) -> pd.DataFrame:
+    """``rows_from_params``, and the rows listed in the Param ``bad_rows`` name a process no backend knows."""
+    table = rows_from_params(context)
+    bad = [int(i) for i in context["params"].get("bad_rows") or ()]
+    if bad:
+        table["process"] = None
+        table.loc[bad, "process"] = "no_such_process"
+    return table
+
+
+def start_job_naming_its_process(row: pd.Series, connection: openeo.Connection, **kwargs: Any) -> openeo.BatchJob:
+    """``start_job``, with the row's ``process`` (when it has one) applied to the cube: an unknown one fails."""
+    cube = connection.load_collection(
+        "S2_FOOBAR",
+        spatial_extent={"west": 5.0, "south": 51.0, "east": 5.1, "north": 51.1},
+        temporal_extent=["2024-01-01", "2024-02-01"],
+        bands=["B04"],
+    )
+    if isinstance(row.get("process"), str):
+        cube = cube.process(row["process"], data=cube)
+    options = row.get("job_options")
+    return cube.create_job(title=str(row["title"]), job_options=json.loads(options) if options else None)
+
+
+def batch_dag(
+    dag_id: str,
+    *,
+    schedule: Any = None,
+    job_source: Any = rows_from_params,
+    params: dict[str, Any] | None = None,
+    **batch: Any,
+) -> DAG:
     """One scenario's DAG: the same batch shape, its own job table and results folder."""
     scheduled = schedule is not None
     with DAG(
@@ -126,7 +159,7 @@ def batch_dag(dag_id: str, *, schedule: Any = None, job_source: Any = rows_from_
         start_date=pd.Timestamp("2024-01-01", tz="UTC").to_pydatetime() if scheduled else None,
         catchup=False,
         max_active_runs=1,
-        params={} if scheduled else PARAMS,
+        params={} if scheduled else {**PARAMS, **(params or {})},
         tags=["openeo", "test", "faults"],
     ) as dag:
         openeo_job_batch(
@@ -134,7 +167,7 @@ def batch_dag(dag_id: str, *, schedule: Any = None, job_source: Any = rows_from_
             job_source=job_source,
             job_table=dag_id,
             sqlite_path=str(WORK_DIR / "jobs" / f"{dag_id}.db"),
-            start_job=start_job,
+            start_job=batch.pop("start_job", start_job),
             root_dir=str(WORK_DIR / "results" / dag_id),
             poll_interval=POLL_INTERVAL,
             retries=RETRIES,
@@ -176,4 +209,16 @@ recurring = batch_dag(
     job_source=rows_of_interval,
     on_exists="append",
     continue_until_done=False,
+)
+# A dry run, then real runs under a budget set from the trigger form (tests/deploy/test_faults.py,
+# test_dry_run_then_a_budget_that_stops_new_starts_at_the_cap).
+budget = batch_dag(
+    "fault_budget",
+    job_source=rows_with_bad_processes,
+    start_job=start_job_naming_its_process,
+    params={
+        "bad_rows": Param([], type="array", description="indices of rows whose process no backend knows"),
+        MAX_COSTS_PARAM: max_costs_param(),
+        DRY_RUN_PARAM: dry_run_param(),
+    },
 )

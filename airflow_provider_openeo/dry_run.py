@@ -1,0 +1,397 @@
+"""A dry run: every row's job built and checked by the backend, and no job created.
+
+A run triggered with the Param (or conf key) :data:`DRY_RUN_PARAM` takes its rows as any run does, and for each:
+
+1. calls its ``start_job`` (an MBJM callable or a ``ProcessBasedJobCreator``, as it is) with the row's job options and
+   ``budget`` applied, exactly as a real start would (:mod:`._create_options`); but every ``POST /jobs`` it sends
+   is answered here, on the connection's session, with a made-up ``201`` (job id ``dry-run-<n>``) and never
+   leaves the machine. Requests about such a job (``job.start()``, ``job.status()``) get made-up answers too;
+2. sends the process graph of that create to the backend's ``POST /validation`` (where its capabilities list it);
+3. writes the verdict on the row: ``dry_run_verdict`` (``valid``, ``would_fail``, ``not_checked``, ``has_job``,
+   ``skipped``) and ``validation_errors`` (a JSON list of ``{"code", "message"}``: the backend's, or what failed
+   before the request: a refused job option, an invalid geometry, ``start_job`` raising). The row's ``status``
+   stays what it was (``not_started``): the next real run starts it as if there had been no dry run.
+
+Cost: openEO estimates only a job that exists (``GET /jobs/{id}/estimate``), and a dry run creates none. So a row's
+``estimated_costs`` is the median of the ``costs`` this job table records for jobs on the row's backend (else any
+backend): the batch's own history. A table without recorded costs gives no estimate, and the summary says so.
+
+A row that holds a job already (a run interrupted) is left alone (``has_job``): nothing is started or re-attached.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import ExitStack, contextmanager
+from dataclasses import dataclass, field
+from enum import Enum
+from typing import Any
+from urllib.parse import urlparse
+
+import pandas as pd
+import requests
+from airflow.sdk import Param
+from openeo import BatchJob, Connection
+
+from airflow_provider_openeo._create_options import (
+    JobOptionsRefused,
+    OptionLayers,
+    applying_job_options,
+    wrapping_provider,
+)
+from airflow_provider_openeo._lost_create import _is_create_request
+from airflow_provider_openeo.budget import ESTIMATED_COSTS_COLUMN, RESERVING_STATUSES, checked_max_costs, expected_costs
+from airflow_provider_openeo.hooks._openeo_http import redact
+from airflow_provider_openeo.job_history import clean
+from airflow_provider_openeo.job_options import JOB_BUDGET_COLUMN, JOB_OPTIONS_COLUMN, parse_job_options
+from airflow_provider_openeo.job_row import JobRowRef
+from airflow_provider_openeo.job_starting import describe_start_job, empty_fields_hint, geometry_problem
+from airflow_provider_openeo.job_status import RowStatus
+
+log = logging.getLogger(__name__)
+
+#: The Param (and conf key) asking one run to be a dry run.
+DRY_RUN_PARAM = "dry_run"
+VERDICT_COLUMN = "dry_run_verdict"
+ERRORS_COLUMN = "validation_errors"
+#: Job ids the dry run makes up; a request about one never reaches the backend.
+DRY_RUN_JOB_PREFIX = "dry-run-"
+#: Statuses of ``POST /validation`` meaning "not served here".
+NOT_SERVED_STATUSES = frozenset({404, 405, 501})
+
+
+class Verdict(str, Enum):
+    """What a dry run says of a row (the ``dry_run_verdict`` column)."""
+
+    VALID = "valid"
+    WOULD_FAIL = "would_fail"
+    NOT_CHECKED = "not_checked"
+    HAS_JOB = "has_job"
+    SKIPPED = "skipped"
+
+
+def dry_run_param(default: bool = False) -> Param:
+    """The trigger form's switch: add it to the DAG's ``params`` as ``{DRY_RUN_PARAM: dry_run_param()}``."""
+    return Param(
+        bool(default),
+        type="boolean",
+        title="Dry run",
+        description=(
+            "Build every row's job and have the backend validate it (POST /validation), without creating any job. "
+            "Each row records its verdict (dry_run_verdict, validation_errors); the summary counts the rows that "
+            "would fail and estimates the cost from the costs this job table has recorded."
+        ),
+    )
+
+
+def requested_dry_run(context: Mapping[str, Any], default: bool = False) -> bool:
+    """Whether this run is a dry run: the run's conf, else its Param, else ``default``."""
+    dag_run = context.get("dag_run")
+    conf = getattr(dag_run, "conf", None) or {}
+    params = context.get("params") or {}
+    for where, source in ((f"the run's conf {DRY_RUN_PARAM!r}", conf), (f"Param {DRY_RUN_PARAM!r}", params)):
+        if DRY_RUN_PARAM in source:
+            return _checked_flag(where, source[DRY_RUN_PARAM])
+    return default
+
+
+def _checked_flag(where: str, value: Any) -> bool:
+    if isinstance(value, bool) or value is None:
+        return bool(value)
+    if isinstance(value, str) and value.strip().lower() in ("true", "false", "1", "0", ""):
+        return value.strip().lower() in ("true", "1")
+    raise ValueError(f"{where} must be true or false, got {value!r}")
+
+
+@dataclass
+class InterceptedCreates:
+    """The ``POST /jobs`` bodies ``start_job`` sent, with the connection each was sent on, in order."""
+
+    creates: list[tuple[Connection, dict[str, Any]]] = field(default_factory=list)
+
+
+@contextmanager
+def intercepting_creates(connection: Connection, intercepted: InterceptedCreates) -> Iterator[InterceptedCreates]:
+    """While inside, ``connection`` sends no ``POST /jobs``: each is recorded and answered ``201`` here."""
+    session = connection.session
+    had_own = "send" in vars(session)
+    previous = vars(session).get("send")
+    original_send = session.send
+    bodies: dict[str, dict[str, Any]] = {}
+
+    def send(request: requests.PreparedRequest, **kwargs: Any) -> requests.Response:
+        if _is_create_request(request):
+            body = _json_body(request)
+            job_id = f"{DRY_RUN_JOB_PREFIX}{len(intercepted.creates) + 1}"
+            intercepted.creates.append((connection, body))
+            bodies[job_id] = body
+            location = f"{str(request.url).rstrip('/')}/{job_id}"
+            return _answer(request, 201, None, {"OpenEO-Identifier": job_id, "Location": location})
+        job_id = _dry_run_job_of(request)
+        if job_id is not None:
+            return _answer_about(request, job_id, bodies.get(job_id) or {})
+        return original_send(request, **kwargs)
+
+    session.send = send  # type: ignore[method-assign]
+    try:
+        yield intercepted
+    finally:
+        if had_own:
+            session.send = previous  # type: ignore[method-assign]
+        else:
+            vars(session).pop("send", None)
+
+
+def _json_body(request: requests.PreparedRequest) -> dict[str, Any]:
+    body = request.body.decode("utf-8") if isinstance(request.body, bytes) else request.body
+    try:
+        payload = json.loads(body or "null")
+    except (TypeError, ValueError):
+        return {}
+    return payload if isinstance(payload, dict) else {}
+
+
+def _dry_run_job_of(request: requests.PreparedRequest) -> str | None:
+    parts = urlparse(str(request.url or "")).path.rstrip("/").split("/")
+    for index, part in enumerate(parts[:-1]):
+        if part == "jobs" and parts[index + 1].startswith(DRY_RUN_JOB_PREFIX):
+            return parts[index + 1]
+    return None
+
+
+def _answer_about(request: requests.PreparedRequest, job_id: str, body: Mapping[str, Any]) -> requests.Response:
+    """Made-up answers about a made-up job: its document (``created``), an accepted start or delete; else 400."""
+    path = urlparse(str(request.url or "")).path.rstrip("/")
+    if request.method == "GET" and path.endswith(f"/jobs/{job_id}"):
+        document = {"id": job_id, "status": "created", "process": body.get("process"), "title": body.get("title")}
+        return _answer(request, 200, document)
+    if request.method in ("POST", "DELETE") and path.endswith(f"/jobs/{job_id}/results"):
+        return _answer(request, 202 if request.method == "POST" else 204, None)
+    if request.method == "DELETE" and path.endswith(f"/jobs/{job_id}"):
+        return _answer(request, 204, None)
+    message = f"dry run: job {job_id} was never created, so {request.method} {path} was not sent"
+    return _answer(request, 400, {"code": "DryRun", "message": message})
+
+
+def _answer(
+    request: requests.PreparedRequest, status: int, document: Any, headers: Mapping[str, str] | None = None
+) -> requests.Response:
+    response = requests.Response()
+    response.status_code = status
+    response.request = request
+    response.url = str(request.url)
+    response.headers.update(headers or {})
+    if document is not None:
+        response.headers["Content-Type"] = "application/json"
+        response._content = json.dumps(document).encode()
+    else:
+        response._content = b""
+    return response
+
+
+@dataclass(frozen=True)
+class DryRunOutcome:
+    """A row's verdict and what backs it."""
+
+    verdict: Verdict
+    errors: list[dict[str, str]]
+    estimated_costs: float | None = None
+
+    @property
+    def message(self) -> str:
+        return "; ".join(f"[{e.get('code')}] {e.get('message')}" for e in self.errors) or self.verdict.value
+
+
+class RowDryRun:
+    """One row's dry run (see the module doc); takes what :class:`~.job_starting.RowJobStarter` takes."""
+
+    def __init__(
+        self,
+        row: JobRowRef,
+        *,
+        backend_name: str,
+        connection: Connection,
+        start_job: Callable[..., BatchJob | None],
+        connection_provider: Callable[[str], Connection],
+        start_job_kwargs: Mapping[str, Any] | None = None,
+        job_options: Mapping[str, Any] | None = None,
+        job_budget: float | None = None,
+    ) -> None:
+        self.row = row
+        self.backend_name = backend_name
+        self.connection = connection
+        self.start_job = start_job
+        self.connection_provider = connection_provider
+        self.start_job_kwargs = dict(start_job_kwargs or {})
+        self.job_options = parse_job_options(job_options, where="job_options")
+        self.job_budget = checked_max_costs("job_budget", job_budget)
+        self.db = row.hook()
+
+    def run(self) -> DryRunOutcome:
+        """Check the row and record the verdict on it (``status`` untouched, the row's claim released)."""
+        values = self.db.get_row(self.row.row_id)
+        if clean(values.get("id")):
+            status = clean(values.get("status"))
+            outcome = DryRunOutcome(
+                Verdict.HAS_JOB,
+                [{"code": "HasJob", "message": f"{self.row} holds job {values['id']} ({status}); not dry-run"}],
+            )
+        else:
+            outcome = self._check()
+            if outcome.verdict is not Verdict.WOULD_FAIL:
+                outcome = DryRunOutcome(outcome.verdict, outcome.errors, self._estimate())
+        self._record(outcome, values)
+        log.info("%s: dry run: %s", self.row, outcome.message)
+        return outcome
+
+    def _check(self) -> DryRunOutcome:
+        frame = self.db.get_by_indices([self.row.row_id])
+        series = frame.iloc[0]
+        problem = geometry_problem(series)
+        if problem is not None:
+            return _fails("InvalidGeometry", f"{self.row}: {problem}")
+        try:
+            layers = OptionLayers(
+                batch=self.job_options,
+                row=parse_job_options(
+                    clean(series.get(JOB_OPTIONS_COLUMN)), where=f"{self.row}: field {JOB_OPTIONS_COLUMN!r}"
+                ),
+                budget=checked_max_costs(
+                    f"{self.row}: field {JOB_BUDGET_COLUMN!r}", clean(series.get(JOB_BUDGET_COLUMN))
+                )
+                or self.job_budget,
+            )
+        except ValueError as exc:
+            return _fails("InvalidJobOptions", str(exc))
+        intercepted = InterceptedCreates()
+        with ExitStack() as stack:
+
+            def prepare(connection: Connection, backend: str) -> None:
+                stack.enter_context(intercepting_creates(connection, intercepted))
+                stack.enter_context(applying_job_options(connection, layers, label=str(self.row), backend=backend))
+
+            prepare(self.connection, self.backend_name)
+            provider = wrapping_provider(self.connection_provider, prepare, already=(self.connection,))
+            try:
+                job = self.start_job(
+                    row=series,
+                    connection=self.connection,
+                    connection_provider=provider,
+                    provider=self.backend_name,
+                    **self.start_job_kwargs,
+                )
+            except JobOptionsRefused as exc:
+                return _fails("JobOptionsRefused", self._scrub(str(exc)))
+            except Exception as exc:
+                return _fails(
+                    "StartJobFailed",
+                    self._scrub(
+                        f"{self.row}: start_job{describe_start_job(self.start_job)} raised {type(exc).__name__}: "
+                        f"{exc}{empty_fields_hint(series)}"
+                    ),
+                )
+        if job is None:
+            return DryRunOutcome(Verdict.SKIPPED, [{"code": "Skipped", "message": "start_job returned None"}])
+        if not isinstance(job, BatchJob):
+            return _fails("StartJobFailed", f"start_job returned {type(job).__name__}, expected a BatchJob or None")
+        if not intercepted.creates:
+            message = f"start_job returned job {job.job_id} without sending POST /jobs: nothing to validate"
+            return DryRunOutcome(Verdict.NOT_CHECKED, [{"code": "NoCreate", "message": message}])
+        connection, body = intercepted.creates[-1]
+        return self._validate(connection, body)
+
+    def _validate(self, connection: Connection, body: Mapping[str, Any]) -> DryRunOutcome:
+        """The backend's ``POST /validation`` on the graph ``start_job`` would have created a job with."""
+        graph = (body.get("process") or {}).get("process_graph") if isinstance(body.get("process"), Mapping) else None
+        if not isinstance(graph, Mapping):
+            return DryRunOutcome(
+                Verdict.NOT_CHECKED, [{"code": "NoProcessGraph", "message": "POST /jobs carried no process graph"}]
+            )
+        try:
+            served = connection.capabilities().supports_endpoint("/validation", "POST")
+        except Exception as exc:
+            return _unchecked(f"cannot read the backend's capabilities: {self._scrub(str(exc))}")
+        if not served:
+            return _unchecked(f"backend {self.backend_name!r} lists no POST /validation")
+        try:
+            response = connection.post("/validation", json={"process_graph": graph}, expected_status=200)
+            errors = response.json().get("errors")
+        except Exception as exc:
+            status = getattr(exc, "http_status_code", None)
+            if status in NOT_SERVED_STATUSES:
+                return _unchecked(f"backend {self.backend_name!r} serves no POST /validation (HTTP {status})")
+            return _unchecked(f"POST /validation failed: {self._scrub(str(exc))}")
+        if not isinstance(errors, list):
+            return _unchecked(f"POST /validation answered no list of errors: {str(errors)[:200]}")
+        if errors:
+            found = [
+                {"code": str(e.get("code", "")), "message": self._scrub(str(e.get("message", "")))}
+                if isinstance(e, Mapping)
+                else {"code": "", "message": str(e)}
+                for e in errors
+            ]
+            return DryRunOutcome(Verdict.WOULD_FAIL, found)
+        return DryRunOutcome(Verdict.VALID, [])
+
+    def _estimate(self) -> float | None:
+        """The batch's history: the median costs of this table's jobs on the row's backend, else on any."""
+        costs = self.db.recorded_costs(self.backend_name)
+        return expected_costs(costs) if costs else None
+
+    def _record(self, outcome: DryRunOutcome, values: Mapping[str, Any]) -> None:
+        update: dict[str, Any] = {
+            VERDICT_COLUMN: outcome.verdict.value,
+            ERRORS_COLUMN: json.dumps(outcome.errors) if outcome.errors else None,
+            "claimed_by": None,
+        }
+        if outcome.verdict is not Verdict.HAS_JOB:
+            update[ESTIMATED_COSTS_COLUMN] = outcome.estimated_costs
+            if clean(values.get("status")) in RESERVING_STATUSES:
+                update["status"] = RowStatus.NOT_STARTED.value  # a stale claim of a start that never happened
+        self.db.update_row(self.row.row_id, update)
+
+    def _scrub(self, message: str) -> str:
+        secrets = getattr(self.connection, "secrets", None)
+        try:
+            known = tuple(secrets()) if callable(secrets) else ()
+        except Exception:
+            known = ()
+        return redact(message, known)
+
+
+def _fails(code: str, message: str) -> DryRunOutcome:
+    return DryRunOutcome(Verdict.WOULD_FAIL, [{"code": code, "message": message}])
+
+
+def _unchecked(message: str) -> DryRunOutcome:
+    return DryRunOutcome(Verdict.NOT_CHECKED, [{"code": "NotValidated", "message": message}])
+
+
+def dry_run_report(table: pd.DataFrame, run_key: str) -> dict[str, Any]:
+    """The summary's ``dry_run``: verdicts of this run's rows, how many would fail, and the estimated cost."""
+    if not len(table) or VERDICT_COLUMN not in table or "dispatch_run" not in table:
+        mine = table.iloc[0:0]
+    else:
+        mine = table[(table["dispatch_run"] == run_key) & table[VERDICT_COLUMN].notna()]
+    verdicts = (
+        {str(k): int(v) for k, v in mine[VERDICT_COLUMN].value_counts().sort_index().items()} if len(mine) else {}
+    )
+    would_run = mine[mine[VERDICT_COLUMN].isin([Verdict.VALID.value, Verdict.NOT_CHECKED.value])] if len(mine) else mine
+    estimates = pd.to_numeric(would_run.get(ESTIMATED_COSTS_COLUMN), errors="coerce") if len(would_run) else None
+    known = int(estimates.notna().sum()) if estimates is not None else 0
+    report: dict[str, Any] = {
+        "rows": len(mine),
+        "verdicts": verdicts,
+        "would_fail": verdicts.get(Verdict.WOULD_FAIL.value, 0),
+        "estimated_costs": round(float(estimates.fillna(0).sum()), 6) if known else None,
+        "estimated_rows": known,
+    }
+    if len(would_run) and known < len(would_run):
+        report["estimate_note"] = (
+            f"{len(would_run) - known} row(s) without an estimate: openEO estimates only a job that exists "
+            "(GET /jobs/{id}/estimate) and a dry run creates none; the estimate is the median costs of this job "
+            "table's jobs, and it records none yet"
+        )
+    return report
