@@ -131,6 +131,16 @@ def test_missing_pool_fails_the_plan_once_before_any_row(pool_rig: PoolRig) -> N
         table = db.read()
     finally:
         db.dispose()
-    assert len(table) == 4 and set(table["status"]) == {"not_started"}, "rows untouched"
+    assert len(table) == 4 and set(table["status"]) == {"not_started"}, "rows not started"
+    # the table and the summary say why, in the plan's one message
+    (why,) = set(table["error_message"])
+    assert why.startswith("no row was started, because backend 'bar': pool 'openeo_bar' does not exist"), why
+    entry = airflow.api(
+        "GET",
+        f"/dags/{DAG_ID}/dagRuns/{run_id}/taskInstances/openeo_job_batch.summary/xcomEntries/return_value",
+        params={"deserialize": "true", "stringify": "false"},
+    )
+    summary = json.loads(entry["value"]) if isinstance(entry["value"], str) else entry["value"]
+    assert summary["not_started_because"] == why and summary["counts"] == {"not_started": 4}
     scheduler_log = (airflow.logs / "scheduler.log").read_text(encoding="utf-8", errors="replace")
     assert "could not record the pools" not in scheduler_log

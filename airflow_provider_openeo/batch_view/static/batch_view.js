@@ -17,6 +17,9 @@
     canceled: "#d69e2e", skipped: "#ed64a6"
   };
   var view = document.getElementById("view");
+  function show() {  // the page's content; absent parts (null) are left out, not shown as "null"
+    view.replaceChildren.apply(view, Array.prototype.filter.call(arguments, function (node) { return node !== null && node !== undefined; }));
+  }
 
   function el(tag, attrs, children) {
     var node = document.createElement(tag);
@@ -84,7 +87,7 @@
     });
   }
   function fail(error) {
-    view.replaceChildren(el("p", { "class": "error", "data-testid": "view-error", text: String(error.message || error) }));
+    show(el("p", { "class": "error", "data-testid": "view-error", text: String(error.message || error) }));
   }
 
   // -- the batches --------------------------------------------------------------------------------------------
@@ -107,14 +110,14 @@
           el("td", { "class": "num", text: p ? p.done + " / " + p.rows : "" })
         ]);
       });
-      view.replaceChildren(
+      show(
         el("h1", { text: "openEO batches" }),
         el("p", { "class": "muted", text: "One job table per batch, of the DAGs you may read." }),
         batches.length ? el("table", {}, [
           el("thead", {}, [el("tr", {}, [el("th", { text: "DAG" }), el("th", { text: "Job table" }), el("th", { text: "Backends" }),
             el("th", { text: "Progress" }), el("th", { "class": "num", text: "Rows done" })])]),
           el("tbody", {}, rows)
-        ]) : el("p", { "data-testid": "no-batches", text: "No batch in the DAGs you may read." })
+        ]) : el("p", { "data-testid": "no-batches", text: data.dagId ? "DAG " + data.dagId + " runs no openEO batch." : "No openEO batch in the DAGs you may read." })
       );
     }).catch(fail);
   }
@@ -237,7 +240,7 @@
   function showBatch() {
     getJson("/api/batches/" + enc(data.dagId) + "/" + enc(data.table)).then(function (answer) {
       if (!document.getElementById("batch-head")) {
-        view.replaceChildren(
+        show(
           el("div", { id: "batch-head" }), el("div", { id: "batch-progress" }), el("div", { id: "map-section" }),
           el("h2", { text: "Rows" }), el("div", { id: "rows-filters" }), el("p", { id: "rows-count", "class": "muted" }), el("div", { id: "rows-table" })
         );
@@ -282,7 +285,7 @@
       if (ti) links.push(airflowLink(tiUrl(ti), "task instance " + ti.task_id + " [" + ti.map_index + "] of run " + ti.run_id, "row-ti"));
       if (row.job_url) links.push(el("a", { href: row.job_url, target: "_blank", rel: "noopener noreferrer", "data-testid": "row-backend-job",
         text: "job " + c.id + " on backend " + (c.backend_name || "") + " (its JSON; the backend asks you to log in)" }));
-      view.replaceChildren(
+      show(
         el("p", {}, [el("a", { href: ROOT + "/batches", text: "openEO batches" }), " › ", el("a", { href: batchUrl(data.dagId, data.table), text: data.table })]),
         el("h1", { "data-testid": "row-title" }, [row.label + " ", badge(c.status || "not_started")]),
         c.error_message ? el("p", { "class": "message error", "data-testid": "row-error", text: c.error_message }) : null,
@@ -297,7 +300,7 @@
   }
 
   function showJob() {
-    view.replaceChildren(
+    show(
       el("h1", { text: "openEO job of " + data.taskId + " [" + data.mapIndex + "]" }),
       el("p", { text: "This task instance's job is not in a job table the batch view knows." }),
       data.jobUrl ? el("p", {}, [el("a", { href: data.jobUrl, target: "_blank", rel: "noopener noreferrer", text: data.jobUrl })]) : null,
