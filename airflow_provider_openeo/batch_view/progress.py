@@ -10,6 +10,7 @@ import math
 from collections.abc import Iterable, Mapping
 from typing import Any
 
+import numpy as np
 import pandas as pd
 
 from airflow_provider_openeo._usage import COSTS_COLUMN
@@ -56,7 +57,9 @@ def _plain(value: Any) -> Any:
     """A JSON value: numpy scalars unwrapped, NaN/NA/NaT as None."""
     if value is None or value is pd.NA or value is pd.NaT:
         return None
-    if hasattr(value, "item") and not isinstance(value, (list, dict, str)):
+    if isinstance(value, np.ndarray):
+        return value.tolist()
+    if isinstance(value, np.generic):
         value = value.item()
     if isinstance(value, float) and not math.isfinite(value):
         return None
