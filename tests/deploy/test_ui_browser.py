@@ -434,7 +434,9 @@ def _load_batch_page(driver: Any, url: str) -> dict[str, Any]:
 def test_batch_view_shows_a_running_batch_and_its_tiles(page: Any, demo: tuple[Demo, DemoReport]) -> None:
     """The batch view, as a user finds it: under Browse in the Airflow UI, then the batch of the geometry example
     while it runs (counts between what the job table held just before and just after the page read it; every
-    tile on the map) and once it is through (counts equal the table's, every tile green; the rows filter)."""
+    tile on the map) and once it is through (counts equal the table's, every tile green; the rows filter); a row's
+    task instance link opens the task instance in the UI around the view; the DAG page's "openEO batch" tab shows
+    the DAG's batch."""
     driver, wait = page, _wait(page)
     deployment = demo[0]
     slow = {"queue_seconds": 1.0, "run_seconds": 8.0}  # time enough to look at the batch while it runs
@@ -510,3 +512,18 @@ def test_batch_view_shows_a_running_batch_and_its_tiles(page: Any, demo: tuple[D
     wait.until(lambda d: f"/dags/{GEO_DAG}/runs/" in d.current_url and "/mapped/" in d.current_url)
     header = wait.until(ec.visibility_of_element_located((By.CSS_SELECTOR, "[data-testid=header-card]")))
     assert "field" in header.text or ".job" in header.text, header.text
+
+    # the DAG's own "openEO batch" tab: its one batch, at once
+    driver.get(f"{deployment.airflow.url}/dags/{GEO_DAG}")
+    tab = (By.XPATH, "//*[@role='tab' or self::a or self::button][normalize-space()='openEO batch']")
+    wait.until(ec.element_to_be_clickable(tab)).click()
+    frame = wait.until(ec.presence_of_element_located((By.CSS_SELECTOR, "iframe[title='openEO batch']")))
+    driver.switch_to.frame(frame)
+    try:
+        title = wait.until(ec.visibility_of_element_located((By.CSS_SELECTOR, "[data-testid=batch-title]")))
+        assert title.text == f"Batch {GEO_DAG}"
+        wait.until(ec.text_to_be_present_in_element((By.CSS_SELECTOR, "[data-testid=total-done]"), "6 of 6 rows"))
+    finally:
+        driver.switch_to.default_content()
+    _shot(driver, "batch-view-dag-tab")
+    driver.save_screenshot(str(DOCS / "batch-view-dag-tab.png"))
