@@ -42,9 +42,6 @@ def get_provider_info() -> dict[str, Any]:
         "sensors": [{"integration-name": "openEO", "python-modules": ["airflow_provider_openeo.sensors.openeo"]}],
         "triggers": [{"integration-name": "openEO", "python-modules": ["airflow_provider_openeo.triggers.openeo"]}],
         "extra-links": ["airflow_provider_openeo.links.openeo.OpenEOJobLink"],
-        # Also the ``airflow.plugins`` entry point (pyproject.toml), which Airflow reads by default; this entry is
-        # what it reads with ``[core] lazy_discover_providers = False``.
-        "plugins": [{"name": "openeo", "plugin-class": "airflow_provider_openeo.plugin.OpenEOPlugin"}],
         "connection-types": [
             {
                 "hook-class-name": "airflow_provider_openeo.hooks.openeo.OpenEOHook",

@@ -130,7 +130,7 @@ class OpenEOJobWaitMixin:
         ``end_task_on_finish``: a finished job ends the task in the triggerer (successfully, returning nothing).
         """
         if job_url:
-            OpenEOJobLink.persist(context, job_url)
+            OpenEOJobLink.persist(context, job_url, row_id=row.row_id if row is not None else None)
         else:
             self.push_job_url(context, job_id)
         trigger = OpenEOJobTrigger(

@@ -32,7 +32,7 @@ import os
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from datetime import timedelta
-from typing import Any
+from typing import Any, NoReturn
 
 from airflow.providers.standard.operators.empty import EmptyOperator
 from airflow.providers.standard.operators.trigger_dagrun import TriggerDagRunOperator
@@ -68,6 +68,8 @@ DEFAULT_MAP_INDEX_TEMPLATE = "{{ " + ROW_LABEL_KEY + " }}"
 #: job, so retries are what carries a row through a killed worker or a backend's bad minute.
 DEFAULT_ROW_RETRIES = 2
 DEFAULT_ROW_RETRY_DELAY = timedelta(seconds=30)
+#: XCom key (of ``plan``) holding why no row started, for the summary to report once.
+STOPPED_XCOM_KEY = "openeo_not_started_because"
 #: The conf of a run the batch chains: the same conf (Params) as this run's, plus which run it continues, so
 #: the next run does not re-open the rows this run re-ran (``reruns``).
 CHAINED_CONF_TEMPLATE = (
@@ -232,7 +234,7 @@ def openeo_job_batch(
             try:
                 check_backends(specs, problems=pools_wrong)
             except BackendsUnusable as exc:
-                raise AirflowFailException(str(exc)) from None
+                stop_before_rows(ti, job_db(), str(exc))
             max_rows = rows_per_run(
                 max_rows_per_run, max_map_length=conf.getint("core", "max_map_length", fallback=1024)
             )
@@ -301,6 +303,10 @@ def openeo_job_batch(
                 # A dry run is not chained (its rows stay not_started): rows past max_rows_per_run are not checked.
                 result["dry_run"]["rows_not_checked"] = int(planned_run.get("remaining") or 0)
                 log.info("dry run: %s", result["dry_run"])
+            stopped = ti.xcom_pull(task_ids=group.child_id("plan"), key=STOPPED_XCOM_KEY)
+            if stopped:
+                result["not_started_because"] = stopped
+                log.error("no row of this run started: %s", stopped)
             if "source" in planned_run:
                 result["source"] = planned_run["source"]
                 log_already_done(result["source"])
@@ -388,6 +394,21 @@ def openeo_job_batch(
         if continue_until_done:
             continue_batch(planned, summarized)
     return group
+
+
+def stop_before_rows(ti: Any, db: OpenEOJobDbHook, message: str) -> NoReturn:
+    """Fail the ``plan`` step when the batch cannot run at all (a backend's connection or pool is wrong), leaving
+    the reason where a user looks: once on the waiting rows of the job table (their ``error_message``; the batch
+    view shows it) and once for the summary (XCom :data:`STOPPED_XCOM_KEY`), not once per row task."""
+    ti.xcom_push(key=STOPPED_XCOM_KEY, value=message)
+    try:
+        noted = db.note_waiting_rows(message)
+        log.info("the reason is on the %d waiting row(s) of the job table", len(noted))
+    except Exception as exc:  # the step fails with the message all the same
+        log.warning("could not write the reason on the job table's rows: %s", exc)
+    finally:
+        db.dispose()
+    raise AirflowFailException(message)
 
 
 def refuse_rows_left_in_the_legacy_table(db: OpenEOJobDbHook, legacy: OpenEOJobDbHook, dag_id: str | None) -> None:

@@ -313,6 +313,7 @@ def format_summary(report: DemoReport, *, password: str | None = None) -> str:
         f"Results:    {report.results_dir}/job_<id>/ (assets, job-results.json, job_<id>.json)",
         f"Job table:  {report.job_db} (SQLite, table {DAG_ID})",
         f"Airflow UI: {report.ui_url}",
+        f"Batch view: {report.ui_url.split('/dags/', 1)[0]}/openeo/batches/{DAG_ID}/{DAG_ID} (Browse > openEO batches)",
     ]
     if report.login_user:
         secret = f"password {password}" if password else f"password in {report.password_file}"

@@ -35,10 +35,35 @@ def test_pyproject_declares_the_plugin_entry_point():
     assert plugin.listeners == [pool_listener]
 
 
-def test_provider_info_names_the_plugin():
-    assert get_provider_info()["plugins"] == [
-        {"name": "openeo", "plugin-class": "airflow_provider_openeo.plugin.OpenEOPlugin"}
-    ]
+def test_provider_info_does_not_name_the_plugin_again():
+    """With ``[core] lazy_discover_providers = False`` Airflow loads the entry point's plugins and the provider
+    info's: naming it in both registered it twice (the second refused as an import error)."""
+    assert "plugins" not in get_provider_info()
+
+
+def test_the_plugin_is_registered_once_with_eager_provider_discovery(tmp_path):
+    code = (
+        "from airflow import plugins_manager as pm; plugins, errors = pm._get_plugins(); "
+        "print([p.name for p in plugins].count('openeo'), sorted(errors))"
+    )
+    env = {
+        **os.environ,
+        "PYTHONPATH": str(REPO),
+        "AIRFLOW__CORE__LAZY_DISCOVER_PROVIDERS": "False",
+        "AIRFLOW__CORE__PLUGINS_FOLDER": str(tmp_path),
+    }
+    done = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=180, env=env, check=False
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert done.stdout.strip().splitlines()[-1] == "1 []", done.stdout + done.stderr[-2000:]
+
+
+def test_the_plugin_mounts_the_batch_view_and_shows_it_in_the_ui():
+    (app,) = OpenEOPlugin.fastapi_apps
+    assert app["url_prefix"] == "/openeo" and callable(app["app"])
+    views = {view["url_route"]: view for view in OpenEOPlugin.external_views}
+    assert views["openeo-batches"]["destination"] == "nav" and views["openeo-batch"]["destination"] == "dag"
 
 
 def test_airflow_loads_the_plugin_through_its_entry_point(tmp_path):
@@ -64,8 +89,12 @@ def test_airflow_loads_the_plugin_through_its_entry_point(tmp_path):
 
 
 def test_loading_the_plugin_stays_light():
-    """Every Airflow process that loads plugins (scheduler, API server, CLI) imports it: no pandas, no openEO client."""
-    code = "import sys, airflow_provider_openeo.plugin; print(sorted({'pandas', 'openeo'} & set(sys.modules)))"
+    """Every Airflow process that loads plugins (scheduler, API server, CLI) imports it: no pandas, no openEO client,
+    no FastAPI (the batch view's app is built on its first request)."""
+    code = (
+        "import sys, airflow_provider_openeo.plugin; "
+        "print(sorted({'pandas', 'openeo', 'fastapi', 'airflow_provider_openeo.batch_view.app'} & set(sys.modules)))"
+    )
     env = {**os.environ, "PYTHONPATH": str(REPO)}
     command = [sys.executable, "-c", code]
     done = subprocess.run(command, capture_output=True, text=True, timeout=120, env=env, check=True)

@@ -324,7 +324,8 @@ def test_a_connection_every_row_would_fail_on_stops_the_batch_once_before_any_ro
     example_env, batch_env, monkeypatch, tmp_path
 ):
     """A wrong password on one backend: the plan fails with one message naming it, no row task runs, no job is
-    created, the rows are untouched (they run once the connection is fixed and the plan cleared)."""
+    created, the rows keep their status (they run once the connection is fixed and the plan cleared) and say why,
+    as the summary does, once."""
     import json
 
     from tests.fixtures.local_backend import backend_connection
@@ -347,7 +348,12 @@ def test_a_connection_every_row_would_fail_on_stops_the_batch_once_before_any_ro
     assert not [ti for ti in task_instances(run) if ti.map_index >= 0], "no row instance was even created"
     assert not any(new_jobs(example_env, before).values()), "no job was created on either backend"
     table = batch_table(config).read()
-    assert set(table["status"]) == {"not_started"} and table["error_message"].isna().all()
+    assert set(table["status"]) == {"not_started"}
+    (why,) = set(table["error_message"])
+    assert why.startswith("no row was started, because backend 'bar': the backend refused the credentials")
+    assert "not-the-password" not in why
+    summary = xcom_of(run, "openeo_job_batch.summary")
+    assert summary["not_started_because"] == why and summary["counts"] == {"not_started": 4}
     assert run.state == "failed"
 
 

@@ -807,6 +807,14 @@ class OpenEOJobDbHook(BaseHook, JobDatabaseInterface):
         """Record ``run_key`` as the latest batch run whose job source holds ``row_ids`` (one transaction)."""
         self._set_in_chunks(row_ids, {SOURCE_RUN_COLUMN: run_key})
 
+    def note_waiting_rows(self, message: str) -> list[int | str]:
+        """Write ``message`` as the ``error_message`` of every row waiting to start (``not_started``): why none of
+        them started, when the whole batch was stopped before its rows (one transaction). Their status stays, so
+        they run once the cause is fixed; a row that starts clears its message. Returns the rows noted."""
+        row_ids = self.row_ids([RowStatus.NOT_STARTED.value])
+        self._set_in_chunks(row_ids, {"error_message": message})
+        return row_ids
+
     def max_int_row_id(self) -> int | None:
         """The largest row id of an integer-indexed table (None when empty): new rows are numbered after it."""
         schema, table = self._open()

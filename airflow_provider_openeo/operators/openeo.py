@@ -102,7 +102,9 @@ class OpenEORowOperator(BaseOperator):
     :param label_columns: columns that name a row in the UI (``map_index_template``), first present wins.
     """
 
-    template_fields: Sequence[str] = ("row_id", "job_table", "openeo_conn_id")
+    #: ``job_db_conn_id`` and ``sqlite_path`` are template fields also so that Airflow serializes them: the batch
+    #: view (in the API server, which has no DAG files) finds a batch's job table through them.
+    template_fields: Sequence[str] = ("row_id", "job_table", "job_db_conn_id", "sqlite_path", "openeo_conn_id")
 
     def __init__(
         self,
@@ -217,7 +219,14 @@ class OpenEOStartJobOperator(OpenEORowOperator):
     (:mod:`airflow_provider_openeo.dry_run`).
     """
 
-    template_fields: Sequence[str] = ("row_id", "job_table", "backend_name", "openeo_conn_id")
+    template_fields: Sequence[str] = (
+        "row_id",
+        "job_table",
+        "job_db_conn_id",
+        "sqlite_path",
+        "backend_name",
+        "openeo_conn_id",
+    )
     operator_extra_links = (OpenEOJobLink(),)
     ui_color = "#c5e3f6"
 
@@ -319,7 +328,9 @@ class OpenEOStartJobOperator(OpenEORowOperator):
             raise AirflowFailException(str(exc)) from exc
         finally:
             starter.db.dispose()  # a PostgreSQL pool must not outlive the start in a long-deferred task
-        outcome = dataclasses.replace(outcome, job_url=OpenEOJobLink.persist(context, hook.job_url(outcome.job_id)))
+        outcome = dataclasses.replace(
+            outcome, job_url=OpenEOJobLink.persist(context, hook.job_url(outcome.job_id), row_id=self.row_id)
+        )
         self.log.info(
             "%s: job %s on %s is %s%s",
             self.row,

@@ -168,6 +168,16 @@ def test_a_mistake_every_row_shares_fails_the_plan_once_before_any_row(pool_rig:
         table = db.read()
     finally:
         db.dispose()
-    assert len(table) == 4 and set(table["status"]) == {"not_started"}, "rows untouched"
+    assert len(table) == 4 and set(table["status"]) == {"not_started"}, "rows not started"
+    # the table and the summary say why, in the plan's one message
+    (why,) = set(table["error_message"])
+    assert why.startswith(f"no row was started, because {said[0]}"), why
+    entry = airflow.api(
+        "GET",
+        f"/dags/{dag_id}/dagRuns/{run_id}/taskInstances/openeo_job_batch.summary/xcomEntries/return_value",
+        params={"deserialize": "true", "stringify": "false"},
+    )
+    summary = json.loads(entry["value"]) if isinstance(entry["value"], str) else entry["value"]
+    assert summary["not_started_because"] == why and summary["counts"] == {"not_started": 4}
     scheduler_log = (airflow.logs / "scheduler.log").read_text(encoding="utf-8", errors="replace")
     assert "could not record the pools" not in scheduler_log

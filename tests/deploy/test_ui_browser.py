@@ -2,7 +2,9 @@
 
 What a user sees, not what the REST API says: the connection form for type ``openeo`` shows the provider's
 fields, the grid and the run's task table label each mapped task instance with its row (``"<row id>: <title>"``),
-and the "openEO job" extra link of a mapped task instance opens that row's job on its own backend.
+the "openEO job" extra link of a mapped task instance opens the batch view's page of that row, which links to the
+job on its own backend, and the batch view (the provider's plugin) shows a batch while it runs and after: counts
+per status and backend, a map of its tiles coloured by status, its rows; its screenshots go to ``docs/``.
 
 Chromium and chromedriver come from Debian's ``chromium`` / ``chromium-driver`` packages
 (``scripts/ensure_browser.sh``), never from a browser download: the Service gets chromedriver's path, so
@@ -29,6 +31,7 @@ from urllib.parse import quote
 import openeo
 import pytest
 
+from airflow_provider_openeo.batch_view.urls import batches_path, task_instance_path
 from airflow_provider_openeo.get_provider_info import get_provider_info
 from airflow_provider_openeo.operators.openeo import holds_no_row
 from deploy.demo import DAG_ID, DEFAULT_CONFIG, Demo, DemoReport, load_config
@@ -42,7 +45,7 @@ try:
     from selenium.webdriver.common.by import By
     from selenium.webdriver.common.keys import Keys
     from selenium.webdriver.support import expected_conditions as ec
-    from selenium.webdriver.support.ui import WebDriverWait
+    from selenium.webdriver.support.ui import Select, WebDriverWait
 except ImportError:  # the tests skip, saying so (see ``binaries``)
     webdriver = None
 
@@ -332,14 +335,27 @@ def test_extra_link_opens_the_rows_job_on_its_backend(page: Any, demo: tuple[Dem
     link = wait.until(ec.element_to_be_clickable((By.XPATH, "//a[normalize-space()='openEO job']")))
     _shot(driver, f"extra-link-run_{backend}")
 
+    # the button leads to the batch view's page of this task instance, which shows the row and its job
+    href = link.get_attribute("href")
+    assert href == deployment.airflow.url + task_instance_path(DAG_ID, report.run_id, task_id, instance["map_index"])
+    driver.get(href)
+    wait.until(lambda d: f"/rows/{row_id}" in d.current_url)
+    shown = wait.until(ec.visibility_of_element_located((By.CSS_SELECTOR, "[data-testid=field-id]")))
+    assert shown.text == row["id"]
+    assert wait.until(ec.visibility_of_element_located((By.CSS_SELECTOR, "[data-testid=row-title]"))).text.startswith(
+        instance["rendered_map_index"]
+    )
+    _shot(driver, f"row-page-run_{backend}")
+
     backend_url = deployment.backends[backend].url
     connection = openeo.connect(backend_url).authenticate_basic(BASIC_USER, BASIC_PASSWORD)
     expected = f"{connection.root_url.rstrip('/')}/jobs/{row['id']}"
-    assert link.get_attribute("href") == expected
-    assert link.get_attribute("target") == "_blank"  # another origin: a new tab, the UI stays open
+    on_backend = driver.find_element(By.CSS_SELECTOR, "[data-testid=row-backend-job]")
+    assert on_backend.get_attribute("href") == expected
+    assert on_backend.get_attribute("target") == "_blank"  # another origin: a new tab, the view stays open
 
     # follow it: a new tab on the backend, which answers that job's URL (to the anonymous browser: log in first)
-    link.click()
+    on_backend.click()
     wait.until(lambda d: len(d.window_handles) == 2)
     driver.switch_to.window(driver.window_handles[1])
     try:
@@ -355,3 +371,159 @@ def test_extra_link_opens_the_rows_job_on_its_backend(page: Any, demo: tuple[Dem
     assert answer.url == expected
     assert answer.json()["id"] == row["id"] and answer.json()["status"] == "finished"
     assert row["id"] in {job["id"] for job in deployment.backends[backend].jobs()}
+
+
+# -- (d) the batch view ------------------------------------------------------------------------------------------
+
+GEO_DAG = "example_openeo_geometry"  # six field polygons: the view's map has tiles to draw
+#: How far a row has come, for comparing counts read at different moments: a row only ever moves forward.
+STAGES = {
+    "not_started": 0, "queued_for_start": 1, "created": 2, "queued": 3, "running": 4,
+    "finished": 5, "error": 5, "start_failed": 5, "canceled": 5, "skipped": 5,
+}  # fmt: skip
+DOCS = REPO / "docs"
+
+
+def _table_counts(deployment: Demo, dag_id: str) -> dict[str, int]:
+    """The job table's rows by status now (empty before the batch's init task made it)."""
+    from airflow_provider_openeo.hooks.job_db import OpenEOJobDbHook
+
+    db = OpenEOJobDbHook(table=dag_id, sqlite_path=str(deployment.job_db))
+    try:
+        return db.count_by_status() if db.exists() else {}
+    finally:
+        db.dispose()
+
+
+def _reached(counts: dict[str, int]) -> list[int]:
+    """Rows at each stage or beyond: what can only grow while a batch runs."""
+    return [sum(n for status, n in counts.items() if STAGES[status] >= stage) for stage in range(6)]
+
+
+def _view_counts(driver: Any) -> dict[str, Any]:
+    """What the batch page shows, read in one go: the totals by status, per backend, and the map's tiles."""
+    return driver.execute_script(
+        """
+        const number = (el) => parseInt(el.innerText.trim().split(/\\s+/).pop(), 10);
+        const totals = {}, backends = {}, tiles = {};
+        document.querySelectorAll('[data-testid^="total-"] .badge').forEach((badge) => {
+          totals[badge.dataset.status] = number(badge.parentElement);
+        });
+        document.querySelectorAll('[data-testid^="count-"]').forEach((cell) => {
+          const [, backend, status] = cell.dataset.testid.match(/^count-([^-]+)-(.+)$/);
+          const n = parseInt(cell.innerText, 10);
+          if (n) (backends[backend] = backends[backend] || {})[status] = n;
+        });
+        document.querySelectorAll('#map path.tile').forEach((path) => {
+          const status = [...path.classList].find((c) => c.startsWith('tile-')).slice(5);
+          tiles[status] = (tiles[status] || 0) + 1;
+        });
+        return {totals, backends, tiles, loaded: document.body.dataset.loaded || null,
+                rows: document.querySelectorAll('[data-testid=rows] tbody tr').length};
+        """
+    )
+
+
+def _load_batch_page(driver: Any, url: str) -> dict[str, Any]:
+    driver.get(url)
+    _wait(driver).until(lambda d: d.execute_script("return document.body.dataset.loaded || null"))
+    _wait(driver).until(ec.visibility_of_element_located((By.CSS_SELECTOR, "#map path.tile")))
+    return _view_counts(driver)
+
+
+def test_batch_view_shows_a_running_batch_and_its_tiles(page: Any, demo: tuple[Demo, DemoReport]) -> None:
+    """The batch view, as a user finds it: under Browse in the Airflow UI, then the batch of the geometry example
+    while it runs (counts between what the job table held just before and just after the page read it; every
+    tile on the map) and once it is through (counts equal the table's, every tile green; the rows filter); a row's
+    task instance link opens the task instance in the UI around the view; the DAG page's "openEO batch" tab shows
+    the DAG's batch."""
+    driver, wait = page, _wait(page)
+    deployment = demo[0]
+    slow = {"queue_seconds": 1.0, "run_seconds": 8.0}  # time enough to look at the batch while it runs
+    for backend in deployment.backends.values():
+        backend._control("PATCH", "/config", json=slow)
+    try:
+        run_id = deployment.airflow.trigger_dag(GEO_DAG, {}, note="batch view browser test")
+        # while it runs: some rows are through (so the view can tell how long a job takes), some are not
+        _wait(driver, 180).until(lambda d: (c := _reached(_table_counts(deployment, GEO_DAG)))[0] == 6 and 0 < c[5] < 6)
+        before = _table_counts(deployment, GEO_DAG)
+        view_url = f"{deployment.airflow.url}{batches_path()}/{GEO_DAG}/{GEO_DAG}"
+        driver.set_window_size(1280, 1500)
+        seen = _load_batch_page(driver, view_url)
+        after = _table_counts(deployment, GEO_DAG)
+        _shot(driver, "batch-view-running")
+        driver.save_screenshot(str(DOCS / "batch-view-running.png"))
+        low, shown, high = _reached(before), _reached(seen["totals"]), _reached(after)
+        assert all(lo <= n <= hi for lo, n, hi in zip(low, shown, high, strict=True)), (before, seen, after)
+        assert sum(seen["tiles"].values()) == 6 and seen["tiles"] == seen["totals"], seen  # one tile per row
+        assert seen["rows"] == 6
+        assert shown[5] < 6 or high[5] == 6, (seen, after)  # the page saw the batch unfinished, unless it ended
+        if 0 < shown[5] < 6:  # some jobs finished, some left: an estimate of the time left, from their durations
+            eta = driver.find_element(By.CSS_SELECTOR, "[data-testid=total-eta]").text
+            assert eta.startswith("time left: about ") and "unknown" not in eta, eta
+        final = deployment.airflow.wait_for_run(GEO_DAG, run_id, timeout=300)
+        assert final["state"] == "success", final
+    finally:
+        for backend in deployment.backends.values():
+            backend._control("PATCH", "/config", json={"queue_seconds": 0.5, "run_seconds": 2})
+
+    # afterwards: exactly the table's counts, per backend too, and every tile finished
+    from airflow_provider_openeo.hooks.job_db import OpenEOJobDbHook
+
+    db = OpenEOJobDbHook(table=GEO_DAG, sqlite_path=str(deployment.job_db))
+    table = db.read()
+    db.dispose()
+    seen = _load_batch_page(driver, view_url)
+    wait.until(ec.text_to_be_present_in_element((By.CSS_SELECTOR, "[data-testid=total-done]"), "6 of 6 rows done"))
+    assert seen["totals"] == {"finished": 6} and seen["tiles"] == {"finished": 6}, seen
+    per_backend = {name: {"finished": int(n)} for name, n in table["backend_name"].value_counts().items()}
+    assert seen["backends"] == per_backend, (seen, per_backend)
+    assert "none, the batch is through" in driver.find_element(By.CSS_SELECTOR, "[data-testid=total-eta]").text
+    _shot(driver, "batch-view-done")
+    driver.save_screenshot(str(DOCS / "batch-view-done.png"))
+
+    # the rows: filter by backend, search by title
+    backend, count = next(iter(table["backend_name"].value_counts().items()))
+    Select(driver.find_element(By.CSS_SELECTOR, "[data-testid=filter-backend]")).select_by_value(backend)
+    assert _view_counts(driver)["rows"] == count
+    Select(driver.find_element(By.CSS_SELECTOR, "[data-testid=filter-backend]")).select_by_value("")
+    driver.find_element(By.CSS_SELECTOR, "[data-testid=filter-text]").send_keys("field 3")
+    assert _view_counts(driver)["rows"] == 1
+    driver.set_window_size(1280, 900)
+
+    # in the Airflow UI: Browse > openEO batches, both batches of the demo; a row's task instance link opens the
+    # task instance in the UI around the view
+    driver.get(f"{deployment.airflow.url}/plugin/openeo-batches")
+    frame = wait.until(ec.presence_of_element_located((By.CSS_SELECTOR, "iframe[title='openEO batches']")))
+    driver.switch_to.frame(frame)
+    try:
+        for dag_id in (DAG_ID, GEO_DAG):
+            wait.until(ec.presence_of_element_located((By.CSS_SELECTOR, f"[data-testid='batch-{dag_id}-{dag_id}']")))
+        driver.switch_to.default_content()
+        _shot(driver, "batch-view-in-airflow-ui")
+        driver.save_screenshot(str(DOCS / "batch-view-in-airflow-ui.png"))
+        driver.switch_to.frame(frame)
+        table_link = (By.CSS_SELECTOR, f"[data-testid='batch-{GEO_DAG}-{GEO_DAG}'] td:nth-child(2) a")
+        wait.until(ec.element_to_be_clickable(table_link)).click()  # the batch's page, inside the UI
+        ti_link = wait.until(ec.element_to_be_clickable((By.CSS_SELECTOR, "[data-testid='ti-0']")))
+        ti_link.click()
+    finally:
+        driver.switch_to.default_content()
+    wait.until(lambda d: f"/dags/{GEO_DAG}/runs/" in d.current_url and "/mapped/" in d.current_url)
+    header = wait.until(ec.visibility_of_element_located((By.CSS_SELECTOR, "[data-testid=header-card]")))
+    assert "field" in header.text or ".job" in header.text, header.text
+
+    # the DAG's own "openEO batch" tab: its one batch, at once
+    driver.get(f"{deployment.airflow.url}/dags/{GEO_DAG}")
+    tab = (By.XPATH, "//*[@role='tab' or self::a or self::button][normalize-space()='openEO batch']")
+    wait.until(ec.element_to_be_clickable(tab)).click()
+    frame = wait.until(ec.presence_of_element_located((By.CSS_SELECTOR, "iframe[title='openEO batch']")))
+    driver.switch_to.frame(frame)
+    try:
+        title = wait.until(ec.visibility_of_element_located((By.CSS_SELECTOR, "[data-testid=batch-title]")))
+        assert title.text == f"Batch {GEO_DAG}"
+        wait.until(ec.text_to_be_present_in_element((By.CSS_SELECTOR, "[data-testid=total-done]"), "6 of 6 rows"))
+    finally:
+        driver.switch_to.default_content()
+    _shot(driver, "batch-view-dag-tab")
+    driver.save_screenshot(str(DOCS / "batch-view-dag-tab.png"))

@@ -1,4 +1,5 @@
-"""The "openEO job" extra link: cleaned URLs, and per-task-instance links through a real ``dag.test()`` run."""
+"""The "openEO job" extra link: cleaned URLs in XCom, and per-task-instance links to the batch view's page of the
+task instance's row, through a real ``dag.test()`` run."""
 
 from __future__ import annotations
 
@@ -11,8 +12,14 @@ from typing import Any
 
 import pytest
 
+from airflow_provider_openeo.batch_view.urls import task_instance_path
 from airflow_provider_openeo.get_provider_info import get_provider_info
-from airflow_provider_openeo.links.openeo import OPENEO_JOB_URL_XCOM_KEY, OpenEOJobLink, clean_job_url
+from airflow_provider_openeo.links.openeo import (
+    OPENEO_JOB_URL_XCOM_KEY,
+    OPENEO_ROW_ID_XCOM_KEY,
+    OpenEOJobLink,
+    clean_job_url,
+)
 
 
 @pytest.mark.parametrize(
@@ -52,6 +59,12 @@ def test_persist_pushes_only_a_clean_url() -> None:
     ti = _RecordingTI()
     assert OpenEOJobLink.persist({"ti": ti}, "javascript:alert(1)") == ""
     assert ti.pushed == {}
+
+
+def test_persist_pushes_the_row_the_task_instance_runs() -> None:
+    ti = _RecordingTI()
+    OpenEOJobLink.persist({"ti": ti}, "https://b.example/jobs/j-1", row_id=7)
+    assert ti.pushed == {OPENEO_JOB_URL_XCOM_KEY: "https://b.example/jobs/j-1", OPENEO_ROW_ID_XCOM_KEY: 7}
 
 
 def test_link_is_registered_with_the_provider() -> None:
@@ -132,7 +145,10 @@ def _xcoms(run_id: str) -> dict[tuple[str, int, str], Any]:
         return {(x.task_id, x.map_index, x.key): x.value for x in rows}
 
 
-def test_each_task_instance_links_to_its_own_job(link_dag_run: Any) -> None:
+def test_each_task_instance_links_to_the_batch_views_page_of_its_job(link_dag_run: Any) -> None:
+    """The button opens the batch view's page of the task instance (which shows its row and job, with the backend's
+    URL); it appears once the job's URL is known."""
+    from airflow.configuration import conf
     from airflow.models.serialized_dag import SerializedDagModel
     from airflow.models.taskinstancekey import TaskInstanceKey
 
@@ -144,10 +160,10 @@ def test_each_task_instance_links_to_its_own_job(link_dag_run: Any) -> None:
         ("rows", 2): "success",
         ("failing", -1): "failed",
     }
+    base = (conf.get("api", "base_url", fallback="") or "").rstrip("/")
     expected = {
-        ("single", -1): "https://backend.example/openeo/1.2/jobs/j-single",
-        **{("rows", i): f"https://backend.example/openeo/1.2/jobs/j-row{i}" for i in range(3)},
-        ("failing", -1): "https://backend.example/openeo/1.2/jobs/j-failed",
+        key: base + task_instance_path("openeo_link_test", link_dag_run.run_id, key[0], key[1])
+        for key in [("single", -1), *[("rows", i) for i in range(3)], ("failing", -1)]
     }
     # What the API server does for the UI: the deserialised operator's link, asked with each TI's key.
     dag = SerializedDagModel.get_dag("openeo_link_test")
