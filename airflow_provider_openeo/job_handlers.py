@@ -21,7 +21,13 @@ from typing import TYPE_CHECKING, Any
 
 from airflow_provider_openeo import _safe_paths
 from airflow_provider_openeo._asset_download import AssetTransfer, download_asset
-from airflow_provider_openeo._asset_plan import AssetNote, PlannedAsset, plan_assets, stored_results_document
+from airflow_provider_openeo._asset_plan import (
+    ORIGINAL_KEY_FIELD,
+    AssetNote,
+    PlannedAsset,
+    plan_assets,
+    stored_results_document,
+)
 from airflow_provider_openeo._log_pages import MAX_LOG_PAGES, read_log_pages
 from airflow_provider_openeo._result_storage import (
     StoragePath,
@@ -32,9 +38,12 @@ from airflow_provider_openeo._result_storage import (
     write_json_atomically,
 )
 from airflow_provider_openeo._safe_paths import is_object_storage
+from airflow_provider_openeo._stac_item import build_item
 from airflow_provider_openeo._usage import COSTS_COLUMN, usage_row_values
 from airflow_provider_openeo.hooks._openeo_http import redact
 from airflow_provider_openeo.job_status import OpenEOJobStatus, RowStatus
+from airflow_provider_openeo.row_keys import job_defining_columns
+from airflow_provider_openeo.stac_collection import BatchCollection
 
 if TYPE_CHECKING:
     import openeo
@@ -66,11 +75,17 @@ class ResultDownloadError(RuntimeError):
 
 @dataclass
 class StoredResults:
-    """What :meth:`OpenEOJobHandler.store_results` did: files written, assets renamed or refused, transfers."""
+    """What :meth:`OpenEOJobHandler.store_results` did: files written, assets renamed or refused, transfers.
+
+    ``document`` is the results document as the backend sent it and ``stored`` each stored asset's key, path and
+    the backend's fields for it (what the batch's STAC item lists).
+    """
 
     files: list[str] = field(default_factory=list)
     notes: list[AssetNote] = field(default_factory=list)
     transfers: dict[str, AssetTransfer] = field(default_factory=dict)
+    document: dict[str, Any] = field(default_factory=dict)
+    stored: list[tuple[PlannedAsset, StoragePath]] = field(default_factory=list)
 
     def note_text(self) -> str | None:
         """One line for the row's ``error_message``: every renamed or refused asset, or None."""
@@ -116,10 +131,15 @@ class OpenEOJobHandler:
     :param max_link_refreshes: per asset and try, how often an expired signed link (410 ``ResultLinkExpired``)
         is renewed by re-reading the results document.
     :param max_log_pages: pages of error logs read (``next`` links followed) for ``job_{id}_errors.json``.
+    :param stac_collection: keep the batch's STAC collection (``root_dir/stac/<job table>/``, see
+        :mod:`airflow_provider_openeo.stac_collection`): an item per finished row, replaced when the row runs again.
 
     The object holds only plain settings (no connection, no hook), so it pickles, deep-copies and ``repr``s
     without credentials, as operator attributes must.
     """
+
+    #: Class default, so a handler pickled before this setting existed keeps a collection.
+    stac_collection: bool = True
 
     def __init__(
         self,
@@ -131,6 +151,7 @@ class OpenEOJobHandler:
         resume_attempts: int = 3,
         max_link_refreshes: int = 3,
         max_log_pages: int = MAX_LOG_PAGES,
+        stac_collection: bool = True,
     ) -> None:
         if chunk_size <= 0:
             raise ValueError(f"chunk_size must be positive, got {chunk_size!r}")
@@ -150,6 +171,7 @@ class OpenEOJobHandler:
         self.resume_attempts = resume_attempts
         self.max_link_refreshes = max_link_refreshes
         self.max_log_pages = max_log_pages
+        self.stac_collection = bool(stac_collection)
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}(root_dir={str(self.root_dir)!r}, download_results={self.download_results!r})"
@@ -240,7 +262,9 @@ class OpenEOJobHandler:
         )
         files: list[str] = []
         note: str | None = None
+        stac: dict[str, str] = {}
         try:
+            stored: StoredResults | None = None
             if self.download_results:
                 stored = self.store_results(job, job_dir)
                 files.extend(stored.files)
@@ -248,6 +272,8 @@ class OpenEOJobHandler:
             metadata_path = self.get_job_metadata_path(job.job_id)
             write_json_atomically(metadata_path, dict(metadata), ensure_ascii=False)
             files.append(str(metadata_path))
+            if row_updated:  # a handler of an old job must not replace the item of the row's newer job
+                stac = self.record_stac_item(job, row, metadata, stored)
         except Exception as error:
             message = _short_message(
                 f"downloading results of openEO job {job.job_id} failed: {type(error).__name__}: {error}",
@@ -270,6 +296,7 @@ class OpenEOJobHandler:
             "files": files,
             "results_state": results_state,
             "row_updated": row_updated,
+            **stac,
         }
 
     def on_job_error(
@@ -374,7 +401,7 @@ class OpenEOJobHandler:
             self.log.warning("openEO job %s finished without result assets", job.job_id)
         token = _safe_paths.safe_job_token(job.job_id)
         planned, notes = plan_assets(assets, [JOB_RESULTS_FILENAME, f"job_{token}.json", f"job_{token}_errors.json"])
-        stored = StoredResults(notes=notes)
+        stored = StoredResults(notes=notes, document=dict(results_document))
         for note in notes:
             self.log.warning("openEO job %s: %s", job.job_id, note.describe())
         for asset in planned:
@@ -402,10 +429,78 @@ class OpenEOJobHandler:
                     f", {transfer.link_refreshes} expired link(s) renewed" if transfer.link_refreshes else "",
                 )
             stored.files.append(str(target))
+            stored.stored.append((asset, target))
         results_path = job_dir / JOB_RESULTS_FILENAME
         write_json_atomically(results_path, stored_results_document(results_document, planned, notes))
         stored.files.append(str(results_path))
         return stored
+
+    # -- the batch's STAC collection ---------------------------------------------------------------------------
+
+    def batch_collection(self, job_table: str) -> BatchCollection:
+        """The STAC collection of the batch whose rows live in ``job_table``, under ``root_dir``."""
+        return BatchCollection(as_storage_path(self.root_dir), job_table)
+
+    def record_stac_item(
+        self,
+        job: openeo.BatchJob,
+        row: JobRowRef | None,
+        metadata: Mapping[str, Any],
+        stored: StoredResults | None,
+    ) -> dict[str, str]:
+        """Write (or replace) the row's item in the batch's collection; ``{"stac_collection", "stac_item"}``.
+
+        Nothing without a row (a sensor's job), or with ``stac_collection=False``. Assets are the stored files
+        (relative hrefs) or, without a download, the backend's hrefs from its results document.
+        """
+        if not self.stac_collection or row is None:
+            return {}
+        hook = row.hook()
+        try:
+            frame = hook.get_by_indices([row.row_id])
+            rule = hook.key_rule() or {}
+            usage = set(hook.usage_columns())
+        finally:
+            hook.dispose()
+        if frame.empty:
+            return {}
+        values = frame.iloc[0].to_dict()
+        if str(values.get("id")) != str(job.job_id):
+            self.log.warning("Not writing the STAC item of %s: it holds another job than %s now", row, job.job_id)
+            return {}
+        collection = self.batch_collection(row.table)
+        if stored is not None:
+            document = stored.document
+            assets = {
+                _stac_asset_key(asset): (collection.href_from_items(target), _asset_fields(document, asset))
+                for asset, target in stored.stored
+            }
+        else:
+            document = self.read_results_document(job)
+            planned, _ = plan_assets(document.get("assets") or {}, ())
+            assets = {_stac_asset_key(a): (a.href, _asset_fields(document, a)) for a in planned}
+        geometry_column = getattr(getattr(frame, "geometry", None), "name", None)
+        key_fields = [
+            name
+            for name in (rule.get("columns") or job_defining_columns(frame.columns))
+            if name not in usage and name != geometry_column
+        ]
+        item = build_item(
+            row_id=row.row_id,
+            row=values,
+            crs=getattr(frame, "crs", None) if geometry_column else None,
+            key_fields=key_fields,
+            job_id=job.job_id,
+            job_table=row.table,
+            backend=values.get("backend_name"),
+            metadata=metadata,
+            results_document=document,
+            assets=assets,
+            collection_id=collection.job_table,
+        )
+        path = collection.put_item(item)
+        self.log.info("STAC item %s of %s written; collection %s", item["id"], row, collection.uri)
+        return {"stac_collection": collection.uri, "stac_item": str(path)}
 
     def read_results_document(self, job: openeo.BatchJob) -> dict[str, Any]:
         """``GET /jobs/{id}/results``: the STAC document whose assets (and signed hrefs) are fetched."""
@@ -528,3 +623,16 @@ class OpenEOJobHandler:
                 sorted(values),
             )
         return updated
+
+
+def _stac_asset_key(asset: PlannedAsset) -> str:
+    """The server's key when it is a plain name, else the file name it was stored under (never a hostile key)."""
+    return asset.key if _safe_paths.is_safe_file_name(asset.key) else asset.name
+
+
+def _asset_fields(document: Mapping[str, Any], asset: PlannedAsset) -> dict[str, Any]:
+    """The backend's fields of an asset (type, roles, bands ...), and its original key where that was renamed."""
+    fields = dict((document.get("assets") or {}).get(asset.key) or {})
+    if _stac_asset_key(asset) != asset.key:
+        fields[ORIGINAL_KEY_FIELD] = asset.key
+    return fields

@@ -1,0 +1,243 @@
+"""A batch's results as one STAC collection, kept up to date while many ``results`` tasks finish at once.
+
+Layout, under the batch's ``root_dir`` (a local directory or an ``ObjectStoragePath``)::
+
+    root_dir/stac/<job table>/collection.json        the collection: extent and one ``item`` link per row
+    root_dir/stac/<job table>/items/row_<id>.json    one item per finished row (its job's assets, geometry, time)
+    root_dir/job_<id>/...                            the assets, where the handler stores them
+
+Hrefs are relative (``./items/row_3.json``, ``../../../job_j-1/result.tif``), so the product can be moved or
+served as it is; with ``download_results=False`` the assets point at the backend's own hrefs.
+
+**Why no item is lost.** Each row writes only its own item file (atomically: a temporary name, then a rename, or
+copy-and-delete on object stores), so writers never share a file but the collection. The collection is never
+edited in place: it is *derived*, rebuilt from whatever item files exist, and :meth:`BatchCollection.refresh`
+repeats ``read the items, read the collection, write the rebuild if they differ`` until a read finds the stored
+collection equal to the rebuild of the items read just before it (a bounded number of rounds, then an error so
+the task retries). Whoever writes the collection last checks it against the items afterwards, and any item
+written after that check makes its own writer refresh later; so once the last writer is done, the stored
+collection is the rebuild of every item. This needs no lock, only what local disks and today's object stores
+(S3, GCS, Azure: read-after-write and listings consistent) give: an atomic replace and fresh reads. Listings of
+fsspec stores are read past their cache. A writer killed between its item and the collection leaves the item
+file, which the next refresh (its retry, another row, the batch's ``summary``) links.
+
+The cost is a read of every item per refresh: one listing and a small JSON file per finished row, about 1 ms
+each on a local disk; on object storage the reads go out together (``fsspec``'s ``cat``).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import posixpath
+import random
+import time
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+from airflow_provider_openeo._result_storage import StoragePath, make_dirs, write_json_atomically
+from airflow_provider_openeo._safe_paths import ensure_inside, is_object_storage, safe_file_name
+from airflow_provider_openeo._stac_item import STAC_VERSION, item_id_for
+
+log = logging.getLogger(__name__)
+
+__all__ = ["COLLECTION_FILENAME", "BatchCollection", "CollectionRaceError"]
+
+STAC_DIRNAME = "stac"
+COLLECTION_FILENAME = "collection.json"
+ITEMS_DIRNAME = "items"
+#: Rounds of read-compare-write before a refresh gives up (the task then fails and its retry refreshes again).
+MAX_REFRESH_ROUNDS = 12
+_WORLD = [-180.0, -90.0, 180.0, 90.0]
+
+
+class CollectionRaceError(RuntimeError):
+    """The collection kept changing under a refresh for :data:`MAX_REFRESH_ROUNDS` rounds."""
+
+
+class BatchCollection:
+    """The STAC collection of one batch (one job table) under ``root``."""
+
+    def __init__(self, root: StoragePath, job_table: str) -> None:
+        self.root = root
+        self.job_table = job_table
+        self.directory = root / STAC_DIRNAME / safe_file_name(job_table, fallback="batch")
+        ensure_inside(root, self.directory)
+        self.collection_path = self.directory / COLLECTION_FILENAME
+        self.items_dir = self.directory / ITEMS_DIRNAME
+
+    @property
+    def uri(self) -> str:
+        """Where the collection is: an absolute local path, or the object store's URL (``s3://conn@bucket/...``)."""
+        return str(self.collection_path)
+
+    def item_path(self, row_id: Any) -> StoragePath:
+        path = self.items_dir / f"{item_id_for(row_id)}.json"
+        ensure_inside(self.items_dir, path)
+        return path
+
+    def href_from_items(self, target: StoragePath) -> str:
+        """``target`` relative to the items directory (what an item's asset href says)."""
+        return posixpath.relpath(str(target), str(self.items_dir))
+
+    # -- writing ------------------------------------------------------------------------------------------------
+
+    def put_item(self, item: Mapping[str, Any]) -> StoragePath:
+        """Write (or replace) the row's item, then bring the collection up to date; return the item's path."""
+        make_dirs(self.items_dir)
+        path = self.items_dir / f"{item['id']}.json"
+        ensure_inside(self.items_dir, path)
+        write_json_atomically(path, dict(item), indent=1, ensure_ascii=False)
+        self.refresh()
+        return path
+
+    def refresh(self) -> dict[str, Any]:
+        """Make the stored collection the rebuild of the item files there now; return it (see the module doc)."""
+        make_dirs(self.directory)
+        for round_number in range(MAX_REFRESH_ROUNDS):
+            built = self.build(self.read_items())
+            if self.read_collection() == built:
+                return built
+            if round_number:
+                time.sleep(random.uniform(0.01, 0.05) * round_number)  # writers racing: spread them out
+            write_json_atomically(self.collection_path, built, indent=1, ensure_ascii=False)
+        built = self.build(self.read_items())
+        if self.read_collection() == built:
+            return built
+        raise CollectionRaceError(
+            f"the STAC collection {self.uri} kept changing for {MAX_REFRESH_ROUNDS} rounds of refresh; "
+            "a retry refreshes it again"
+        )
+
+    # -- reading ------------------------------------------------------------------------------------------------
+
+    def read_collection(self) -> dict[str, Any] | None:
+        try:
+            return json.loads(_read_bytes(self.collection_path))
+        except FileNotFoundError:
+            return None
+        except ValueError:  # not JSON (written by something else): rebuilt over
+            return None
+
+    def read_items(self) -> list[dict[str, Any]]:
+        """Every item file, by id; a file that is not a readable item is skipped with a warning."""
+        paths = _list_json(self.items_dir)
+        items = []
+        for path, payload in zip(paths, _read_many(paths), strict=True):
+            if payload is None:
+                continue  # gone between listing and reading: a concurrent replace; the next round sees it
+            try:
+                item = json.loads(payload)
+            except ValueError:
+                log.warning("Skipping %s: not JSON", path)
+                continue
+            if isinstance(item, dict) and item.get("type") == "Feature" and isinstance(item.get("id"), str):
+                items.append(item)
+            else:
+                log.warning("Skipping %s: not a STAC item", path)
+        return sorted(items, key=lambda item: item["id"])
+
+    # -- the derived collection ---------------------------------------------------------------------------------
+
+    def build(self, items: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
+        """The collection of ``items``: deterministic (no clock), so equal items give an equal document."""
+        links = [{"rel": "root", "href": f"./{COLLECTION_FILENAME}", "type": "application/json"}]
+        links += [
+            {"rel": "item", "href": f"./{ITEMS_DIRNAME}/{item['id']}.json", "type": "application/geo+json"}
+            for item in items
+        ]
+        collection = {
+            "type": "Collection",
+            "stac_version": STAC_VERSION,
+            "id": self.job_table,
+            "title": f"openEO batch {self.job_table}",
+            "description": (
+                f"Results of the openEO batch jobs of job table {self.job_table!r}, one item per finished row "
+                "(airflow-provider-openeo)."
+            ),
+            "license": "other",
+            "extent": {
+                "spatial": {"bbox": [_union_bbox(items)]},
+                "temporal": {"interval": [_interval(items)]},
+            },
+            "links": links,
+        }
+        return json.loads(json.dumps(collection))
+
+
+def _union_bbox(items: Sequence[Mapping[str, Any]]) -> list[float]:
+    boxes = [item["bbox"] for item in items if isinstance(item.get("bbox"), list) and len(item["bbox"]) == 4]
+    if not boxes:
+        return list(_WORLD)
+    return [
+        min(box[0] for box in boxes),
+        min(box[1] for box in boxes),
+        max(box[2] for box in boxes),
+        max(box[3] for box in boxes),
+    ]
+
+
+def _interval(items: Sequence[Mapping[str, Any]]) -> list[str | None]:
+    """From the earliest start to the latest end (RFC 3339 UTC strings sort as times); open where an item is."""
+    starts, ends = [], []
+    for item in items:
+        properties = item.get("properties") or {}
+        instant = properties.get("datetime")
+        starts.append(instant or properties.get("start_datetime"))
+        ends.append(instant or properties.get("end_datetime"))
+    if not items:
+        return [None, None]
+    start = None if any(s is None for s in starts) else min(starts)
+    end = None if any(e is None for e in ends) else max(ends)
+    return [start, end]
+
+
+def _list_json(directory: StoragePath) -> list[StoragePath]:
+    """The ``*.json`` files of ``directory`` (not hidden temporaries), read past an fsspec listing cache."""
+    if is_object_storage(directory):
+        with contextlib.suppress(Exception):  # a store without a cache
+            directory.fs.invalidate_cache(directory.path)
+    try:
+        if not directory.exists():
+            return []
+        entries = list(directory.iterdir())
+    except FileNotFoundError:
+        return []
+    return sorted(
+        (entry for entry in entries if entry.name.endswith(".json") and not entry.name.startswith(".")),
+        key=lambda entry: entry.name,
+    )
+
+
+def _read_bytes(path: StoragePath) -> bytes:
+    if is_object_storage(path):
+        return path.fs.cat_file(path.path)
+    return path.read_bytes()
+
+
+def _read_many(paths: Sequence[StoragePath]) -> list[bytes | None]:
+    """Each file's bytes (None: gone meanwhile); object stores fetch them in one concurrent ``cat``."""
+    if not paths:
+        return []
+    if is_object_storage(paths[0]):
+        fs = paths[0].fs
+        found = fs.cat([p.path for p in paths], on_error="return")
+        found = found if isinstance(found, dict) else {}
+        payloads: list[bytes | None] = []
+        for path in paths:
+            value = found.get(path.path, found.get(fs._strip_protocol(path.path)))
+            if value is None:  # keyed otherwise by this store: read it alone
+                try:
+                    value = fs.cat_file(path.path)
+                except FileNotFoundError:
+                    value = None
+            payloads.append(value if isinstance(value, bytes) else None)
+        return payloads
+    payloads = []
+    for path in paths:
+        try:
+            payloads.append(path.read_bytes())
+        except FileNotFoundError:
+            payloads.append(None)
+    return payloads
