@@ -241,3 +241,63 @@ def _read_many(paths: Sequence[StoragePath]) -> list[bytes | None]:
         except FileNotFoundError:
             payloads.append(None)
     return payloads
+
+
+# -- reading the product downstream -----------------------------------------------------------------------------
+
+
+def open_collection(uri: str | StoragePath) -> Any:
+    """The batch's collection as a ``pystac.Collection``, from a local path or an object store's URL.
+
+    What an asset event's ``stac_collection`` says is enough: pystac reads local paths and http(s) URLs itself;
+    other URLs (``s3://conn@bucket/...``) are read through Airflow's ``ObjectStoragePath`` and its connection.
+    """
+    import pystac
+
+    return pystac.Collection.from_file(str(uri), stac_io=_storage_stac_io()())
+
+
+def collection_rows(uri: str | StoragePath) -> Any:
+    """One row per item of a batch's collection, for the ``job_source`` of a batch that works on its results.
+
+    Columns: the item's row key fields (``openeo_provider:row``, e.g. ``temporal_extent``), ``title``,
+    ``upstream_item`` (the item's absolute href: what ``load_stac`` reads), ``upstream_job_id``, and the item's
+    geometry (WGS 84), in item order.
+    """
+    import geopandas as gpd
+    import shapely.geometry
+
+    records: list[dict[str, Any]] = []
+    geometries: list[Any] = []
+    for item in sorted(open_collection(uri).get_items(), key=lambda item: item.id):
+        properties = item.properties
+        record = dict(properties.get("openeo_provider:row") or {})
+        record["title"] = properties.get("title") or item.id
+        record["upstream_item"] = item.get_self_href()
+        record["upstream_job_id"] = properties.get("openeo_provider:job_id")
+        records.append(record)
+        geometries.append(shapely.geometry.shape(item.geometry) if item.geometry else None)
+    return gpd.GeoDataFrame(records, geometry=geometries, crs="EPSG:4326")
+
+
+def _storage_stac_io() -> type:
+    """Built when first needed, so importing this module (every results task does) does not import pystac."""
+    import pystac.stac_io
+
+    class StorageStacIO(pystac.stac_io.DefaultStacIO):
+        """pystac's reader and writer, with object-store URLs going through ``ObjectStoragePath``."""
+
+        def read_text(self, source: Any, *args: Any, **kwargs: Any) -> str:
+            href = str(source)
+            if _on_object_storage(href):
+                from airflow_provider_openeo._result_storage import as_storage_path
+
+                return _read_bytes(as_storage_path(href)).decode("utf-8")
+            return super().read_text(source, *args, **kwargs)
+
+    return StorageStacIO
+
+
+def _on_object_storage(href: str) -> bool:
+    scheme = href.split("://", 1)[0].lower() if "://" in href else ""
+    return bool(scheme) and scheme not in ("http", "https", "file")

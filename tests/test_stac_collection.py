@@ -228,3 +228,39 @@ def test_concurrent_writers_on_object_storage_lose_no_item(s3_root: dict[str, An
         (local / "items" / f"{item['id']}.json").write_text(json.dumps(item))
     read = assert_validates_offline(local / "collection.json")
     assert set(items_by_row(read)) == _expected_rows(writers, per_writer)
+
+
+# -- reading it downstream -------------------------------------------------------------------------------------
+
+
+def test_a_next_batch_makes_its_rows_from_the_collection(tmp_path: Path):
+    from airflow_provider_openeo.stac_collection import collection_rows
+
+    collection = BatchCollection(tmp_path, "tiles")
+    row = {"title": "a", "temporal_extent": ["2024-01-01", "2024-02-01"], "geometry": box(5, 51, 6, 52)}
+    collection.put_item(build_item(
+        row_id=0, row=row, crs="EPSG:4326", key_fields=["title", "temporal_extent"], job_id="j-1", job_table="tiles",
+        backend="foo", metadata={}, results_document={}, assets={}, collection_id="tiles",
+    ))  # fmt: skip
+    rows = collection_rows(collection.uri)
+    assert list(rows.columns) == ["title", "temporal_extent", "upstream_item", "upstream_job_id", "geometry"]
+    assert rows.loc[0, "upstream_item"] == str(collection.item_path(0))
+    assert rows.loc[0, "temporal_extent"] == ["2024-01-01", "2024-02-01"]
+    assert rows.loc[0, "upstream_job_id"] == "j-1"
+    assert rows.geometry.iloc[0].equals(box(5, 51, 6, 52)) and rows.crs == "EPSG:4326"
+
+
+def test_the_collection_opens_from_object_storage(tmp_path: Path):
+    from airflow.sdk import ObjectStoragePath
+    from airflow.sdk.io import attach
+    from fsspec.implementations.memory import MemoryFileSystem
+
+    from airflow_provider_openeo.stac_collection import open_collection
+
+    attach("memory", fs=MemoryFileSystem())
+    root = ObjectStoragePath(f"memory://stac-{uuid.uuid4().hex[:8]}/results")
+    collection = BatchCollection(root, "tiles")
+    collection.put_item(item_for(0))
+    collection.put_item(item_for(1))
+    read = open_collection(collection.uri)
+    assert sorted(item.id for item in read.get_items()) == ["row_0", "row_1"]
