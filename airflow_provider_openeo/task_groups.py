@@ -34,6 +34,7 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from datetime import timedelta
 from typing import Any
 
+import pandas as pd
 from airflow.providers.standard.operators.empty import EmptyOperator
 from airflow.providers.standard.operators.trigger_dagrun import TriggerDagRunOperator
 from airflow.sdk import Asset, TaskGroup, get_current_context, task, task_group
@@ -47,6 +48,7 @@ from airflow_provider_openeo.job_source import JobSource, check_on_exists, load_
 from airflow_provider_openeo.job_starting import StartJobCallable
 from airflow_provider_openeo.job_status import RowStatus
 from airflow_provider_openeo.operators.openeo import ROW_LABEL_KEY, OpenEOBatchJobOperator, OpenEOJobResultsOperator
+from airflow_provider_openeo.output_naming import Rule
 from airflow_provider_openeo.planning import parse_backends, plan_run, rows_per_run, rows_to_run
 from airflow_provider_openeo.pool_check import POOLS_KEY
 from airflow_provider_openeo.preflight import BackendsUnusable, check_backends, pool_problems
@@ -86,6 +88,8 @@ def openeo_job_batch(
     download_results: bool = True,
     handler: OpenEOJobHandler | None = None,
     stac_collection: bool = True,
+    output_dir: Rule | None = None,
+    asset_name: Rule | None = None,
     poll_interval: float = 60.0,
     cancel_running_job_after: float | timedelta | None = None,
     start_job_kwargs: Mapping[str, Any] | None = None,
@@ -144,6 +148,11 @@ def openeo_job_batch(
         ``stac_collection``.
     :param stac_collection: keep the batch's results as one STAC collection under ``root_dir`` (an item per
         finished row); ignored when ``handler`` is given (the handler's own ``stac_collection`` setting counts).
+    :param output_dir: where each row's files land under ``root_dir`` (default ``job_{id}``): a format string over
+        the row's columns and ``job_id`` / ``row_id`` (``"tiles/{tile}/{year}"``), or a callable of the row
+        (``output_naming``); checked here, and against the source's columns when it is a frame.
+    :param asset_name: each asset's file name (default the backend's, as MBJM names it): likewise, with the asset's
+        ``key``, ``name``, ``stem`` and ``ext`` too (``"ndvi_{tile}{ext}"``).
     :param retries: Airflow retries of each row's tasks (a retry re-attaches to the row's job, never creates a
         second one); default: the DAG's (or an enclosing group's) ``default_args``, else
         :data:`DEFAULT_ROW_RETRIES`.
@@ -171,8 +180,14 @@ def openeo_job_batch(
     backend_outage_limit = arguments.seconds("backend_outage_limit", backend_outage_limit, optional=True)
     sqlite = os.fspath(sqlite_path) if sqlite_path is not None else None
     handler = handler or OpenEOJobHandler(
-        root_dir=root_dir, download_results=download_results, stac_collection=stac_collection
+        root_dir=root_dir,
+        download_results=download_results,
+        stac_collection=stac_collection,
+        output_dir=output_dir,
+        asset_name=asset_name,
     )
+    if isinstance(job_source, pd.DataFrame):
+        handler.naming.check_columns(job_source.columns)
 
     with TaskGroup(group_id=group_id) as group:
         dag_id = getattr(getattr(group, "dag", None), "dag_id", None)

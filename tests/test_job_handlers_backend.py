@@ -24,6 +24,7 @@ from airflow_provider_openeo.job_handlers import OpenEOJobHandler, ResultDownloa
 from airflow_provider_openeo.job_row import JobRowRef
 from local_backend.launcher import BASIC_PASSWORD, LocalBackend
 from tests.fixtures.local_backend import backend_conn_env
+from tests.stac_checks import assert_validates_offline
 
 CONN_ID = "openeo_handlers"
 TERMINAL = {"finished", "error", "canceled"}
@@ -107,9 +108,21 @@ def test_finished_job_lands_in_the_same_files_as_mbjm_downloads(
         "files": sorted(str(job_dir / name) for name in ours),
         "results_state": "downloaded",
         "row_updated": True,
+        "stac_collection": str(tmp_path / "ours" / "stac" / "handler_jobs" / "collection.json"),
+        "stac_item": str(tmp_path / "ours" / "stac" / "handler_jobs" / "items" / "row_1.json"),
     }
     json.dumps(result)
     _assert_no_secret(conn, result, *ours.values())
+    # The row's STAC item: the stored files as its assets, with the backend's fields; the collection validates.
+    collection = assert_validates_offline(result["stac_collection"])
+    (item,) = collection.get_items()
+    assert item.properties["openeo_provider:job_id"] == job.job_id
+    assert {key: Path(asset.get_absolute_href()) for key, asset in item.assets.items()} == {
+        "result.tif": job_dir / "result.tif",
+        "result.json": job_dir / "result.json",
+    }
+    assert item.assets["result.tif"].media_type == job.get_results().get_metadata()["assets"]["result.tif"]["type"]
+    _assert_no_secret(conn, Path(result["stac_item"]).read_bytes(), Path(result["stac_collection"]).read_bytes())
 
 
 def test_finished_row_gets_status_usage_and_costs_as_mbjm_writes_them(
@@ -177,13 +190,32 @@ def test_download_results_false_writes_only_metadata(
     job = _run_job(conn)
     row = _row(job_table, 0, job.job_id)
     openeo_backend.reset_stats()
-    result = OpenEOJobHandler(tmp_path, download_results=False).on_job_done(
+    result = OpenEOJobHandler(tmp_path, download_results=False, stac_collection=False).on_job_done(
         {}, job, row, {"id": job.job_id, "status": "finished", "usage": {}}
     )
     assert sorted(_files(tmp_path / f"job_{job.job_id}")) == [f"job_{job.job_id}.json"]
     assert result["results_state"] == "skipped"
     assert job_table.get_row(0)["results_state"] == "skipped"
     assert not any("results" in key for key in openeo_backend.stats()), openeo_backend.stats()
+
+
+def test_without_download_the_stac_item_points_at_the_backends_hrefs(
+    conn: openeo.Connection, job_table: OpenEOJobDbHook, tmp_path: Path, openeo_backend: LocalBackend
+) -> None:
+    job = _run_job(conn)
+    row = _row(job_table, 0, job.job_id)
+    openeo_backend.reset_stats()
+    result = OpenEOJobHandler(tmp_path, download_results=False).on_job_done(
+        {}, job, row, {"id": job.job_id, "status": "finished", "usage": {}}
+    )
+    assert sorted(_files(tmp_path / f"job_{job.job_id}")) == [f"job_{job.job_id}.json"], "no asset downloaded"
+    stats = openeo_backend.stats()
+    assert {key: count for key, count in stats.items() if "results" in key} == {"GET /jobs/{job_id}/results": 1}
+    (item,) = assert_validates_offline(result["stac_collection"]).get_items()
+    hrefs = {key: asset["href"] for key, asset in job.get_results().get_metadata()["assets"].items()}
+    assert {key: asset.href for key, asset in item.assets.items()} == hrefs
+    assert all(href.startswith(openeo_backend.url) for href in hrefs.values())
+    assert conn.get(hrefs["result.tif"], stream=True).content[:2] == b"II", "the backend's href opens"
 
 
 def test_error_job_writes_error_logs_to_file_task_log_and_row(
