@@ -75,4 +75,3 @@ def test_stage_2_runs_on_the_items_of_stage_1s_collection(example_env, chain):
         assert load["arguments"]["url"] == row["upstream_item"], "stage 2's job loads stage 1's item"
     created = new_jobs(example_env, before)
     assert sum(len(jobs) for jobs in created.values()) == 8
-
