@@ -264,3 +264,19 @@ def test_the_collection_opens_from_object_storage(tmp_path: Path):
     collection.put_item(item_for(1))
     read = open_collection(collection.uri)
     assert sorted(item.id for item in read.get_items()) == ["row_0", "row_1"]
+
+
+def test_a_refresh_that_keeps_seeing_changes_leaves_them_to_the_writer_making_them(tmp_path, monkeypatch, caplog):
+    import airflow_provider_openeo.stac_collection as module
+
+    collection = BatchCollection(tmp_path, "tiles")
+    collection.put_item(item_for(0))
+    (collection.items_dir / "row_1.json").write_text(json.dumps(item_for(1)))  # another writer, mid-way
+    monkeypatch.setattr(module, "MAX_REFRESH_ROUNDS", 0)
+    built = collection.refresh()
+    assert "kept changing for 0 rounds" in caplog.text
+    assert json.loads(collection.collection_path.read_text()) != built, "nothing raised, nothing written"
+    monkeypatch.undo()
+    assert json.loads(collection.collection_path.read_text()) != collection.build(collection.read_items())
+    collection.refresh()  # that writer's own refresh
+    assert json.loads(collection.collection_path.read_text()) == collection.build(collection.read_items())
