@@ -387,6 +387,8 @@ class OpenEOJobHandler:
                 **self.usage_values(row, job.job_id, metadata),
             },
         )
+        if row_updated:
+            self.drop_stac_item(row)
         return {
             "job_id": job.job_id,
             "status": OpenEOJobStatus.ERROR.value,
@@ -415,6 +417,8 @@ class OpenEOJobHandler:
                 **self.usage_values(row, job.job_id, metadata),
             },
         )
+        if row_updated:
+            self.drop_stac_item(row)
         return {"job_id": job.job_id, "status": OpenEOJobStatus.CANCELED.value, "row_updated": row_updated}
 
     # -- building blocks, overridable one by one ----------------------------------------------------------------
@@ -588,6 +592,18 @@ class OpenEOJobHandler:
         path = collection.put_item(item)
         self.log.info("STAC item %s of %s written; collection %s", item["id"], row, collection.uri)
         return {"stac_collection": collection.uri, "stac_item": str(path)}
+
+    def drop_stac_item(self, row: JobRowRef | None) -> None:
+        """A row run again that ended in error or was canceled is no longer finished: its item (of an earlier job)
+        leaves the collection, which lists finished rows only. Logged, never raised: the row's outcome is told."""
+        if not self.stac_collection or row is None:
+            return
+        try:
+            collection = self.batch_collection(row.table)
+            if collection.remove_item(row.row_id):
+                self.log.info("STAC item of %s removed from %s: the row is no longer finished", row, collection.uri)
+        except Exception as error:
+            self.log.warning("Could not remove the STAC item of %s: %s", row, _short_message(error))
 
     def read_results_document(self, job: openeo.BatchJob) -> dict[str, Any]:
         """``GET /jobs/{id}/results``: the STAC document whose assets (and signed hrefs) are fetched."""

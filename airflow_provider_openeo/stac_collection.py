@@ -40,7 +40,7 @@ import time
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from airflow_provider_openeo._result_storage import StoragePath, make_dirs, write_json_atomically
+from airflow_provider_openeo._result_storage import StoragePath, make_dirs, remove_quietly, write_json_atomically
 from airflow_provider_openeo._safe_paths import ensure_inside, is_object_storage, safe_file_name
 from airflow_provider_openeo._stac_item import STAC_VERSION, item_id_for
 
@@ -91,6 +91,16 @@ class BatchCollection:
         write_json_atomically(path, dict(item), indent=1, ensure_ascii=False)
         self.refresh()
         return path
+
+    def remove_item(self, row_id: Any) -> bool:
+        """Drop the row's item (its row is no longer finished) and bring the collection up to date; whether one
+        was there."""
+        path = self.item_path(row_id)
+        if not path.exists():
+            return False
+        remove_quietly(path)
+        self.refresh()
+        return True
 
     def refresh(self) -> dict[str, Any]:
         """Make the stored collection the rebuild of the item files there now; return it (see the module doc)."""

@@ -384,3 +384,20 @@ def test_error_job_whose_logs_cannot_be_fetched_is_still_recorded(
         == f"openEO job {job.job_id} ended with status error; its error logs could not be fetched"
     )
     assert result["error_message"] == stored["error_message"]
+
+
+def test_a_row_run_again_that_ends_in_error_leaves_the_collection(
+    conn: openeo.Connection, job_table: OpenEOJobDbHook, tmp_path: Path
+) -> None:
+    handler = OpenEOJobHandler(tmp_path)
+    first = _run_job(conn)
+    done = handler.on_job_done({}, first, _row(job_table, 0, first.job_id), {"id": first.job_id, "status": "finished"})
+    other = _run_job(conn)
+    handler.on_job_done({}, other, _row(job_table, 1, other.job_id), {"id": other.job_id, "status": "finished"})
+    assert sorted(i.id for i in assert_validates_offline(done["stac_collection"]).get_items()) == ["row_0", "row_1"]
+
+    again = _run_job(conn, fail=True, fail_message="boom")  # row 0 run again: its new job fails
+    handler.on_job_error({}, again, _row(job_table, 0, again.job_id), {"id": again.job_id, "status": "error"})
+    (item,) = assert_validates_offline(done["stac_collection"]).get_items()
+    assert item.id == "row_1", "one item per finished row: row 0 is in error now"
+    assert not Path(done["stac_item"]).exists()
