@@ -212,21 +212,23 @@ def s3_root(monkeypatch: pytest.MonkeyPatch) -> Iterator[dict[str, Any]]:
         server.stop()
 
 
-def test_concurrent_writers_on_object_storage_lose_no_item(s3_root: dict[str, Any], tmp_path: Path):
+def test_concurrent_writers_on_object_storage_lose_no_item(s3_root: dict[str, Any]):
     from airflow.sdk import ObjectStoragePath
+    from upath import UPath
 
     writers, per_writer = 3, 3
     _run_writers(s3_root, writers, per_writer)
     collection = BatchCollection(ObjectStoragePath(s3_root["url"]), "tiles")
-    stored = collection.read_collection()
-    assert stored == collection.build(collection.read_items())
-    # Validate and read it as a user would, from a copy of the product on disk.
-    local = tmp_path / "copy"
-    (local / "items").mkdir(parents=True)
-    (local / "collection.json").write_text(json.dumps(stored))
-    for item in collection.read_items():
-        (local / "items" / f"{item['id']}.json").write_text(json.dumps(item))
-    read = assert_validates_offline(local / "collection.json")
+    assert collection.read_collection() == collection.build(collection.read_items())
+    # Validated and read as any S3 client sees it (not through Airflow).
+    bucket_path = s3_root["url"].split("@", 1)[1]
+    connection = json.loads(s3_root["env"]["AIRFLOW_CONN_STAC_S3"])
+    seen = UPath(
+        f"s3://{bucket_path}/stac/tiles/collection.json",
+        endpoint_url=connection["extra"]["endpoint_url"], key="testing", secret="testing",
+        client_kwargs={"region_name": "us-east-1"},
+    )  # fmt: skip
+    read = assert_validates_offline(seen)
     assert set(items_by_row(read)) == _expected_rows(writers, per_writer)
 
 
