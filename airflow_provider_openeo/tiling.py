@@ -17,8 +17,10 @@ file is parsed, so a bad area or tile size is an import error naming it, not a f
 
 from __future__ import annotations
 
+import contextlib
+import logging
 import os
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from typing import Any
 
 import geopandas as gpd
@@ -100,10 +102,13 @@ class TiledArea:
         grid_crs = self.tile_grid.crs if self.tile_grid is not None else self.projection
         area = _area_in(self.aoi, self.aoi_crs, grid_crs)
         try:
-            if self.tile_grid is not None:
-                tiles = split_area(area, tile_grid=self.tile_grid)
-            else:
-                tiles = split_area(area, projection=str(_crs_text(self.projection)), tile_size=float(self.tile_size))
+            with _quiet_about_crs():
+                if self.tile_grid is not None:
+                    tiles = split_area(area, tile_grid=self.tile_grid)
+                else:
+                    tiles = split_area(
+                        area, projection=str(_crs_text(self.projection)), tile_size=float(self.tile_size)
+                    )
         except JobSplittingFailure as exc:
             raise TilingError(f"tiling: {exc}") from None
         if len(tiles) == 0:
@@ -120,6 +125,19 @@ class TiledArea:
                 raise TilingError(f"tiling: title {self.title!r} cannot be formatted with index: {exc}") from None
         geometry = tiles.geometry.name
         return tiles[[*(c for c in tiles.columns if c != geometry), geometry]]
+
+
+@contextlib.contextmanager
+def _quiet_about_crs() -> Iterator[None]:
+    """``split_area`` warns that a bare polygon is "assumed" to be in the grid's CRS; ours is, by
+    :func:`_area_in`'s reprojection, and the DAG processor would log that warning at every parse."""
+    splitting_log = logging.getLogger("openeo.extra.job_management._job_splitting")
+    level = splitting_log.level
+    splitting_log.setLevel(logging.ERROR)
+    try:
+        yield
+    finally:
+        splitting_log.setLevel(level)
 
 
 def _crs_text(crs: str | int) -> str:
