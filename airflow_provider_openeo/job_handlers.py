@@ -363,7 +363,12 @@ class OpenEOJobHandler:
         Does not raise: whether an errored job fails the Airflow task is the caller's decision.
         """
         metadata = self.full_metadata(job, metadata)
-        job_dir = self.prepare_job_dir(self._named_job_dir(job, row)[0])
+        try:
+            job_dir = self.job_dir_for(job.job_id, row, self.naming_values(row))
+        except (OutputNamingError, _safe_paths.UnsafePathError) as error:  # the job's error still goes on the row
+            self.log.warning("%s; the error logs go to the default directory", _short_message(str(error)))
+            job_dir = self.get_job_dir(job.job_id)
+        self.prepare_job_dir(job_dir)
         files: list[str] = []
         error_logs = self.fetch_error_logs(job)
         if error_logs is not None:

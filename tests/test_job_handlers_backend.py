@@ -401,3 +401,14 @@ def test_a_row_run_again_that_ends_in_error_leaves_the_collection(
     (item,) = assert_validates_offline(done["stac_collection"]).get_items()
     assert item.id == "row_1", "one item per finished row: row 0 is in error now"
     assert not Path(done["stac_item"]).exists()
+
+
+def test_an_errored_job_whose_row_the_naming_rule_refuses_still_records_the_error(
+    conn: openeo.Connection, job_table: OpenEOJobDbHook, tmp_path: Path
+) -> None:
+    job = _run_job(conn, fail=True, fail_message="Out of memory")
+    handler = OpenEOJobHandler(tmp_path, output_dir=lambda row: "..")
+    handler.on_job_error({}, job, _row(job_table, 0, job.job_id), {"id": job.job_id, "status": "error"})
+    row = job_table.get_row(0)
+    assert (row["status"], row["error_message"]) == ("error", "Out of memory")
+    assert (tmp_path / f"job_{job.job_id}" / f"job_{job.job_id}_errors.json").is_file(), "in the default directory"
