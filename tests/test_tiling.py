@@ -93,3 +93,15 @@ def test_tiles_load_into_the_job_table_and_a_second_run_finds_them(sqlite_job_db
     assert [json.loads(json.dumps(mapping(g))) for g in table.geometry] == [
         json.loads(json.dumps(mapping(g))) for g in tiles(None).geometry
     ]
+
+
+def test_an_area_from_a_geojson_file_is_split_without_warnings(tmp_path, caplog):
+    path = tmp_path / "area.geojson"
+    path.write_text(json.dumps({"type": "FeatureCollection", "features": [
+        {"type": "Feature", "properties": {}, "geometry": mapping(box(5.0, 51.0, 5.2, 51.1))},
+    ]}))  # fmt: skip
+    caplog.set_level("WARNING")
+    tiles = TiledArea(path, tile_size=0.1, projection="EPSG:4326")
+    assert len(tiles) == 2 and not caplog.records, [r.getMessage() for r in caplog.records]
+    with pytest.raises(TilingError, match="cannot read the area of interest"):
+        TiledArea(tmp_path / "missing.geojson", tile_size=0.1, projection="EPSG:4326")
