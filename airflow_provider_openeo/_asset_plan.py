@@ -117,17 +117,22 @@ def plan_assets(assets: Mapping[Any, Any], reserved: Iterable[str]) -> tuple[lis
 
 
 def stored_results_document(
-    document: Mapping[str, Any], planned: Iterable[PlannedAsset], notes: Iterable[AssetNote]
+    document: Mapping[str, Any],
+    planned: Iterable[PlannedAsset],
+    notes: Iterable[AssetNote],
+    *,
+    renamed: bool = False,
 ) -> dict[str, Any]:
     """The ``job-results.json`` to store: the backend's document, or its local copy when names changed.
 
     The local copy lists every stored asset under its file name with that name as (relative) href and the
     server's key in ``openeo_provider:original_key`` where it differs; refused assets are listed, with why,
-    under ``openeo_provider:refused_assets``, not as assets.
+    under ``openeo_provider:refused_assets``, not as assets. ``renamed``: the user's naming rule gave the files
+    their names, so the local copy is written even without notes.
     """
     notes = list(notes)
     result = copy.deepcopy(dict(document))
-    if not notes:
+    if not notes and not renamed:
         return result
     source = document.get("assets") or {}
     local: dict[str, Any] = {}

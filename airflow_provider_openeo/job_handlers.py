@@ -12,6 +12,7 @@ and row updates that a stale handler cannot apply to a newer job.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import os
 import re
@@ -19,9 +20,17 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
+from airflow.sdk.exceptions import AirflowFailException
+
 from airflow_provider_openeo import _safe_paths
 from airflow_provider_openeo._asset_download import AssetTransfer, download_asset
-from airflow_provider_openeo._asset_plan import AssetNote, PlannedAsset, plan_assets, stored_results_document
+from airflow_provider_openeo._asset_plan import (
+    ORIGINAL_KEY_FIELD,
+    AssetNote,
+    PlannedAsset,
+    plan_assets,
+    stored_results_document,
+)
 from airflow_provider_openeo._log_pages import MAX_LOG_PAGES, read_log_pages
 from airflow_provider_openeo._result_storage import (
     StoragePath,
@@ -32,10 +41,14 @@ from airflow_provider_openeo._result_storage import (
     write_json_atomically,
 )
 from airflow_provider_openeo._safe_paths import is_object_storage
+from airflow_provider_openeo._stac_item import build_item
 from airflow_provider_openeo._usage import COSTS_COLUMN, usage_row_values
 from airflow_provider_openeo.error_categories import ErrorCategory, classify
 from airflow_provider_openeo.hooks._openeo_http import redact
 from airflow_provider_openeo.job_status import OpenEOJobStatus, RowStatus
+from airflow_provider_openeo.output_naming import OutputNaming, OutputNamingError, Rule
+from airflow_provider_openeo.row_keys import job_defining_columns
+from airflow_provider_openeo.stac_collection import BatchCollection
 
 if TYPE_CHECKING:
     import openeo
@@ -67,11 +80,17 @@ class ResultDownloadError(RuntimeError):
 
 @dataclass
 class StoredResults:
-    """What :meth:`OpenEOJobHandler.store_results` did: files written, assets renamed or refused, transfers."""
+    """What :meth:`OpenEOJobHandler.store_results` did: files written, assets renamed or refused, transfers.
+
+    ``document`` is the results document as the backend sent it and ``stored`` each stored asset's key, path and
+    the backend's fields for it (what the batch's STAC item lists).
+    """
 
     files: list[str] = field(default_factory=list)
     notes: list[AssetNote] = field(default_factory=list)
     transfers: dict[str, AssetTransfer] = field(default_factory=dict)
+    document: dict[str, Any] = field(default_factory=dict)
+    stored: list[tuple[PlannedAsset, StoragePath]] = field(default_factory=list)
 
     def note_text(self) -> str | None:
         """One line for the row's ``error_message``: every renamed or refused asset, or None."""
@@ -117,10 +136,21 @@ class OpenEOJobHandler:
     :param max_link_refreshes: per asset and try, how often an expired signed link (410 ``ResultLinkExpired``)
         is renewed by re-reading the results document.
     :param max_log_pages: pages of error logs read (``next`` links followed) for ``job_{id}_errors.json``.
+    :param output_dir: where a row's files land under ``root_dir`` instead of ``job_{id}``: a format string over
+        the row (``"tiles/{tile}/{year}"``; also ``{job_id}``, ``{row_id}``) or a callable of it
+        (:mod:`airflow_provider_openeo.output_naming`); every level must be a safe file name, else the row is refused.
+    :param asset_name: each asset's file name instead of the backend's: likewise (``"ndvi_{tile}{ext}"``; also
+        ``{key}``, ``{name}``, ``{stem}``, ``{ext}``).
+    :param stac_collection: keep the batch's STAC collection (``root_dir/stac/<job table>/``, see
+        :mod:`airflow_provider_openeo.stac_collection`): an item per finished row, replaced when the row runs again.
 
     The object holds only plain settings (no connection, no hook), so it pickles, deep-copies and ``repr``s
     without credentials, as operator attributes must.
     """
+
+    #: Class defaults, so a handler pickled before these settings existed keeps working.
+    stac_collection: bool = True
+    naming: OutputNaming = OutputNaming()
 
     def __init__(
         self,
@@ -132,6 +162,9 @@ class OpenEOJobHandler:
         resume_attempts: int = 3,
         max_link_refreshes: int = 3,
         max_log_pages: int = MAX_LOG_PAGES,
+        stac_collection: bool = True,
+        output_dir: Rule | None = None,
+        asset_name: Rule | None = None,
     ) -> None:
         if chunk_size <= 0:
             raise ValueError(f"chunk_size must be positive, got {chunk_size!r}")
@@ -151,6 +184,8 @@ class OpenEOJobHandler:
         self.resume_attempts = resume_attempts
         self.max_link_refreshes = max_link_refreshes
         self.max_log_pages = max_log_pages
+        self.stac_collection = bool(stac_collection)
+        self.naming = OutputNaming(output_dir, asset_name)
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}(root_dir={str(self.root_dir)!r}, download_results={self.download_results!r})"
@@ -208,7 +243,45 @@ class OpenEOJobHandler:
             self.log.info("Removed %s, left in %s by an interrupted earlier download", name, job_dir)
         return job_dir
 
-    # -- dispatch ---------------------------------------------------------------------------------------------
+    def job_dir_for(self, job_id: str, row: JobRowRef | None, values: Mapping[str, Any] | None) -> StoragePath:
+        """The row's directory: ``output_dir``'s rule over the row's ``values`` when there is one, else
+        :meth:`get_job_dir`. Raises :class:`OutputNamingError` for a name the rule must not give."""
+        if self.naming.output_dir is None or values is None:
+            return self.get_job_dir(job_id)
+        root = as_storage_path(self.root_dir)
+        parts = self.naming.directory_parts(values, job_id=job_id, row_id=row.row_id if row is not None else None)
+        job_dir = root.joinpath(*parts)
+        _safe_paths.ensure_inside(root, job_dir)
+        return job_dir
+
+    def prepare_job_dir(self, job_dir: StoragePath) -> StoragePath:
+        """Create ``job_dir`` if missing and sweep the partial files an earlier killed writer left."""
+        make_dirs(job_dir)
+        for name in remove_leftover_temporaries(job_dir):
+            self.log.info("Removed %s, left in %s by an interrupted earlier download", name, job_dir)
+        return job_dir
+
+    def naming_values(self, row: JobRowRef | None) -> dict[str, Any] | None:
+        """The row's values for the naming rules (read only when there is a rule)."""
+        if not self.naming or row is None:
+            return None
+        hook = row.hook()
+        try:
+            return hook.get_row(row.row_id)
+        finally:
+            hook.dispose()
+
+    def _named_job_dir(self, job: openeo.BatchJob, row: JobRowRef | None) -> tuple[StoragePath, dict[str, Any] | None]:
+        """The job's directory by the naming rule; a name the rule must not give fails the task (no retry: the
+        row's values will not change) with the reason on the row."""
+        values = self.naming_values(row)
+        try:
+            return self.job_dir_for(job.job_id, row, values), values
+        except (OutputNamingError, _safe_paths.UnsafePathError) as error:
+            message = _short_message(str(error))
+            self.log.error("%s", message)
+            self.update_row(row, job.job_id, {"results_state": ResultsState.FAILED, "error_message": message})
+            raise AirflowFailException(message) from None
 
     # -- the three overridable hooks --------------------------------------------------------------------------
 
@@ -226,7 +299,8 @@ class OpenEOJobHandler:
         ``download_results=False``.
         """
         metadata = self.full_metadata(job, metadata)
-        job_dir = self.ensure_job_dir_exists(job.job_id)
+        job_dir, values = self._named_job_dir(job, row)
+        self.prepare_job_dir(job_dir)
         results_state = ResultsState.DOWNLOADING if self.download_results else ResultsState.SKIPPED
         row_updated = self.update_row(
             row,
@@ -242,14 +316,18 @@ class OpenEOJobHandler:
         )
         files: list[str] = []
         note: str | None = None
+        stac: dict[str, str] = {}
         try:
+            stored: StoredResults | None = None
             if self.download_results:
-                stored = self.store_results(job, job_dir)
+                stored = self.store_results(job, job_dir, naming_values=values, row=row)
                 files.extend(stored.files)
                 note = _short_message(stored.note_text() or "", _connection_secrets(job)) or None
-            metadata_path = self.get_job_metadata_path(job.job_id)
+            metadata_path = job_dir / self.get_job_metadata_path(job.job_id).name
             write_json_atomically(metadata_path, dict(metadata), ensure_ascii=False)
             files.append(str(metadata_path))
+            if row_updated:  # a handler of an old job must not replace the item of the row's newer job
+                stac = self.record_stac_item(job, row, metadata, stored)
         except Exception as error:
             message = _short_message(
                 f"downloading results of openEO job {job.job_id} failed: {type(error).__name__}: {error}",
@@ -272,6 +350,7 @@ class OpenEOJobHandler:
             "files": files,
             "results_state": results_state,
             "row_updated": row_updated,
+            **stac,
         }
 
     def on_job_error(
@@ -288,15 +367,20 @@ class OpenEOJobHandler:
         failure policy), is the caller's decision.
         """
         metadata = self.full_metadata(job, metadata)
-        job_dir = self.ensure_job_dir_exists(job.job_id)
+        try:
+            job_dir = self.job_dir_for(job.job_id, row, self.naming_values(row))
+        except (OutputNamingError, _safe_paths.UnsafePathError) as error:  # the job's error still goes on the row
+            self.log.warning("%s; the error logs go to the default directory", _short_message(str(error)))
+            job_dir = self.get_job_dir(job.job_id)
+        self.prepare_job_dir(job_dir)
         files: list[str] = []
         error_logs = self.fetch_error_logs(job)
         if error_logs is not None:
-            error_path = self.get_error_log_path(job.job_id)
+            error_path = job_dir / self.get_error_log_path(job.job_id).name
             write_json_atomically(error_path, error_logs, indent=2)
             files.append(str(error_path))
             self.log_error_lines(job.job_id, error_logs)
-        metadata_path = self.get_job_metadata_path(job.job_id)
+        metadata_path = job_dir / self.get_job_metadata_path(job.job_id).name
         write_json_atomically(metadata_path, dict(metadata), ensure_ascii=False)
         files.append(str(metadata_path))
 
@@ -314,6 +398,8 @@ class OpenEOJobHandler:
                 **self.usage_values(row, job.job_id, metadata),
             },
         )
+        if row_updated:
+            self.drop_stac_item(row)
         return {
             "job_id": job.job_id,
             "status": OpenEOJobStatus.ERROR.value,
@@ -343,6 +429,8 @@ class OpenEOJobHandler:
                 **self.usage_values(row, job.job_id, metadata),
             },
         )
+        if row_updated:
+            self.drop_stac_item(row)
         return {"job_id": job.job_id, "status": OpenEOJobStatus.CANCELED.value, "row_updated": row_updated}
 
     # -- building blocks, overridable one by one ----------------------------------------------------------------
@@ -369,19 +457,31 @@ class OpenEOJobHandler:
         """Stream every asset, then ``job-results.json`` (the STAC document), into ``job_dir``; return paths."""
         return self.store_results(job, job_dir).files
 
-    def store_results(self, job: openeo.BatchJob, job_dir: StoragePath) -> StoredResults:
+    def store_results(
+        self,
+        job: openeo.BatchJob,
+        job_dir: StoragePath,
+        *,
+        naming_values: Mapping[str, Any] | None = None,
+        row: JobRowRef | None = None,
+    ) -> StoredResults:
         """Fetch every asset (resuming per asset, see ``_asset_download``), then write ``job-results.json``.
 
-        Each asset gets a safe, unique file name; a renamed or refused asset gets a note (task log, row) and
-        makes the stored ``job-results.json`` name the files as they are on disk.
+        Each asset gets a safe, unique file name (``asset_name``'s rule over the row's ``naming_values`` when
+        there is one); a renamed or refused asset gets a note (task log, row) and makes the stored
+        ``job-results.json`` name the files as they are on disk.
         """
         results_document = self.read_results_document(job)
         assets = results_document.get("assets") or {}
         if not assets:
             self.log.warning("openEO job %s finished without result assets", job.job_id)
         token = _safe_paths.safe_job_token(job.job_id)
-        planned, notes = plan_assets(assets, [JOB_RESULTS_FILENAME, f"job_{token}.json", f"job_{token}_errors.json"])
-        stored = StoredResults(notes=notes)
+        reserved = [JOB_RESULTS_FILENAME, f"job_{token}.json", f"job_{token}_errors.json"]
+        planned, notes = plan_assets(assets, reserved)
+        if self.naming.asset_name is not None and naming_values is not None:
+            planned, renamed = self._rename_assets(planned, reserved, naming_values, job.job_id, row)
+            notes = [*notes, *renamed]
+        stored = StoredResults(notes=notes, document=dict(results_document))
         for note in notes:
             self.log.warning("openEO job %s: %s", job.job_id, note.describe())
         for asset in planned:
@@ -409,10 +509,113 @@ class OpenEOJobHandler:
                     f", {transfer.link_refreshes} expired link(s) renewed" if transfer.link_refreshes else "",
                 )
             stored.files.append(str(target))
+            stored.stored.append((asset, target))
         results_path = job_dir / JOB_RESULTS_FILENAME
-        write_json_atomically(results_path, stored_results_document(results_document, planned, notes))
+        renamed = self.naming.asset_name is not None and naming_values is not None
+        write_json_atomically(results_path, stored_results_document(results_document, planned, notes, renamed=renamed))
         stored.files.append(str(results_path))
         return stored
+
+    def _rename_assets(
+        self,
+        planned: list[PlannedAsset],
+        reserved: list[str],
+        values: Mapping[str, Any],
+        job_id: str,
+        row: JobRowRef | None,
+    ) -> tuple[list[PlannedAsset], list[AssetNote]]:
+        """File names by ``asset_name``; two assets given one name are told apart (``_1``) and noted."""
+        taken = _safe_paths.reserve_names(reserved)
+        renamed: list[PlannedAsset] = []
+        notes: list[AssetNote] = []
+        for asset in planned:
+            wanted = self.naming.file_name(
+                values, job_id=job_id, row_id=row.row_id if row is not None else None, key=asset.key, name=asset.name
+            )
+            name = _safe_paths.unique_name(wanted or asset.name, taken)
+            if wanted is not None and name != wanted:
+                notes.append(AssetNote(asset.key, name, f"asset_name gave {wanted!r}, already taken by another file"))
+            renamed.append(dataclasses.replace(asset, name=name))
+        return renamed, notes
+
+    # -- the batch's STAC collection ---------------------------------------------------------------------------
+
+    def batch_collection(self, job_table: str) -> BatchCollection:
+        """The STAC collection of the batch whose rows live in ``job_table``, under ``root_dir``."""
+        return BatchCollection(as_storage_path(self.root_dir), job_table)
+
+    def record_stac_item(
+        self,
+        job: openeo.BatchJob,
+        row: JobRowRef | None,
+        metadata: Mapping[str, Any],
+        stored: StoredResults | None,
+    ) -> dict[str, str]:
+        """Write (or replace) the row's item in the batch's collection; ``{"stac_collection", "stac_item"}``.
+
+        Nothing without a row (a sensor's job), or with ``stac_collection=False``. Assets are the stored files
+        (relative hrefs) or, without a download, the backend's hrefs from its results document.
+        """
+        if not self.stac_collection or row is None:
+            return {}
+        hook = row.hook()
+        try:
+            frame = hook.get_by_indices([row.row_id])
+            rule = hook.key_rule() or {}
+            usage = set(hook.usage_columns())
+        finally:
+            hook.dispose()
+        if frame.empty:
+            return {}
+        values = frame.iloc[0].to_dict()
+        if str(values.get("id")) != str(job.job_id):
+            self.log.warning("Not writing the STAC item of %s: it holds another job than %s now", row, job.job_id)
+            return {}
+        collection = self.batch_collection(row.table)
+        if stored is not None:
+            document = stored.document
+            assets = {
+                _stac_asset_key(asset): (collection.href_from_items(target), _asset_fields(document, asset))
+                for asset, target in stored.stored
+            }
+        else:
+            document = self.read_results_document(job)
+            planned, _ = plan_assets(document.get("assets") or {}, ())
+            assets = {_stac_asset_key(a): (a.href, _asset_fields(document, a)) for a in planned}
+        geometry_column = getattr(getattr(frame, "geometry", None), "name", None)
+        key_fields = [
+            name
+            for name in (rule.get("columns") or job_defining_columns(frame.columns))
+            if name not in usage and name != geometry_column
+        ]
+        item = build_item(
+            row_id=row.row_id,
+            row=values,
+            crs=getattr(frame, "crs", None) if geometry_column else None,
+            key_fields=key_fields,
+            job_id=job.job_id,
+            job_table=row.table,
+            backend=values.get("backend_name"),
+            metadata=metadata,
+            results_document=document,
+            assets=assets,
+            collection_id=collection.job_table,
+        )
+        path = collection.put_item(item)
+        self.log.info("STAC item %s of %s written; collection %s", item["id"], row, collection.uri)
+        return {"stac_collection": collection.uri, "stac_item": str(path)}
+
+    def drop_stac_item(self, row: JobRowRef | None) -> None:
+        """A row run again that ended in error or was canceled is no longer finished: its item (of an earlier job)
+        leaves the collection, which lists finished rows only. Logged, never raised: the row's outcome is told."""
+        if not self.stac_collection or row is None:
+            return
+        try:
+            collection = self.batch_collection(row.table)
+            if collection.remove_item(row.row_id):
+                self.log.info("STAC item of %s removed from %s: the row is no longer finished", row, collection.uri)
+        except Exception as error:
+            self.log.warning("Could not remove the STAC item of %s: %s", row, _short_message(error))
 
     def read_results_document(self, job: openeo.BatchJob) -> dict[str, Any]:
         """``GET /jobs/{id}/results``: the STAC document whose assets (and signed hrefs) are fetched."""
@@ -543,3 +746,16 @@ class OpenEOJobHandler:
                 sorted(values),
             )
         return updated
+
+
+def _stac_asset_key(asset: PlannedAsset) -> str:
+    """The server's key when it is a plain name, else the file name it was stored under (never a hostile key)."""
+    return asset.key if _safe_paths.is_safe_file_name(asset.key) else asset.name
+
+
+def _asset_fields(document: Mapping[str, Any], asset: PlannedAsset) -> dict[str, Any]:
+    """The backend's fields of an asset (type, roles, bands ...), and its original key where that was renamed."""
+    fields = dict((document.get("assets") or {}).get(asset.key) or {})
+    if _stac_asset_key(asset) != asset.key:
+        fields[ORIGINAL_KEY_FIELD] = asset.key
+    return fields

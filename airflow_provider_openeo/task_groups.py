@@ -34,6 +34,7 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from datetime import timedelta
 from typing import Any, NoReturn
 
+import pandas as pd
 from airflow.providers.standard.operators.empty import EmptyOperator
 from airflow.providers.standard.operators.trigger_dagrun import TriggerDagRunOperator
 from airflow.sdk import Asset, TaskGroup, get_current_context, task, task_group
@@ -50,6 +51,7 @@ from airflow_provider_openeo.job_source import JobSource, check_on_exists, load_
 from airflow_provider_openeo.job_starting import StartJobCallable
 from airflow_provider_openeo.job_status import RowStatus
 from airflow_provider_openeo.operators.openeo import ROW_LABEL_KEY, OpenEOBatchJobOperator, OpenEOJobResultsOperator
+from airflow_provider_openeo.output_naming import Rule
 from airflow_provider_openeo.planning import parse_backends, plan_run, rows_per_run, rows_to_run
 from airflow_provider_openeo.pool_check import POOLS_KEY
 from airflow_provider_openeo.preflight import BackendsUnusable, check_backends, pool_problems
@@ -90,6 +92,9 @@ def openeo_job_batch(
     root_dir: Any = ".",
     download_results: bool = True,
     handler: OpenEOJobHandler | None = None,
+    stac_collection: bool = True,
+    output_dir: Rule | None = None,
+    asset_name: Rule | None = None,
     poll_interval: float = 60.0,
     cancel_running_job_after: float | timedelta | None = None,
     start_job_kwargs: Mapping[str, Any] | None = None,
@@ -155,8 +160,18 @@ def openeo_job_batch(
         pools when the provider's plugin did not record them in the scheduler (``pool_check``); without either,
         the plan logs that pools were not checked.
     :param outlets: assets the summary updates once per run; the event's ``extra`` carries the run's counts
-        (``rows``, ``counts``, ``not_done``), so a consumer can tell a complete batch from one still chained.
-    :param job_outlets: assets every row's task updates when its job is through (one event per finished job).
+        (``rows``, ``counts``, ``not_done``), so a consumer can tell a complete batch from one still chained, and
+        ``stac_collection``: where the batch's STAC collection is (``stac_collection``).
+    :param job_outlets: assets every row's ``results`` task updates when its job's results are stored (one event
+        per finished job); the event's ``extra`` names the row, the job, its ``job_dir``, its ``stac_item`` and the
+        ``stac_collection``.
+    :param stac_collection: keep the batch's results as one STAC collection under ``root_dir`` (an item per
+        finished row); ignored when ``handler`` is given (the handler's own ``stac_collection`` setting counts).
+    :param output_dir: where each row's files land under ``root_dir`` (default ``job_{id}``): a format string over
+        the row's columns and ``job_id`` / ``row_id`` (``"tiles/{tile}/{year}"``), or a callable of the row
+        (``output_naming``); checked here, and against the source's columns when it is a frame.
+    :param asset_name: each asset's file name (default the backend's, as MBJM names it): likewise, with the asset's
+        ``key``, ``name``, ``stem`` and ``ext`` too (``"ndvi_{tile}{ext}"``).
     :param retries: Airflow retries of each row's tasks (a retry re-attaches to the row's job, never creates a
         second one); default: the DAG's (or an enclosing group's) ``default_args``, else
         :data:`DEFAULT_ROW_RETRIES`.
@@ -186,7 +201,15 @@ def openeo_job_batch(
     cancel_running_job_after = arguments.seconds("cancel_running_job_after", cancel_running_job_after, optional=True)
     backend_outage_limit = arguments.seconds("backend_outage_limit", backend_outage_limit, optional=True)
     sqlite = os.fspath(sqlite_path) if sqlite_path is not None else None
-    handler = handler or OpenEOJobHandler(root_dir=root_dir, download_results=download_results)
+    handler = handler or OpenEOJobHandler(
+        root_dir=root_dir,
+        download_results=download_results,
+        stac_collection=stac_collection,
+        output_dir=output_dir,
+        asset_name=asset_name,
+    )
+    if isinstance(job_source, pd.DataFrame):
+        handler.naming.check_columns(job_source.columns)
 
     with TaskGroup(group_id=group_id) as group:
         dag_id = getattr(getattr(group, "dag", None), "dag_id", None)
@@ -320,6 +343,12 @@ def openeo_job_batch(
                 )
             if export_path is not None:
                 result["exported_to"] = str(db.export(export_path))
+            if handler.stac_collection:
+                # Links any item a killed results task wrote but did not link (stac_collection's module doc).
+                collection = handler.batch_collection(job_table)
+                stac = collection.refresh()
+                result["stac_collection"] = collection.uri
+                log.info("STAC collection %s: %d item(s)", collection.uri, len(stac["links"]) - 1)
             outlet_events = get_current_context()["outlet_events"]
             for asset in outlets:
                 outlet_events[asset].extra = {
@@ -327,6 +356,7 @@ def openeo_job_batch(
                     "rows": result["rows"],
                     "counts": result["counts"],
                     "not_done": result["not_done"],
+                    **({"stac_collection": result["stac_collection"]} if "stac_collection" in result else {}),
                 }
             log.info("batch summary: %s", result)
             return result

@@ -21,6 +21,7 @@ EXPECTED = {
     "example_openeo_geometry.py",
     "example_openeo_process_based.py",
     "example_openeo_recurring.py",
+    "example_openeo_stac_chain.py",
     "udp/ndvi_timeseries.json",
 }
 
@@ -51,6 +52,7 @@ def test_copied_examples_parse_in_a_dag_folder_of_their_own(tmp_path: Path) -> N
     done = subprocess.run([sys.executable, "-c", script], cwd=tmp_path, env=env, capture_output=True, text=True)
     assert done.returncode == 0, done.stderr[-3000:]
     assert "example_openeo_process_based" in done.stdout and "example_openeo_recurring" in done.stdout
+    assert "example_openeo_stac_tiles" in done.stdout and "example_openeo_stac_stage2" in done.stdout
 
 
 def test_the_wheel_carries_the_examples(tmp_path: Path) -> None:

@@ -24,6 +24,7 @@ from airflow_provider_openeo.job_handlers import OpenEOJobHandler, ResultDownloa
 from airflow_provider_openeo.job_row import JobRowRef
 from local_backend.launcher import BASIC_PASSWORD, LocalBackend
 from tests.fixtures.local_backend import backend_conn_env
+from tests.stac_checks import assert_validates_offline
 
 CONN_ID = "openeo_handlers"
 TERMINAL = {"finished", "error", "canceled"}
@@ -107,9 +108,21 @@ def test_finished_job_lands_in_the_same_files_as_mbjm_downloads(
         "files": sorted(str(job_dir / name) for name in ours),
         "results_state": "downloaded",
         "row_updated": True,
+        "stac_collection": str(tmp_path / "ours" / "stac" / "handler_jobs" / "collection.json"),
+        "stac_item": str(tmp_path / "ours" / "stac" / "handler_jobs" / "items" / "row_1.json"),
     }
     json.dumps(result)
     _assert_no_secret(conn, result, *ours.values())
+    # The row's STAC item: the stored files as its assets, with the backend's fields; the collection validates.
+    collection = assert_validates_offline(result["stac_collection"])
+    (item,) = collection.get_items()
+    assert item.properties["openeo_provider:job_id"] == job.job_id
+    assert {key: Path(asset.get_absolute_href()) for key, asset in item.assets.items()} == {
+        "result.tif": job_dir / "result.tif",
+        "result.json": job_dir / "result.json",
+    }
+    assert item.assets["result.tif"].media_type == job.get_results().get_metadata()["assets"]["result.tif"]["type"]
+    _assert_no_secret(conn, Path(result["stac_item"]).read_bytes(), Path(result["stac_collection"]).read_bytes())
 
 
 def test_finished_row_gets_status_usage_and_costs_as_mbjm_writes_them(
@@ -177,13 +190,32 @@ def test_download_results_false_writes_only_metadata(
     job = _run_job(conn)
     row = _row(job_table, 0, job.job_id)
     openeo_backend.reset_stats()
-    result = OpenEOJobHandler(tmp_path, download_results=False).on_job_done(
+    result = OpenEOJobHandler(tmp_path, download_results=False, stac_collection=False).on_job_done(
         {}, job, row, {"id": job.job_id, "status": "finished", "usage": {}}
     )
     assert sorted(_files(tmp_path / f"job_{job.job_id}")) == [f"job_{job.job_id}.json"]
     assert result["results_state"] == "skipped"
     assert job_table.get_row(0)["results_state"] == "skipped"
     assert not any("results" in key for key in openeo_backend.stats()), openeo_backend.stats()
+
+
+def test_without_download_the_stac_item_points_at_the_backends_hrefs(
+    conn: openeo.Connection, job_table: OpenEOJobDbHook, tmp_path: Path, openeo_backend: LocalBackend
+) -> None:
+    job = _run_job(conn)
+    row = _row(job_table, 0, job.job_id)
+    openeo_backend.reset_stats()
+    result = OpenEOJobHandler(tmp_path, download_results=False).on_job_done(
+        {}, job, row, {"id": job.job_id, "status": "finished", "usage": {}}
+    )
+    assert sorted(_files(tmp_path / f"job_{job.job_id}")) == [f"job_{job.job_id}.json"], "no asset downloaded"
+    stats = openeo_backend.stats()
+    assert {key: count for key, count in stats.items() if "results" in key} == {"GET /jobs/{job_id}/results": 1}
+    (item,) = assert_validates_offline(result["stac_collection"]).get_items()
+    hrefs = {key: asset["href"] for key, asset in job.get_results().get_metadata()["assets"].items()}
+    assert {key: asset.href for key, asset in item.assets.items()} == hrefs
+    assert all(href.startswith(openeo_backend.url) for href in hrefs.values())
+    assert conn.get(hrefs["result.tif"], stream=True).content[:2] == b"II", "the backend's href opens"
 
 
 def test_error_job_writes_error_logs_to_file_task_log_and_row(
@@ -352,3 +384,31 @@ def test_error_job_whose_logs_cannot_be_fetched_is_still_recorded(
         == f"openEO job {job.job_id} ended with status error; its error logs could not be fetched"
     )
     assert result["error_message"] == stored["error_message"]
+
+
+def test_a_row_run_again_that_ends_in_error_leaves_the_collection(
+    conn: openeo.Connection, job_table: OpenEOJobDbHook, tmp_path: Path
+) -> None:
+    handler = OpenEOJobHandler(tmp_path)
+    first = _run_job(conn)
+    done = handler.on_job_done({}, first, _row(job_table, 0, first.job_id), {"id": first.job_id, "status": "finished"})
+    other = _run_job(conn)
+    handler.on_job_done({}, other, _row(job_table, 1, other.job_id), {"id": other.job_id, "status": "finished"})
+    assert sorted(i.id for i in assert_validates_offline(done["stac_collection"]).get_items()) == ["row_0", "row_1"]
+
+    again = _run_job(conn, fail=True, fail_message="boom")  # row 0 run again: its new job fails
+    handler.on_job_error({}, again, _row(job_table, 0, again.job_id), {"id": again.job_id, "status": "error"})
+    (item,) = assert_validates_offline(done["stac_collection"]).get_items()
+    assert item.id == "row_1", "one item per finished row: row 0 is in error now"
+    assert not Path(done["stac_item"]).exists()
+
+
+def test_an_errored_job_whose_row_the_naming_rule_refuses_still_records_the_error(
+    conn: openeo.Connection, job_table: OpenEOJobDbHook, tmp_path: Path
+) -> None:
+    job = _run_job(conn, fail=True, fail_message="Out of memory")
+    handler = OpenEOJobHandler(tmp_path, output_dir=lambda row: "..")
+    handler.on_job_error({}, job, _row(job_table, 0, job.job_id), {"id": job.job_id, "status": "error"})
+    row = job_table.get_row(0)
+    assert (row["status"], row["error_message"]) == ("error", "Out of memory")
+    assert (tmp_path / f"job_{job.job_id}" / f"job_{job.job_id}_errors.json").is_file(), "in the default directory"

@@ -56,7 +56,12 @@ def test_hostile_keys_are_noted_on_the_row_in_the_log_and_in_the_stored_document
 
     job_dir = root / "job_j-hostile"
     on_disk = {p.name for p in job_dir.iterdir()}
-    assert not [p for p in root.rglob("*") if p.is_file() and p.parent != job_dir]
+    stac = root / "stac"  # the batch's STAC collection: the item names the files as on disk
+    assert not [p for p in root.rglob("*") if p.is_file() and p.parent != job_dir and stac not in p.parents]
+    item = json.loads((stac / "note_jobs" / "items" / "row_0.json").read_text())
+    for key, asset in item["assets"].items():
+        assert "/" not in key and not key.startswith(".")
+        assert (stac / "note_jobs" / "items" / asset["href"]).resolve().parent == job_dir.resolve()
     # the row: stored, with a note naming every changed key, what it became and why
     row = job_table.get_row(0)
     assert (row["status"], row["results_state"]) == ("finished", "downloaded")

@@ -9,6 +9,7 @@ from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
 import pandas as pd
+import pystac
 import pytest
 from airflow.sdk import DAG, TaskGroup
 
@@ -27,6 +28,7 @@ from tests.example_dags.conftest import (
     triggered_runs,
     xcom_of,
 )
+from tests.stac_checks import assert_validates_offline, items_by_row
 
 RUN_TASKS = r"openeo_job_batch\.run_.*"
 
@@ -204,13 +206,32 @@ def test_batch_and_job_asset_events(example_env, batch_env, monkeypatch, tmp_pat
     jobs = [e for e in events if e[0] == module.JOB_ASSET.uri]
     assert len(batch) == 1
     assert batch[0][1] == "openeo_job_batch.summary"
-    assert batch[0][3] == {"job_table": "test_dag_batch_pipeline", "rows": 3, "counts": {"finished": 3}, "not_done": 0}
+    collection_path = Path(config["root_dir"]) / "stac" / "test_dag_batch_pipeline" / "collection.json"
+    assert batch[0][3] == {
+        "job_table": "test_dag_batch_pipeline",
+        "rows": 3,
+        "counts": {"finished": 3},
+        "not_done": 0,
+        "stac_collection": str(collection_path),
+    }
     sources = [(task_id, map_index) for _, task_id, map_index, _ in jobs]
     assert len(sources) == len(set(sources)) == 3, "one event per finished job, each from its own instance"
     assert {task_id for task_id, _ in sources} <= {
         "openeo_job_batch.run_foo.results",
         "openeo_job_batch.run_bar.results",
     }
+    # Each row's event says where its results are: a consumer reads the item and the collection from the event.
+    table = batch_table(config).read()
+    collection = assert_validates_offline(collection_path)
+    items = items_by_row(collection)
+    assert set(items) == set(table.index)
+    for _, _, _, extra in jobs:
+        row = table.loc[extra["row_id"]]
+        assert extra["job_id"] == row["id"] and extra["stac_collection"] == str(collection_path)
+        item = pystac.Item.from_file(extra["stac_item"])
+        assert item.properties["openeo_provider:job_id"] == row["id"]
+        assert item.properties["openeo_provider:row"] == {"title": row["title"]}
+        assert Path(item.assets["result.tif"].get_absolute_href()).read_bytes()[:2] == b"II", "the asset opens"
 
 
 @pytest.mark.parametrize(

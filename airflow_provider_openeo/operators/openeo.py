@@ -26,6 +26,7 @@ from airflow.sdk.exceptions import (
 )
 
 from airflow_provider_openeo import arguments
+from airflow_provider_openeo._stac_item import json_value
 from airflow_provider_openeo.budget import requested_max_costs
 from airflow_provider_openeo.dispatching import Claim, Done, GiveUp, StartFailure, Wait
 from airflow_provider_openeo.dry_run import DryRunOutcome, RowDryRun, Verdict, requested_dry_run
@@ -643,8 +644,22 @@ class OpenEOJobResultsOperator(OpenEOJobWaitMixin, OpenEORowOperator):
             row=self.row.to_dict(),
         )
         result = self.finish_wait(context, event)
+        self._describe_asset_events(context, result)
         self._skip_spare_instances(context, result)
         return result
+
+    def _describe_asset_events(self, context: Context, result: Any) -> None:
+        """Put where the row's results are into the events of this task's outlets (``job_outlets``).
+
+        A DAG scheduled on the asset then finds the row's STAC item and the batch's collection in
+        ``triggering_asset_events`` (read it with pystac, or pass it to ``load_stac``) instead of guessing paths.
+        """
+        if not self.outlets or not isinstance(result, Mapping):
+            return
+        extra = row_event_extra(self.job_table, self.row_id, result)
+        outlet_events = context["outlet_events"]
+        for outlet in self.outlets:
+            outlet_events[outlet].extra = dict(extra)
 
     def _skip_spare_instances(self, context: Context, result: Any) -> None:
         """Skip the instances of the batch's groups that no row can need any more (see ``spare_instances``).
@@ -670,6 +685,22 @@ class OpenEOJobResultsOperator(OpenEOJobWaitMixin, OpenEORowOperator):
             context["ti"].xcom_push(BaseXCom.XCOM_RETURN_KEY, result)
         self.log.info("skipping %d instance(s) no row of this run can need any more", len(spare))
         raise DownstreamTasksSkipped(tasks=spare)
+
+
+def row_event_extra(job_table: str, row_id: Any, result: Mapping[str, Any]) -> dict[str, Any]:
+    """The ``extra`` of a row's asset event: the row, its job, where its files and STAC item are."""
+    extra: dict[str, Any] = {
+        "job_table": job_table,
+        "row_id": json_value(row_id),
+        "job_id": result.get("job_id"),
+        "status": result.get("status"),
+        "results_state": result.get("results_state"),
+        "job_dir": result.get("job_dir"),
+    }
+    for key in ("stac_collection", "stac_item"):
+        if result.get(key):
+            extra[key] = result[key]
+    return extra
 
 
 def row_label(row_id: Any, values: Mapping[str, Any], label_columns: Sequence[str]) -> str:

@@ -331,7 +331,9 @@ def test_batch_on_celery_workers_with_postgres_and_object_storage(
     assert_batch_consistent(table, openeo_backends, created, root)
     keys = object_store.keys("results/")
     assert not [k for k in keys if TEMPORARY_MARKER in k], "no partial upload left behind"
-    assert {k.split("/")[2] for k in keys} == {f"job_{job_id}" for job_id in table["id"]}
+    assert {k.split("/")[2] for k in keys} == {"stac", *(f"job_{job_id}" for job_id in table["id"])}
+    stac_keys = {k for k in keys if k.split("/")[2] == "stac"}
+    assert len(stac_keys) == 1 + ROWS, "the batch's STAC collection on S3: the collection and an item per row"
     assert not (home / "openeo_results").exists(), "nothing written to the local default results folder"
 
     # the pools held each backend to parallel_jobs at a time, as with the LocalExecutor

@@ -25,6 +25,7 @@ from airflow_provider_openeo.operators.openeo import holds_no_row
 from local_backend.launcher import BASIC_PASSWORD, BASIC_USER, LocalBackend
 from tests.conftest import REPO
 from tests.fixtures.local_backend import backend_conn_env
+from tests.stac_checks import assert_validates_offline, items_by_row
 
 UDP_FILE = REPO / "example_dags" / "udp" / "ndvi_timeseries.json"
 #: Files every finished job leaves in ``root_dir/job_{id}`` (besides its metadata ``job_{id}.json``).
@@ -130,6 +131,13 @@ def assert_batch_consistent(
         metadata = json.loads((job_dir / f"job_{job_id}.json").read_text())
         assert metadata["id"] == job_id
     folders = {p.name for p in root.iterdir()} if root.exists() else set()
+    if "stac" in folders:  # the batch's STAC collection: it validates, and lists every finished row's job
+        folders.remove("stac")
+        (collection_dir,) = (root / "stac").iterdir()
+        collection = assert_validates_offline(collection_dir / "collection.json")
+        items = items_by_row(collection)
+        for row_id in expected_finished:
+            assert items[row_id].properties["openeo_provider:job_id"] == table.loc[row_id, "id"], f"row {row_id!r}"
     assert folders >= {f"job_{table.loc[r, 'id']}" for r in expected_finished}, "one result folder per finished row"
     assert folders <= {f"job_{job_id}" for job_id in ids}, "no result folder of a job the table does not hold"
 
