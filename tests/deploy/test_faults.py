@@ -828,13 +828,16 @@ def test_failure_policy_retries_out_of_memory_not_no_data(rig: FaultRig) -> None
     """The default failure policy on a live Airflow: row 0 needs 3g of executor memory and is given 2g, so its first
     job fails out of memory; the retry gets x1.5 (3g) and finishes. Row 1's job finds no data and is not retried;
     row 2 finishes. ``job_history``, ``error_category``, ``attempt`` and the summary say so; no row has a job twice
-    at once and the backends hold exactly the jobs the table accounts for."""
+    at once and the backends hold exactly the jobs the table accounts for. Row 3 asks for an option the backend's
+    ``GET /processing_parameters`` does not know: refused before any job exists, naming the row and the option.
+    The finished rows carry every ``usage`` key the backend reports as a column of its own."""
     dag_id = "fault_failure_policy"
     row_options = {
         "0": {"executor-memory": "2g", "local_backend": {"min_executor_memory": "3g"}},
         "1": {"local_backend": {"fail_category": "no_data"}},
+        "3": {"executor-memroy": "4g"},
     }
-    run_id, started = run_batch(rig, dag_id, {"rows": 3, "run_seconds": 1, "row_options": row_options})
+    run_id, started = run_batch(rig, dag_id, {"rows": 4, "run_seconds": 1, "row_options": row_options})
     run = rig.airflow.wait_for_run(dag_id, run_id, timeout=RUN_TIMEOUT)
     ended = time.monotonic()
     table = rig.table(dag_id).sort_values("title").reset_index(drop=True)
@@ -843,7 +846,7 @@ def test_failure_policy_retries_out_of_memory_not_no_data(rig: FaultRig) -> None
 
     assert run["state"] == "failed", "the no-data row fails the run (all_rows_succeeded)"
     assert "error_category" in table.columns
-    oom, no_data, plain = (table.loc[i] for i in range(3))
+    oom, no_data, plain, misspelt = (table.loc[i] for i in range(4))
     assert oom["status"] == "finished" and oom["attempt"] == 1 and pd.isna(oom["error_category"])
     (first,) = oom["job_history"]
     assert first["error_category"] == "out_of_memory" and first["retry"] == "failure_policy", first
@@ -855,6 +858,15 @@ def test_failure_policy_retries_out_of_memory_not_no_data(rig: FaultRig) -> None
     assert no_data["job_history"] == [] and no_data["attempt"] == 0, "no data: never retried"
     assert "no_data: not retried by the failure policy" in no_data["error_message"]
     assert plain["status"] == "finished" and plain["job_history"] == []
+    assert misspelt["status"] == "start_failed" and pd.isna(misspelt["id"]), misspelt.to_dict()
+    assert "row 3" in misspelt["error_message"] and "'executor-memroy'" in misspelt["error_message"]
+    for finished in (oom, plain):  # the local backend's usage keys, each a column "value unit"
+        for key, unit in (
+            ("cpu", "cpu-seconds"),
+            ("input_pixel", "mega-pixel"),
+            ("sentinelhub", "sentinelhub_processing_unit"),
+        ):
+            assert str(finished[key]).endswith(unit), (key, finished[key])
     held = {first["id"], *table["id"].dropna()}
     assert set(jobs) == held and len(jobs) == 4, "one job per attempt, every one accounted for"
     assert summary["failures"] == {
