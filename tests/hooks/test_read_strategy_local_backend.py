@@ -104,8 +104,8 @@ def test_oldest_first_behind_a_long_history_finds_the_watched_page_once_then_rea
     openeo_backend: LocalBackend, user: str
 ) -> None:
     """2,000 old jobs in pages of 100, numbered from 0: the watched jobs are on page 20. The first poll searches for
-    the last page (1, 2, 4, 8, 16, 32 empty, 24 empty, 20 last: 8 pages after page 0); every later poll reads page 20
-    alone, a few hundred bytes, instead of 5 job reads."""
+    the last page (4, 16, 64 empty, 40 empty, 28 empty, 22 empty, 19, 20 last: 8 pages after page 0); every later
+    poll reads page 20 alone, a few hundred bytes, instead of 5 job reads."""
     openeo_backend.configure(profile="geopyspark")
     job_ids = _watched_jobs(openeo_backend, user)
     polls = _measure(openeo_backend, job_ids, 2 * MIN_PROBE_GAP + 2)
@@ -196,7 +196,7 @@ def test_the_triggerer_remembers_a_backends_lesson_across_pollers(openeo_backend
 
     first, second = wave(), wave()
     print(f"\ngeopyspark, two waves of 2 triggers: first {first}, second {second}")
-    search = 9  # page 0, then 1, 2, 4, 8, 16, 32 (empty), 24 (empty), 20 (the last)
+    search = 9  # page 0, then 4, 16, 64, 40, 28, 22 (empty), 19, 20 (the last)
     assert first.get(LISTING, 0) >= search and first.get(JOB, 0) == 0, "the first wave's poller searches once"
     assert 1 <= second.get(LISTING, 0) <= first[LISTING] - search + 1 and second.get(JOB, 0) == 0, (
         "the second starts from the lesson: one page per poll"
