@@ -23,7 +23,7 @@ import dataclasses
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
-from urllib.parse import urlencode
+from urllib.parse import urlencode, urlsplit
 
 from airflow_provider_openeo._job_gone import JobListing
 from airflow_provider_openeo.hooks._listing_pages import LastPageSearch, page_numbering
@@ -56,14 +56,6 @@ def _links_next(body: Any) -> bool:
     return isinstance(links, list) and any(isinstance(link, dict) and link.get("rel") == "next" for link in links)
 
 
-def _next_href(body: Any) -> str | None:
-    links = body.get("links") if isinstance(body, dict) else None
-    for link in links if isinstance(links, list) else []:
-        if isinstance(link, dict) and link.get("rel") == "next" and isinstance(link.get("href"), str):
-            return link["href"]
-    return None
-
-
 class ListingScan:
     """The pages one status read fetched, and the watched jobs they listed with a status."""
 
@@ -80,6 +72,7 @@ class ListingScan:
         self._fetch = fetch
         self._next_url = next_url
         self.strategy = strategy
+        self.listing_url = listing_url
         self.first_url = f"{listing_url}?{urlencode({'limit': page_limit})}"
         self.page_limit = page_limit
         self.max_pages = max_pages
@@ -102,9 +95,8 @@ class ListingScan:
             if job_id in wanted and job.get("status"):
                 self.found[job_id] = job
         next_url = self._next_url(url, body, self._seen_urls)
-        href = _next_href(body)
-        if href is not None and self.strategy.numbering is None:
-            self.strategy.numbering = page_numbering(url, href)
+        if next_url is not None and self.strategy.numbering is None:  # a link the hook follows (same host)
+            self.strategy.numbering = page_numbering(url, next_url)
         numbering = self.strategy.numbering
         page = _Page(url, jobs, body, size, next_url, next_url is not None or _links_next(body), len(self.pages) + 1)
         page.number = numbering.number_of(url) if numbering is not None else None
@@ -178,6 +170,12 @@ class ListingScan:
         """Read pages for ``wanted`` (``judged``: those whose presence teaches the strategy; the others answered
         404); return the jobs found (as listed) and the listing's summary."""
         resume = self.strategy.resume_url
+        numbering = self.strategy.numbering
+        if resume is not None and urlsplit(resume)[:3] != urlsplit(self.listing_url)[:3]:
+            # Learnt from another listing (the connection now points elsewhere): never send the token there.
+            self.strategy.page_found(resume := None)
+        if numbering is not None and numbering.base_url != self.listing_url:
+            self.strategy.numbering = None
         if resume is not None:
             self._skipped = True
             await self._forward(resume, wanted, judged, evidence=evidence, resumed=True)

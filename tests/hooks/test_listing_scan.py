@@ -113,3 +113,11 @@ def test_evidence_without_a_resume_point_reads_the_listing_from_the_start_to_its
     found, summary = scan(listing, strategy, {"j24", "gone"}, unconfirmed={"gone"})
     assert set(found) == {"j24"} and listing.read == [0, 1, 2]
     assert summary.complete and "gone" not in summary.ids
+
+
+def test_a_resume_point_of_another_listing_is_never_requested():
+    """The connection was pointed at another backend: what the old one taught must not send the token there."""
+    listing, strategy = Listing(25), ReadStrategy()
+    strategy.page_found("https://old-backend.example/openeo/1.2/jobs?limit=10&page=2")
+    found, _ = scan(listing, strategy, {"j3"})
+    assert set(found) == {"j3"} and listing.read == [0] and strategy.resume_url is None
