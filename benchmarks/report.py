@@ -222,10 +222,43 @@ def _production(section: Mapping[str, Any]) -> list[str]:
         "",
         _table(["ratio", "value"], [[k, v] for k, v in section.get("ratios", {}).items()]),
     ]
+    out += _earlier(section)
     timeline = section.get("timeline_png")
     if timeline:
         out += ["", f"![timeline of workload 7, one lane per backend slot]({timeline})"]
     return out
+
+
+def _earlier(section: Mapping[str, Any]) -> list[str]:
+    """Earlier runs of the workload, newest first (``benchmarks.run.earlier_runs``): the same-run ratios only."""
+    runs = section.get("earlier") or []
+    if not runs:
+        return []
+    rows = [
+        [
+            run.get("date"),
+            run.get("commit") or "-",
+            run.get("mode"),
+            _get(run, "ratios.makespan_vs_mbjm_poll5"),
+            _get(run, "ratios.makespan_vs_mbjm_poll60"),
+            f"{_get(run, 'idle_gap_median_s.ours')} / {_get(run, 'idle_gap_median_s.mbjm_poll5')}",
+            f"{_get(run, 'status_reads_per_job.ours')} / {_get(run, 'status_reads_per_job.mbjm_poll5')}",
+            _get(run, "ratios.status_requests_vs_mbjm_poll5"),
+        ]
+        for run in runs
+    ]
+    header = [
+        "earlier run",
+        "commit",
+        "mode",
+        "makespan / MBJM poll 5",
+        "makespan / MBJM poll 60",
+        "idle gap median s: ours / MBJM poll 5",
+        "status reads per job: ours / MBJM poll 5",
+        "status reads / MBJM poll 5",
+    ]
+    return ["", "Earlier runs of this workload, newest first (each a ratio of figures taken in that run):", "",
+            _table(header, rows)]  # fmt: skip
 
 
 def _job_db(section: Mapping[str, Any]) -> list[str]:

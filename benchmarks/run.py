@@ -311,6 +311,32 @@ def airflow_setting_env(settings: list[str]) -> dict[str, str]:
     return env
 
 
+#: Earlier runs of a compared workload kept in results.json (and the report) next to the latest one.
+EARLIER_RUNS = 6
+
+
+def earlier_runs(section: dict[str, Any] | None) -> list[dict[str, Any]]:
+    """The previous figures of a compared workload, newest first, as kept for comparison: each run's date, commit,
+    mode, ratios and the figures the targets name (idle gaps, status reads per job)."""
+    if not isinstance(section, dict) or "ratios" not in section:
+        return []
+
+    def status_reads(run: dict[str, Any]) -> float | None:
+        per_job = run.get("requests_per_job") or {}
+        return round(per_job.get("status", 0) + per_job.get("listing", 0), 2) if per_job else None
+
+    measured = section.get("measured") or {}
+    latest = {
+        "date": measured.get("date"),
+        "commit": measured.get("commit"),
+        "mode": measured.get("mode"),
+        "ratios": section["ratios"],
+        "idle_gap_median_s": {n: section[n].get("idle_gap_median_s") for n in ("ours", "mbjm_poll5") if n in section},
+        "status_reads_per_job": {n: status_reads(section[n]) for n in ("ours", "mbjm_poll5") if n in section},
+    }
+    return [latest, *section.get("earlier", [])][:EARLIER_RUNS]
+
+
 def _git_commit() -> str | None:
     """The commit measured, with ``+changes`` when the working tree differs from it (this bench's own outputs,
     rewritten by every run, aside)."""
@@ -431,6 +457,10 @@ def main(argv: list[str] | None = None) -> int:
     for name in only:
         results[name]["measured"] = provenance
     previous = json.loads(args.results.read_text()) if args.results.exists() else {}
+    for name in only:
+        earlier = earlier_runs(previous.get(name))
+        if earlier:
+            results[name]["earlier"] = earlier
     # A partial run (--only) replaces its workloads and keeps the others, each labelled with the run it came from.
     merged = {**previous, **results} if only != set(WORKLOADS) else results
     args.results.write_text(json.dumps(merged, indent=2, default=str) + "\n", encoding="utf-8")

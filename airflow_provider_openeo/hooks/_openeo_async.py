@@ -29,10 +29,11 @@ from airflow_provider_openeo.exceptions import (
     OpenEOTransientError,
 )
 from airflow_provider_openeo.hooks._job_reads import JobReads
+from airflow_provider_openeo.hooks._listing_scan import ListingScan
 from airflow_provider_openeo.hooks._openeo_connection import ManagedConnection, connect_with_settings
 from airflow_provider_openeo.hooks._openeo_http import TRANSIENT_STATUSES, parse_retry_after, redact, safe_retry
 from airflow_provider_openeo.hooks._openeo_settings import OpenEOConnectionSettings
-from airflow_provider_openeo.hooks._read_strategy import FirstPage, ReadPlan, ReadStrategy
+from airflow_provider_openeo.hooks._read_strategy import ReadPlan, ReadStrategy
 
 log = logging.getLogger(__name__)
 
@@ -323,6 +324,7 @@ class OpenEOAsyncHook:
         job_ids: Collection[str],
         *,
         confirm: Collection[str] = (),
+        optional: Collection[str] = (),
         each_attempts: int | None = None,
         budget: float | None = None,
     ) -> JobReads:
@@ -342,6 +344,9 @@ class OpenEOAsyncHook:
         backend refuses is skipped (and remembered). A per-job read that fails lands in ``errors`` for that job
         only.
 
+        :param optional: further ids a listing, if one is read, should report too (a poll sent early for the jobs
+            due to end also refreshes the others a listing shows); never read one by one, and in the result only
+            when listed.
         :param each_attempts: tries per per-job read (default ``max_attempts``); a poller that retries on its
             own passes 1, so one failing job never holds up a read of the others.
         :param budget: seconds the per-job reads may take; reads still waiting then are abandoned as transient
@@ -351,20 +356,22 @@ class OpenEOAsyncHook:
         reads = JobReads()
         if not wanted:
             return reads
+        extra = [j for j in dict.fromkeys(str(j) for j in optional) if j not in set(wanted)]
         await self._connect()
         found: dict[str, dict[str, Any]] = {}
         unconfirmed = set(confirm) & set(wanted)
+        watched = len(wanted) + len(extra)
         plan = ReadPlan(False, f"fewer than {self.listing_min_jobs} jobs")
-        if len(wanted) >= self.listing_min_jobs:
-            plan = self.read_strategy.plan(len(wanted))
-            self._log_choice(plan, len(wanted))
+        if watched >= self.listing_min_jobs:
+            plan = self.read_strategy.plan(watched)
+            self._log_choice(plan, watched)
         if plan.listing or unconfirmed:
             # Only a listing the strategy counts on concerns every job; a look again or mere evidence must not keep
             # the jobs from being read when it fails.
             essential = plan.listing and not plan.look
             unusable = (OpenEOApiRequestError, OpenEOJobNotFoundError) + (() if essential else (OpenEOTransientError,))
             try:
-                found, reads.listing = await self._scan_listing(set(wanted), unconfirmed=unconfirmed)
+                found, reads.listing = await self._scan_listing({*wanted, *extra}, unconfirmed=unconfirmed)
             except unusable as exc:
                 self.read_strategy.listing_failed(refused=not isinstance(exc, OpenEOTransientError))
                 log.info("openEO %s: job listing unusable (%s); reading jobs one by one", self.openeo_conn_id, exc)
@@ -374,7 +381,7 @@ class OpenEOAsyncHook:
         missing = [j for j in wanted if j not in found]
         if missing:
             await self._read_each(missing, reads, attempts=each_attempts, budget=budget)
-        reads.jobs = {j: found.get(j) or reads.jobs[j] for j in wanted if j in found or j in reads.jobs}
+        reads.jobs = {j: found.get(j) or reads.jobs[j] for j in [*wanted, *extra] if j in found or j in reads.jobs}
         return reads
 
     def _log_choice(self, plan: ReadPlan, watched: int) -> None:
@@ -399,45 +406,23 @@ class OpenEOAsyncHook:
     async def _scan_listing(
         self, wanted: set[str], *, unconfirmed: Collection[str] = ()
     ) -> tuple[dict[str, dict[str, Any]], JobListing]:
-        """Read listing pages while the strategy expects another to pay for itself, or, as evidence for the 404s of
-        ``unconfirmed`` jobs, until every id is seen or no page is left (what :mod:`._job_gone` weighs); teach the
-        strategy what the first page showed of the other jobs (a 404'd job's absence says nothing of the order)."""
-        evidence = bool(unconfirmed)
-        judged = wanted - set(unconfirmed)
-        found: dict[str, dict[str, Any]] = {}
-        url: str | None = f"{self.api_root}/jobs"
-        params: dict[str, Any] | None = {"limit": self.page_limit}
-        seen_urls: set[str] = set()
-        pages: list[Any] = []
-        total_bytes = 0
-        has_next = False
-        for _ in range(self.max_listing_pages):
-            seen_urls.add(url if params is None else f"{url}?limit={self.page_limit}")
-            body, size = await self._request_sized("GET", url, params=params, action="GET /jobs")
-            pages.append(body)
-            total_bytes += size
-            jobs = body.get("jobs") if isinstance(body, dict) else None
-            jobs = jobs if isinstance(jobs, list) else []
-            for job in jobs:
-                job_id = job.get("id") if isinstance(job, dict) else None
-                if job_id in wanted and job.get("status"):
-                    found[job_id] = job
-            next_url = self._next_page(url, body, seen_urls)
-            has_next = next_url is not None or _links_next(body)
-            if len(pages) == 1 and judged:
-                shown = len(judged.intersection(found))
-                self.read_strategy.listing_seen(
-                    FirstPage(len(judged), shown, size, len(jobs), self.page_limit, has_next)
-                )
-            if wanted.issubset(found) or next_url is None:
-                break
-            missing, mean_bytes = len(wanted) - len(found), total_bytes / len(pages)
-            if not evidence and not self.read_strategy.next_page_pays(
-                pages=len(pages), found=len(found), missing=missing, page_bytes=mean_bytes
-            ):
-                break
-            url, params = next_url, None
-        return found, JobListing.from_pages(pages, limit=self.page_limit, has_next=has_next)
+        """Read listing pages as :mod:`._listing_scan` directs (from where the watched jobs were last found, on while
+        another page pays, or as evidence for the 404s of ``unconfirmed`` jobs until every id is seen or no page is
+        left), teaching the strategy what the pages showed of the other jobs (a 404'd job's absence says nothing of
+        the order)."""
+
+        async def fetch(url: str) -> tuple[Any, int]:
+            return await self._request_sized("GET", url, action="GET /jobs")
+
+        scan = ListingScan(
+            fetch,
+            self._next_page,
+            self.read_strategy,
+            listing_url=f"{self.api_root}/jobs",
+            page_limit=self.page_limit,
+            max_pages=self.max_listing_pages,
+        )
+        return await scan.run(wanted, judged=wanted - set(unconfirmed), evidence=bool(unconfirmed))
 
     def _next_page(self, current: str, body: Any, seen: set[str]) -> str | None:
         links = body.get("links") if isinstance(body, dict) else None
@@ -480,12 +465,6 @@ class OpenEOAsyncHook:
         if pending:
             await asyncio.gather(*pending, return_exceptions=True)
         self.read_strategy.jobs_read(len(sizes), sum(sizes))
-
-
-def _links_next(body: Any) -> bool:
-    """The page links to a further one (even one this hook will not follow): the scan is not the whole listing."""
-    links = body.get("links") if isinstance(body, dict) else None
-    return isinstance(links, list) and any(isinstance(link, dict) and link.get("rel") == "next" for link in links)
 
 
 def _decode_json(raw: bytes) -> Any:

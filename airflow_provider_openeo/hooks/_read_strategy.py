@@ -29,6 +29,12 @@ The rules:
    a number of polls chosen so that these looks cost at most :data:`PROBE_SHARE` of the per-job reads made in the
    meantime (never more often than every :data:`MIN_PROBE_GAP` polls, at least every :data:`MAX_PROBE_GAP`): an
    order or a history may change, and a look at a huge listing (``limit`` ignored) is made correspondingly rarely.
+4. **Start where they were**: a listing's order is stable (new jobs at the end oldest first, at the start newest
+   first), so the page where the watched jobs were last found is read first (:attr:`ReadStrategy.resume_url`), and
+   the scan goes on from there. Oldest first, over months of history, that is one request per poll instead of a
+   scan that never reaches them. The hook falls back to the first page when that page no longer shows them, and,
+   when the first page shows none of them and pages are numbered, looks for the last page
+   (:mod:`._listing_pages`); the requests that took count in the cost of a look (rule 3).
 
 Pure and clock-free (polls are counted, not timed), so it is unit-tested on its own. One instance serves each async
 hook; the triggerer's hooks take theirs from :func:`read_strategy_of`, one per connection for the life of the process,
@@ -40,6 +46,8 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+
+from airflow_provider_openeo.hooks._listing_pages import PageNumbering
 
 #: What one request costs beyond its body, in bytes-equivalent (round trip, headers, authentication, look-up).
 REQUEST_COST_BYTES = 32_000
@@ -68,6 +76,9 @@ class FirstPage:
     """Jobs on the page, watched or not."""
     limit: int
     has_next: bool
+    reach_requests: int = 1
+    """Requests the look took to reach this page: 1 for the first page, more when the watched jobs were looked
+    for further on (:mod:`._listing_pages`); what a look again costs."""
 
     @property
     def found_share(self) -> float:
@@ -85,8 +96,9 @@ class FirstPage:
 
     def describe(self) -> str:
         shape = "limit ignored" if self.limit_ignored else "cut at limit, no next link" if self.cut_without_next else ""
+        where = "first page" if self.reach_requests <= 1 else f"page found after {self.reach_requests} request(s)"
         return (
-            f"its first page showed {self.found} of {self.watched} watched job(s) in {self.body_bytes / 1000:.1f} KB "
+            f"its {where} showed {self.found} of {self.watched} watched job(s) in {self.body_bytes / 1000:.1f} KB "
             f"({self.entries} job(s){', ' + shape if shape else ''})"
         )
 
@@ -131,6 +143,10 @@ class ReadStrategy:
         """The backend refused the last listing (no ``GET /jobs``, a 4xx): per-job reads until the next look."""
         self.polls_since_look = 0
         """Polls read job by job since the listing was last looked at."""
+        self.resume_url: str | None = None
+        """Rule 4: the listing page where the watched jobs were last found (None: the first page)."""
+        self.numbering: PageNumbering | None = None
+        """How the listing's pages are numbered, when its ``next`` links say so: pages can then be jumped to."""
         self._job_bytes_measured = False
 
     # -- costs -------------------------------------------------------------------------------------------------
@@ -155,7 +171,10 @@ class ReadStrategy:
 
     def probe_gap(self, watched: int) -> int:
         """Rule 3: per-job polls before the listing is looked at again."""
-        look = self.page_cost(self.first_page.body_bytes if self.first_page else 0.0)
+        page = self.first_page
+        look = self.page_cost(page.body_bytes if page else 0.0) + (page.reach_requests - 1 if page else 0) * (
+            self.request_cost
+        )
         per_poll = max(watched, 1) * self.job_read_cost
         return min(self.max_probe_gap, max(self.min_probe_gap, math.ceil(look / (self.probe_share * per_poll))))
 
@@ -187,6 +206,10 @@ class ReadStrategy:
         self.first_page = page
         self.refused = False
         self.polls_since_look = 0
+
+    def page_found(self, url: str | None) -> None:
+        """Rule 4: the watched jobs were (None: were not) found from the page at ``url`` on; start there next time."""
+        self.resume_url = url
 
     def listing_failed(self, *, refused: bool) -> None:
         """A listing could not be read: ``refused`` (a 4xx, no endpoint) means per-job reads until the next look;

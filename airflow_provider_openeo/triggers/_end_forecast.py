@@ -14,9 +14,16 @@ when a running job is due to end:
   after its ``created``. These times outlive the poller (a backend's jobs may all end at once, and the next
   round's poller starts afresh) but not the triggerer process.
 
-A forecast is a guess, so what it may cost is bounded: each job pays for at most ``max_early_listings`` listings
-sent ahead of the regular schedule on its account per source of the forecast (progress, run time, time from
-creation), then waits for the regular ones like any other. A backend
+Run times spread (the bench's jobs run 25-31 s), so a single listing at the median catches only the half of the jobs
+that end before it; the others waited for the regular listing, up to a whole interval (workload 7 measured a median
+idle gap 1.5x MBJM's). So the times forecast a ladder of ends per job, one per quantile of the observed times
+(:data:`EARLY_QUANTILES`: the median, then a late one), each rung one early listing: a job that ends a bit after the
+median is still caught well before the full interval. A progress forecast is a single end, re-read each listing.
+
+A forecast is a guess, so what it may cost is bounded: each job pays for at most one listing sent ahead of the
+regular schedule per rung of its ladder (``max_early_listings`` for a progress forecast) per source of the forecast
+(progress, run time, time from creation), then waits for the regular ones like any other. The poller asks only the
+jobs due (those :meth:`EndForecast.listing_sent_early` charged) on such a listing. A backend
 whose jobs report neither moving progress nor finish often enough to have a run time gets no forecast and costs
 nothing extra.
 """
@@ -35,8 +42,10 @@ from airflow_provider_openeo.timestamps import epoch_from_rfc3339
 #: Seconds added to a forecast end: a listing that arrives a moment late finds the job ended; one that arrives a
 #: moment early is wasted.
 DEFAULT_MARGIN = 0.25
-#: Listings sent early on one job's account before it falls back to the regular schedule.
+#: Listings sent early on one job's account for its progress forecast before it falls back to the regular schedule.
 DEFAULT_MAX_EARLY_LISTINGS = 2
+#: The quantiles of the observed times at which a job without progress is due: one early listing each.
+EARLY_QUANTILES = (0.5, 0.9)
 #: Run times kept per connection: the recent ones, so a backend that slows down is followed.
 RUN_TIME_SAMPLES = 25
 #: Finished jobs needed before their run times forecast anything: one could be an outlier.
@@ -62,6 +71,16 @@ class RunTimes:
     def typical(self) -> float | None:
         """The median run time, or None until ``minimum`` jobs have finished."""
         return statistics.median(self._samples) if len(self._samples) >= self.minimum else None
+
+    def quantile(self, q: float) -> float | None:
+        """The ``q`` quantile (0-1, linear between samples) of the run times, or None until ``minimum`` finished."""
+        if len(self._samples) < self.minimum or not self._samples:
+            return None
+        ordered = sorted(self._samples)
+        position = min(max(q, 0.0), 1.0) * (len(ordered) - 1)
+        low = math.floor(position)
+        high = min(low + 1, len(ordered) - 1)
+        return ordered[low] + (ordered[high] - ordered[low]) * (position - low)
 
     def __len__(self) -> int:
         return len(self._samples)
@@ -125,11 +144,15 @@ class EndForecast:
         *,
         margin: float = DEFAULT_MARGIN,
         max_early_listings: int = DEFAULT_MAX_EARLY_LISTINGS,
+        quantiles: tuple[float, ...] = EARLY_QUANTILES,
         run_times: RunTimes | None = None,
         total_times: RunTimes | None = None,
     ) -> None:
+        if not quantiles or any(not 0.0 <= q <= 1.0 for q in quantiles):
+            raise ValueError("quantiles: at least one, each between 0 and 1")
         self.margin = margin
         self.max_early_listings = max_early_listings
+        self.quantiles = tuple(sorted(quantiles))
         self.run_times = run_times if run_times is not None else RunTimes()
         self.total_times = total_times if total_times is not None else RunTimes()
         self._jobs: dict[str, _Readings] = {}
@@ -175,18 +198,27 @@ class EndForecast:
         if readings.first_at is not None:  # it reports progress: wait for that to move rather than spend its budget
             end = readings.progress_end()
             return None if end is None else (end, "progress")
-        typical_run = self.run_times.typical()
-        if readings.running_since is not None and typical_run is not None:
-            return readings.running_since + typical_run, "run time"
-        typical_total = self.total_times.typical()
-        if readings.created is not None and typical_total is not None:
-            return readings.created + typical_total, "time from creation"
+        if readings.running_since is not None and len(self.run_times) >= self.run_times.minimum:
+            return self._rung(readings, readings.running_since, self.run_times, "run time")
+        if readings.created is not None and len(self.total_times) >= self.total_times.minimum:
+            return self._rung(readings, readings.created, self.total_times, "time from creation")
         return None
+
+    def _rung(self, readings: _Readings, since: float, times: RunTimes, source: str) -> tuple[float, str] | None:
+        """The next rung of the ladder of ends ``since`` + a quantile of ``times`` not yet listed for (None: all
+        were)."""
+        used = readings.early_listings.get(source, 0)
+        if used >= len(self.quantiles):
+            return None
+        seconds = times.quantile(self.quantiles[used])
+        return None if seconds is None else (since + seconds, source)
 
     def _due(self, readings: _Readings) -> tuple[float, str] | None:
         """The forecast end, if its source may still ask for an early listing on this job's account."""
         forecast = self._end(readings)
-        if forecast is None or readings.early_listings.get(forecast[1], 0) >= self.max_early_listings:
+        if forecast is None:
+            return None
+        if forecast[1] == "progress" and readings.early_listings.get("progress", 0) >= self.max_early_listings:
             return None
         return forecast
 
@@ -195,9 +227,13 @@ class EndForecast:
         ends = [due[0] for readings in self._jobs.values() if (due := self._due(readings)) is not None]
         return min(ends) + self.margin if ends else None
 
-    def listing_sent_early(self, at: float) -> None:
-        """Charge a listing sent ahead of the regular schedule to every job it was sent for."""
-        for readings in self._jobs.values():
+    def listing_sent_early(self, at: float) -> list[str]:
+        """Charge a listing sent ahead of the regular schedule, at ``at``, to every job it is sent for (each then
+        moves to its next rung); return those jobs, the ones the early listing has to read."""
+        charged = []
+        for job_id, readings in self._jobs.items():
             due = self._due(readings)
             if due is not None and due[0] + self.margin <= at:
                 readings.early_listings[due[1]] = readings.early_listings.get(due[1], 0) + 1
+                charged.append(job_id)
+        return charged

@@ -11,10 +11,12 @@ Pollers are keyed by (event loop, connection id) because asyncio objects belong 
 one long-lived loop for all its triggers, while ``dag.test()`` runs each trigger in its own short-lived
 ``asyncio.run``. The last subscriber out stops the poller and closes its hook, so nothing outlives its loop.
 
-Listings follow the jobs' forecast ends too (their reported ``progress``, else the run times of the jobs seen to
-finish on the same connection): when one is due before the next regular listing, one listing goes out then
+Reads follow the jobs' forecast ends too (their reported ``progress``, else the run times of the jobs seen to
+finish on the same connection): when one is due before the next regular read, one read goes out then
 (:mod:`._end_forecast`, which bounds what that may cost), so a slot is not left idle for half an interval on average
-after its job ends.
+after its job ends. Such an early read asks only for the jobs due; the others come along when the hook reads a
+listing page anyway (``optional``), and only then does it count as the regular read: the regular schedule (every
+job at least once per interval) is kept apart from the early reads.
 
 Errors are kept to the job they concern, so one job's failing read never delays the others' statuses:
 
@@ -70,6 +72,7 @@ class AsyncJobStatusHook(Protocol):
         job_ids: list[str],
         *,
         confirm: list[str] = ...,
+        optional: list[str] = ...,
         each_attempts: int | None = None,
         budget: float | None = None,
     ) -> JobReads: ...
@@ -159,6 +162,8 @@ class StatusPoller:
         self._judge = GoneJudge()
         self._backoff: dict[str, tuple[int, float]] = {}
         """Jobs whose own reads fail transiently: (failures in a row, epoch time of the next try)."""
+        self._due_early: set[str] = set()
+        """The jobs the next read is sent early for (their forecast ends): the only ones it must read."""
         self._unconfirmed: set[str] = set()
         """Jobs that answered 404 without the rule confirming them gone: reads include a listing for them."""
         self.listings = 0
@@ -224,12 +229,14 @@ class StatusPoller:
 
     async def _poll_forever(self, hook: AsyncJobStatusHook) -> None:
         failures = 0
+        next_full = 0.0
         while self._subscribers:
             started = time.time()
             try:
-                await self._poll_once(hook, started)
+                if await self._poll_once(hook, started, full=started >= next_full):
+                    next_full = started + self.interval
                 failures = 0
-                delay = self._delay_after_listing(started)
+                wake = self._next_poll_at(started, next_full)
             except OpenEOTransientError as exc:
                 failures += 1
                 delay = backoff_delay(
@@ -243,31 +250,43 @@ class StatusPoller:
                     exc,
                     delay,
                 )
+                wake = next_full = started + delay
             except Exception as exc:  # not transient: every waiter must learn it (auth, refused request)
                 log.warning("Listing jobs on openEO connection %r failed: %s", self.conn_id, exc)
                 self._deliver_to_all(self._subscribers, error=exc, observed_at=started)
-                delay = self.interval
-            await asyncio.sleep(max(0.0, started + delay - time.time()))
+                wake = next_full = started + self.interval
+            await asyncio.sleep(max(0.0, wake - time.time()))
 
-    def _delay_after_listing(self, started: float) -> float:
-        """The regular interval, or less when a job's progress forecasts its end before the next regular listing."""
-        interval = self.interval
+    def _next_poll_at(self, started: float, next_full: float) -> float:
+        """The next regular read (every job, ``next_full``), or an early one when a job's forecast end comes first
+        (never closer than :data:`MIN_LISTING_SPACING` or a fifth of the interval to this one)."""
         forecast = self._forecast.next_listing()
         if forecast is None:
-            return interval
-        early = max(forecast, started + max(MIN_LISTING_SPACING, interval / 5))
-        if early >= started + interval:
-            return interval
-        self._forecast.listing_sent_early(early)
-        return early - started
+            return next_full
+        early = max(forecast, started + max(MIN_LISTING_SPACING, self.interval / 5))
+        if early >= next_full:
+            return next_full
+        self._due_early = set(self._forecast.listing_sent_early(early))
+        return early
 
-    async def _poll_once(self, hook: AsyncJobStatusHook, started: float) -> None:
-        job_ids = [j for j in self.job_ids if self._backoff.get(j, (0, 0.0))[1] <= started]
+    async def _poll_once(self, hook: AsyncJobStatusHook, started: float, *, full: bool) -> bool:
+        """One status read: of every job (``full``), or, sent early for forecast ends, of the jobs due, the others
+        reported only if the read lists them in passing. True when every job got its answer (the next regular read
+        is then an interval away)."""
+        job_ids = self._backoff_free(started)
+        due, self._due_early = self._due_early, set()
         if not job_ids:
-            return
+            return full
+        required, optional = job_ids, []
+        if not full:
+            required = [j for j in job_ids if j in due]
+            optional = [j for j in job_ids if j not in due]
+            if not required:  # the jobs due left meanwhile: nothing to read early
+                return False
         reads = await hook.read_jobs(
-            job_ids,
-            confirm=[j for j in job_ids if j in self._unconfirmed],
+            required,
+            confirm=[j for j in required if j in self._unconfirmed],
+            optional=optional,
             each_attempts=1,  # this poller retries a failing job itself, without holding up the others
             budget=max(self.interval, MIN_READ_BUDGET),
         )
@@ -289,6 +308,11 @@ class StatusPoller:
                 self._weigh_not_found(job_id, reads, started)
             elif job_id in reads.errors:
                 self._job_failed(job_id, reads.errors[job_id], started)
+        return full or (set(reads.jobs) | reads.not_found | set(reads.errors)).issuperset(job_ids)
+
+    def _backoff_free(self, at: float) -> list[str]:
+        """Watched jobs not backing off after failed reads of their own at ``at``."""
+        return [j for j in self.job_ids if self._backoff.get(j, (0, 0.0))[1] <= at]
 
     def _weigh_not_found(self, job_id: str, reads: JobReads, started: float) -> None:
         others_answered = any(other != job_id for other in reads.jobs)

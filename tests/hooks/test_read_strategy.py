@@ -149,3 +149,26 @@ def test_one_strategy_per_connection_in_the_process() -> None:
     assert read_strategy_of("a") is read_strategy_of("a") is not read_strategy_of("b")
     hook = _default_hook_factory("a")
     assert hook.read_strategy is read_strategy_of("a")  # type: ignore[attr-defined]
+
+
+# -- rule 4: start where the watched jobs were --------------------------------------------------------------------
+
+
+def test_a_look_that_had_to_search_for_its_page_is_repeated_correspondingly_rarely():
+    near, far = ReadStrategy(), ReadStrategy()
+    near.listing_seen(_page(0))
+    far.listing_seen(FirstPage(5, 0, PAGE, 100, 100, True, reach_requests=12))
+    assert far.probe_gap(5) > near.probe_gap(5)
+    assert far.probe_gap(5) <= MAX_PROBE_GAP
+    assert "after 12 request(s)" in far.describe(5)
+
+
+def test_the_page_where_the_watched_jobs_were_found_is_remembered_until_they_are_not_there():
+    strategy = ReadStrategy()
+    assert strategy.resume_url is None
+    strategy.page_found("https://openeo.example/jobs?limit=100&page=50")
+    strategy.listing_seen(FirstPage(4, 4, 2_000, 12, 100, False, reach_requests=12))
+    assert strategy.resume_url.endswith("page=50")
+    assert strategy.plan(4).listing, "a small page showing every watched job pays for itself"
+    strategy.page_found(None)
+    assert strategy.resume_url is None

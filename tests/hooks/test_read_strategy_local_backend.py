@@ -16,6 +16,7 @@ from dataclasses import dataclass
 import openeo
 import pytest
 
+from airflow_provider_openeo.hooks._listing_pages import MAX_SEARCH_PAGES
 from airflow_provider_openeo.hooks._read_strategy import MIN_PROBE_GAP
 from airflow_provider_openeo.hooks.openeo import OpenEOAsyncHook
 from local_backend.launcher import LocalBackend
@@ -99,18 +100,20 @@ def test_newest_first_reads_every_watched_job_in_one_listing_page(openeo_backend
     assert all((p.pages, p.job_reads) == (1, 0) for p in polls), polls
 
 
-def test_oldest_first_behind_a_long_history_goes_job_by_job_after_one_look(
+def test_oldest_first_behind_a_long_history_finds_the_watched_page_once_then_reads_only_it(
     openeo_backend: LocalBackend, user: str
 ) -> None:
+    """2,000 old jobs in pages of 100, numbered from 0: the watched jobs are on page 20. The first poll searches for
+    the last page (4, 16, 64 empty, 40 empty, 28 empty, 22 empty, 19, 20 last: 8 pages after page 0); every later
+    poll reads page 20 alone, a few hundred bytes, instead of 5 job reads."""
     openeo_backend.configure(profile="geopyspark")
     job_ids = _watched_jobs(openeo_backend, user)
     polls = _measure(openeo_backend, job_ids, 2 * MIN_PROBE_GAP + 2)
     _report("geopyspark (oldest first, ?page paging)", polls)
     first, later = polls[0], polls[1:]
-    assert (first.pages, first.job_reads) == (1, WATCHED), "one look at the first page decides (not 10 pages)"
-    assert all(p.requests <= WATCHED + 1 for p in polls), polls
-    assert sum(p.pages for p in later) <= 2, "a look again at most every MIN_PROBE_GAP polls"
-    assert sum(p.requests for p in later) / len(later) <= WATCHED * 1.05
+    assert (first.pages, first.job_reads) == (9, 0), "page 0, then the search for the last page"
+    assert all((p.pages, p.job_reads) == (1, 0) for p in later), later
+    assert max(p.bytes for p in later) < 2_000
 
 
 def test_an_unordered_listing_costs_no_more_than_a_read_per_job(openeo_backend: LocalBackend, user: str) -> None:
@@ -119,7 +122,9 @@ def test_an_unordered_listing_costs_no_more_than_a_read_per_job(openeo_backend: 
     job_ids = _watched_jobs(openeo_backend, user)
     polls = _measure(openeo_backend, job_ids, MIN_PROBE_GAP + 2)
     _report("geopyspark (unordered)", polls)
-    assert all(p.requests <= WATCHED + 1 for p in polls), polls
+    first, later = polls[0], polls[1:]
+    assert first.pages <= 1 + MAX_SEARCH_PAGES, "one bounded search for the last page, on the first poll only"
+    assert all(p.requests <= WATCHED + 1 for p in later), polls
     assert sum(p.requests for p in polls[1:]) / len(polls[1:]) <= WATCHED * 1.1
 
 
@@ -163,7 +168,8 @@ def test_a_listing_without_next_links_follows_its_order_both_ways(openeo_backend
 
 def test_the_triggerer_remembers_a_backends_lesson_across_pollers(openeo_backend: LocalBackend, user: str) -> None:
     """Two waves of triggers on one connection, each in its own poller (the first stops when its jobs end): the
-    second starts job by job, with no first look at the listing."""
+    first searches for the page its jobs are on (oldest first, behind 2,000 old jobs: page 20), the second reads
+    that page at once, without a search, and no job one by one."""
     from airflow_provider_openeo.hooks import _read_strategy
     from airflow_provider_openeo.triggers.openeo import OpenEOJobEvent, OpenEOJobEventStatus, OpenEOJobTrigger
 
@@ -190,6 +196,10 @@ def test_the_triggerer_remembers_a_backends_lesson_across_pollers(openeo_backend
 
     first, second = wave(), wave()
     print(f"\ngeopyspark, two waves of 2 triggers: first {first}, second {second}")
-    assert first.get(LISTING) == 1, "the first wave's poller looks once"
-    assert second.get(LISTING, 0) == 0 and second.get(JOB, 0) >= 2, "the second starts from the lesson"
-    assert strategy.first_page is not None and strategy.first_page.found == 0
+    search = 9  # page 0, then 4, 16, 64, 40, 28, 22 (empty), 19, 20 (the last)
+    assert first.get(LISTING, 0) >= search and first.get(JOB, 0) == 0, "the first wave's poller searches once"
+    assert 1 <= second.get(LISTING, 0) <= first[LISTING] - search + 1 and second.get(JOB, 0) == 0, (
+        "the second starts from the lesson: one page per poll"
+    )
+    assert strategy.resume_url is not None and strategy.resume_url.endswith("page=20")
+    assert strategy.first_page is not None and strategy.first_page.found == 2

@@ -42,6 +42,10 @@ class FakeBackend:
         self.federation_missing: list[str] | None = None
         self.policy = FAST_GONE_POLICY
         self.confirm_requests: list[list[str]] = []
+        self.optional_ids: list[list[str]] = []
+        """The ``optional`` ids of each read (jobs an early read may report in passing)."""
+        self.lists_optional = False
+        """Whether a read reports its ``optional`` ids too, as a listing page showing them would."""
         self.hooks_opened = 0
         self.hooks_closed = 0
 
@@ -78,11 +82,20 @@ class FakeAsyncHook:
         return self.backend.policy
 
     async def read_jobs(
-        self, job_ids: list[str], *, confirm=(), each_attempts: int | None = None, budget: float | None = None
+        self,
+        job_ids: list[str],
+        *,
+        confirm=(),
+        optional=(),
+        each_attempts: int | None = None,
+        budget: float | None = None,
     ) -> JobReads:
         backend = self.backend
         backend.calls[f"get_jobs:{self.conn_id}"] += 1
         backend.listed_ids.append(list(job_ids))
+        backend.optional_ids.append(list(optional))
+        if backend.lists_optional:
+            job_ids = [*job_ids, *optional]
         if backend.errors:
             raise backend.errors.pop(0)
         reads = JobReads()

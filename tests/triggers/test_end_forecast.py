@@ -92,23 +92,37 @@ def _poller_with(readings: dict[str, list[tuple[float, float]]], interval: float
     return poller
 
 
+def _delay(poller: _status_poller.StatusPoller, started: float) -> float:
+    """Seconds from a regular read at ``started`` to the next read."""
+    return poller._next_poll_at(started, started + poller.interval) - started
+
+
 def test_the_poller_lists_early_for_a_forecast_end_before_its_next_regular_listing():
     poller = _poller_with({"a": [(0.0, 0.0), (5.0, 80.0)]}, interval=5.0)  # due at 6.25 + margin
-    delay = poller._delay_after_listing(started=5.0)
-    assert delay == pytest.approx(6.25 + poller._forecast.margin - 5.0)
+    assert _delay(poller, 5.0) == pytest.approx(6.25 + poller._forecast.margin - 5.0)
+    assert poller._due_early == {"a"}, "the early read is for the job due"
 
 
 def test_the_poller_keeps_its_interval_when_the_forecast_is_later_or_missing():
-    assert _poller_with({"a": [(0.0, 0.0), (5.0, 10.0)]}, interval=5.0)._delay_after_listing(5.0) == 5.0
-    assert _poller_with({}, interval=5.0)._delay_after_listing(5.0) == 5.0
+    assert _delay(_poller_with({"a": [(0.0, 0.0), (5.0, 10.0)]}, interval=5.0), 5.0) == 5.0
+    assert _delay(_poller_with({}, interval=5.0), 5.0) == 5.0
+
+
+def test_after_an_early_read_the_regular_one_keeps_its_time():
+    poller = _poller_with({"a": [(0.0, 0.0), (5.0, 80.0)]}, interval=5.0)
+    # A read at 6.5 sends the progress forecast's two early reads (7.5, 8.5), which do not read every job: the
+    # regular read stays due at 10, not 13.5.
+    assert poller._next_poll_at(6.5, next_full=10.0) == pytest.approx(7.5)
+    assert poller._next_poll_at(7.5, next_full=10.0) == pytest.approx(8.5)
+    assert poller._next_poll_at(8.5, next_full=10.0) == pytest.approx(10.0)
 
 
 def test_forecast_listings_are_never_closer_than_a_second_nor_a_fifth_of_the_interval():
     due_now = {"a": [(0.0, 0.0), (5.0, 99.9)]}  # due a moment after this listing
-    assert _poller_with(due_now, interval=2.0)._delay_after_listing(started=5.0) == pytest.approx(1.0)
-    assert _poller_with(due_now, interval=60.0)._delay_after_listing(started=5.0) == pytest.approx(12.0)
+    assert _delay(_poller_with(due_now, interval=2.0), started=5.0) == pytest.approx(1.0)
+    assert _delay(_poller_with(due_now, interval=60.0), started=5.0) == pytest.approx(12.0)
     # An interval shorter than the spacing: the regular listing comes first anyway.
-    assert _poller_with(due_now, interval=0.5)._delay_after_listing(started=5.0) == pytest.approx(0.5)
+    assert _delay(_poller_with(due_now, interval=0.5), started=5.0) == pytest.approx(0.5)
 
 
 # -- without progress: the run times of the jobs already finished on the connection --------------------------------
@@ -166,6 +180,48 @@ def test_only_finished_runs_count_and_only_the_recent_ones():
     for seconds in (100.0, 10.0, 10.0, 10.0):
         times.add(seconds)
     assert times.typical() == 10.0
+
+
+def test_run_time_quantiles_interpolate_between_samples():
+    times = RunTimes(minimum=2)
+    times.add(25.0)
+    assert times.quantile(0.5) is None  # one sample could be an outlier
+    for seconds in (31.0, 28.0, 26.0, 30.0):
+        times.add(seconds)
+    assert times.quantile(0.0) == 25.0 and times.quantile(1.0) == 31.0
+    assert times.quantile(0.5) == 28.0  # the median
+    assert times.quantile(0.9) == pytest.approx(30.0 + 0.6 * 1.0)  # 0.9 * 4 = 3.6: 60 % from 30 to 31
+
+
+def test_a_job_without_progress_is_due_at_each_rung_of_its_ladder_once():
+    """Run times of 25-31 s: a listing at the median catches the jobs that end by then; one at the 90 % quantile
+    catches most of the rest well before the next regular listing; then the job waits for the regular ones."""
+    forecast = EndForecast(margin=0.0, quantiles=(0.5, 0.9), run_times=RunTimes(minimum=2))
+    for index, seconds in enumerate((25.0, 26.0, 28.0, 30.0, 31.0)):
+        finish(forecast, f"done{index}", started=0.0, ended=seconds)
+    forecast.observe("late", stamped("running", 100.0), at=101.0)
+    assert forecast.next_listing() == pytest.approx(128.0)
+    assert forecast.listing_sent_early(128.0) == ["late"]
+    forecast.observe("late", stamped("running", 100.0), at=128.0)  # still running at the median
+    assert forecast.next_listing() == pytest.approx(130.6)
+    assert forecast.listing_sent_early(130.6) == ["late"]
+    assert forecast.next_listing() is None
+
+
+def test_an_early_listing_is_charged_only_to_the_jobs_due_by_then():
+    forecast = EndForecast(margin=0.0, quantiles=(0.5,), run_times=RunTimes(minimum=1))
+    finish(forecast, "done", started=0.0, ended=10.0)
+    forecast.observe("soon", stamped("running", 0.0), at=1.0)
+    forecast.observe("later", stamped("running", 5.0), at=6.0)
+    assert forecast.listing_sent_early(10.0) == ["soon"]
+    assert forecast.next_listing() == pytest.approx(15.0)
+
+
+def test_quantiles_must_be_fractions():
+    with pytest.raises(ValueError):
+        EndForecast(quantiles=())
+    with pytest.raises(ValueError):
+        EndForecast(quantiles=(0.5, 1.5))
 
 
 def test_a_job_running_past_the_typical_time_pays_for_at_most_its_early_listings():

@@ -186,3 +186,31 @@ def test_an_upstream_outage_of_a_federation_never_ends_the_wait(monkeypatch):
     payload = OpenEOJobEvent.from_dict(event.payload)
     assert payload.status is OpenEOJobEventStatus.FINISHED, payload.message
     assert server.count("GET", jobs) >= 3, "each poll of the unconfirmed job brought a listing as evidence"
+
+
+# -- early reads for forecast ends -----------------------------------------------------------------------------------
+
+
+async def test_an_early_read_asks_only_the_jobs_due_and_replaces_the_regular_one_only_when_all_were_read():
+    backend = FakeBackend()
+    for job_id in ("due", "other"):
+        backend.add_job(job_id, *["running"] * 5)
+    poller = _status_poller.StatusPoller("openeo_test", backend.hook, loop=asyncio.get_running_loop())
+    for job_id in ("due", "other"):
+        poller._subscribers[job_id] = {_status_poller.Subscription(poller, job_id, 5.0)}
+    hook = backend.hook("openeo_test")
+
+    poller._due_early = {"due"}
+    assert await poller._poll_once(hook, time.time(), full=False) is False, "'other' was not read: regular stays"
+    assert (backend.listed_ids[-1], backend.optional_ids[-1]) == (["due"], ["other"])
+
+    backend.lists_optional = True  # the hook read a listing page that showed both
+    poller._due_early = {"due"}
+    assert await poller._poll_once(hook, time.time(), full=False) is True
+
+    poller._due_early = set()  # the job due ended meanwhile: no early read at all
+    reads = len(backend.listed_ids)
+    assert await poller._poll_once(hook, time.time(), full=False) is False and len(backend.listed_ids) == reads
+
+    assert await poller._poll_once(hook, time.time(), full=True) is True
+    assert (backend.listed_ids[-1], backend.optional_ids[-1]) == (["due", "other"], [])
