@@ -49,7 +49,7 @@ import requests
 from openeo import Connection
 from openeo.rest import OpenEoApiPlainError
 
-from airflow_provider_openeo._lost_create import _is_create_request
+from airflow_provider_openeo._session_send import Send, is_create_request, wrapped_send
 from airflow_provider_openeo.job_options import job_option_problems, merge_job_options
 
 log = logging.getLogger(__name__)
@@ -117,24 +117,17 @@ def applying_job_options(
     if not layers:
         yield applied
         return
-    session = connection.session
-    had_own = "send" in vars(session)
-    previous = vars(session).get("send")
-    original_send = session.send
 
-    def send(request: requests.PreparedRequest, **kwargs: Any) -> requests.Response:
-        if _is_create_request(request) and request.body:
-            _rewrite(connection, request, layers, applied, label=label, backend=backend)
-        return original_send(request, **kwargs)
+    def wrap(original_send: Send) -> Send:
+        def send(request: requests.PreparedRequest, **kwargs: Any) -> requests.Response:
+            if is_create_request(request) and request.body:
+                _rewrite(connection, request, layers, applied, label=label, backend=backend)
+            return original_send(request, **kwargs)
 
-    session.send = send  # type: ignore[method-assign]
-    try:
+        return send
+
+    with wrapped_send(connection.session, wrap):
         yield applied
-    finally:
-        if had_own:
-            session.send = previous  # type: ignore[method-assign]
-        else:
-            vars(session).pop("send", None)
 
 
 def _rewrite(

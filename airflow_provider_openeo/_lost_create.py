@@ -27,6 +27,7 @@ from openeo import Connection
 from urllib3.exceptions import ConnectTimeoutError, NewConnectionError
 
 from airflow_provider_openeo._job_listing import scan_jobs
+from airflow_provider_openeo._session_send import is_create_request
 from airflow_provider_openeo.job_status import OpenEOJobStatus
 
 log = logging.getLogger(__name__)
@@ -37,12 +38,6 @@ ORPHAN_SEARCH_LIMIT = 100
 ORPHAN_SEARCH_PAGES = 10
 ORPHAN_DESCRIBE_LIMIT = 5
 CLOCK_SKEW_SECONDS = 60.0
-
-
-def _is_create_request(request: Any) -> bool:
-    """``POST .../jobs``: the one request whose repetition creates a second job."""
-    method = getattr(request, "method", None)
-    return method == "POST" and urlparse(getattr(request, "url", None) or "").path.rstrip("/").endswith("/jobs")
 
 
 def _started_job_id(request: Any) -> str | None:
@@ -83,11 +78,7 @@ def lost_create_answer(exc: BaseException) -> LostCreate | None:
     current: BaseException | None = exc
     while current is not None and id(current) not in seen:
         seen.add(id(current))
-        if (
-            isinstance(current, _MAY_HAVE_BEEN_SENT)
-            and _is_create_request(current.request)
-            and not _never_sent(current)
-        ):
+        if isinstance(current, _MAY_HAVE_BEEN_SENT) and is_create_request(current.request) and not _never_sent(current):
             reason = f"{type(current).__name__}: the connection broke before the answer arrived"
             return LostCreate(reason, getattr(current.request, "body", None))
         current = current.__cause__ or current.__context__
@@ -121,7 +112,7 @@ def recording_created_jobs(connection: Connection, on_created: Callable[[str], N
         started = _started_job_id(response.request)
         if started is not None and 200 <= response.status_code < 300:  # the API says 202; any 2xx accepts
             log_.started.add(started)
-        if not _is_create_request(response.request):
+        if not is_create_request(response.request):
             return
         if response.status_code >= 500:
             log_.unanswered.append(LostCreate(f"HTTP {response.status_code}", response.request.body))

@@ -41,7 +41,7 @@ from airflow_provider_openeo._create_options import (
     applying_job_options,
     wrapping_provider,
 )
-from airflow_provider_openeo._lost_create import _is_create_request
+from airflow_provider_openeo._session_send import Send, is_create_request, wrapped_send
 from airflow_provider_openeo.budget import ESTIMATED_COSTS_COLUMN, RESERVING_STATUSES, checked_max_costs, expected_costs
 from airflow_provider_openeo.hooks._openeo_http import redact
 from airflow_provider_openeo.job_history import clean
@@ -115,33 +115,26 @@ class InterceptedCreates:
 @contextmanager
 def intercepting_creates(connection: Connection, intercepted: InterceptedCreates) -> Iterator[InterceptedCreates]:
     """While inside, ``connection`` sends no ``POST /jobs``: each is recorded and answered ``201`` here."""
-    session = connection.session
-    had_own = "send" in vars(session)
-    previous = vars(session).get("send")
-    original_send = session.send
     bodies: dict[str, dict[str, Any]] = {}
 
-    def send(request: requests.PreparedRequest, **kwargs: Any) -> requests.Response:
-        if _is_create_request(request):
-            body = _json_body(request)
-            job_id = f"{DRY_RUN_JOB_PREFIX}{len(intercepted.creates) + 1}"
-            intercepted.creates.append((connection, body))
-            bodies[job_id] = body
-            location = f"{str(request.url).rstrip('/')}/{job_id}"
-            return _answer(request, 201, None, {"OpenEO-Identifier": job_id, "Location": location})
-        job_id = _dry_run_job_of(request)
-        if job_id is not None:
-            return _answer_about(request, job_id, bodies.get(job_id) or {})
-        return original_send(request, **kwargs)
+    def wrap(original_send: Send) -> Send:
+        def send(request: requests.PreparedRequest, **kwargs: Any) -> requests.Response:
+            if is_create_request(request):
+                body = _json_body(request)
+                job_id = f"{DRY_RUN_JOB_PREFIX}{len(intercepted.creates) + 1}"
+                intercepted.creates.append((connection, body))
+                bodies[job_id] = body
+                location = f"{str(request.url).rstrip('/')}/{job_id}"
+                return _answer(request, 201, None, {"OpenEO-Identifier": job_id, "Location": location})
+            job_id = _dry_run_job_of(request)
+            if job_id is not None:
+                return _answer_about(request, job_id, bodies.get(job_id) or {})
+            return original_send(request, **kwargs)
 
-    session.send = send  # type: ignore[method-assign]
-    try:
+        return send
+
+    with wrapped_send(connection.session, wrap):
         yield intercepted
-    finally:
-        if had_own:
-            session.send = previous  # type: ignore[method-assign]
-        else:
-            vars(session).pop("send", None)
 
 
 def _json_body(request: requests.PreparedRequest) -> dict[str, Any]:
