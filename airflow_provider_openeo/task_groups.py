@@ -22,6 +22,10 @@ default), and every loop of the scheduler re-checks the upstream of each ``resul
 the deployment; BENCHMARKS.md). So a run takes at most ``max_rows_per_run`` rows (``planning.
 DEFAULT_MAX_ROWS_PER_RUN`` unless raised) and, when rows are left, triggers the next run of the same DAG
 (``continue_until_done``). The job table carries the state from run to run.
+
+In this module: :class:`BatchSettings` (the arguments, checked once when the DAG file is parsed) -> :class:`BatchGroup`
+(plus what the task group knows: its DAG, the job table, inherited retries) -> the ``add_*`` functions building the
+tasks -> the bodies of the steps (``load_rows``, ``plan_rows``, ``summarize_run``), plain functions of those objects.
 """
 
 from __future__ import annotations
