@@ -233,16 +233,7 @@ def decide(
             # A row held elsewhere is still being started: a failed start would give it back.
             return Wait(now + recheck_seconds, "rows are being started elsewhere and may come back")
         return Done(f"no row of this run is left for backend {backend!r}")
-    if (
-        not mine
-        and others_unused == 0
-        and is_down(health)
-        and any(
-            not is_down((all_health or {}).get(name, BackendHealth(name)))
-            for name in eligible_backends
-            if name != backend
-        )
-    ):
+    if not mine and others_unused == 0 and _others_work_while_down(backend, health, eligible_backends, all_health):
         return Done(
             f"{health.describe(now)}; the other backends' instances of this run are all taken: the "
             f"{len(free)} free row(s) continue in the next run",
@@ -265,6 +256,16 @@ def decide(
         until = now + max(recheck_seconds, paces[backend])
         return Wait(until, f"faster backends will finish the {len(free)} row(s) left sooner")
     return Claim(free[0].row_id)
+
+
+def _others_work_while_down(
+    backend: str, health: BackendHealth, eligible_backends: Iterable[str], all_health: dict[str, BackendHealth] | None
+) -> bool:
+    """``backend`` is down and another backend of the batch is not: its free rows are better left to the next run,
+    where the working backends get instances for them, than held for it (see ``decide``'s ``others_unused``)."""
+    return is_down(health) and any(
+        not is_down((all_health or {}).get(name, BackendHealth(name))) for name in eligible_backends if name != backend
+    )
 
 
 def leave_to_faster(backend: str, free_rows: int, paces: dict[str, float], slots: dict[str, int]) -> bool:

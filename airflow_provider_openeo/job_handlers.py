@@ -314,28 +314,7 @@ class OpenEOJobHandler:
                 **self.usage_values(row, job.job_id, metadata),
             },
         )
-        files: list[str] = []
-        note: str | None = None
-        stac: dict[str, str] = {}
-        try:
-            stored: StoredResults | None = None
-            if self.download_results:
-                stored = self.store_results(job, job_dir, naming_values=values, row=row)
-                files.extend(stored.files)
-                note = _short_message(stored.note_text() or "", _connection_secrets(job)) or None
-            metadata_path = job_dir / self.get_job_metadata_path(job.job_id).name
-            write_json_atomically(metadata_path, dict(metadata), ensure_ascii=False)
-            files.append(str(metadata_path))
-            if row_updated:  # a handler of an old job must not replace the item of the row's newer job
-                stac = self.record_stac_item(job, row, metadata, stored)
-        except Exception as error:
-            message = _short_message(
-                f"downloading results of openEO job {job.job_id} failed: {type(error).__name__}: {error}",
-                _connection_secrets(job),
-            )
-            self.log.error("%s", message)
-            self.update_row(row, job.job_id, {"results_state": ResultsState.FAILED, "error_message": message})
-            raise ResultDownloadError(message) from None
+        files, note, stac = self._store_finished(job, job_dir, values, row, metadata, row_updated=row_updated)
         if self.download_results:
             done = {"results_state": ResultsState.DOWNLOADED, **({"error_message": note} if note else {})}
             row_updated = self.update_row(row, job.job_id, done) and row_updated
@@ -352,6 +331,46 @@ class OpenEOJobHandler:
             "row_updated": row_updated,
             **stac,
         }
+
+    def _store_finished(
+        self,
+        job: openeo.BatchJob,
+        job_dir: StoragePath,
+        naming_values: Mapping[str, Any] | None,
+        row: JobRowRef | None,
+        metadata: Mapping[str, Any],
+        *,
+        row_updated: bool,
+    ) -> tuple[list[str], str | None, dict[str, str]]:
+        """Write a finished job's files: its results (when downloading), its metadata, its STAC item.
+
+        Returns the files written, a note for the row (what the download had to work around, or None) and the
+        STAC item's fields; any failure marks the row's results ``failed`` and raises :class:`ResultDownloadError`,
+        so Airflow retries the task, which stores them again.
+        """
+        files: list[str] = []
+        note: str | None = None
+        stac: dict[str, str] = {}
+        try:
+            stored: StoredResults | None = None
+            if self.download_results:
+                stored = self.store_results(job, job_dir, naming_values=naming_values, row=row)
+                files.extend(stored.files)
+                note = _short_message(stored.note_text() or "", _connection_secrets(job)) or None
+            metadata_path = job_dir / self.get_job_metadata_path(job.job_id).name
+            write_json_atomically(metadata_path, dict(metadata), ensure_ascii=False)
+            files.append(str(metadata_path))
+            if row_updated:  # a handler of an old job must not replace the item of the row's newer job
+                stac = self.record_stac_item(job, row, metadata, stored)
+        except Exception as error:
+            message = _short_message(
+                f"downloading results of openEO job {job.job_id} failed: {type(error).__name__}: {error}",
+                _connection_secrets(job),
+            )
+            self.log.error("%s", message)
+            self.update_row(row, job.job_id, {"results_state": ResultsState.FAILED, "error_message": message})
+            raise ResultDownloadError(message) from None
+        return files, note, stac
 
     def on_job_error(
         self,

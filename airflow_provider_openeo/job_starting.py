@@ -284,15 +284,39 @@ class RowJobStarter:
     # -- creating -----------------------------------------------------------------------------------------
 
     def _create_and_start(self, values: Mapping[str, Any]) -> StartOutcome:
+        """Claim the row, create its job through the user's ``start_job`` (the job options applied), check what
+        came back, then start the job unless ``start_job`` did."""
         self._claim(values)
         series = self._row_series()
         self._check_geometries(series)
-        layers = OptionLayers(
+        job, created = self._call_start_job(series, self._option_layers(values, series))
+        job = self._checked_job(job, created)
+        self._update({"start_time": utc_now_rfc3339()})
+        if self.max_costs is not None:
+            self._check_estimate(job, created)
+        status = self._status_after_start_job(job, created)
+        if status == OpenEOJobStatus.CREATED:
+            return self._start_created(job, reattached=False)
+        self._record(job.job_id, status, {"claimed_by": None})
+        return StartOutcome(job_id=job.job_id, backend_status=status, reattached=False)
+
+    def _option_layers(self, values: Mapping[str, Any], series: pd.Series) -> OptionLayers:
+        """The job options this row's job is created with: the batch's, the row's, a memory raise after an
+        out-of-memory error, the row's budget (``job_options``)."""
+        return OptionLayers(
             batch=self.job_options,
             row=self._row_job_options(series),
             adjust=self._memory_adjustment(values),
             budget=self._row_job_budget(series),
         )
+
+    def _call_start_job(self, series: pd.Series, layers: OptionLayers) -> tuple[Any, CreateLog]:
+        """Call ``start_job`` as MBJM does, recording every job it creates (on this backend's connection and on
+        any other it gets from ``connection_provider``, with the options applied there too).
+
+        Returns what ``start_job`` returned (or the job a lost ``POST /jobs`` answer created) and the jobs
+        created; options the backend refused fail the row here, naming them.
+        """
         asked_at = time.time()
         with recording_created_jobs(self.connection, self._on_created) as created, ExitStack() as options_scope:
 
@@ -316,19 +340,31 @@ class RowJobStarter:
                     **self.start_job_kwargs,
                 )
             except Exception as exc:
-                self._check_options_refused(exc, applied, created)
-                lost = None if created.ids else (created.unanswered or [lost_create_answer(exc)])[0]
-                orphan = (
-                    find_orphan(self.connection, lost, asked_at, held_ids=self._held_job_ids, label=str(self.row))
-                    if lost is not None
-                    else None
-                )
-                if orphan is None:
-                    self._start_failed(exc, created, lost, series)
-                log.warning("%s: POST /jobs lost its answer (%s); adopting job %s", self.row, lost.reason, orphan)
-                self._on_created(orphan)
-                job = self.connection.job(orphan)
+                job = self._adopt_lost_create(exc, applied, created, asked_at, series)
         self._check_options_refused(None, applied, created)
+        return job, created
+
+    def _adopt_lost_create(
+        self, exc: Exception, applied: AppliedOptions, created: CreateLog, asked_at: float, series: pd.Series
+    ) -> BatchJob:
+        """``start_job`` raised: when its ``POST /jobs`` lost the answer but the backend made the job, take that job
+        (``_lost_create``) rather than create a second one; otherwise the start failed, and the row says why."""
+        self._check_options_refused(exc, applied, created)
+        lost = None if created.ids else (created.unanswered or [lost_create_answer(exc)])[0]
+        orphan = (
+            find_orphan(self.connection, lost, asked_at, held_ids=self._held_job_ids, label=str(self.row))
+            if lost is not None
+            else None
+        )
+        if orphan is None:
+            self._start_failed(exc, created, lost, series)
+        log.warning("%s: POST /jobs lost its answer (%s); adopting job %s", self.row, lost.reason, orphan)
+        self._on_created(orphan)
+        return self.connection.job(orphan)
+
+    def _checked_job(self, job: Any, created: CreateLog) -> BatchJob:
+        """What ``start_job`` returned: None skips the row (as in MBJM), anything but a ``BatchJob`` fails it; a job
+        created through another connection (``connection_provider``) is recorded now."""
         if job is None:
             if created.ids:
                 log.warning("%s: start_job returned None after creating job(s) %s", self.row, created.ids)
@@ -339,16 +375,8 @@ class RowJobStarter:
             self._update({"status": RowStatus.START_FAILED.value, "error_message": message, "claimed_by": None})
             raise RowStartError(message)
         if job.job_id not in created.ids:
-            # Created through another connection (connection_provider): record it now.
             self._on_created(job.job_id)
-        self._update({"start_time": utc_now_rfc3339()})
-        if self.max_costs is not None:
-            self._check_estimate(job, created)
-        status = self._status_after_start_job(job, created)
-        if status == OpenEOJobStatus.CREATED:
-            return self._start_created(job, reattached=False)
-        self._record(job.job_id, status, {"claimed_by": None})
-        return StartOutcome(job_id=job.job_id, backend_status=status, reattached=False)
+        return job
 
     def _status_after_start_job(self, job: BatchJob, created: CreateLog) -> str:
         """The job's status once ``start_job`` returned it, asking the backend only when this connection cannot tell.

@@ -8,6 +8,7 @@ operator adds its start logic on top and the sensor adds its poke mode.
 
 from __future__ import annotations
 
+import dataclasses
 import time
 from collections.abc import Mapping
 from datetime import timedelta
@@ -20,7 +21,7 @@ from airflow_provider_openeo.job_row import JobRowRef
 from airflow_provider_openeo.job_status import OpenEOJobStatus
 from airflow_provider_openeo.links.openeo import OPENEO_JOB_URL_XCOM_KEY, OpenEOJobLink
 from airflow_provider_openeo.triggers.openeo import (
-    DEFAULT_POLL_INTERVAL,
+    JobWaitSettings,
     OpenEOJobEvent,
     OpenEOJobEventStatus,
     OpenEOJobTrigger,
@@ -84,15 +85,39 @@ def compute_deadline(
 class OpenEOJobWaitMixin:
     """Wait for an openEO job and finish it, for an operator that also derives from ``BaseOperator``.
 
-    Expects on the operator: ``openeo_conn_id``, ``poll_interval``, ``cancel_running_job_after``,
-    ``cancel_on_kill`` and ``handler`` (an ``OpenEOJobHandler`` or None).
+    What the operator sets: ``openeo_conn_id``, ``handler`` (an ``OpenEOJobHandler`` or None) and
+    ``wait_settings`` (a :class:`JobWaitSettings`, passed as a whole to the trigger; its defaults otherwise).
+    ``poll_interval``, ``cancel_running_job_after`` and ``cancel_on_kill`` read and replace single fields of it,
+    checked like the whole, for code that set them one by one.
     """
 
     openeo_conn_id: str
-    poll_interval: float = DEFAULT_POLL_INTERVAL
-    cancel_running_job_after: float | None = None
-    cancel_on_kill: bool = True
+    wait_settings: JobWaitSettings = JobWaitSettings()
     handler: OpenEOJobHandler | None = None
+
+    @property
+    def poll_interval(self) -> float:
+        return self.wait_settings.poll_interval
+
+    @poll_interval.setter
+    def poll_interval(self, value: float) -> None:
+        self.wait_settings = dataclasses.replace(self.wait_settings, poll_interval=value)
+
+    @property
+    def cancel_running_job_after(self) -> float | None:
+        return self.wait_settings.cancel_running_job_after
+
+    @cancel_running_job_after.setter
+    def cancel_running_job_after(self, value: float | None) -> None:
+        self.wait_settings = dataclasses.replace(self.wait_settings, cancel_running_job_after=value)
+
+    @property
+    def cancel_on_kill(self) -> bool:
+        return self.wait_settings.cancel_on_kill
+
+    @cancel_on_kill.setter
+    def cancel_on_kill(self, value: bool) -> None:
+        self.wait_settings = dataclasses.replace(self.wait_settings, cancel_on_kill=value)
 
     def wait_timeouts(self) -> list[timedelta | None]:
         """Time limits of one try that the trigger must enforce (a sensor adds its own ``timeout``)."""
@@ -136,11 +161,9 @@ class OpenEOJobWaitMixin:
         trigger = OpenEOJobTrigger(
             openeo_conn_id=self.openeo_conn_id,
             job_id=job_id,
-            poll_interval=self.poll_interval,
+            **self.wait_settings.trigger_kwargs(),
             deadline=compute_deadline(context, self.wait_timeouts()),
-            cancel_running_job_after=self.cancel_running_job_after,
             running_since=running_since,
-            cancel_on_kill=self.cancel_on_kill,
             row=row.to_dict() if row is not None else None,
             end_task_on_finish=end_task_on_finish,
         )

@@ -22,6 +22,10 @@ default), and every loop of the scheduler re-checks the upstream of each ``resul
 the deployment; BENCHMARKS.md). So a run takes at most ``max_rows_per_run`` rows (``planning.
 DEFAULT_MAX_ROWS_PER_RUN`` unless raised) and, when rows are left, triggers the next run of the same DAG
 (``continue_until_done``). The job table carries the state from run to run.
+
+In this module: :class:`BatchSettings` (the arguments, checked once when the DAG file is parsed) -> :class:`BatchGroup`
+(plus what the task group knows: its DAG, the job table, inherited retries) -> the ``add_*`` functions building the
+tasks -> the bodies of the steps (``load_rows``, ``plan_rows``, ``summarize_run``), plain functions of those objects.
 """
 
 from __future__ import annotations
@@ -52,7 +56,7 @@ from airflow_provider_openeo.job_starting import StartJobCallable
 from airflow_provider_openeo.job_status import RowStatus
 from airflow_provider_openeo.operators.openeo import ROW_LABEL_KEY, OpenEOBatchJobOperator, OpenEOJobResultsOperator
 from airflow_provider_openeo.output_naming import Rule
-from airflow_provider_openeo.planning import parse_backends, plan_run, rows_per_run, rows_to_run
+from airflow_provider_openeo.planning import BackendSpec, parse_backends, plan_run, rows_per_run, rows_to_run
 from airflow_provider_openeo.pool_check import POOLS_KEY
 from airflow_provider_openeo.preflight import BackendsUnusable, check_backends, pool_problems
 from airflow_provider_openeo.reruns import CONTINUES_KEY, checked_statuses, continued_run, requested_statuses
@@ -60,6 +64,11 @@ from airflow_provider_openeo.row_dispatch import DispatchSettings, backend_paces
 from airflow_provider_openeo.run_scope import RunScope, log_already_done
 from airflow_provider_openeo.summary import rows_carried_over, run_progress, summarize
 from airflow_provider_openeo.timestamps import utc_now_rfc3339
+from airflow_provider_openeo.triggers._wait_settings import (
+    DEFAULT_CANCEL_RUNNING_JOB_AFTER,
+    DEFAULT_POLL_INTERVAL,
+    JobWaitSettings,
+)
 
 log = logging.getLogger(__name__)
 #: The longest a dispatched instance waits before looking again at rows that may come back to the run.
@@ -95,8 +104,8 @@ def openeo_job_batch(
     stac_collection: bool = True,
     output_dir: Rule | None = None,
     asset_name: Rule | None = None,
-    poll_interval: float = 60.0,
-    cancel_running_job_after: float | timedelta | None = None,
+    poll_interval: float = DEFAULT_POLL_INTERVAL,
+    cancel_running_job_after: float | timedelta | None = DEFAULT_CANCEL_RUNNING_JOB_AFTER,
     start_job_kwargs: Mapping[str, Any] | None = None,
     job_options: Mapping[str, Any] | str | None = None,
     failure_policy: FailurePolicy | Mapping[str, Any] | None = None,
@@ -180,250 +189,433 @@ def openeo_job_batch(
     Every argument that can be checked without running anything is checked here, so a bad value is an import
     error naming it, not a failed row.
     """
-    specs = parse_backends(backends)
-    if job_table is not None:
-        arguments.job_table(job_table)
-    arguments.start_job(start_job, start_job_kwargs)
-    job_options = arguments.job_options(job_options)
-    failure_policy = arguments.failure_policy(failure_policy)
-    job_budget = arguments.costs("job_budget", job_budget)
-    max_costs = arguments.costs("max_costs", max_costs)
-    poll_interval = arguments.seconds("poll_interval", poll_interval)
-    if retries is not None:
-        arguments.retries("retries", retries)
-    if retry_delay is not None:
-        arguments.seconds("retry_delay", retry_delay)
-    if max_rows_per_run is not None and max_rows_per_run < 1:
-        raise ValueError(f"max_rows_per_run must be at least 1, got {max_rows_per_run!r}")
-    check_on_exists(on_exists)
-    key_columns = arguments.key_columns(key_columns)
-    rerun = checked_statuses("rerun_statuses", rerun_statuses)
-    cancel_running_job_after = arguments.seconds("cancel_running_job_after", cancel_running_job_after, optional=True)
-    backend_outage_limit = arguments.seconds("backend_outage_limit", backend_outage_limit, optional=True)
-    sqlite = os.fspath(sqlite_path) if sqlite_path is not None else None
-    handler = handler or OpenEOJobHandler(
-        root_dir=root_dir,
-        download_results=download_results,
-        stac_collection=stac_collection,
-        output_dir=output_dir,
-        asset_name=asset_name,
-    )
-    if isinstance(job_source, pd.DataFrame):
-        handler.naming.check_columns(job_source.columns)
-
-    with TaskGroup(group_id=group_id) as group:
-        dag_id = getattr(getattr(group, "dag", None), "dag_id", None)
-        table_given = job_table is not None
-        job_table = job_table if table_given else arguments.default_job_table(dag_id, group.group_id)
-
-        def job_db(table: str = job_table) -> OpenEOJobDbHook:
-            return OpenEOJobDbHook(job_db_conn_id, table=table, sqlite_path=sqlite)
-
-        inherited = inherited_default_args(group)
-        row_retries = retries if retries is not None else inherited.get("retries", DEFAULT_ROW_RETRIES)
-        row_retry_delay = retry_delay if retry_delay is not None else inherited.get("retry_delay")
-        if row_retry_delay is None:
-            row_retry_delay = DEFAULT_ROW_RETRY_DELAY
-
-        @task(task_id="init")
-        def init() -> dict[str, Any]:
-            db = job_db()
-            if not table_given:
-                refuse_rows_left_in_the_legacy_table(db, job_db(arguments.LEGACY_JOB_TABLE), dag_id)
-            context = get_current_context()
-            ti = context["ti"]
-            return load_job_source(
-                job_source,
-                db,
-                on_exists=on_exists,
-                context=context,
-                key_columns=key_columns,
-                run_key=run_key_of(ti.dag_id, ti.run_id),
-            )
-
-        @task(task_id="plan")
-        def plan(loaded: dict[str, Any]) -> dict[str, Any]:
-            from airflow.configuration import conf
-
-            context = get_current_context()
-            ti = context["ti"]
-            store = context.get("task_state_store")
-            pools_wrong = pool_problems(
-                specs,
-                store.get(POOLS_KEY) if store is not None else None,
-                clear_number=getattr(context.get("dag_run"), "clear_number", None),
-                airflow_api_conn_id=airflow_api_conn_id,
-            )
-            try:
-                check_backends(specs, problems=pools_wrong)
-            except BackendsUnusable as exc:
-                stop_before_rows(ti, job_db(), str(exc))
-            max_rows = rows_per_run(
-                max_rows_per_run, max_map_length=conf.getint("core", "max_map_length", fallback=1024)
-            )
-            run_key = run_key_of(ti.dag_id, ti.run_id)
-            try:
-                reruns = requested_statuses(context, rerun)
-                run_max_costs = requested_max_costs(context, max_costs)
-                dry_run = requested_dry_run(context)
-            except ValueError as exc:
-                raise AirflowFailException(str(exc)) from None
-            if dry_run and reruns:
-                log.info("dry run: rows done already are not re-opened (rerun_statuses %s ignored)", list(reruns))
-                reruns = ()
-            if dry_run:
-                log.info("dry run: every row's job is built and validated; no job is created")
-            db = job_db()
-            if run_max_costs is not None:
-                log.info("budget: %s", db.budget_ledger(run_max_costs).report())
-            scope = RunScope.of(db, loaded, run_key, reruns)
-            shares = backend_shares(
-                {name: spec.parallel_jobs for name, spec in specs.items()},
-                paces=backend_paces(db, specs),
-                all_health=backends_health(db, specs),
-                now=time.time(),
-            )
-            outcome = plan_run(scope.rows, specs, max_rows=max_rows, shares=shares)
-            for row_id, message in outcome.rejected.items():
-                db.update_row(row_id, {"status": RowStatus.START_FAILED.value, "error_message": message})
-                log.warning("%s", message)
-            db.assign_run(outcome.row_ids, run_key)
-            source = scope.report(outcome.row_ids)
-            scope.log(source, continued_run(context))
-            log.info(
-                "planned %d row(s), instances per backend: %s (shares %s); %d left for the next run; %d refused",
-                outcome.planned,
-                ", ".join(f"{name} {count}" for name, count in outcome.slots.items()),
-                ", ".join(f"{name} {share:.2f}" for name, share in shares.items()),
-                outcome.remaining,
-                len(outcome.rejected),
-            )
-            return {"rows": outcome.planned, "remaining": outcome.remaining, "slots": outcome.slots, "source": source}
-
-        @task(task_id="summary", trigger_rule="all_done", outlets=list(outlets))
-        def summary() -> dict[str, Any]:
-            db = job_db()
-            table = db.read()
-            result = summarize(table, specs, db.usage_columns(), failure_policy)
-            result["finished_at"] = utc_now_rfc3339()
-            result["not_done"] = len(rows_to_run(table, rerun_statuses=()))
-            ti = get_current_context()["ti"]
-            run_key = run_key_of(ti.dag_id, ti.run_id)
-            result["run"] = run_progress(table, run_key)
-            context = get_current_context()
-            budget = budget_report(table, requested_max_costs(context, max_costs))
-            if budget is not None:
-                result["budget"] = budget
-                if budget["rows_not_started"]:
-                    log.warning(
-                        "budget: %d row(s) not started, max_costs reached (%s); raise max_costs to run them",
-                        budget["rows_not_started"],
-                        budget,
-                    )
-            planned_run = ti.xcom_pull(task_ids=group.child_id("plan")) or {}
-            if requested_dry_run(context):
-                result["dry_run"] = dry_run_report(table, run_key)
-                # A dry run is not chained (its rows stay not_started): rows past max_rows_per_run are not checked.
-                result["dry_run"]["rows_not_checked"] = int(planned_run.get("remaining") or 0)
-                log.info("dry run: %s", result["dry_run"])
-            stopped = ti.xcom_pull(task_ids=group.child_id("plan"), key=STOPPED_XCOM_KEY)
-            if stopped:
-                result["not_started_because"] = stopped
-                log.error("no row of this run started: %s", stopped)
-            if "source" in planned_run:
-                result["source"] = planned_run["source"]
-                log_already_done(result["source"])
-            if result["run"]["left"]:
-                carried = rows_carried_over(result["run"])
-                log.warning(
-                    "%d row(s) of this run were taken by no instance (their backend went down and the others' "
-                    "instances were all taken); %s",
-                    result["run"]["left"],
-                    "they continue in the next run" if carried else "this run took no row, so no next run is started",
-                )
-            if export_path is not None:
-                result["exported_to"] = str(db.export(export_path))
-            if handler.stac_collection:
-                # Links any item a killed results task wrote but did not link (stac_collection's module doc).
-                collection = handler.batch_collection(job_table)
-                stac = collection.refresh()
-                result["stac_collection"] = collection.uri
-                log.info("STAC collection %s: %d item(s)", collection.uri, len(stac["links"]) - 1)
-            outlet_events = get_current_context()["outlet_events"]
-            for asset in outlets:
-                outlet_events[asset].extra = {
-                    "job_table": job_table,
-                    "rows": result["rows"],
-                    "counts": result["counts"],
-                    "not_done": result["not_done"],
-                    **({"stac_collection": result["stac_collection"]} if "stac_collection" in result else {}),
-                }
-            log.info("batch summary: %s", result)
-            return result
-
-        planned = plan(init())
-        task_ids = {
-            name: [f"{run_group_id(group, name)}.job", f"{run_group_id(group, name)}.results"] for name in specs
-        }
-        runs = []
-        for spec in specs.values():
-
-            @task_group(group_id=f"run_{spec.name}")
-            def run_row(slot: Any, spec: Any = spec) -> None:  # spec bound now, not to the loop's last value
-                dispatch = DispatchSettings(
-                    backend=spec.name,
-                    backends={s.name: s.parallel_jobs for s in specs.values()},
-                    task_ids=task_ids,
-                    recheck_seconds=min(poll_interval, DISPATCH_RECHECK_SECONDS),
-                    give_up_after=backend_outage_limit,
-                )
-                row_task_args: dict[str, Any] = {
-                    "openeo_conn_id": spec.conn_id,
-                    "job_table": job_table,
-                    "job_db_conn_id": job_db_conn_id,
-                    "sqlite_path": sqlite,
-                    "handler": handler,
-                    "label_columns": label_columns,
-                    "map_index_template": map_index_template,
-                    "retries": row_retries,
-                    "retry_delay": row_retry_delay,
-                }
-                job = OpenEOBatchJobOperator(
-                    task_id="job",
-                    pool=spec.pool,
-                    backend_name=spec.name,
-                    backends={s.name: s.conn_id for s in specs.values()},
-                    start_job=start_job,
-                    start_job_kwargs=start_job_kwargs,
-                    job_options=job_options,
-                    failure_policy=failure_policy,
-                    job_budget=job_budget,
-                    max_costs=max_costs,
-                    handle_results=False,
-                    poll_interval=poll_interval,
-                    cancel_running_job_after=cancel_running_job_after,
-                    dispatch=dispatch,
-                    **row_task_args,
-                )
-                results = OpenEOJobResultsOperator(
-                    task_id="results",
-                    outlets=list(job_outlets),
-                    dispatch=dataclasses.replace(dispatch, slot_task_id=job.task_id),
-                    **row_task_args,
-                )
-                job >> results
-                del slot  # the instance's number: which row it runs is decided when it gets a pool slot
-
-            runs.append(run_row.expand(slot=slots_of(planned, spec.name)))
-        summarized = summary()
+    settings = BatchSettings.parse(dict(locals()))  # every argument above, by name, checked once here
+    with TaskGroup(group_id=settings.group_id) as group:
+        batch = BatchGroup.within(group, settings)
+        planned = add_init_and_plan(batch)
+        runs = add_backend_runs(batch, planned)
+        summarized = add_summary(batch)
         runs >> summarized
         # The summary runs whatever happened (all_done), so on its own a batch with failed rows would end green.
         # This leaf fails the DAG run when any row's task failed, so Airflow's failure alerts fire.
         runs >> EmptyOperator(task_id="all_rows_succeeded", trigger_rule="none_failed")
-
-        if continue_until_done:
+        if settings.continue_until_done:
             continue_batch(planned, summarized)
     return group
+
+
+@dataclasses.dataclass(frozen=True)
+class BatchSettings:
+    """``openeo_job_batch``'s arguments, checked and normalised once, when the DAG file is parsed.
+
+    A bad value is then an import error naming it, before any row is touched; and every step of the batch (built
+    here, run later on a worker that parses the DAG file again) reads the one checked value instead of checking
+    or defaulting it again. Fields keep the argument names; ``specs``, ``wait`` and ``handler`` are what
+    ``backends``, ``poll_interval`` / ``cancel_running_job_after`` and the storage arguments become.
+    """
+
+    specs: dict[str, BackendSpec]
+    start_job: StartJobCallable
+    start_job_kwargs: Mapping[str, Any] | None
+    job_source: JobSource
+    job_table: str | None
+    job_db_conn_id: str | None
+    sqlite_path: str | None
+    on_exists: str
+    key_columns: tuple[str, ...] | None
+    handler: OpenEOJobHandler
+    job_options: dict[str, Any]
+    failure_policy: FailurePolicy
+    job_budget: float | None
+    max_costs: float | None
+    wait: JobWaitSettings
+    rerun_statuses: tuple[str, ...]
+    max_rows_per_run: int | None
+    continue_until_done: bool
+    export_path: str | os.PathLike | None
+    airflow_api_conn_id: str | None
+    outlets: tuple[Asset, ...]
+    job_outlets: tuple[Asset, ...]
+    label_columns: Sequence[str]
+    map_index_template: str
+    retries: int | None
+    retry_delay: timedelta | float | None
+    backend_outage_limit: float | None
+    group_id: str
+
+    @classmethod
+    def parse(cls, args: Mapping[str, Any]) -> BatchSettings:
+        """Check ``openeo_job_batch``'s arguments (given as ``{name: value}``), in the order they were always
+        checked, so the first bad one is the one reported."""
+        checked = {**_checked_job_arguments(args), **_checked_run_arguments(args), **_checked_storage_arguments(args)}
+        names = {field.name for field in dataclasses.fields(cls)}
+        return cls(**{**{name: value for name, value in args.items() if name in names}, **checked})
+
+
+def _checked_job_arguments(args: Mapping[str, Any]) -> dict[str, Any]:
+    """What every job of the batch is created and waited for with: backends, ``start_job``, options, budgets."""
+    specs = parse_backends(args["backends"])
+    if args["job_table"] is not None:
+        arguments.job_table(args["job_table"])
+    arguments.start_job(args["start_job"], args["start_job_kwargs"])
+    return {
+        "specs": specs,
+        "job_options": arguments.job_options(args["job_options"]),
+        "failure_policy": arguments.failure_policy(args["failure_policy"]),
+        "job_budget": arguments.costs("job_budget", args["job_budget"]),
+        "max_costs": arguments.costs("max_costs", args["max_costs"]),
+        "wait": JobWaitSettings(args["poll_interval"], args["cancel_running_job_after"]),
+    }
+
+
+def _checked_run_arguments(args: Mapping[str, Any]) -> dict[str, Any]:
+    """How runs go: the row tasks' retries, rows per run, loading the source, re-runs, the outage limit."""
+    if args["retries"] is not None:
+        arguments.retries("retries", args["retries"])
+    if args["retry_delay"] is not None:
+        arguments.seconds("retry_delay", args["retry_delay"])
+    max_rows_per_run = args["max_rows_per_run"]
+    if max_rows_per_run is not None and max_rows_per_run < 1:
+        raise ValueError(f"max_rows_per_run must be at least 1, got {max_rows_per_run!r}")
+    check_on_exists(args["on_exists"])
+    return {
+        "key_columns": arguments.key_columns(args["key_columns"]),
+        "rerun_statuses": checked_statuses("rerun_statuses", args["rerun_statuses"]),
+        "backend_outage_limit": arguments.seconds("backend_outage_limit", args["backend_outage_limit"], optional=True),
+        "outlets": tuple(args["outlets"]),
+        "job_outlets": tuple(args["job_outlets"]),
+    }
+
+
+def _checked_storage_arguments(args: Mapping[str, Any]) -> dict[str, Any]:
+    """Where rows and results are kept: the SQLite path and the job handler (built from the storage arguments
+    unless one is given), its output naming checked against a frame source's columns now."""
+    sqlite_path = args["sqlite_path"]
+    handler = args["handler"] or OpenEOJobHandler(
+        root_dir=args["root_dir"],
+        download_results=args["download_results"],
+        stac_collection=args["stac_collection"],
+        output_dir=args["output_dir"],
+        asset_name=args["asset_name"],
+    )
+    if isinstance(args["job_source"], pd.DataFrame):
+        handler.naming.check_columns(args["job_source"].columns)
+    return {"sqlite_path": os.fspath(sqlite_path) if sqlite_path is not None else None, "handler": handler}
+
+
+@dataclasses.dataclass(frozen=True)
+class BatchGroup:
+    """The batch inside its ``TaskGroup``: the settings plus what is known only once the group exists (its DAG,
+    which names the default job table, and the ``default_args`` the row tasks inherit)."""
+
+    settings: BatchSettings
+    group: TaskGroup
+    dag_id: str | None
+    job_table: str
+    row_retries: int
+    row_retry_delay: Any
+
+    @classmethod
+    def within(cls, group: TaskGroup, settings: BatchSettings) -> BatchGroup:
+        dag_id = getattr(getattr(group, "dag", None), "dag_id", None)
+        inherited = inherited_default_args(group)
+        retries = settings.retries if settings.retries is not None else inherited.get("retries", DEFAULT_ROW_RETRIES)
+        retry_delay = settings.retry_delay if settings.retry_delay is not None else inherited.get("retry_delay")
+        return cls(
+            settings=settings,
+            group=group,
+            dag_id=dag_id,
+            job_table=settings.job_table or arguments.default_job_table(dag_id, group.group_id),
+            row_retries=retries,
+            row_retry_delay=DEFAULT_ROW_RETRY_DELAY if retry_delay is None else retry_delay,
+        )
+
+    def job_db(self, table: str | None = None) -> OpenEOJobDbHook:
+        """A hook on the batch's job table (or on ``table``): a new one per step, as each runs in its own process."""
+        settings = self.settings
+        return OpenEOJobDbHook(settings.job_db_conn_id, table=table or self.job_table, sqlite_path=settings.sqlite_path)
+
+    def row_task_args(self, spec: BackendSpec) -> dict[str, Any]:
+        """What a backend's ``job`` and ``results`` tasks share: the row's backend, table, handler, label, retries."""
+        settings = self.settings
+        return {
+            "openeo_conn_id": spec.conn_id,
+            "job_table": self.job_table,
+            "job_db_conn_id": settings.job_db_conn_id,
+            "sqlite_path": settings.sqlite_path,
+            "handler": settings.handler,
+            "label_columns": settings.label_columns,
+            "map_index_template": settings.map_index_template,
+            "retries": self.row_retries,
+            "retry_delay": self.row_retry_delay,
+        }
+
+
+def add_init_and_plan(batch: BatchGroup) -> Any:
+    """The ``init`` and ``plan`` tasks; returns the plan's output, which the backends' groups map over."""
+
+    @task(task_id="init")
+    def init() -> dict[str, Any]:
+        return load_rows(batch, get_current_context())
+
+    @task(task_id="plan")
+    def plan(loaded: dict[str, Any]) -> dict[str, Any]:
+        return plan_rows(batch, loaded, get_current_context())
+
+    return plan(init())
+
+
+def load_rows(batch: BatchGroup, context: Mapping[str, Any]) -> dict[str, Any]:
+    """``init``: load the run's job source into the job table by row key (``job_source``).
+
+    A batch that named no table first makes sure its rows are not still in the table all batches once shared.
+    """
+    settings = batch.settings
+    db = batch.job_db()
+    if settings.job_table is None:
+        refuse_rows_left_in_the_legacy_table(db, batch.job_db(arguments.LEGACY_JOB_TABLE), batch.dag_id)
+    ti = context["ti"]
+    return load_job_source(
+        settings.job_source,
+        db,
+        on_exists=settings.on_exists,
+        context=context,
+        key_columns=settings.key_columns,
+        run_key=run_key_of(ti.dag_id, ti.run_id),
+    )
+
+
+def plan_rows(batch: BatchGroup, loaded: dict[str, Any], context: Mapping[str, Any]) -> dict[str, Any]:
+    """``plan``: check the backends once, then pick the run's rows and each backend's number of instances.
+
+    The rows a plan refuses (pinned to an unknown backend, ...) are marked ``start_failed`` here, once; the rows it
+    takes are assigned to this run, so the row tasks' dispatch and the summary know which rows are the run's.
+    """
+    settings = batch.settings
+    ti = context["ti"]
+    stop_unless_backends_usable(batch, context)
+    reruns, run_max_costs = requested_for_run(context, settings)
+    db = batch.job_db()
+    if run_max_costs is not None:
+        log.info("budget: %s", db.budget_ledger(run_max_costs).report())
+    run_key = run_key_of(ti.dag_id, ti.run_id)
+    scope = RunScope.of(db, loaded, run_key, reruns)
+    shares = backend_shares(
+        {name: spec.parallel_jobs for name, spec in settings.specs.items()},
+        paces=backend_paces(db, settings.specs),
+        all_health=backends_health(db, settings.specs),
+        now=time.time(),
+    )
+    outcome = plan_run(scope.rows, settings.specs, max_rows=max_rows_this_run(settings), shares=shares)
+    for row_id, message in outcome.rejected.items():
+        db.update_row(row_id, {"status": RowStatus.START_FAILED.value, "error_message": message})
+        log.warning("%s", message)
+    db.assign_run(outcome.row_ids, run_key)
+    source = scope.report(outcome.row_ids)
+    scope.log(source, continued_run(context))
+    log.info(
+        "planned %d row(s), instances per backend: %s (shares %s); %d left for the next run; %d refused",
+        outcome.planned,
+        ", ".join(f"{name} {count}" for name, count in outcome.slots.items()),
+        ", ".join(f"{name} {share:.2f}" for name, share in shares.items()),
+        outcome.remaining,
+        len(outcome.rejected),
+    )
+    return {"rows": outcome.planned, "remaining": outcome.remaining, "slots": outcome.slots, "source": source}
+
+
+def stop_unless_backends_usable(batch: BatchGroup, context: Mapping[str, Any]) -> None:
+    """Check every backend's connection and pool before any row starts; a wrong one stops the batch once
+    (:func:`stop_before_rows`) instead of failing every row's task with the same message."""
+    store = context.get("task_state_store")
+    pools_wrong = pool_problems(
+        batch.settings.specs,
+        store.get(POOLS_KEY) if store is not None else None,
+        clear_number=getattr(context.get("dag_run"), "clear_number", None),
+        airflow_api_conn_id=batch.settings.airflow_api_conn_id,
+    )
+    try:
+        check_backends(batch.settings.specs, problems=pools_wrong)
+    except BackendsUnusable as exc:
+        stop_before_rows(context["ti"], batch.job_db(), str(exc))
+
+
+def requested_for_run(context: Mapping[str, Any], settings: BatchSettings) -> tuple[tuple[str, ...], float | None]:
+    """The statuses to re-run and the budget this run asks for (its Params / conf over the batch's arguments).
+
+    A bad Param fails the plan without retry (a retry would read the same conf). A dry run re-opens no row: it
+    validates the jobs of the rows not done yet and creates none, so rows done already have nothing to check.
+    """
+    try:
+        reruns = requested_statuses(context, settings.rerun_statuses)
+        run_max_costs = requested_max_costs(context, settings.max_costs)
+        dry_run = requested_dry_run(context)
+    except ValueError as exc:
+        raise AirflowFailException(str(exc)) from None
+    if dry_run and reruns:
+        log.info("dry run: rows done already are not re-opened (rerun_statuses %s ignored)", list(reruns))
+        reruns = ()
+    if dry_run:
+        log.info("dry run: every row's job is built and validated; no job is created")
+    return tuple(reruns), run_max_costs
+
+
+def max_rows_this_run(settings: BatchSettings) -> int:
+    """``max_rows_per_run``, never above ``[core] max_map_length`` (read in the plan, where the scheduler's
+    configuration is the deployment's)."""
+    from airflow.configuration import conf
+
+    return rows_per_run(settings.max_rows_per_run, max_map_length=conf.getint("core", "max_map_length", fallback=1024))
+
+
+def add_backend_runs(batch: BatchGroup, planned: Any) -> list[Any]:
+    """One mapped group per backend (a pool comes from a task's arguments), as many instances as the plan says."""
+    task_ids = {
+        name: [f"{run_group_id(batch.group, name)}.job", f"{run_group_id(batch.group, name)}.results"]
+        for name in batch.settings.specs
+    }
+    return [
+        backend_group(batch, spec, task_ids).expand(slot=slots_of(planned, spec.name))
+        for spec in batch.settings.specs.values()
+    ]
+
+
+def backend_group(batch: BatchGroup, spec: BackendSpec, task_ids: dict[str, list[str]]) -> Any:
+    """A backend's group, to be mapped over its instance numbers: which row an instance runs is decided only when
+    it gets a pool slot (``dispatching``), so the number itself is not used."""
+
+    @task_group(group_id=f"run_{spec.name}")
+    def run_row(slot: Any) -> None:
+        add_row_tasks(batch, spec, task_ids)
+        del slot
+
+    return run_row
+
+
+def add_row_tasks(batch: BatchGroup, spec: BackendSpec, task_ids: dict[str, list[str]]) -> None:
+    """An instance's ``job`` task (in the backend's pool; it ends in the triggerer when its job ends, freeing the
+    slot) and ``results`` task (in the default pool, storing the results however long that takes)."""
+    settings = batch.settings
+    dispatch = DispatchSettings(
+        backend=spec.name,
+        backends={s.name: s.parallel_jobs for s in settings.specs.values()},
+        task_ids=task_ids,
+        recheck_seconds=min(settings.wait.poll_interval, DISPATCH_RECHECK_SECONDS),
+        give_up_after=settings.backend_outage_limit,
+    )
+    row_task_args = batch.row_task_args(spec)
+    job = OpenEOBatchJobOperator(
+        task_id="job",
+        pool=spec.pool,
+        backend_name=spec.name,
+        backends={s.name: s.conn_id for s in settings.specs.values()},
+        start_job=settings.start_job,
+        start_job_kwargs=settings.start_job_kwargs,
+        job_options=settings.job_options,
+        failure_policy=settings.failure_policy,
+        job_budget=settings.job_budget,
+        max_costs=settings.max_costs,
+        handle_results=False,
+        **settings.wait.trigger_kwargs(),  # the wait's settings, as the trigger takes them
+        dispatch=dispatch,
+        **row_task_args,
+    )
+    results = OpenEOJobResultsOperator(
+        task_id="results",
+        outlets=list(settings.job_outlets),
+        dispatch=dataclasses.replace(dispatch, slot_task_id=job.task_id),
+        **row_task_args,
+    )
+    job >> results
+
+
+def add_summary(batch: BatchGroup) -> Any:
+    """The ``summary`` task: it runs whatever happened to the rows (``all_done``) and updates the batch's assets."""
+
+    @task(task_id="summary", trigger_rule="all_done", outlets=list(batch.settings.outlets))
+    def summary() -> dict[str, Any]:
+        return summarize_run(batch, get_current_context())
+
+    return summary()
+
+
+def summarize_run(batch: BatchGroup, context: Mapping[str, Any]) -> dict[str, Any]:
+    """``summary``: the job table's counts, this run's progress, and what a user must know once, not per row
+    (the budget reached, a dry run's findings, why no row started, rows left to the next run)."""
+    settings = batch.settings
+    db = batch.job_db()
+    table = db.read()
+    result = summarize(table, settings.specs, db.usage_columns(), settings.failure_policy)
+    result["finished_at"] = utc_now_rfc3339()
+    result["not_done"] = len(rows_to_run(table, rerun_statuses=()))
+    ti = context["ti"]
+    run_key = run_key_of(ti.dag_id, ti.run_id)
+    result["run"] = run_progress(table, run_key)
+    report_budget(result, table, context, settings.max_costs)
+    planned_run = ti.xcom_pull(task_ids=batch.group.child_id("plan")) or {}
+    if requested_dry_run(context):
+        result["dry_run"] = dry_run_report(table, run_key)
+        # A dry run is not chained (its rows stay not_started): rows past max_rows_per_run are not checked.
+        result["dry_run"]["rows_not_checked"] = int(planned_run.get("remaining") or 0)
+        log.info("dry run: %s", result["dry_run"])
+    report_plan(result, ti.xcom_pull(task_ids=batch.group.child_id("plan"), key=STOPPED_XCOM_KEY), planned_run)
+    if settings.export_path is not None:
+        result["exported_to"] = str(db.export(settings.export_path))
+    if settings.handler.stac_collection:
+        # Links any item a killed results task wrote but did not link (stac_collection's module doc).
+        collection = settings.handler.batch_collection(batch.job_table)
+        stac = collection.refresh()
+        result["stac_collection"] = collection.uri
+        log.info("STAC collection %s: %d item(s)", collection.uri, len(stac["links"]) - 1)
+    set_outlet_extras(context["outlet_events"], batch, result)
+    log.info("batch summary: %s", result)
+    return result
+
+
+def report_budget(result: dict[str, Any], table: pd.DataFrame, context: Mapping[str, Any], max_costs: Any) -> None:
+    """Add the run's budget to the summary, warning once when it kept rows from starting."""
+    budget = budget_report(table, requested_max_costs(context, max_costs))
+    if budget is None:
+        return
+    result["budget"] = budget
+    if budget["rows_not_started"]:
+        log.warning(
+            "budget: %d row(s) not started, max_costs reached (%s); raise max_costs to run them",
+            budget["rows_not_started"],
+            budget,
+        )
+
+
+def report_plan(result: dict[str, Any], stopped: str | None, planned_run: Mapping[str, Any]) -> None:
+    """Add to the summary what the plan found: why no row started (once, for the whole batch), which rows the run
+    covered, and the rows no instance took (which continue in the next run, when this run took any)."""
+    if stopped:
+        result["not_started_because"] = stopped
+        log.error("no row of this run started: %s", stopped)
+    if "source" in planned_run:
+        result["source"] = planned_run["source"]
+        log_already_done(result["source"])
+    if result["run"]["left"]:
+        carried = rows_carried_over(result["run"])
+        log.warning(
+            "%d row(s) of this run were taken by no instance (their backend went down and the others' "
+            "instances were all taken); %s",
+            result["run"]["left"],
+            "they continue in the next run" if carried else "this run took no row, so no next run is started",
+        )
+
+
+def set_outlet_extras(outlet_events: Any, batch: BatchGroup, result: Mapping[str, Any]) -> None:
+    """Each outlet's event carries the run's counts and where the STAC collection is, so a consumer can tell a
+    complete batch from one still chained without reading the job table."""
+    for asset in batch.settings.outlets:
+        outlet_events[asset].extra = {
+            "job_table": batch.job_table,
+            "rows": result["rows"],
+            "counts": result["counts"],
+            "not_done": result["not_done"],
+            **({"stac_collection": result["stac_collection"]} if "stac_collection" in result else {}),
+        }
 
 
 def stop_before_rows(ti: Any, db: OpenEOJobDbHook, message: str) -> NoReturn:

@@ -83,53 +83,17 @@ class _Stored:
 
 
 def create_app() -> FastAPI:
+    """The app: its pages (the HTML shell per page) and the JSON routes the pages' script reads, on one catalog of
+    the deployment's batches."""
     app = FastAPI(title="openEO batches", docs_url=None, redoc_url=None, openapi_url=None)
     catalog = BatchCatalog()
+    _add_pages(app, catalog)
+    _add_data_routes(app, catalog)
+    return app
 
-    def readable_batches(user: Any, session: Any, dag_id: str | None = None) -> list[Batch]:
-        from airflow.api_fastapi.app import get_auth_manager
 
-        dag_ids = get_auth_manager().get_authorized_dag_ids(user=user, method="GET", session=session)
-        if dag_id is not None:
-            dag_ids = dag_ids & {dag_id}
-        return catalog.batches(dag_ids, session=session)
-
-    def the_batch(dag_id: str, table: str, session: Any) -> Batch:
-        batch = catalog.batch(dag_id, table, session=session)
-        if batch is None:
-            raise HTTPException(status.HTTP_404_NOT_FOUND, f"DAG {dag_id!r} has no batch with job table {table!r}")
-        return batch
-
-    def read_table(batch: Batch) -> Any:
-        db = batch.job_db()
-        try:
-            return db.read() if db.exists() else None
-        except Exception as exc:  # the message may name the database's host: log it, answer without it
-            log.warning("batch view: could not read job table %r of DAG %r: %s", batch.table, batch.dag_id, exc)
-            raise HTTPException(
-                status.HTTP_502_BAD_GATEWAY,
-                f"could not read job table {batch.table!r} ({type(exc).__name__}; the API server's log says more)",
-            ) from None
-        finally:
-            db.dispose()
-
-    def pool_slots(session: Any, batch: Batch) -> dict[str, int | None]:
-        from airflow.models.pool import Pool
-
-        pools = {b.pool: b.name for b in batch.backends if b.pool}
-        found = dict(session.execute(select(Pool.pool, Pool.slots).where(Pool.pool.in_(list(pools)))).all())
-        return {name: found.get(pool) for pool, name in pools.items()}
-
-    def paces(batch: Batch, names: list[str]) -> dict[str, float]:
-        from airflow_provider_openeo.row_dispatch import backend_paces
-
-        db = batch.job_db()
-        try:
-            return backend_paces(db, names)
-        finally:
-            db.dispose()
-
-    # -- pages -----------------------------------------------------------------------------------------------
+def _add_pages(app: FastAPI, catalog: BatchCatalog) -> None:
+    """The HTML routes (each the same shell, told which page to draw) and the static files they load."""
 
     @app.get("/batches", response_class=HTMLResponse)
     def batches_page(request: Request, user: GetUserDep) -> HTMLResponse:
@@ -165,15 +129,17 @@ def create_app() -> FastAPI:
             raise HTTPException(status.HTTP_404_NOT_FOUND, "no such file")
         return FileResponse(target)
 
-    # -- data ------------------------------------------------------------------------------------------------
+
+def _add_data_routes(app: FastAPI, catalog: BatchCatalog) -> None:
+    """The JSON routes: the batches a user may read, one batch's progress and rows, one row's detail."""
 
     @app.get("/api/batches")
     def list_batches(user: GetUserDep, session: SessionDep, dag_id: str | None = None) -> dict[str, Any]:
         batches = []
-        for batch in readable_batches(user, session, dag_id):
+        for batch in _readable_batches(catalog, user, session, dag_id):
             described = batch.describe()
             try:
-                table = read_table(batch)
+                table = _read_table(batch)
             except HTTPException as exc:
                 described["error"] = exc.detail
                 table = None
@@ -184,21 +150,21 @@ def create_app() -> FastAPI:
 
     @app.get("/api/batches/{dag_id}/{table}", dependencies=[ReadsDag])
     def batch_data(dag_id: str, table: str, session: SessionDep) -> dict[str, Any]:
-        batch = the_batch(dag_id, table, session)
-        rows = read_table(batch)
+        batch = _the_batch(catalog, dag_id, table, session)
+        rows = _read_table(batch)
         answer: dict[str, Any] = {"batch": batch.describe(), "generated_at": time.time()}
         if rows is None:
             answer.update(exists=False, progress=None, rows=[], tiles=None)
             return answer
         names = [b.name for b in batch.backends]
-        progress = batch_progress(rows, names, paces(batch, names), pool_slots(session, batch))
+        progress = batch_progress(rows, names, _paces(batch, names), _pool_slots(session, batch))
         answer.update(exists=True, progress=progress, rows=row_records(rows), tiles=tile_features(rows))
         return answer
 
     @app.get("/api/batches/{dag_id}/{table}/rows/{row_id}", dependencies=[ReadsDag])
     def row_data(dag_id: str, table: str, row_id: str, session: SessionDep) -> dict[str, Any]:
-        batch = the_batch(dag_id, table, session)
-        rows = read_table(batch)
+        batch = _the_batch(catalog, dag_id, table, session)
+        rows = _read_table(batch)
         key = _row_key(rows, row_id)
         if key is None:
             raise HTTPException(status.HTTP_404_NOT_FOUND, f"job table {table!r} has no row {row_id!r}")
@@ -209,7 +175,58 @@ def create_app() -> FastAPI:
         detail["batch"] = batch.describe()
         return detail
 
-    return app
+
+def _readable_batches(catalog: BatchCatalog, user: Any, session: Any, dag_id: str | None = None) -> list[Batch]:
+    """The batches of the DAGs the auth manager lets ``user`` read (of ``dag_id`` only, when given)."""
+    from airflow.api_fastapi.app import get_auth_manager
+
+    dag_ids = get_auth_manager().get_authorized_dag_ids(user=user, method="GET", session=session)
+    if dag_id is not None:
+        dag_ids = dag_ids & {dag_id}
+    return catalog.batches(dag_ids, session=session)
+
+
+def _the_batch(catalog: BatchCatalog, dag_id: str, table: str, session: Any) -> Batch:
+    """The batch a URL names, or a 404."""
+    batch = catalog.batch(dag_id, table, session=session)
+    if batch is None:
+        raise HTTPException(status.HTTP_404_NOT_FOUND, f"DAG {dag_id!r} has no batch with job table {table!r}")
+    return batch
+
+
+def _read_table(batch: Batch) -> Any:
+    """The batch's job table (None before its first run), or a 502 that names no host or path."""
+    db = batch.job_db()
+    try:
+        return db.read() if db.exists() else None
+    except Exception as exc:  # the message may name the database's host: log it, answer without it
+        log.warning("batch view: could not read job table %r of DAG %r: %s", batch.table, batch.dag_id, exc)
+        raise HTTPException(
+            status.HTTP_502_BAD_GATEWAY,
+            f"could not read job table {batch.table!r} ({type(exc).__name__}; the API server's log says more)",
+        ) from None
+    finally:
+        db.dispose()
+
+
+def _pool_slots(session: Any, batch: Batch) -> dict[str, int | None]:
+    """Each backend's pool size, by backend name (None: its pool does not exist)."""
+    from airflow.models.pool import Pool
+
+    pools = {b.pool: b.name for b in batch.backends if b.pool}
+    found = dict(session.execute(select(Pool.pool, Pool.slots).where(Pool.pool.in_(list(pools)))).all())
+    return {name: found.get(pool) for pool, name in pools.items()}
+
+
+def _paces(batch: Batch, names: list[str]) -> dict[str, float]:
+    """Seconds a job takes on each backend, from the job table's history (for the time-left estimate)."""
+    from airflow_provider_openeo.row_dispatch import backend_paces
+
+    db = batch.job_db()
+    try:
+        return backend_paces(db, names)
+    finally:
+        db.dispose()
 
 
 def _row_key(rows: Any, row_id: str) -> Any:

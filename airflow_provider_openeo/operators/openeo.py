@@ -53,12 +53,13 @@ from airflow_provider_openeo.job_status import OpenEOJobStatus, RowStatus
 from airflow_provider_openeo.job_waiting import NOT_RETRIED, OpenEOJobWaitMixin, ended_in_triggerer
 from airflow_provider_openeo.links.openeo import OpenEOJobLink
 from airflow_provider_openeo.row_dispatch import DispatchSettings, RowDispatcher
-from airflow_provider_openeo.triggers.openeo import (
+from airflow_provider_openeo.triggers._wait_settings import (
+    DEFAULT_CANCEL_ON_KILL,
+    DEFAULT_CANCEL_RUNNING_JOB_AFTER,
     DEFAULT_POLL_INTERVAL,
-    OpenEODispatchWaitTrigger,
-    OpenEOJobEvent,
-    OpenEOJobEventStatus,
+    JobWaitSettings,
 )
+from airflow_provider_openeo.triggers.openeo import OpenEODispatchWaitTrigger, OpenEOJobEvent, OpenEOJobEventStatus
 
 if TYPE_CHECKING:
     from airflow.sdk import Context
@@ -377,18 +378,14 @@ class OpenEOBatchJobOperator(OpenEOJobWaitMixin, OpenEOStartJobOperator):
         *,
         handler: OpenEOJobHandler | None = None,
         poll_interval: float = DEFAULT_POLL_INTERVAL,
-        cancel_running_job_after: float | None = None,
-        cancel_on_kill: bool = True,
+        cancel_running_job_after: float | None = DEFAULT_CANCEL_RUNNING_JOB_AFTER,
+        cancel_on_kill: bool = DEFAULT_CANCEL_ON_KILL,
         handle_results: bool = True,
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
         self.handler = handler if handler is not None else OpenEOJobHandler()
-        self.poll_interval = arguments.seconds("poll_interval", poll_interval)
-        self.cancel_running_job_after = arguments.seconds(
-            "cancel_running_job_after", cancel_running_job_after, optional=True
-        )
-        self.cancel_on_kill = cancel_on_kill
+        self.wait_settings = JobWaitSettings(poll_interval, cancel_running_job_after, cancel_on_kill)
         self.handle_results = handle_results
 
     def execute(self, context: Context) -> Any:

@@ -10,7 +10,6 @@ from typing import TYPE_CHECKING, Any
 from airflow.sdk import BaseSensorOperator, PokeReturnValue
 from airflow.sdk.configuration import conf
 
-from airflow_provider_openeo import arguments
 from airflow_provider_openeo._job_gone import GoneJudge, NotFoundStreak
 from airflow_provider_openeo.exceptions import (
     OpenEOJobNotFoundError,
@@ -21,11 +20,13 @@ from airflow_provider_openeo.job_row import JobRowRef
 from airflow_provider_openeo.job_status import OpenEOJobStatus
 from airflow_provider_openeo.job_waiting import OpenEOJobWaitMixin
 from airflow_provider_openeo.links.openeo import OpenEOJobLink
-from airflow_provider_openeo.triggers.openeo import (
+from airflow_provider_openeo.triggers._wait_settings import (
+    DEFAULT_CANCEL_ON_KILL,
+    DEFAULT_CANCEL_RUNNING_JOB_AFTER,
     DEFAULT_POLL_INTERVAL,
-    OpenEOJobEvent,
-    OpenEOJobEventStatus,
+    JobWaitSettings,
 )
+from airflow_provider_openeo.triggers.openeo import OpenEOJobEvent, OpenEOJobEventStatus
 
 if TYPE_CHECKING:
     from airflow_provider_openeo.job_handlers import OpenEOJobHandler
@@ -61,23 +62,19 @@ class OpenEOJobSensor(OpenEOJobWaitMixin, BaseSensorOperator):
         openeo_conn_id: str = "openeo_default",
         deferrable: bool = conf.getboolean("operators", "default_deferrable", fallback=False),
         poll_interval: float = DEFAULT_POLL_INTERVAL,
-        cancel_running_job_after: float | None = None,
-        cancel_on_kill: bool = True,
+        cancel_running_job_after: float | None = DEFAULT_CANCEL_RUNNING_JOB_AFTER,
+        cancel_on_kill: bool = DEFAULT_CANCEL_ON_KILL,
         handler: OpenEOJobHandler | None = None,
         row: JobRowRef | Mapping[str, Any] | None = None,
         **kwargs: Any,
     ) -> None:
-        poll_interval = arguments.seconds("poll_interval", poll_interval)
-        kwargs.setdefault("poke_interval", poll_interval)
+        wait_settings = JobWaitSettings(poll_interval, cancel_running_job_after, cancel_on_kill)
+        kwargs.setdefault("poke_interval", wait_settings.poll_interval)
         super().__init__(**kwargs)
         self.job_id = job_id
         self.openeo_conn_id = openeo_conn_id
         self.deferrable = deferrable
-        self.poll_interval = poll_interval
-        self.cancel_running_job_after = arguments.seconds(
-            "cancel_running_job_after", cancel_running_job_after, optional=True
-        )
-        self.cancel_on_kill = cancel_on_kill
+        self.wait_settings = wait_settings
         self.handler = handler
         self.row = row if row is None or isinstance(row, JobRowRef) else JobRowRef.from_dict(dict(row))
         self._running_since: float | None = None

@@ -35,7 +35,6 @@ from typing import Any, ClassVar
 
 from airflow.triggers.base import BaseTrigger, TaskSuccessEvent, TriggerEvent
 
-from airflow_provider_openeo import arguments
 from airflow_provider_openeo.exceptions import OpenEOAuthError, OpenEOJobNotFoundError, OpenEOProviderError
 from airflow_provider_openeo.job_row import JobRowRef
 from airflow_provider_openeo.job_status import OpenEOJobStatus
@@ -43,9 +42,13 @@ from airflow_provider_openeo.timestamps import epoch_from_rfc3339, rfc3339_from_
 from airflow_provider_openeo.triggers import _status_poller
 from airflow_provider_openeo.triggers._job_row_recorder import JobRowRecorder
 from airflow_provider_openeo.triggers._status_poller import AsyncJobStatusHook, StatusUpdate, Subscription
+from airflow_provider_openeo.triggers._wait_settings import (
+    DEFAULT_CANCEL_ON_KILL,
+    DEFAULT_CANCEL_RUNNING_JOB_AFTER,
+    DEFAULT_POLL_INTERVAL,
+    JobWaitSettings,
+)
 
-#: Seconds between status listings unless the task asks otherwise.
-DEFAULT_POLL_INTERVAL = 30.0
 #: Bound on one cancel request, so ``on_kill`` (itself time-boxed by the triggerer) never hangs.
 CANCEL_TIMEOUT = 30.0
 
@@ -141,6 +144,9 @@ class OpenEOJobTrigger(JsonKwargsTrigger):
 
     :param openeo_conn_id: Airflow connection of the backend.
     :param job_id: the openEO job id.
+    The wait's settings (``poll_interval``, ``cancel_running_job_after``, ``cancel_on_kill``) come from a task as
+    :meth:`JobWaitSettings.trigger_kwargs`, with the defaults :class:`JobWaitSettings` defines.
+
     :param poll_interval: seconds between status reads (a shared poller lists at its subscribers' shortest
         interval; a trigger joining a running poller is included from its next listing). A listing may come
         sooner when a running job's reported progress forecasts its end (``_end_forecast``).
@@ -174,24 +180,22 @@ class OpenEOJobTrigger(JsonKwargsTrigger):
         *,
         poll_interval: float = DEFAULT_POLL_INTERVAL,
         deadline: float | None = None,
-        cancel_running_job_after: float | None = None,
+        cancel_running_job_after: float | None = DEFAULT_CANCEL_RUNNING_JOB_AFTER,
         running_since: float | None = None,
-        cancel_on_kill: bool = True,
+        cancel_on_kill: bool = DEFAULT_CANCEL_ON_KILL,
         row: dict[str, Any] | None = None,
         end_task_on_finish: bool = False,
     ) -> None:
         super().__init__()
-        poll_interval = arguments.seconds("poll_interval", poll_interval)
-        cancel_running_job_after = arguments.seconds(
-            "cancel_running_job_after", cancel_running_job_after, optional=True
-        )
+        # The settings' own check; kept as flat attributes, which are the serialised kwargs (stored triggers).
+        settings = JobWaitSettings(poll_interval, cancel_running_job_after, cancel_on_kill)
         self.openeo_conn_id = openeo_conn_id
         self.job_id = str(job_id)
-        self.poll_interval = poll_interval
+        self.poll_interval = settings.poll_interval
         self.deadline = deadline
-        self.cancel_running_job_after = cancel_running_job_after
+        self.cancel_running_job_after = settings.cancel_running_job_after
         self.running_since = running_since
-        self.cancel_on_kill = cancel_on_kill
+        self.cancel_on_kill = settings.cancel_on_kill
         self.row = row
         self.end_task_on_finish = end_task_on_finish
         self._state = _WaitState(running_since=running_since)

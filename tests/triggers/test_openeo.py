@@ -15,7 +15,12 @@ from openeo.util import rfc3339
 from airflow_provider_openeo.exceptions import OpenEOApiRequestError, OpenEOTransientError
 from airflow_provider_openeo.job_row import JobRowRef
 from airflow_provider_openeo.triggers import _status_poller
-from airflow_provider_openeo.triggers.openeo import OpenEOJobEvent, OpenEOJobEventStatus, OpenEOJobTrigger
+from airflow_provider_openeo.triggers.openeo import (
+    JobWaitSettings,
+    OpenEOJobEvent,
+    OpenEOJobEventStatus,
+    OpenEOJobTrigger,
+)
 from tests.triggers._fakes import FakeBackend, FakeJobTable, auth_error
 
 FAST = 0.01
@@ -69,6 +74,75 @@ def test_serialize_round_trip_gives_an_identical_trigger():
     assert rebuilt.serialize() == (classpath, kwargs)
     assert kwargs["row"] == ROW.to_dict() and kwargs["cancel_on_kill"] is False
     assert kwargs["end_task_on_finish"] is True
+
+
+#: Kwargs of triggers stored by earlier versions, as a running deployment's database holds them: the wait's
+#: settings flat (before ``JobWaitSettings``), and before ``end_task_on_finish`` existed.
+STORED_TRIGGER_KWARGS = [
+    {
+        "openeo_conn_id": "openeo_foo",
+        "job_id": "j-42",
+        "poll_interval": 30.0,
+        "deadline": 1_900_000_000.0,
+        "cancel_running_job_after": 3600.0,
+        "running_since": 1_800_000_000.0,
+        "cancel_on_kill": False,
+        "row": ROW.to_dict(),
+        "end_task_on_finish": True,
+    },
+    {
+        "openeo_conn_id": "openeo_foo",
+        "job_id": "j-7",
+        "poll_interval": 60.0,
+        "deadline": None,
+        "cancel_running_job_after": None,
+        "running_since": None,
+        "cancel_on_kill": True,
+        "row": None,
+    },
+]
+
+
+@pytest.mark.parametrize("stored", STORED_TRIGGER_KWARGS)
+def test_a_trigger_stored_by_an_earlier_version_deserializes_unchanged(stored):
+    """Through Airflow's own trigger row (kwargs encoded and read back), as the triggerer builds it."""
+    from airflow.models.trigger import Trigger
+
+    classpath = "airflow_provider_openeo.triggers.openeo.OpenEOJobTrigger"
+    row = Trigger(classpath=classpath, kwargs=stored)
+    trigger = import_string(row.classpath)(**row.kwargs)
+    assert isinstance(trigger, OpenEOJobTrigger)
+    _, kwargs = trigger.serialize()
+    assert kwargs == {"end_task_on_finish": False, **stored}
+    assert (trigger.poll_interval, trigger.cancel_running_job_after, trigger.cancel_on_kill) == (
+        stored["poll_interval"],
+        stored["cancel_running_job_after"],
+        stored["cancel_on_kill"],
+    )
+
+
+def test_wait_settings_become_the_trigger_kwargs():
+    settings = JobWaitSettings(poll_interval=dt.timedelta(seconds=5), cancel_running_job_after=600)
+    trigger = OpenEOJobTrigger("c", "j", **settings.trigger_kwargs())
+    _, kwargs = trigger.serialize()
+    assert (kwargs["poll_interval"], kwargs["cancel_running_job_after"], kwargs["cancel_on_kill"]) == (5.0, 600.0, True)
+
+
+def test_every_entry_point_has_the_one_default_of_each_wait_setting():
+    """The task group had 60 s and the operator, sensor and trigger 30 s: now each setting has one default."""
+    import inspect
+
+    from airflow_provider_openeo.operators.openeo import OpenEOBatchJobOperator
+    from airflow_provider_openeo.sensors.openeo import OpenEOJobSensor
+    from airflow_provider_openeo.task_groups import openeo_job_batch
+
+    expected = JobWaitSettings().trigger_kwargs()
+    assert expected["poll_interval"] == 60.0  # MultiBackendJobManager's poll_sleep, as the README says
+    for entry in (openeo_job_batch, OpenEOBatchJobOperator.__init__, OpenEOJobSensor.__init__, OpenEOJobTrigger):
+        parameters = inspect.signature(entry).parameters
+        defaults = {name: parameters[name].default for name in expected if name in parameters}
+        assert defaults == {name: expected[name] for name in defaults}, entry
+        assert "poll_interval" in defaults, entry
 
 
 @pytest.mark.parametrize(
