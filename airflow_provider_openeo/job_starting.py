@@ -91,7 +91,12 @@ from airflow_provider_openeo.hooks._openeo_http import redact, translate_openeo_
 from airflow_provider_openeo.job_history import clean, retired_values
 from airflow_provider_openeo.job_options import JOB_BUDGET_COLUMN, JOB_OPTIONS_COLUMN, parse_job_options
 from airflow_provider_openeo.job_row import JobRowRef
-from airflow_provider_openeo.job_status import OpenEOJobStatus, RowStatus
+from airflow_provider_openeo.job_status import (
+    ACTIVE_BACKEND_STATUSES,
+    RECORDED_FAILURE_ROW_STATUSES,
+    OpenEOJobStatus,
+    RowStatus,
+)
 from airflow_provider_openeo.timestamps import utc_now_rfc3339
 
 log = logging.getLogger(__name__)
@@ -99,10 +104,6 @@ log = logging.getLogger(__name__)
 StartJobCallable = Callable[..., "BatchJob | None"]
 ConnectionProvider = Callable[[str], Connection]
 
-#: Backend statuses the row's ``status`` follows directly (the job lives; nobody else writes the row now).
-_LIVE_STATUSES = frozenset(s.value for s in OpenEOJobStatus.active_statuses())
-#: Row statuses saying a job's failure was handled and recorded: running the row again is a deliberate re-run.
-_RECORDED_ENDINGS = frozenset({RowStatus.ERROR.value, RowStatus.CANCELED.value})
 #: A claim older than this is taken to belong to a dead task process: creating and starting takes seconds.
 STALE_CLAIM_SECONDS = 15 * 60
 #: ``StartOutcome.backend_status`` of a re-attached job that answers 404 without being confirmed gone: not an
@@ -242,7 +243,7 @@ class RowJobStarter:
             log.info("%s: job %s was created but not started; starting it", self.row, job_id)
             return self._start_created(job, reattached=True)
         if status in (OpenEOJobStatus.ERROR, OpenEOJobStatus.CANCELED):
-            if clean(values.get("status")) in _RECORDED_ENDINGS:
+            if clean(values.get("status")) in RECORDED_FAILURE_ROW_STATUSES:
                 log.info("%s: job %s ended %s; creating a new job for this re-run", self.row, job_id, status)
                 # A clear, or a task retry after a crash between recording the error and the failure policy's
                 # verdict: counted as an attempt of the row (``failure_policy.attempt_streak``).
@@ -261,7 +262,7 @@ class RowJobStarter:
 
     def _resume_not_found(self, job_id: str, values: Mapping[str, Any]) -> StartOutcome | None:
         """The row's job answers 404: replace it only when it is certainly gone, else watch it (never two jobs)."""
-        if clean(values.get("status")) in _RECORDED_ENDINGS:
+        if clean(values.get("status")) in RECORDED_FAILURE_ROW_STATUSES:
             reason = f"the row already records its end ({values.get('status')})"
         else:
             verdict = confirm_gone(self.connection, job_id)
@@ -584,7 +585,7 @@ class RowJobStarter:
         (the trigger keeps the same rule).
         """
         values: dict[str, Any] = {"backend_status": backend_status, **extra}
-        if backend_status in _LIVE_STATUSES:
+        if backend_status in ACTIVE_BACKEND_STATUSES:
             values["status"] = backend_status
         self.db.update_row(self.row.row_id, values, expected={"id": job_id})
 

@@ -32,6 +32,11 @@ class OpenEOJobStatus(str, Enum):
     def is_terminal(self) -> bool:
         return self in self.terminal_statuses()
 
+    @classmethod
+    def is_terminal_value(cls, value: str | None) -> bool:
+        """Whether a status as the backend (or a row's ``backend_status``) spells it has ended; None has not."""
+        return value in TERMINAL_BACKEND_STATUSES
+
 
 class RowStatus(str, Enum):
     """Values of the job database's ``status`` column: the openEO statuses plus MBJM's internal ones."""
@@ -60,3 +65,35 @@ class RowStatus(str, Enum):
     def resumable_statuses(cls) -> frozenset[RowStatus]:
         """Rows an interrupted batch picks up again: never started, or holding a job that may still live."""
         return frozenset({cls.NOT_STARTED, cls.QUEUED_FOR_START, cls.CREATED, cls.QUEUED, cls.RUNNING})
+
+    @classmethod
+    def job_holding_statuses(cls) -> frozenset[RowStatus]:
+        """Rows whose job is being started or may still live on its backend (claimed, no ending recorded)."""
+        return frozenset({cls.QUEUED_FOR_START, cls.CREATED, cls.QUEUED, cls.RUNNING})
+
+    @classmethod
+    def failed_statuses(cls) -> frozenset[RowStatus]:
+        """Rows that ended without results through a failure (not a cancel or a skip)."""
+        return frozenset({cls.ERROR, cls.START_FAILED})
+
+    @classmethod
+    def recorded_failure_statuses(cls) -> frozenset[RowStatus]:
+        """Rows whose job's failure was handled and recorded: running them again is a deliberate re-run."""
+        return frozenset({cls.ERROR, cls.CANCELED})
+
+
+# The same sets as the plain strings the job database and the backends carry (compare cells against these).
+#: Backend statuses of a job that has ended.
+TERMINAL_BACKEND_STATUSES: frozenset[str] = frozenset(s.value for s in OpenEOJobStatus.terminal_statuses())
+#: Backend statuses of a job that exists and has not ended.
+ACTIVE_BACKEND_STATUSES: frozenset[str] = frozenset(s.value for s in OpenEOJobStatus.active_statuses())
+#: Row statuses that need a deliberate re-run to be tried again.
+FINAL_ROW_STATUSES: frozenset[str] = frozenset(s.value for s in RowStatus.final_statuses())
+#: Row statuses an interrupted batch picks up again.
+RESUMABLE_ROW_STATUSES: frozenset[str] = frozenset(s.value for s in RowStatus.resumable_statuses())
+#: Row statuses whose job is being started or may still live.
+JOB_HOLDING_ROW_STATUSES: frozenset[str] = frozenset(s.value for s in RowStatus.job_holding_statuses())
+#: Row statuses counted as failed.
+FAILED_ROW_STATUSES: frozenset[str] = frozenset(s.value for s in RowStatus.failed_statuses())
+#: Row statuses of a recorded job failure (error or cancel).
+RECORDED_FAILURE_ROW_STATUSES: frozenset[str] = frozenset(s.value for s in RowStatus.recorded_failure_statuses())

@@ -17,7 +17,7 @@ from airflow.sdk import TaskInstanceState
 from airflow.sdk.exceptions import AirflowException, AirflowFailException
 
 from airflow_provider_openeo.job_row import JobRowRef
-from airflow_provider_openeo.job_status import OpenEOJobStatus
+from airflow_provider_openeo.job_status import RowStatus
 from airflow_provider_openeo.links.openeo import OPENEO_JOB_URL_XCOM_KEY, OpenEOJobLink
 from airflow_provider_openeo.triggers.openeo import (
     DEFAULT_POLL_INTERVAL,
@@ -208,7 +208,7 @@ class OpenEOJobWaitMixin:
         if row is None:
             return
         values = {
-            "status": OpenEOJobStatus.ERROR.value,
+            "status": RowStatus.ERROR.value,
             "backend_status": None,
             "error_message": f"field 'id': openEO job {event.job_id!r} is gone from the backend: {event.message}",
         }

@@ -15,10 +15,10 @@ import pandas as pd
 
 from airflow_provider_openeo.dispatching import RunRow, backend_shares, instances_per_backend
 from airflow_provider_openeo.hooks._job_db_columns import BACKEND_CHOSEN_BY_DISPATCH, SOURCE_RUN_COLUMN
-from airflow_provider_openeo.job_status import RowStatus
+from airflow_provider_openeo.job_status import RESUMABLE_ROW_STATUSES, RowStatus
 
 #: Rows a run picks up without being asked: never started, or holding a job that may still be alive.
-RESUMABLE_STATUSES: frozenset[str] = frozenset(s.value for s in RowStatus.resumable_statuses())
+RESUMABLE_STATUSES: frozenset[str] = RESUMABLE_ROW_STATUSES
 
 
 @dataclass(frozen=True)

@@ -15,7 +15,7 @@ from airflow_provider_openeo._usage import COSTS_COLUMN, USAGE_COLUMNS, parse_co
 from airflow_provider_openeo.error_categories import ErrorCategory
 from airflow_provider_openeo.failure_policy import RETRY_BY_POLICY, RETRY_KEY, FailurePolicy, attempt_streak
 from airflow_provider_openeo.job_history import clean
-from airflow_provider_openeo.job_status import RowStatus
+from airflow_provider_openeo.job_status import FAILED_ROW_STATUSES, RowStatus
 
 
 def usage_totals(rows: pd.DataFrame, usage_columns: Iterable[str]) -> dict[str, dict[str, float]]:
@@ -123,7 +123,7 @@ def summarize(
             "rows": len(rows),
             "jobs": int(rows["id"].notna().sum()) if len(rows) else 0,
             "finished": int((row_status == RowStatus.FINISHED.value).sum()),
-            "failed": int(row_status.isin([RowStatus.ERROR.value, RowStatus.START_FAILED.value]).sum()),
+            "failed": int(row_status.isin(sorted(FAILED_ROW_STATUSES)).sum()),
             "canceled": int((row_status == RowStatus.CANCELED.value).sum()),
             "duration_total": sum(durations),
             "duration_mean": (sum(durations) / len(durations)) if durations else None,

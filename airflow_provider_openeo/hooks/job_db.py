@@ -88,7 +88,7 @@ from airflow_provider_openeo.hooks._job_db_sql import (
     validate_table_name,
     write_transaction,
 )
-from airflow_provider_openeo.job_status import OpenEOJobStatus, RowStatus
+from airflow_provider_openeo.job_status import ACTIVE_BACKEND_STATUSES, FINAL_ROW_STATUSES, OpenEOJobStatus, RowStatus
 
 __all__ = [
     "JobDbError",
@@ -875,11 +875,11 @@ class OpenEOJobDbHook(BaseHook, JobDatabaseInterface):
         """Jobs of this table that take one of ``backend_name``'s slots now: rows being started there, and rows
         whose job the backend last reported alive (a finished job frees its slot before its results are stored)."""
         _, table = self._open()
-        live = [s.value for s in OpenEOJobStatus.active_statuses()]
+        live = sorted(ACTIVE_BACKEND_STATUSES)
         query = sa.select(sa.func.count()).where(
             table.c.backend_name == backend_name,
             sa.or_(table.c.status == RowStatus.QUEUED_FOR_START.value, table.c.backend_status.in_(live)),
-            table.c.status.notin_([s.value for s in RowStatus.final_statuses()]),
+            table.c.status.notin_(sorted(FINAL_ROW_STATUSES)),
         )
         with read_transaction(self.get_conn()) as connection:
             return int(connection.execute(query).scalar_one())

@@ -111,7 +111,7 @@ class OpenEOJobSensor(OpenEOJobWaitMixin, BaseSensorOperator):
         status = str(metadata.get("status") or "").lower()
         self.log.info("openEO job %r is %s", job_id, status)
         running_since = self._track_running_since(context, status)
-        if status in {s.value for s in OpenEOJobStatus.terminal_statuses()}:
+        if OpenEOJobStatus.is_terminal_value(status):
             return self._finish(
                 context, OpenEOJobEventStatus(status), f"the backend reports the job {status}", metadata
             )

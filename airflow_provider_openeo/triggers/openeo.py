@@ -38,7 +38,7 @@ from airflow.triggers.base import BaseTrigger, TaskSuccessEvent, TriggerEvent
 from airflow_provider_openeo import arguments
 from airflow_provider_openeo.exceptions import OpenEOAuthError, OpenEOJobNotFoundError, OpenEOProviderError
 from airflow_provider_openeo.job_row import JobRowRef
-from airflow_provider_openeo.job_status import OpenEOJobStatus
+from airflow_provider_openeo.job_status import OpenEOJobStatus, RowStatus
 from airflow_provider_openeo.timestamps import epoch_from_rfc3339, rfc3339_from_epoch
 from airflow_provider_openeo.triggers import _status_poller
 from airflow_provider_openeo.triggers._job_row_recorder import JobRowRecorder
@@ -387,7 +387,7 @@ class OpenEOJobTrigger(JsonKwargsTrigger):
         self.log.info("Task killed by a user; openEO job %r: %s", self.job_id, outcome)
         if not (result.stopped and self.row):
             return
-        values = {"status": OpenEOJobStatus.CANCELED.value, "backend_status": OpenEOJobStatus.CANCELED.value}
+        values = {"status": RowStatus.CANCELED.value, "backend_status": OpenEOJobStatus.CANCELED.value}
         recorder = JobRowRecorder(JobRowRef.from_dict(self.row), self.job_id, self.log)
         try:
             await recorder.record(values)
@@ -429,7 +429,7 @@ class _WaitState:
 
     @property
     def status_is_terminal(self) -> bool:
-        return self.backend_status in {s.value for s in OpenEOJobStatus.terminal_statuses()}
+        return OpenEOJobStatus.is_terminal_value(self.backend_status)
 
 
 async def _close_quietly(hook: AsyncJobStatusHook) -> None:
