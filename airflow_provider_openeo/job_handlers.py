@@ -45,7 +45,7 @@ from airflow_provider_openeo._stac_item import build_item
 from airflow_provider_openeo._usage import COSTS_COLUMN, usage_row_values
 from airflow_provider_openeo.error_categories import ErrorCategory, classify
 from airflow_provider_openeo.hooks._openeo_http import redact
-from airflow_provider_openeo.job_status import OpenEOJobStatus, RowStatus
+from airflow_provider_openeo.job_status import OpenEOJobStatus, ResultsState, RowStatus
 from airflow_provider_openeo.output_naming import OutputNaming, OutputNamingError, Rule
 from airflow_provider_openeo.row_keys import job_defining_columns
 from airflow_provider_openeo.stac_collection import BatchCollection
@@ -63,15 +63,6 @@ DEFAULT_CHUNK_SIZE = 1024 * 1024
 _MAX_ERROR_MESSAGE_CHARS = 1000
 _OBJECT_STORAGE_STATE = "__object_storage_path__"
 _URL_QUERY = re.compile(r"(https?://[^\s?#\"']+)\?[^\s#\"']*")
-
-
-class ResultsState:
-    """Values of the row's ``results_state`` column: how far the download of a finished job's results got."""
-
-    DOWNLOADING = "downloading"
-    DOWNLOADED = "downloaded"
-    FAILED = "failed"
-    SKIPPED = "skipped"
 
 
 class ResultDownloadError(RuntimeError):
@@ -280,7 +271,7 @@ class OpenEOJobHandler:
         except (OutputNamingError, _safe_paths.UnsafePathError) as error:
             message = _short_message(str(error))
             self.log.error("%s", message)
-            self.update_row(row, job.job_id, {"results_state": ResultsState.FAILED, "error_message": message})
+            self.update_row(row, job.job_id, {"results_state": ResultsState.FAILED.value, "error_message": message})
             raise AirflowFailException(message) from None
 
     # -- the three overridable hooks --------------------------------------------------------------------------
@@ -301,7 +292,7 @@ class OpenEOJobHandler:
         metadata = self.full_metadata(job, metadata)
         job_dir, values = self._named_job_dir(job, row)
         self.prepare_job_dir(job_dir)
-        results_state = ResultsState.DOWNLOADING if self.download_results else ResultsState.SKIPPED
+        results_state = ResultsState.DOWNLOADING.value if self.download_results else ResultsState.SKIPPED.value
         row_updated = self.update_row(
             row,
             job.job_id,
@@ -334,12 +325,12 @@ class OpenEOJobHandler:
                 _connection_secrets(job),
             )
             self.log.error("%s", message)
-            self.update_row(row, job.job_id, {"results_state": ResultsState.FAILED, "error_message": message})
+            self.update_row(row, job.job_id, {"results_state": ResultsState.FAILED.value, "error_message": message})
             raise ResultDownloadError(message) from None
         if self.download_results:
-            done = {"results_state": ResultsState.DOWNLOADED, **({"error_message": note} if note else {})}
+            done = {"results_state": ResultsState.DOWNLOADED.value, **({"error_message": note} if note else {})}
             row_updated = self.update_row(row, job.job_id, done) and row_updated
-            results_state = ResultsState.DOWNLOADED
+            results_state = ResultsState.DOWNLOADED.value
             for name in remove_partials(job_dir):
                 self.log.info("Removed %s, a partial file no asset of the stored results needs", name)
         self.log.info("openEO job %s finished; %d file(s) stored in %s", job.job_id, len(files), job_dir)

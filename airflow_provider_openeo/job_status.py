@@ -1,8 +1,10 @@
-"""The two status vocabularies a row of the job database carries, and how they relate.
+"""The status vocabularies a row of the job database carries, and how they relate.
 
 A row has an MBJM-compatible ``status`` (what ``MultiBackendJobManager`` reads and writes, so MBJM can run on
 our table unchanged) and, kept apart from it, ``backend_status``: the official openEO status the backend last
 reported for the row's job. Our pipeline decides from ``status``; ``backend_status`` is evidence, never guessed.
+A finished row's ``results_state`` says how far storing its results got. Every set of these values is
+defined here, once.
 """
 
 from __future__ import annotations
@@ -82,6 +84,25 @@ class RowStatus(str, Enum):
         return frozenset({cls.ERROR, cls.CANCELED})
 
 
+class ResultsState(str, Enum):
+    """Values of the row's ``results_state`` column: how far the storing of a finished job's results got."""
+
+    DOWNLOADING = "downloading"
+    DOWNLOADED = "downloaded"
+    FAILED = "failed"
+    SKIPPED = "skipped"
+
+    @classmethod
+    def values(cls) -> frozenset[str]:
+        return frozenset(member.value for member in cls)
+
+    @classmethod
+    def unstored_statuses(cls) -> frozenset[ResultsState]:
+        """A finished row in one of these (or with none) still owes its results: a crash mid-download, or a
+        download that failed through all of its retries, must not lose them; a later run stores them."""
+        return frozenset({cls.DOWNLOADING, cls.FAILED})
+
+
 # The same sets as the plain strings the job database and the backends carry (compare cells against these).
 #: Backend statuses of a job that has ended.
 TERMINAL_BACKEND_STATUSES: frozenset[str] = frozenset(s.value for s in OpenEOJobStatus.terminal_statuses())
@@ -97,3 +118,5 @@ JOB_HOLDING_ROW_STATUSES: frozenset[str] = frozenset(s.value for s in RowStatus.
 FAILED_ROW_STATUSES: frozenset[str] = frozenset(s.value for s in RowStatus.failed_statuses())
 #: Row statuses of a recorded job failure (error or cancel).
 RECORDED_FAILURE_ROW_STATUSES: frozenset[str] = frozenset(s.value for s in RowStatus.recorded_failure_statuses())
+#: ``results_state`` values of a finished row whose results a later run still stores.
+UNSTORED_RESULTS_STATES: frozenset[str] = frozenset(s.value for s in ResultsState.unstored_statuses())

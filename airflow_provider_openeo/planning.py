@@ -15,7 +15,7 @@ import pandas as pd
 
 from airflow_provider_openeo.dispatching import RunRow, backend_shares, instances_per_backend
 from airflow_provider_openeo.hooks._job_db_columns import BACKEND_CHOSEN_BY_DISPATCH, SOURCE_RUN_COLUMN
-from airflow_provider_openeo.job_status import RESUMABLE_ROW_STATUSES, RowStatus
+from airflow_provider_openeo.job_status import RESUMABLE_ROW_STATUSES, UNSTORED_RESULTS_STATES, RowStatus
 
 #: Rows a run picks up without being asked: never started, or holding a job that may still be alive.
 RESUMABLE_STATUSES: frozenset[str] = RESUMABLE_ROW_STATUSES
@@ -73,9 +73,7 @@ class Plan:
         return len(self.row_ids)
 
 
-def rows_to_run(
-    table: pd.DataFrame, *, rerun_statuses: Iterable[str] = (), results_done_state: str = "downloaded"
-) -> pd.DataFrame:
+def rows_to_run(table: pd.DataFrame, *, rerun_statuses: Iterable[str] = ()) -> pd.DataFrame:
     """Rows this run must handle, in table order.
 
     Resumable rows always; finished rows whose results were not (fully) downloaded, because neither a crash
@@ -87,7 +85,7 @@ def rows_to_run(
     selected = status.isin(wanted)
     if "results_state" in table.columns:
         finished = status == RowStatus.FINISHED.value
-        undownloaded = table["results_state"].isna() | table["results_state"].isin(["downloading", "failed"])
+        undownloaded = table["results_state"].isna() | table["results_state"].isin(sorted(UNSTORED_RESULTS_STATES))
         selected |= finished & undownloaded
     return table[selected]
 

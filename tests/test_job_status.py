@@ -56,3 +56,15 @@ def test_every_module_uses_the_one_definition():
     assert progress.DONE_STATUSES is FINAL_ROW_STATUSES
     assert progress.FAILED_STATUSES is FAILED_ROW_STATUSES
     assert summary.FAILED_ROW_STATUSES is FAILED_ROW_STATUSES
+
+
+def test_results_state_is_one_enum_behind_every_name():
+    from airflow_provider_openeo import job_handlers
+    from airflow_provider_openeo.hooks import _job_db_columns
+    from airflow_provider_openeo.job_status import UNSTORED_RESULTS_STATES, ResultsState
+
+    assert job_handlers.ResultsState is ResultsState
+    assert ResultsState.values() == _job_db_columns.RESULTS_STATES
+    assert {"downloading", "downloaded", "failed", "skipped"} == ResultsState.values()
+    assert {"downloading", "failed"} == UNSTORED_RESULTS_STATES
+    assert ResultsState.DOWNLOADED == "downloaded"

@@ -21,7 +21,7 @@ import pandas as pd
 from airflow_provider_openeo.error_categories import ErrorCategory
 from airflow_provider_openeo.hooks._job_db_codec import ColumnSpec
 from airflow_provider_openeo.hooks._job_db_errors import JobDbInputError
-from airflow_provider_openeo.job_status import OpenEOJobStatus, RowStatus
+from airflow_provider_openeo.job_status import OpenEOJobStatus, ResultsState, RowStatus
 
 #: Internal columns of the SQL table; never part of a DataFrame and refused as user column names.
 SEQ_COLUMN = "_oe_seq"
@@ -35,7 +35,7 @@ INTERNAL_COLUMNS = frozenset({SEQ_COLUMN, ROW_ID_COLUMN, ROW_ID_KEY})
 _MBJM_EXTRA_STATUSES = frozenset({"queued_for_start_failed"})
 ROW_STATUS_VALUES = RowStatus.values() | _MBJM_EXTRA_STATUSES
 BACKEND_STATUS_VALUES = frozenset(s.value for s in OpenEOJobStatus)
-RESULTS_STATES = frozenset({"downloading", "downloaded", "failed", "skipped"})
+RESULTS_STATES = ResultsState.values()
 #: A dry run's verdict on a row (``dry_run.Verdict``): it would start, it would fail before or at the start, it was
 #: not checked (the backend validates nothing), or it holds a job already (nothing to try).
 DRY_RUN_VERDICTS = frozenset({"valid", "would_fail", "not_checked", "has_job", "skipped"})
