@@ -444,8 +444,8 @@ class RowJobStarter:
 
     def _claim(self, values: Mapping[str, Any]) -> None:
         """Compare-and-set on what we read: of two processes that read the same row, one wins."""
-        claimed_by = clean(values.get("claimed_by"))
-        if claimed_by and claimed_by != self.owner and not claim_is_stale(values.get("claimed_at")):
+        claimed_by = claim_holder(values, self.owner)
+        if claimed_by:
             raise TransientStartError(
                 f"{self.row} is being started by {claimed_by}; not starting it twice", failure=None
             )
@@ -457,8 +457,7 @@ class RowJobStarter:
         claim = {
             "status": RowStatus.QUEUED_FOR_START.value,
             "backend_name": self.backend_name,
-            "claimed_by": self.owner,
-            "claimed_at": utc_now_rfc3339(),
+            **claim_values(self.owner),
             "error_message": None,
             BLOCKED_BY_COLUMN: None,
         }
@@ -675,6 +674,21 @@ def empty_fields_hint(series: pd.Series) -> str:
     """Name the row's empty fields: ``start_job`` failing on one (NaN in a JSON body) rarely says which."""
     empty = [repr(str(name)) for name, value in series.items() if name not in RESERVED and clean(value) is None]
     return f" (empty field(s) in this row: {', '.join(empty)})" if empty else ""
+
+
+def claim_holder(values: Mapping[str, Any], owner: str, now: float | None = None) -> str | None:
+    """The one claim rule, shared by the starter and the dispatch: who else holds the row now (a claim by another
+    owner that is not stale), or None when ``owner`` may take it. The caller then writes :func:`claim_values`
+    with ``expected={"claimed_by": <the holder it read>}``, so of two processes that read the same row one wins."""
+    holder = clean(values.get("claimed_by"))
+    if holder and holder != owner and not claim_is_stale(values.get("claimed_at"), now):
+        return str(holder)
+    return None
+
+
+def claim_values(owner: str) -> dict[str, Any]:
+    """The cells a claim writes: the owner, and when (the job table's one timestamp format)."""
+    return {"claimed_by": owner, "claimed_at": utc_now_rfc3339()}
 
 
 def claim_is_stale(claimed_at: Any, now: float | None = None) -> bool:

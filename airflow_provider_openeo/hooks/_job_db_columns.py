@@ -26,7 +26,7 @@ from airflow_provider_openeo.job_status import OpenEOJobStatus, ResultsState, Ro
 #: Internal columns of the SQL table; never part of a DataFrame and refused as user column names.
 SEQ_COLUMN = "_oe_seq"
 ROW_ID_COLUMN = "_oe_row_id"
-#: Key of the row id in the dict ``claim_next`` returns.
+#: Key of the row id in the dicts ``run_rows`` returns.
 ROW_ID_KEY = "_row_id"
 INTERNAL_COLUMNS = frozenset({SEQ_COLUMN, ROW_ID_COLUMN, ROW_ID_KEY})
 

@@ -44,7 +44,6 @@ from airflow_provider_openeo.hooks._job_db_columns import (
     ROW_ID_COLUMN,
     ROW_ID_KEY,
     ROW_KEY_COLUMN,
-    ROW_STATUS_VALUES,
     SEQ_COLUMN,
     SOURCE_RUN_COLUMN,
     USAGE_SPEC,
@@ -704,62 +703,6 @@ class OpenEOJobDbHook(BaseHook, JobDatabaseInterface):
         ).scalar_one()
         return BudgetLedger(max_costs=max_costs, spent=spent, running=float(running))
 
-    def claim_row(self, row_id: int | str, owner: str, *, statuses: Iterable[str]) -> bool:
-        """Claim one row for ``owner`` if it is unclaimed (or already ``owner``'s) and in ``statuses``.
-
-        A single conditional UPDATE: of N processes claiming the same row at once exactly one gets True.
-        Re-claiming by the same owner succeeds, so a retried task keeps its row.
-        """
-        schema, table = self._open()
-        rid = schema.coerce_row_id(row_id)
-        wanted = _checked_statuses(statuses)
-        owner = _checked_owner(owner)
-        now = utc_now()
-        conditions = [
-            table.c[ROW_ID_COLUMN] == rid,
-            table.c.status.in_(wanted),
-            sa.or_(table.c.claimed_by.is_(None), table.c.claimed_by == owner),
-        ]
-        return self._cas(table, rid, conditions, {"claimed_by": owner, "claimed_at": now, "updated_at": now})
-
-    def claim_next(
-        self, owner: str, *, statuses: Iterable[str], backend_name: str | None = None
-    ) -> dict[str, Any] | None:
-        """Claim the first unclaimed row in ``statuses`` (and on ``backend_name``); None when there is none.
-
-        Returns the claimed row like ``get_row`` plus its row id under the key ``"_row_id"``.
-
-        PostgreSQL picks the row with ``FOR UPDATE SKIP LOCKED``, so concurrent claimers take different rows
-        without waiting; SQLite serialises writers (``BEGIN IMMEDIATE``), so the pick and the update are atomic.
-        """
-        _, table = self._open()
-        wanted = _checked_statuses(statuses)
-        owner = _checked_owner(owner)
-        candidate = sa.select(table.c[SEQ_COLUMN]).where(table.c.status.in_(wanted), table.c.claimed_by.is_(None))
-        if backend_name is not None:
-            candidate = candidate.where(table.c.backend_name == backend_name)
-        candidate = candidate.order_by(table.c[SEQ_COLUMN]).limit(1)
-        engine = self.get_conn()
-        if engine.dialect.name == "postgresql":
-            candidate = candidate.with_for_update(skip_locked=True)
-        now = utc_now()
-        statement = (
-            sa.update(table)
-            .where(table.c[SEQ_COLUMN] == candidate.scalar_subquery())
-            .values(claimed_by=owner, claimed_at=now, updated_at=now)
-            .returning(table.c[ROW_ID_COLUMN])
-        )
-        with write_transaction(engine) as connection:
-            claimed = connection.execute(statement).scalar_one_or_none()
-        return None if claimed is None else {ROW_ID_KEY: claimed, **self.get_row(claimed)}
-
-    def release_row(self, row_id: int | str, owner: str) -> bool:
-        """Give up ``owner``'s claim; False when the row is not claimed by ``owner``."""
-        schema, table = self._open()
-        rid = schema.coerce_row_id(row_id)
-        conditions = [table.c[ROW_ID_COLUMN] == rid, table.c.claimed_by == _checked_owner(owner)]
-        return self._cas(table, rid, conditions, {"claimed_by": None, "claimed_at": None, "updated_at": utc_now()})
-
     # ------------------------------------------------------------------------------------ row keys
 
     def key_rule(self) -> dict[str, Any] | None:
@@ -978,22 +921,6 @@ def _is_usage_column(schema: TableSchema, name: str) -> bool:
     if name in USAGE_COLUMNS:
         return schema.spec(name) is not None
     return name in schema.usage_columns and schema.spec(name) is not None
-
-
-def _checked_statuses(statuses: Iterable[str]) -> list[str]:
-    wanted = [str(getattr(s, "value", s)) for s in statuses]
-    if not wanted:
-        raise JobDbInputError("statuses must name at least one status")
-    unknown = sorted(set(wanted) - ROW_STATUS_VALUES)
-    if unknown:
-        raise JobDbInputError(f"Unknown status value(s) {unknown}; known: {', '.join(sorted(ROW_STATUS_VALUES))}")
-    return wanted
-
-
-def _checked_owner(owner: str) -> str:
-    if not isinstance(owner, str) or not owner:
-        raise JobDbInputError(f"owner must be a non-empty string, got {owner!r}")
-    return owner
 
 
 def _encode_expected(schema: TableSchema, name: str, value: Any, rid: Any) -> Any:
