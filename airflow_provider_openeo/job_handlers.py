@@ -256,11 +256,7 @@ class OpenEOJobHandler:
         """The row's values for the naming rules (read only when there is a rule)."""
         if not self.naming or row is None:
             return None
-        hook = row.hook()
-        try:
-            return hook.get_row(row.row_id)
-        finally:
-            hook.dispose()
+        return row.read()
 
     def _named_job_dir(self, job: openeo.BatchJob, row: JobRowRef | None) -> tuple[StoragePath, dict[str, Any] | None]:
         """The job's directory by the naming rule; a name the rule must not give fails the task (no retry: the
@@ -724,11 +720,7 @@ class OpenEOJobHandler:
         """
         if row is None:
             return False
-        hook = row.hook()
-        try:
-            updated = hook.update_row(row.row_id, dict(values), expected={"id": job_id})
-        finally:
-            hook.dispose()
+        updated = row.compare_and_set(values, expected={"id": job_id})
         if not updated:
             self.log.warning(
                 "Not updating %s: it no longer holds openEO job %s (values %s not written)",

@@ -97,7 +97,7 @@ from airflow_provider_openeo.job_status import (
     OpenEOJobStatus,
     RowStatus,
 )
-from airflow_provider_openeo.timestamps import utc_now_rfc3339
+from airflow_provider_openeo.timestamps import epoch_from_rfc3339, utc_now_rfc3339
 
 log = logging.getLogger(__name__)
 
@@ -697,11 +697,7 @@ def claim_is_stale(claimed_at: Any, now: float | None = None) -> bool:
     claimed_at = clean(claimed_at)
     if not claimed_at:
         return True
-    try:
-        when = pd.Timestamp(claimed_at)
-    except (TypeError, ValueError):
+    when = epoch_from_rfc3339(claimed_at)
+    if when is None:
         return True
-    if when.tzinfo is None:
-        when = when.tz_localize("UTC")
-    current = pd.Timestamp.now(tz="UTC") if now is None else pd.Timestamp(now, unit="s", tz="UTC")
-    return (current - when).total_seconds() > STALE_CLAIM_SECONDS
+    return (time.time() if now is None else now) - when > STALE_CLAIM_SECONDS

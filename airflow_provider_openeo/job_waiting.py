@@ -212,11 +212,7 @@ class OpenEOJobWaitMixin:
             "backend_status": None,
             "error_message": f"field 'id': openEO job {event.job_id!r} is gone from the backend: {event.message}",
         }
-        hook = row.hook()
-        try:
-            updated = hook.update_row(row.row_id, values, expected={"id": event.job_id})
-        finally:
-            getattr(hook, "dispose", lambda: None)()
+        updated = row.compare_and_set(values, expected={"id": event.job_id})
         log = getattr(self, "log", None)
         if not updated and log is not None:
             log.warning("%s holds another job now; left unchanged", row)

@@ -13,6 +13,7 @@ from typing import Any
 
 import pandas as pd
 
+from airflow_provider_openeo.cells import clean
 from airflow_provider_openeo.dispatching import RunRow, backend_shares, instances_per_backend
 from airflow_provider_openeo.hooks._job_db_columns import BACKEND_CHOSEN_BY_DISPATCH, SOURCE_RUN_COLUMN
 from airflow_provider_openeo.job_status import RESUMABLE_ROW_STATUSES, UNSTORED_RESULTS_STATES, RowStatus
@@ -127,10 +128,9 @@ def pinned_backend(values: Mapping[str, Any]) -> str | None:
     start went, not a pin: such a row may go anywhere.
     """
     backend = values.get("backend_name")
-    if backend is None or (isinstance(backend, float) and pd.isna(backend)) or backend == "":
+    if clean(backend) in (None, ""):
         return None
-    job_id = values.get("id")
-    holds_job = job_id is not None and not (isinstance(job_id, float) and pd.isna(job_id)) and job_id != ""
+    holds_job = clean(values.get("id")) not in (None, "")
     if not holds_job and values.get("backend_chosen_by") == BACKEND_CHOSEN_BY_DISPATCH:
         return None
     return str(backend)

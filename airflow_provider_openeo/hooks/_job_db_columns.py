@@ -8,16 +8,13 @@ existing table when it opens it (``ALTER TABLE ... ADD COLUMN``), so older table
 
 from __future__ import annotations
 
-import datetime as dt
 import json
-import math
 from collections.abc import Callable
 from dataclasses import dataclass
 from enum import Enum
 from typing import Any
 
-import pandas as pd
-
+from airflow_provider_openeo.cells import is_empty
 from airflow_provider_openeo.error_categories import ErrorCategory
 from airflow_provider_openeo.hooks._job_db_codec import ColumnSpec
 from airflow_provider_openeo.hooks._job_db_errors import JobDbInputError
@@ -54,15 +51,6 @@ SOURCE_RUN_COLUMN = "source_run"
 _STR = ColumnSpec("str", "object", {"na": "none"})
 #: A usage column ("value unit" text, MBJM's dtype for it): the predefined ones and those added as jobs report keys.
 USAGE_SPEC = _STR
-
-
-def utc_now() -> str:
-    """RFC 3339 UTC timestamp like MBJM's ``start_time``; fixed width, so it sorts as text."""
-    return dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
-
-
-def _is_null(value: Any) -> bool:
-    return value is None or value is pd.NA or value is pd.NaT or (isinstance(value, float) and math.isnan(value))
 
 
 def _history(value: Any) -> Any:
@@ -102,7 +90,7 @@ class ReservedColumn:
 
     def check(self, value: Any, row_id: Any, *, fill_default: bool) -> Any:
         """The value to store for ``row_id``, or a clear error naming row and column."""
-        if _is_null(value):
+        if is_empty(value):
             if fill_default and self.default is not None:
                 return self.default_value()
             if not self.nullable:

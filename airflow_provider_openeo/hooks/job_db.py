@@ -36,6 +36,7 @@ from airflow_provider_openeo.budget import (
     expected_costs,
     history_costs,
 )
+from airflow_provider_openeo.cells import is_empty
 from airflow_provider_openeo.hooks._job_db_codec import ColumnSpec
 from airflow_provider_openeo.hooks._job_db_columns import (
     INTERNAL_COLUMNS,
@@ -47,7 +48,6 @@ from airflow_provider_openeo.hooks._job_db_columns import (
     SEQ_COLUMN,
     SOURCE_RUN_COLUMN,
     USAGE_SPEC,
-    utc_now,
 )
 from airflow_provider_openeo.hooks._job_db_errors import (
     JobDbError,
@@ -88,6 +88,7 @@ from airflow_provider_openeo.hooks._job_db_sql import (
     write_transaction,
 )
 from airflow_provider_openeo.job_status import ACTIVE_BACKEND_STATUSES, FINAL_ROW_STATUSES, OpenEOJobStatus, RowStatus
+from airflow_provider_openeo.timestamps import utc_now_precise
 
 __all__ = [
     "JobDbError",
@@ -447,7 +448,7 @@ class OpenEOJobDbHook(BaseHook, JobDatabaseInterface):
     def _insert(
         connection: Connection, table: sa.Table, row_ids: Sequence[Any], encoded: Mapping[str, list[Any]]
     ) -> None:
-        now = utc_now()
+        now = utc_now_precise()
         names = [name for name in encoded if name != "updated_at"]
         stamps = encoded.get("updated_at") or [None] * len(row_ids)  # kept when importing an exported table
         params = [
@@ -477,7 +478,7 @@ class OpenEOJobDbHook(BaseHook, JobDatabaseInterface):
         values: dict[str, Any] = {name: sa.bindparam(f"p{j}") for j, name in enumerate(names)}
         values["updated_at"] = sa.bindparam("p_updated_at")
         statement = sa.update(table).where(table.c[ROW_ID_COLUMN] == sa.bindparam("p_row_id")).values(values)
-        now = utc_now()
+        now = utc_now_precise()
         params = [
             {"p_row_id": row_ids[i], "p_updated_at": now, **{f"p{j}": encoded[n][i] for j, n in enumerate(names)}}
             for i in positions
@@ -581,7 +582,7 @@ class OpenEOJobDbHook(BaseHook, JobDatabaseInterface):
         for name, value in (expected or {}).items():
             encoded = _encode_expected(schema, name, value, rid)
             conditions.append(table.c[name].is_(None) if encoded is None else table.c[name] == encoded)
-        assignments["updated_at"] = utc_now()
+        assignments["updated_at"] = utc_now_precise()
         return self._cas(table, rid, conditions, assignments)
 
     def _cas(self, table: sa.Table, rid: Any, conditions: list[Any], assignments: dict[str, Any]) -> bool:
@@ -632,7 +633,7 @@ class OpenEOJobDbHook(BaseHook, JobDatabaseInterface):
             allowed = ledger.allows(reserve)
             chosen = {**values, ESTIMATED_COSTS_COLUMN: reserve} if allowed else dict(blocked(ledger, reserve))
             assignments = {name: encode_value(schema, name, value, rid) for name, value in chosen.items()}
-            assignments["updated_at"] = utc_now()
+            assignments["updated_at"] = utc_now_precise()
             written = connection.execute(sa.update(table).where(*conditions).values(assignments)).rowcount == 1
         return (allowed and written), ledger, reserve
 
@@ -664,7 +665,7 @@ class OpenEOJobDbHook(BaseHook, JobDatabaseInterface):
             connection.execute(
                 sa.update(table)
                 .where(table.c[ROW_ID_COLUMN] == rid, table.c.id == job_id)
-                .values({ESTIMATED_COSTS_COLUMN: float(estimate), "updated_at": utc_now()})
+                .values({ESTIMATED_COSTS_COLUMN: float(estimate), "updated_at": utc_now_precise()})
             )
         return True, others
 
@@ -772,7 +773,7 @@ class OpenEOJobDbHook(BaseHook, JobDatabaseInterface):
             return
         schema, table = self._open()
         rids = [schema.coerce_row_id(r) for r in row_ids]
-        now = utc_now()
+        now = utc_now_precise()
         with write_transaction(self.get_conn()) as connection:
             for start in range(0, len(rids), _CHUNK):
                 chunk = rids[start : start + _CHUNK]
@@ -933,7 +934,7 @@ def _encode_expected(schema: TableSchema, name: str, value: Any, rid: Any) -> An
 def _python_value(value: Any) -> Any:
     if isinstance(value, (list, dict, tuple, np.ndarray)):
         return value
-    if pd.isna(value):
+    if is_empty(value):
         return None
     if isinstance(value, np.generic):
         return value.item()

@@ -187,11 +187,7 @@ class OpenEORowOperator(BaseOperator):
         return OpenEOJobDbHook(self.job_db_conn_id, table=self.job_table, sqlite_path=self.sqlite_path)
 
     def _read_row(self) -> dict[str, Any]:
-        hook = self.row.hook()
-        try:
-            return hook.get_row(self.row_id)
-        finally:
-            hook.dispose()
+        return self.row.read()
 
 
 class OpenEOStartJobOperator(OpenEORowOperator):
