@@ -12,7 +12,15 @@ from __future__ import annotations
 from enum import Enum
 
 
-class OpenEOJobStatus(str, Enum):
+class CellValues(str, Enum):
+    """An enum whose values are what a job-table column may hold (a str, so a cell compares equal to it)."""
+
+    @classmethod
+    def values(cls) -> frozenset[str]:
+        return frozenset(member.value for member in cls)
+
+
+class OpenEOJobStatus(CellValues):
     """Official openEO batch-job statuses (openEO API, ``GET /jobs/{id}``)."""
 
     CREATED = "created"
@@ -40,7 +48,7 @@ class OpenEOJobStatus(str, Enum):
         return value in TERMINAL_BACKEND_STATUSES
 
 
-class RowStatus(str, Enum):
+class RowStatus(CellValues):
     """Values of the job database's ``status`` column: the openEO statuses plus MBJM's internal ones."""
 
     NOT_STARTED = "not_started"
@@ -53,10 +61,6 @@ class RowStatus(str, Enum):
     CANCELED = "canceled"
     START_FAILED = "start_failed"
     SKIPPED = "skipped"
-
-    @classmethod
-    def values(cls) -> frozenset[str]:
-        return frozenset(member.value for member in cls)
 
     @classmethod
     def final_statuses(cls) -> frozenset[RowStatus]:
@@ -84,17 +88,13 @@ class RowStatus(str, Enum):
         return frozenset({cls.ERROR, cls.CANCELED})
 
 
-class ResultsState(str, Enum):
+class ResultsState(CellValues):
     """Values of the row's ``results_state`` column: how far the storing of a finished job's results got."""
 
     DOWNLOADING = "downloading"
     DOWNLOADED = "downloaded"
     FAILED = "failed"
     SKIPPED = "skipped"
-
-    @classmethod
-    def values(cls) -> frozenset[str]:
-        return frozenset(member.value for member in cls)
 
     @classmethod
     def unstored_statuses(cls) -> frozenset[ResultsState]:

@@ -31,7 +31,7 @@ INTERNAL_COLUMNS = frozenset({SEQ_COLUMN, ROW_ID_COLUMN, ROW_ID_KEY})
 #: accepted, or MBJM's ``run_jobs`` would crash on our table where it runs fine on a CSV file.
 _MBJM_EXTRA_STATUSES = frozenset({"queued_for_start_failed"})
 ROW_STATUS_VALUES = RowStatus.values() | _MBJM_EXTRA_STATUSES
-BACKEND_STATUS_VALUES = frozenset(s.value for s in OpenEOJobStatus)
+BACKEND_STATUS_VALUES = OpenEOJobStatus.values()
 RESULTS_STATES = ResultsState.values()
 #: A dry run's verdict on a row (``dry_run.Verdict``): it would start, it would fail before or at the start, it was
 #: not checked (the backend validates nothing), or it holds a job already (nothing to try).
