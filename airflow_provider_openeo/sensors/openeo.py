@@ -25,6 +25,8 @@ from airflow_provider_openeo.triggers.openeo import (
     DEFAULT_POLL_INTERVAL,
     OpenEOJobEvent,
     OpenEOJobEventStatus,
+    over_running_limit,
+    running_limit_at,
 )
 
 if TYPE_CHECKING:
@@ -115,10 +117,10 @@ class OpenEOJobSensor(OpenEOJobWaitMixin, BaseSensorOperator):
             return self._finish(
                 context, OpenEOJobEventStatus(status), f"the backend reports the job {status}", metadata
             )
-        limit = self.cancel_running_job_after
-        if limit is not None and running_since is not None and time.time() - running_since >= limit:
+        limit_at = running_limit_at(running_since, self.cancel_running_job_after)
+        if limit_at is not None and time.time() >= limit_at:
             self._cancel(job_id)
-            reason = f"running for more than cancel_running_job_after={limit:g} s; cancellation requested"
+            reason = f"{over_running_limit(self.cancel_running_job_after or 0.0)}; cancellation requested"
             return self._finish(context, OpenEOJobEventStatus.CANCELED, reason, metadata, cancel_requested=True)
         return False
 

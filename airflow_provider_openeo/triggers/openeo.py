@@ -295,11 +295,10 @@ class OpenEOJobTrigger(JsonKwargsTrigger):
         return max(0.0, min(limits) - time.time()) if limits else None
 
     def _running_limit_at(self) -> float | None:
-        if self.cancel_running_job_after is None or self._state.running_since is None:
+        limit_at = running_limit_at(self._state.running_since, self.cancel_running_job_after)
+        if limit_at is None or self._state.backend_status != OpenEOJobStatus.RUNNING.value:
             return None
-        if self._state.backend_status != OpenEOJobStatus.RUNNING.value:
-            return None
-        return max(self._state.running_since + self.cancel_running_job_after, self._state.next_cancel_attempt)
+        return max(limit_at, self._state.next_cancel_attempt)
 
     async def _check_limits(self) -> OpenEOJobEvent | None:
         now = time.time()
@@ -324,7 +323,7 @@ class OpenEOJobTrigger(JsonKwargsTrigger):
                 )
                 return None
             message = (
-                f"running for more than cancel_running_job_after={self.cancel_running_job_after:g} s "
+                f"{over_running_limit(self.cancel_running_job_after or 0.0)} "
                 f"(running since {rfc3339_from_epoch(self._state.running_since or now)}); {outcome}"
             )
             return self._event(OpenEOJobEventStatus.CANCELED, message, cancel_requested=True)
@@ -492,3 +491,16 @@ class OpenEODispatchWaitTrigger(JsonKwargsTrigger):
         finally:
             await asyncio.to_thread(db.dispose)
         yield TriggerEvent({"dispatch": "recheck"})
+
+
+def running_limit_at(running_since: float | None, limit: float | None) -> float | None:
+    """The epoch time a job seen ``running`` since ``running_since`` passes ``cancel_running_job_after``
+    (``limit``); None without either. The one rule of the running-time limit, for the trigger and the sensor."""
+    if limit is None or running_since is None:
+        return None
+    return running_since + limit
+
+
+def over_running_limit(limit: float) -> str:
+    """Why a job was canceled for its running time (the start of the event's message)."""
+    return f"running for more than cancel_running_job_after={limit:g} s"
