@@ -44,7 +44,7 @@ from airflow_provider_openeo._safe_paths import is_object_storage
 from airflow_provider_openeo._stac_item import build_item
 from airflow_provider_openeo._usage import COSTS_COLUMN, usage_row_values
 from airflow_provider_openeo.error_categories import ErrorCategory, classify
-from airflow_provider_openeo.hooks._openeo_http import redact
+from airflow_provider_openeo.hooks._openeo_http import connection_secrets, redact
 from airflow_provider_openeo.job_status import OpenEOJobStatus, ResultsState, RowStatus
 from airflow_provider_openeo.output_naming import OutputNaming, OutputNamingError, Rule
 from airflow_provider_openeo.row_keys import job_defining_columns
@@ -97,11 +97,7 @@ def redact_urls(text: str) -> str:
 
 def _connection_secrets(job: Any) -> tuple[str, ...]:
     """Credentials the job's connection holds (our hook's connections can list them), for scrubbing texts."""
-    secrets = getattr(getattr(job, "connection", None), "secrets", None)
-    try:
-        return tuple(secrets()) if callable(secrets) else ()
-    except Exception:
-        return ()
+    return connection_secrets(getattr(job, "connection", None))
 
 
 def _short_message(text: Any, secrets: tuple[str, ...] = ()) -> str:

@@ -87,7 +87,7 @@ from airflow_provider_openeo.dispatching import StartFailure
 from airflow_provider_openeo.exceptions import OpenEOJobNotFoundError, OpenEOTransientError
 from airflow_provider_openeo.failure_policy import RETRY_BY_TASK, RETRY_KEY, FailurePolicy, oom_retries
 from airflow_provider_openeo.hooks._job_db_columns import RESERVED
-from airflow_provider_openeo.hooks._openeo_http import redact, translate_openeo_error
+from airflow_provider_openeo.hooks._openeo_http import scrub, translate_openeo_error
 from airflow_provider_openeo.job_history import clean, retired_values
 from airflow_provider_openeo.job_options import JOB_BUDGET_COLUMN, JOB_OPTIONS_COLUMN, parse_job_options
 from airflow_provider_openeo.job_row import JobRowRef
@@ -640,12 +640,7 @@ class RowJobStarter:
 
     def _scrub(self, message: str) -> str:
         """Error texts go to the row, the task log and XCom: never with a credential of the connection in them."""
-        secrets = getattr(self.connection, "secrets", None)
-        try:
-            known = tuple(secrets()) if callable(secrets) else ()
-        except Exception:
-            known = ()
-        return redact(message, known)
+        return scrub(message, self.connection)
 
 
 def geometry_problem(series: pd.Series) -> str | None:

@@ -89,6 +89,21 @@ def redact(text: str, secrets: Iterable[str]) -> str:
     return text
 
 
+def connection_secrets(connection: Any) -> tuple[str, ...]:
+    """Every credential an openEO connection holds now, for :func:`redact`: our hook's connections list them
+    (``secrets()``); any other connection (a user's own, a test double) has none we know of."""
+    secrets = getattr(connection, "secrets", None)
+    try:
+        return tuple(secrets()) if callable(secrets) else ()
+    except Exception:
+        return ()
+
+
+def scrub(text: str, connection: Any) -> str:
+    """``text`` without any credential of ``connection`` (error texts go to rows, logs and XCom)."""
+    return redact(text, connection_secrets(connection))
+
+
 def parse_retry_after(value: str | None, *, now: float | None = None) -> float | None:
     """Seconds from a ``Retry-After`` header (delta-seconds or HTTP date); None when absent or unreadable."""
     if not value:

@@ -35,3 +35,21 @@ def test_status_maps_to_one_class(status, job_id, expected):
         assert error.retry_after == 3.0
     if expected is OpenEOJobNotFoundError:
         assert error.job_id == "j-1"
+
+
+class _Connection:
+    def secrets(self):
+        return ("s3cr3t-token",)
+
+
+class _Broken:
+    def secrets(self):
+        raise RuntimeError("no")
+
+
+def test_secrets_for_redaction_come_from_one_place():
+    from airflow_provider_openeo.hooks._openeo_http import connection_secrets, scrub
+
+    assert connection_secrets(_Connection()) == ("s3cr3t-token",)
+    assert connection_secrets(_Broken()) == () and connection_secrets(None) == ()
+    assert scrub("401 for Bearer s3cr3t-token", _Connection()) == "401 for Bearer ***"
