@@ -12,6 +12,7 @@ from typing import Any
 import pandas as pd
 
 from airflow_provider_openeo._usage import COSTS_COLUMN, USAGE_COLUMNS, parse_costs, parse_usage
+from airflow_provider_openeo.cells import is_empty
 from airflow_provider_openeo.error_categories import ErrorCategory
 from airflow_provider_openeo.failure_policy import RETRY_BY_POLICY, RETRY_KEY, FailurePolicy, attempt_streak
 from airflow_provider_openeo.job_history import clean
@@ -39,7 +40,7 @@ def costs_total(rows: pd.DataFrame) -> float:
     """The sum of the rows' ``costs`` (in the backend's currency or credits); rows without costs count 0."""
     if COSTS_COLUMN not in rows.columns:
         return 0.0
-    values = (parse_costs(value, job_id="(summary)") for value in rows[COSTS_COLUMN].tolist() if not pd.isna(value))
+    values = (parse_costs(value, job_id="(summary)") for value in rows[COSTS_COLUMN].tolist() if not is_empty(value))
     return float(sum(value for value in values if value is not None))
 
 
