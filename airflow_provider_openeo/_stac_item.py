@@ -28,6 +28,8 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from airflow_provider_openeo.timestamps import rfc3339_of
+
 STAC_VERSION = "1.1.0"
 PROPERTY_PREFIX = "openeo_provider:"
 #: The row column whose ``[start, end]`` gives an item's time span (MBJM's and the UDPs' usual parameter name).
@@ -181,10 +183,10 @@ def _times(row: Mapping[str, Any], document: Mapping[str, Any], metadata: Mappin
         span = (now, now)
     start, end = span
     if start is not None and end is not None and start == end:
-        return {"datetime": _rfc3339(start)}
+        return {"datetime": rfc3339_of(start)}
     times: dict[str, Any] = {"datetime": None}
-    times["start_datetime"] = _rfc3339(start) if start is not None else None
-    times["end_datetime"] = _rfc3339(end) if end is not None else None
+    times["start_datetime"] = rfc3339_of(start) if start is not None else None
+    times["end_datetime"] = rfc3339_of(end) if end is not None else None
     return times
 
 
@@ -231,10 +233,6 @@ def _instant(value: Any) -> dt.datetime | None:
         return None
     stamp = stamp.tz_localize("UTC") if stamp.tzinfo is None else stamp.tz_convert("UTC")
     return stamp.to_pydatetime()
-
-
-def _rfc3339(value: dt.datetime) -> str:
-    return value.strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 # -- values -----------------------------------------------------------------------------------------------------

@@ -35,7 +35,7 @@ import pandas as pd
 from airflow.sdk import Param
 
 from airflow_provider_openeo._usage import COSTS_COLUMN, parse_costs
-from airflow_provider_openeo.job_status import RowStatus
+from airflow_provider_openeo.job_status import JOB_HOLDING_ROW_STATUSES, RowStatus
 
 #: The Param (and conf key) setting one run's budget.
 MAX_COSTS_PARAM = "max_costs"
@@ -45,9 +45,7 @@ ESTIMATED_COSTS_COLUMN = "estimated_costs"
 BLOCKED_BY_COLUMN = "blocked_by"
 BLOCKED_BY_BUDGET = "max_costs"
 #: Row statuses whose ``estimated_costs`` count as committed (a job being started or running, no costs yet).
-RESERVING_STATUSES: frozenset[str] = frozenset(
-    s.value for s in (RowStatus.QUEUED_FOR_START, RowStatus.CREATED, RowStatus.QUEUED, RowStatus.RUNNING)
-)
+RESERVING_STATUSES: frozenset[str] = JOB_HOLDING_ROW_STATUSES
 
 
 def checked_max_costs(name: str, value: Any) -> float | None:

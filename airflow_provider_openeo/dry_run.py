@@ -43,7 +43,7 @@ from airflow_provider_openeo._create_options import (
 )
 from airflow_provider_openeo._session_send import Send, is_create_request, wrapped_send
 from airflow_provider_openeo.budget import ESTIMATED_COSTS_COLUMN, RESERVING_STATUSES, checked_max_costs, expected_costs
-from airflow_provider_openeo.hooks._openeo_http import redact
+from airflow_provider_openeo.hooks._openeo_http import scrub
 from airflow_provider_openeo.job_history import clean
 from airflow_provider_openeo.job_options import JOB_BUDGET_COLUMN, JOB_OPTIONS_COLUMN, parse_job_options
 from airflow_provider_openeo.job_row import JobRowRef
@@ -346,12 +346,7 @@ class RowDryRun:
         self.db.update_row(self.row.row_id, update)
 
     def _scrub(self, message: str) -> str:
-        secrets = getattr(self.connection, "secrets", None)
-        try:
-            known = tuple(secrets()) if callable(secrets) else ()
-        except Exception:
-            known = ()
-        return redact(message, known)
+        return scrub(message, self.connection)
 
 
 def _fails(code: str, message: str) -> DryRunOutcome:

@@ -21,11 +21,12 @@ from __future__ import annotations
 import re
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from enum import Enum
 from typing import Any
 
+from airflow_provider_openeo.job_status import CellValues
 
-class ErrorCategory(str, Enum):
+
+class ErrorCategory(CellValues):
     """Values of the job table's ``error_category`` column."""
 
     OUT_OF_MEMORY = "out_of_memory"
@@ -34,10 +35,6 @@ class ErrorCategory(str, Enum):
     INVALID_PROCESS_GRAPH = "invalid_process_graph"
     BACKEND_FAULT = "backend_fault"
     OTHER = "other"
-
-    @classmethod
-    def values(cls) -> frozenset[str]:
-        return frozenset(c.value for c in cls)
 
 
 @dataclass(frozen=True)

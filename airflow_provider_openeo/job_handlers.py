@@ -44,8 +44,8 @@ from airflow_provider_openeo._safe_paths import is_object_storage
 from airflow_provider_openeo._stac_item import build_item
 from airflow_provider_openeo._usage import COSTS_COLUMN, usage_row_values
 from airflow_provider_openeo.error_categories import ErrorCategory, classify
-from airflow_provider_openeo.hooks._openeo_http import redact
-from airflow_provider_openeo.job_status import OpenEOJobStatus, RowStatus
+from airflow_provider_openeo.hooks._openeo_http import connection_secrets, redact
+from airflow_provider_openeo.job_status import OpenEOJobStatus, ResultsState, RowStatus
 from airflow_provider_openeo.output_naming import OutputNaming, OutputNamingError, Rule
 from airflow_provider_openeo.row_keys import job_defining_columns
 from airflow_provider_openeo.stac_collection import BatchCollection
@@ -63,15 +63,6 @@ DEFAULT_CHUNK_SIZE = 1024 * 1024
 _MAX_ERROR_MESSAGE_CHARS = 1000
 _OBJECT_STORAGE_STATE = "__object_storage_path__"
 _URL_QUERY = re.compile(r"(https?://[^\s?#\"']+)\?[^\s#\"']*")
-
-
-class ResultsState:
-    """Values of the row's ``results_state`` column: how far the download of a finished job's results got."""
-
-    DOWNLOADING = "downloading"
-    DOWNLOADED = "downloaded"
-    FAILED = "failed"
-    SKIPPED = "skipped"
 
 
 class ResultDownloadError(RuntimeError):
@@ -106,11 +97,7 @@ def redact_urls(text: str) -> str:
 
 def _connection_secrets(job: Any) -> tuple[str, ...]:
     """Credentials the job's connection holds (our hook's connections can list them), for scrubbing texts."""
-    secrets = getattr(getattr(job, "connection", None), "secrets", None)
-    try:
-        return tuple(secrets()) if callable(secrets) else ()
-    except Exception:
-        return ()
+    return connection_secrets(getattr(job, "connection", None))
 
 
 def _short_message(text: Any, secrets: tuple[str, ...] = ()) -> str:
@@ -265,11 +252,7 @@ class OpenEOJobHandler:
         """The row's values for the naming rules (read only when there is a rule)."""
         if not self.naming or row is None:
             return None
-        hook = row.hook()
-        try:
-            return hook.get_row(row.row_id)
-        finally:
-            hook.dispose()
+        return row.read()
 
     def _named_job_dir(self, job: openeo.BatchJob, row: JobRowRef | None) -> tuple[StoragePath, dict[str, Any] | None]:
         """The job's directory by the naming rule; a name the rule must not give fails the task (no retry: the
@@ -280,7 +263,7 @@ class OpenEOJobHandler:
         except (OutputNamingError, _safe_paths.UnsafePathError) as error:
             message = _short_message(str(error))
             self.log.error("%s", message)
-            self.update_row(row, job.job_id, {"results_state": ResultsState.FAILED, "error_message": message})
+            self.update_row(row, job.job_id, {"results_state": ResultsState.FAILED.value, "error_message": message})
             raise AirflowFailException(message) from None
 
     # -- the three overridable hooks --------------------------------------------------------------------------
@@ -301,7 +284,7 @@ class OpenEOJobHandler:
         metadata = self.full_metadata(job, metadata)
         job_dir, values = self._named_job_dir(job, row)
         self.prepare_job_dir(job_dir)
-        results_state = ResultsState.DOWNLOADING if self.download_results else ResultsState.SKIPPED
+        results_state = ResultsState.DOWNLOADING.value if self.download_results else ResultsState.SKIPPED.value
         row_updated = self.update_row(
             row,
             job.job_id,
@@ -316,9 +299,9 @@ class OpenEOJobHandler:
         )
         files, note, stac = self._store_finished(job, job_dir, values, row, metadata, row_updated=row_updated)
         if self.download_results:
-            done = {"results_state": ResultsState.DOWNLOADED, **({"error_message": note} if note else {})}
+            done = {"results_state": ResultsState.DOWNLOADED.value, **({"error_message": note} if note else {})}
             row_updated = self.update_row(row, job.job_id, done) and row_updated
-            results_state = ResultsState.DOWNLOADED
+            results_state = ResultsState.DOWNLOADED.value
             for name in remove_partials(job_dir):
                 self.log.info("Removed %s, a partial file no asset of the stored results needs", name)
         self.log.info("openEO job %s finished; %d file(s) stored in %s", job.job_id, len(files), job_dir)
@@ -368,7 +351,7 @@ class OpenEOJobHandler:
                 _connection_secrets(job),
             )
             self.log.error("%s", message)
-            self.update_row(row, job.job_id, {"results_state": ResultsState.FAILED, "error_message": message})
+            self.update_row(row, job.job_id, {"results_state": ResultsState.FAILED.value, "error_message": message})
             raise ResultDownloadError(message) from None
         return files, note, stac
 
@@ -752,11 +735,7 @@ class OpenEOJobHandler:
         """
         if row is None:
             return False
-        hook = row.hook()
-        try:
-            updated = hook.update_row(row.row_id, dict(values), expected={"id": job_id})
-        finally:
-            hook.dispose()
+        updated = row.compare_and_set(values, expected={"id": job_id})
         if not updated:
             self.log.warning(
                 "Not updating %s: it no longer holds openEO job %s (values %s not written)",

@@ -10,23 +10,10 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-import pandas as pd
-
+from airflow_provider_openeo.cells import clean
 from airflow_provider_openeo.hooks._job_db_columns import BACKEND_CHOSEN_BY_DISPATCH
 from airflow_provider_openeo.job_status import RowStatus
 from airflow_provider_openeo.timestamps import utc_now_rfc3339
-
-
-def clean(value: Any) -> Any:
-    """Missing values come back from the table as None or NaN; both mean "not set"."""
-    if value is None:
-        return None
-    try:
-        if pd.isna(value):
-            return None
-    except (TypeError, ValueError):
-        pass
-    return value
 
 
 def unpinned(values: Mapping[str, Any]) -> dict[str, Any]:

@@ -87,22 +87,23 @@ from airflow_provider_openeo.dispatching import StartFailure
 from airflow_provider_openeo.exceptions import OpenEOJobNotFoundError, OpenEOTransientError
 from airflow_provider_openeo.failure_policy import RETRY_BY_TASK, RETRY_KEY, FailurePolicy, oom_retries
 from airflow_provider_openeo.hooks._job_db_columns import RESERVED
-from airflow_provider_openeo.hooks._openeo_http import redact, translate_openeo_error
+from airflow_provider_openeo.hooks._openeo_http import scrub, translate_openeo_error
 from airflow_provider_openeo.job_history import clean, retired_values
 from airflow_provider_openeo.job_options import JOB_BUDGET_COLUMN, JOB_OPTIONS_COLUMN, parse_job_options
 from airflow_provider_openeo.job_row import JobRowRef
-from airflow_provider_openeo.job_status import OpenEOJobStatus, RowStatus
-from airflow_provider_openeo.timestamps import utc_now_rfc3339
+from airflow_provider_openeo.job_status import (
+    ACTIVE_BACKEND_STATUSES,
+    RECORDED_FAILURE_ROW_STATUSES,
+    OpenEOJobStatus,
+    RowStatus,
+)
+from airflow_provider_openeo.timestamps import epoch_from_rfc3339, utc_now_rfc3339
 
 log = logging.getLogger(__name__)
 
 StartJobCallable = Callable[..., "BatchJob | None"]
 ConnectionProvider = Callable[[str], Connection]
 
-#: Backend statuses the row's ``status`` follows directly (the job lives; nobody else writes the row now).
-_LIVE_STATUSES = frozenset(s.value for s in OpenEOJobStatus.active_statuses())
-#: Row statuses saying a job's failure was handled and recorded: running the row again is a deliberate re-run.
-_RECORDED_ENDINGS = frozenset({RowStatus.ERROR.value, RowStatus.CANCELED.value})
 #: A claim older than this is taken to belong to a dead task process: creating and starting takes seconds.
 STALE_CLAIM_SECONDS = 15 * 60
 #: ``StartOutcome.backend_status`` of a re-attached job that answers 404 without being confirmed gone: not an
@@ -242,7 +243,7 @@ class RowJobStarter:
             log.info("%s: job %s was created but not started; starting it", self.row, job_id)
             return self._start_created(job, reattached=True)
         if status in (OpenEOJobStatus.ERROR, OpenEOJobStatus.CANCELED):
-            if clean(values.get("status")) in _RECORDED_ENDINGS:
+            if clean(values.get("status")) in RECORDED_FAILURE_ROW_STATUSES:
                 log.info("%s: job %s ended %s; creating a new job for this re-run", self.row, job_id, status)
                 # A clear, or a task retry after a crash between recording the error and the failure policy's
                 # verdict: counted as an attempt of the row (``failure_policy.attempt_streak``).
@@ -261,7 +262,7 @@ class RowJobStarter:
 
     def _resume_not_found(self, job_id: str, values: Mapping[str, Any]) -> StartOutcome | None:
         """The row's job answers 404: replace it only when it is certainly gone, else watch it (never two jobs)."""
-        if clean(values.get("status")) in _RECORDED_ENDINGS:
+        if clean(values.get("status")) in RECORDED_FAILURE_ROW_STATUSES:
             reason = f"the row already records its end ({values.get('status')})"
         else:
             verdict = confirm_gone(self.connection, job_id)
@@ -471,8 +472,8 @@ class RowJobStarter:
 
     def _claim(self, values: Mapping[str, Any]) -> None:
         """Compare-and-set on what we read: of two processes that read the same row, one wins."""
-        claimed_by = clean(values.get("claimed_by"))
-        if claimed_by and claimed_by != self.owner and not claim_is_stale(values.get("claimed_at")):
+        claimed_by = claim_holder(values, self.owner)
+        if claimed_by:
             raise TransientStartError(
                 f"{self.row} is being started by {claimed_by}; not starting it twice", failure=None
             )
@@ -484,8 +485,7 @@ class RowJobStarter:
         claim = {
             "status": RowStatus.QUEUED_FOR_START.value,
             "backend_name": self.backend_name,
-            "claimed_by": self.owner,
-            "claimed_at": utc_now_rfc3339(),
+            **claim_values(self.owner),
             "error_message": None,
             BLOCKED_BY_COLUMN: None,
         }
@@ -612,7 +612,7 @@ class RowJobStarter:
         (the trigger keeps the same rule).
         """
         values: dict[str, Any] = {"backend_status": backend_status, **extra}
-        if backend_status in _LIVE_STATUSES:
+        if backend_status in ACTIVE_BACKEND_STATUSES:
             values["status"] = backend_status
         self.db.update_row(self.row.row_id, values, expected={"id": job_id})
 
@@ -668,12 +668,7 @@ class RowJobStarter:
 
     def _scrub(self, message: str) -> str:
         """Error texts go to the row, the task log and XCom: never with a credential of the connection in them."""
-        secrets = getattr(self.connection, "secrets", None)
-        try:
-            known = tuple(secrets()) if callable(secrets) else ()
-        except Exception:
-            known = ()
-        return redact(message, known)
+        return scrub(message, self.connection)
 
 
 def geometry_problem(series: pd.Series) -> str | None:
@@ -704,17 +699,28 @@ def empty_fields_hint(series: pd.Series) -> str:
     return f" (empty field(s) in this row: {', '.join(empty)})" if empty else ""
 
 
+def claim_holder(values: Mapping[str, Any], owner: str, now: float | None = None) -> str | None:
+    """The one claim rule, shared by the starter and the dispatch: who else holds the row now (a claim by another
+    owner that is not stale), or None when ``owner`` may take it. The caller then writes :func:`claim_values`
+    with ``expected={"claimed_by": <the holder it read>}``, so of two processes that read the same row one wins."""
+    holder = clean(values.get("claimed_by"))
+    if holder and holder != owner and not claim_is_stale(values.get("claimed_at"), now):
+        return str(holder)
+    return None
+
+
+def claim_values(owner: str) -> dict[str, Any]:
+    """The cells a claim writes: the owner, and when (the job table's one timestamp format)."""
+    return {"claimed_by": owner, "claimed_at": utc_now_rfc3339()}
+
+
 def claim_is_stale(claimed_at: Any, now: float | None = None) -> bool:
     """Whether a row's claim (``claimed_at``) is old enough to belong to a dead task: creating and starting a job
     takes seconds, so a claim older than :data:`STALE_CLAIM_SECONDS` (or unreadable) is taken over."""
     claimed_at = clean(claimed_at)
     if not claimed_at:
         return True
-    try:
-        when = pd.Timestamp(claimed_at)
-    except (TypeError, ValueError):
+    when = epoch_from_rfc3339(claimed_at)
+    if when is None:
         return True
-    if when.tzinfo is None:
-        when = when.tz_localize("UTC")
-    current = pd.Timestamp.now(tz="UTC") if now is None else pd.Timestamp(now, unit="s", tz="UTC")
-    return (current - when).total_seconds() > STALE_CLAIM_SECONDS
+    return (time.time() if now is None else now) - when > STALE_CLAIM_SECONDS

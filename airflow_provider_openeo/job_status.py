@@ -1,8 +1,10 @@
-"""The two status vocabularies a row of the job database carries, and how they relate.
+"""The status vocabularies a row of the job database carries, and how they relate.
 
 A row has an MBJM-compatible ``status`` (what ``MultiBackendJobManager`` reads and writes, so MBJM can run on
 our table unchanged) and, kept apart from it, ``backend_status``: the official openEO status the backend last
 reported for the row's job. Our pipeline decides from ``status``; ``backend_status`` is evidence, never guessed.
+A finished row's ``results_state`` says how far storing its results got. Every set of these values is
+defined here, once.
 """
 
 from __future__ import annotations
@@ -10,7 +12,15 @@ from __future__ import annotations
 from enum import Enum
 
 
-class OpenEOJobStatus(str, Enum):
+class CellValues(str, Enum):
+    """An enum whose values are what a job-table column may hold (a str, so a cell compares equal to it)."""
+
+    @classmethod
+    def values(cls) -> frozenset[str]:
+        return frozenset(member.value for member in cls)
+
+
+class OpenEOJobStatus(CellValues):
     """Official openEO batch-job statuses (openEO API, ``GET /jobs/{id}``)."""
 
     CREATED = "created"
@@ -32,8 +42,13 @@ class OpenEOJobStatus(str, Enum):
     def is_terminal(self) -> bool:
         return self in self.terminal_statuses()
 
+    @classmethod
+    def is_terminal_value(cls, value: str | None) -> bool:
+        """Whether a status as the backend (or a row's ``backend_status``) spells it has ended; None has not."""
+        return value in TERMINAL_BACKEND_STATUSES
 
-class RowStatus(str, Enum):
+
+class RowStatus(CellValues):
     """Values of the job database's ``status`` column: the openEO statuses plus MBJM's internal ones."""
 
     NOT_STARTED = "not_started"
@@ -48,10 +63,6 @@ class RowStatus(str, Enum):
     SKIPPED = "skipped"
 
     @classmethod
-    def values(cls) -> frozenset[str]:
-        return frozenset(member.value for member in cls)
-
-    @classmethod
     def final_statuses(cls) -> frozenset[RowStatus]:
         """A row in one of these needs a deliberate re-run (a cleared task) to be tried again."""
         return frozenset({cls.FINISHED, cls.ERROR, cls.CANCELED, cls.START_FAILED, cls.SKIPPED})
@@ -60,3 +71,52 @@ class RowStatus(str, Enum):
     def resumable_statuses(cls) -> frozenset[RowStatus]:
         """Rows an interrupted batch picks up again: never started, or holding a job that may still live."""
         return frozenset({cls.NOT_STARTED, cls.QUEUED_FOR_START, cls.CREATED, cls.QUEUED, cls.RUNNING})
+
+    @classmethod
+    def job_holding_statuses(cls) -> frozenset[RowStatus]:
+        """Rows whose job is being started or may still live on its backend (claimed, no ending recorded)."""
+        return frozenset({cls.QUEUED_FOR_START, cls.CREATED, cls.QUEUED, cls.RUNNING})
+
+    @classmethod
+    def failed_statuses(cls) -> frozenset[RowStatus]:
+        """Rows that ended without results through a failure (not a cancel or a skip)."""
+        return frozenset({cls.ERROR, cls.START_FAILED})
+
+    @classmethod
+    def recorded_failure_statuses(cls) -> frozenset[RowStatus]:
+        """Rows whose job's failure was handled and recorded: running them again is a deliberate re-run."""
+        return frozenset({cls.ERROR, cls.CANCELED})
+
+
+class ResultsState(CellValues):
+    """Values of the row's ``results_state`` column: how far the storing of a finished job's results got."""
+
+    DOWNLOADING = "downloading"
+    DOWNLOADED = "downloaded"
+    FAILED = "failed"
+    SKIPPED = "skipped"
+
+    @classmethod
+    def unstored_statuses(cls) -> frozenset[ResultsState]:
+        """A finished row in one of these (or with none) still owes its results: a crash mid-download, or a
+        download that failed through all of its retries, must not lose them; a later run stores them."""
+        return frozenset({cls.DOWNLOADING, cls.FAILED})
+
+
+# The same sets as the plain strings the job database and the backends carry (compare cells against these).
+#: Backend statuses of a job that has ended.
+TERMINAL_BACKEND_STATUSES: frozenset[str] = frozenset(s.value for s in OpenEOJobStatus.terminal_statuses())
+#: Backend statuses of a job that exists and has not ended.
+ACTIVE_BACKEND_STATUSES: frozenset[str] = frozenset(s.value for s in OpenEOJobStatus.active_statuses())
+#: Row statuses that need a deliberate re-run to be tried again.
+FINAL_ROW_STATUSES: frozenset[str] = frozenset(s.value for s in RowStatus.final_statuses())
+#: Row statuses an interrupted batch picks up again.
+RESUMABLE_ROW_STATUSES: frozenset[str] = frozenset(s.value for s in RowStatus.resumable_statuses())
+#: Row statuses whose job is being started or may still live.
+JOB_HOLDING_ROW_STATUSES: frozenset[str] = frozenset(s.value for s in RowStatus.job_holding_statuses())
+#: Row statuses counted as failed.
+FAILED_ROW_STATUSES: frozenset[str] = frozenset(s.value for s in RowStatus.failed_statuses())
+#: Row statuses of a recorded job failure (error or cancel).
+RECORDED_FAILURE_ROW_STATUSES: frozenset[str] = frozenset(s.value for s in RowStatus.recorded_failure_statuses())
+#: ``results_state`` values of a finished row whose results a later run still stores.
+UNSTORED_RESULTS_STATES: frozenset[str] = frozenset(s.value for s in ResultsState.unstored_statuses())

@@ -18,7 +18,7 @@ from airflow.sdk import TaskInstanceState
 from airflow.sdk.exceptions import AirflowException, AirflowFailException
 
 from airflow_provider_openeo.job_row import JobRowRef
-from airflow_provider_openeo.job_status import OpenEOJobStatus
+from airflow_provider_openeo.job_status import RowStatus
 from airflow_provider_openeo.links.openeo import OPENEO_JOB_URL_XCOM_KEY, OpenEOJobLink
 from airflow_provider_openeo.triggers.openeo import (
     JobWaitSettings,
@@ -231,15 +231,11 @@ class OpenEOJobWaitMixin:
         if row is None:
             return
         values = {
-            "status": OpenEOJobStatus.ERROR.value,
+            "status": RowStatus.ERROR.value,
             "backend_status": None,
             "error_message": f"field 'id': openEO job {event.job_id!r} is gone from the backend: {event.message}",
         }
-        hook = row.hook()
-        try:
-            updated = hook.update_row(row.row_id, values, expected={"id": event.job_id})
-        finally:
-            getattr(hook, "dispose", lambda: None)()
+        updated = row.compare_and_set(values, expected={"id": event.job_id})
         log = getattr(self, "log", None)
         if not updated and log is not None:
             log.warning("%s holds another job now; left unchanged", row)

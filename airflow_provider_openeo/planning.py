@@ -13,12 +13,13 @@ from typing import Any
 
 import pandas as pd
 
+from airflow_provider_openeo.cells import clean
 from airflow_provider_openeo.dispatching import RunRow, backend_shares, instances_per_backend
 from airflow_provider_openeo.hooks._job_db_columns import BACKEND_CHOSEN_BY_DISPATCH, SOURCE_RUN_COLUMN
-from airflow_provider_openeo.job_status import RowStatus
+from airflow_provider_openeo.job_status import RESUMABLE_ROW_STATUSES, UNSTORED_RESULTS_STATES, RowStatus
 
 #: Rows a run picks up without being asked: never started, or holding a job that may still be alive.
-RESUMABLE_STATUSES: frozenset[str] = frozenset(s.value for s in RowStatus.resumable_statuses())
+RESUMABLE_STATUSES: frozenset[str] = RESUMABLE_ROW_STATUSES
 
 
 @dataclass(frozen=True)
@@ -73,9 +74,7 @@ class Plan:
         return len(self.row_ids)
 
 
-def rows_to_run(
-    table: pd.DataFrame, *, rerun_statuses: Iterable[str] = (), results_done_state: str = "downloaded"
-) -> pd.DataFrame:
+def rows_to_run(table: pd.DataFrame, *, rerun_statuses: Iterable[str] = ()) -> pd.DataFrame:
     """Rows this run must handle, in table order.
 
     Resumable rows always; finished rows whose results were not (fully) downloaded, because neither a crash
@@ -87,7 +86,7 @@ def rows_to_run(
     selected = status.isin(wanted)
     if "results_state" in table.columns:
         finished = status == RowStatus.FINISHED.value
-        undownloaded = table["results_state"].isna() | table["results_state"].isin(["downloading", "failed"])
+        undownloaded = table["results_state"].isna() | table["results_state"].isin(sorted(UNSTORED_RESULTS_STATES))
         selected |= finished & undownloaded
     return table[selected]
 
@@ -129,10 +128,9 @@ def pinned_backend(values: Mapping[str, Any]) -> str | None:
     start went, not a pin: such a row may go anywhere.
     """
     backend = values.get("backend_name")
-    if backend is None or (isinstance(backend, float) and pd.isna(backend)) or backend == "":
+    if clean(backend) in (None, ""):
         return None
-    job_id = values.get("id")
-    holds_job = job_id is not None and not (isinstance(job_id, float) and pd.isna(job_id)) and job_id != ""
+    holds_job = clean(values.get("id")) not in (None, "")
     if not holds_job and values.get("backend_chosen_by") == BACKEND_CHOSEN_BY_DISPATCH:
         return None
     return str(backend)

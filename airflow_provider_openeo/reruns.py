@@ -18,7 +18,7 @@ import pandas as pd
 from airflow.sdk import Param
 
 from airflow_provider_openeo.job_history import clean, retired_values
-from airflow_provider_openeo.job_status import RowStatus
+from airflow_provider_openeo.job_status import FINAL_ROW_STATUSES, RowStatus
 
 if TYPE_CHECKING:
     from airflow_provider_openeo.hooks.job_db import OpenEOJobDbHook
@@ -28,7 +28,7 @@ RERUN_PARAM = "rerun_statuses"
 #: The conf key of a run chained by the batch (``next_run``): the run key of the run it continues.
 CONTINUES_KEY = "openeo_continues"
 #: Statuses a re-run can re-open: the rows that are done. Other rows are resumed by every run anyway.
-REOPENABLE_STATUSES: frozenset[str] = frozenset(s.value for s in RowStatus.final_statuses())
+REOPENABLE_STATUSES: frozenset[str] = FINAL_ROW_STATUSES
 
 
 def checked_statuses(name: str, value: Any) -> tuple[str, ...]:

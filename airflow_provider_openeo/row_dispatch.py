@@ -35,7 +35,7 @@ from airflow_provider_openeo.hooks._job_db_columns import (
     BACKEND_CHOSEN_BY_USER,
     ROW_ID_KEY,
 )
-from airflow_provider_openeo.job_starting import claim_is_stale
+from airflow_provider_openeo.job_starting import claim_holder, claim_is_stale, claim_values
 from airflow_provider_openeo.job_status import RowStatus
 from airflow_provider_openeo.planning import pinned_backend
 from airflow_provider_openeo.timestamps import epoch_from_rfc3339, utc_now_rfc3339
@@ -248,20 +248,18 @@ class RowDispatcher:
         that is how other instances tell a row being started (it may come back) from one that is settled.
         """
         values = self.db.get_row(row_id)
-        holder = values.get("claimed_by")
-        if holder and holder != owner and not claim_is_stale(values.get("claimed_at"), time.time()):
+        if claim_holder(values, owner, time.time()):
             return False  # a task (of an earlier run, say) is starting this row right now
         pinned = values.get("backend_name")
         expected = {
             "dispatch_run": self.scope.run_key,
             "dispatch_slot": None,
             "backend_name": pinned,
-            "claimed_by": holder,
+            "claimed_by": values.get("claimed_by"),
         }
         update: dict[str, Any] = {
             "dispatch_slot": self.scope.slot,
-            "claimed_by": owner,
-            "claimed_at": utc_now_rfc3339(),
+            **claim_values(owner),
         }
         if not pinned or (not values.get("id") and values.get("backend_chosen_by") == BACKEND_CHOSEN_BY_DISPATCH):
             update["backend_name"] = self.scope.backend

@@ -27,6 +27,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from airflow_provider_openeo.cells import is_empty
 from airflow_provider_openeo.hooks._job_db_columns import RESERVED
 
 #: Bumped whenever the canonical form changes, so tables keyed by an older rule are keyed again.
@@ -94,7 +95,7 @@ def row_keys(
         fields = {}
         for name in names:
             value = values[name][position]
-            if _is_empty(value):
+            if is_empty(value):
                 continue
             try:
                 fields[name] = _canonical(value)
@@ -125,16 +126,6 @@ def _digest(payload: Mapping[str, Any]) -> str:
     return hashlib.sha256(text.encode("utf-8")).hexdigest()[:KEY_LENGTH]
 
 
-def _is_empty(value: Any) -> bool:
-    if value is None or value is pd.NA or value is pd.NaT:
-        return True
-    if isinstance(value, (float, np.floating)):
-        return math.isnan(value)
-    if isinstance(value, (np.datetime64, np.timedelta64)):
-        return bool(np.isnat(value))
-    return False
-
-
 def _number(value: float) -> Any:
     """Integral floats as ints (``2020.0`` is ``2020``: a NaN elsewhere in the column makes ints floats)."""
     if math.isinf(value):
@@ -146,7 +137,7 @@ def _number(value: float) -> Any:
 
 def _canonical(value: Any) -> Any:
     """A JSON value that is the same for equal values whatever their Python or numpy type."""
-    if _is_empty(value):
+    if is_empty(value):
         return None
     if isinstance(value, (bool, np.bool_)):
         return bool(value)

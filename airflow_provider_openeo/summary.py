@@ -12,10 +12,11 @@ from typing import Any
 import pandas as pd
 
 from airflow_provider_openeo._usage import COSTS_COLUMN, USAGE_COLUMNS, parse_costs, parse_usage
+from airflow_provider_openeo.cells import is_empty
 from airflow_provider_openeo.error_categories import ErrorCategory
 from airflow_provider_openeo.failure_policy import RETRY_BY_POLICY, RETRY_KEY, FailurePolicy, attempt_streak
 from airflow_provider_openeo.job_history import clean
-from airflow_provider_openeo.job_status import RowStatus
+from airflow_provider_openeo.job_status import FAILED_ROW_STATUSES, RowStatus
 
 
 def usage_totals(rows: pd.DataFrame, usage_columns: Iterable[str]) -> dict[str, dict[str, float]]:
@@ -39,7 +40,7 @@ def costs_total(rows: pd.DataFrame) -> float:
     """The sum of the rows' ``costs`` (in the backend's currency or credits); rows without costs count 0."""
     if COSTS_COLUMN not in rows.columns:
         return 0.0
-    values = (parse_costs(value, job_id="(summary)") for value in rows[COSTS_COLUMN].tolist() if not pd.isna(value))
+    values = (parse_costs(value, job_id="(summary)") for value in rows[COSTS_COLUMN].tolist() if not is_empty(value))
     return float(sum(value for value in values if value is not None))
 
 
@@ -123,7 +124,7 @@ def summarize(
             "rows": len(rows),
             "jobs": int(rows["id"].notna().sum()) if len(rows) else 0,
             "finished": int((row_status == RowStatus.FINISHED.value).sum()),
-            "failed": int(row_status.isin([RowStatus.ERROR.value, RowStatus.START_FAILED.value]).sum()),
+            "failed": int(row_status.isin(sorted(FAILED_ROW_STATUSES)).sum()),
             "canceled": int((row_status == RowStatus.CANCELED.value).sum()),
             "duration_total": sum(durations),
             "duration_mean": (sum(durations) / len(durations)) if durations else None,

@@ -1,4 +1,4 @@
-"""Job database figures: one row update, claiming the next row, and counting by status, on SQLite and
+"""Job database figures: one row update, claiming a row (the package's claim rule), counting by status, on SQLite and
 PostgreSQL at 1,000 / 10,000 / 100,000 rows, next to MBJM's CsvJobDatabase / ParquetJobDatabase persisting one
 changed row of the same table (which rewrites the whole file).
 
@@ -34,6 +34,7 @@ import pandas as pd  # noqa: E402
 from openeo.extra.job_management import CsvJobDatabase, ParquetJobDatabase, create_job_db  # noqa: E402
 
 from airflow_provider_openeo.hooks.job_db import OpenEOJobDbHook  # noqa: E402
+from airflow_provider_openeo.job_starting import claim_values  # noqa: E402
 
 
 def _frame(rows: int) -> pd.DataFrame:
@@ -76,7 +77,9 @@ def _bench_hook(hook: OpenEOJobDbHook, rows: int, repeat: int) -> dict[str, Any]
             lambda i: hook.update_row(targets[i], {"status": "finished"}, expected={"status": "running"}),
             len(targets),
         )
-        result["claim_next"] = _timed(lambda i: hook.claim_next("bench", statuses=["not_started"]), repeat)
+        result["claim"] = _timed(
+            lambda i: hook.update_row(targets[i], claim_values("bench"), expected={"claimed_by": None}), len(targets)
+        )
         result["count_by_status"] = _timed(lambda i: hook.count_by_status(), max(10, repeat // 4))
         result["get_row"] = _timed(lambda i: hook.get_row(targets[i]), len(targets))
     finally:

@@ -267,13 +267,13 @@ def _job_db(section: Mapping[str, Any]) -> list[str]:
         row: list[Any] = [f"{int(size):,}"]
         for engine in ("sqlite", "postgres"):
             engine_figures = figures.get(engine) or {}
-            row += [_get(engine_figures, f"{op}.median_ms") for op in ("update_row", "claim_next", "count_by_status")]
+            row += [_get(engine_figures, f"{op}.median_ms") for op in ("update_row", "claim", "count_by_status")]
         row += [
             _get(figures, "mbjm_csv.persist_one_row.median_ms"),
             _get(figures, "mbjm_parquet.persist_one_row.median_ms"),
         ]
         rows.append(row)
-    header = ["rows"] + [f"{e} {op}" for e in ("SQLite", "PostgreSQL") for op in ("update", "claim_next", "count")]
+    header = ["rows"] + [f"{e} {op}" for e in ("SQLite", "PostgreSQL") for op in ("update", "claim", "count")]
     header += ["MBJM CSV persist", "MBJM Parquet persist"]
     return [
         "## 3. Job table at scale (workload 3)",

@@ -14,7 +14,7 @@ import numpy as np
 import pandas as pd
 
 from airflow_provider_openeo._usage import COSTS_COLUMN
-from airflow_provider_openeo.job_status import RowStatus
+from airflow_provider_openeo.job_status import FAILED_ROW_STATUSES, FINAL_ROW_STATUSES, RowStatus
 from airflow_provider_openeo.row_dispatch import parse_slot
 
 #: The order of statuses in the counts and the progress bar: from waiting to done.
@@ -30,8 +30,8 @@ STATUS_ORDER = (
     RowStatus.CANCELED.value,
     RowStatus.SKIPPED.value,
 )
-DONE_STATUSES = frozenset(status.value for status in RowStatus.final_statuses())
-FAILED_STATUSES = frozenset({RowStatus.ERROR.value, RowStatus.START_FAILED.value})
+DONE_STATUSES = FINAL_ROW_STATUSES
+FAILED_STATUSES = FAILED_ROW_STATUSES
 #: Rows no backend took yet are counted under this name.
 UNASSIGNED = ""
 #: The job table's own columns a row of the view carries (the user's columns only through its label).

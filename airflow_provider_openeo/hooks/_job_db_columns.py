@@ -8,25 +8,22 @@ existing table when it opens it (``ALTER TABLE ... ADD COLUMN``), so older table
 
 from __future__ import annotations
 
-import datetime as dt
 import json
-import math
 from collections.abc import Callable
 from dataclasses import dataclass
 from enum import Enum
 from typing import Any
 
-import pandas as pd
-
+from airflow_provider_openeo.cells import is_empty
 from airflow_provider_openeo.error_categories import ErrorCategory
 from airflow_provider_openeo.hooks._job_db_codec import ColumnSpec
 from airflow_provider_openeo.hooks._job_db_errors import JobDbInputError
-from airflow_provider_openeo.job_status import OpenEOJobStatus, RowStatus
+from airflow_provider_openeo.job_status import OpenEOJobStatus, ResultsState, RowStatus
 
 #: Internal columns of the SQL table; never part of a DataFrame and refused as user column names.
 SEQ_COLUMN = "_oe_seq"
 ROW_ID_COLUMN = "_oe_row_id"
-#: Key of the row id in the dict ``claim_next`` returns.
+#: Key of the row id in the dicts ``run_rows`` returns.
 ROW_ID_KEY = "_row_id"
 INTERNAL_COLUMNS = frozenset({SEQ_COLUMN, ROW_ID_COLUMN, ROW_ID_KEY})
 
@@ -34,8 +31,8 @@ INTERNAL_COLUMNS = frozenset({SEQ_COLUMN, ROW_ID_COLUMN, ROW_ID_KEY})
 #: accepted, or MBJM's ``run_jobs`` would crash on our table where it runs fine on a CSV file.
 _MBJM_EXTRA_STATUSES = frozenset({"queued_for_start_failed"})
 ROW_STATUS_VALUES = RowStatus.values() | _MBJM_EXTRA_STATUSES
-BACKEND_STATUS_VALUES = frozenset(s.value for s in OpenEOJobStatus)
-RESULTS_STATES = frozenset({"downloading", "downloaded", "failed", "skipped"})
+BACKEND_STATUS_VALUES = OpenEOJobStatus.values()
+RESULTS_STATES = ResultsState.values()
 #: A dry run's verdict on a row (``dry_run.Verdict``): it would start, it would fail before or at the start, it was
 #: not checked (the backend validates nothing), or it holds a job already (nothing to try).
 DRY_RUN_VERDICTS = frozenset({"valid", "would_fail", "not_checked", "has_job", "skipped"})
@@ -54,15 +51,6 @@ SOURCE_RUN_COLUMN = "source_run"
 _STR = ColumnSpec("str", "object", {"na": "none"})
 #: A usage column ("value unit" text, MBJM's dtype for it): the predefined ones and those added as jobs report keys.
 USAGE_SPEC = _STR
-
-
-def utc_now() -> str:
-    """RFC 3339 UTC timestamp like MBJM's ``start_time``; fixed width, so it sorts as text."""
-    return dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
-
-
-def _is_null(value: Any) -> bool:
-    return value is None or value is pd.NA or value is pd.NaT or (isinstance(value, float) and math.isnan(value))
 
 
 def _history(value: Any) -> Any:
@@ -102,7 +90,7 @@ class ReservedColumn:
 
     def check(self, value: Any, row_id: Any, *, fill_default: bool) -> Any:
         """The value to store for ``row_id``, or a clear error naming row and column."""
-        if _is_null(value):
+        if is_empty(value):
             if fill_default and self.default is not None:
                 return self.default_value()
             if not self.nullable:

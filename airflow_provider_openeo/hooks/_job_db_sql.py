@@ -141,25 +141,14 @@ def create_tables(connection: Connection, table: sa.Table) -> None:
 
 
 def create_indexes(connection: Connection, table: sa.Table) -> None:
-    """Indexes for the hot queries: counts by status, and ``claim_next``'s "first unclaimed row in status".
-
-    The claim index only holds unclaimed rows, so it stays small as a batch progresses and the first
-    candidate in table order is one index step away (without it PostgreSQL sorts every candidate row).
+    """Indexes for the hot queries: counts by status, and a row by its key. (A row is claimed by its id, with
+    ``update_row``'s compare-and-set, so no index on unclaimed rows is needed; tables made earlier keep theirs.)
     """
     if ROW_KEY_COLUMN in table.c:
         create_key_index(connection, table.name)
     if "status" not in table.c:
         return
     sa.Index(f"ix_{table.name}_status", table.c.status).create(connection)
-    if "claimed_by" in table.c:
-        unclaimed = table.c.claimed_by.is_(None)
-        sa.Index(
-            f"ix_{table.name}_claim",
-            table.c.status,
-            table.c[SEQ_COLUMN],
-            postgresql_where=unclaimed,
-            sqlite_where=unclaimed,
-        ).create(connection)
 
 
 def create_key_index(connection: Connection, table_name: str) -> None:

@@ -23,7 +23,6 @@ import aiohttp
 from airflow_provider_openeo._job_gone import GonePolicy, JobListing
 from airflow_provider_openeo.exceptions import (
     OpenEOApiRequestError,
-    OpenEOAuthError,
     OpenEOJobNotFoundError,
     OpenEOProviderError,
     OpenEOTransientError,
@@ -31,7 +30,14 @@ from airflow_provider_openeo.exceptions import (
 from airflow_provider_openeo.hooks._job_reads import JobReads
 from airflow_provider_openeo.hooks._listing_scan import ListingScan
 from airflow_provider_openeo.hooks._openeo_connection import ManagedConnection, connect_with_settings
-from airflow_provider_openeo.hooks._openeo_http import TRANSIENT_STATUSES, parse_retry_after, redact, safe_retry
+from airflow_provider_openeo.hooks._openeo_http import (
+    AUTH_STATUSES,
+    TRANSIENT_STATUSES,
+    error_for_status,
+    parse_retry_after,
+    redact,
+    safe_retry,
+)
 from airflow_provider_openeo.hooks._openeo_settings import OpenEOConnectionSettings
 from airflow_provider_openeo.hooks._read_strategy import ReadPlan, ReadStrategy
 
@@ -236,10 +242,8 @@ class OpenEOAsyncHook:
                     if await self._renew(connection, f"{status} {error.code or ''} on {action}".strip()):
                         attempt -= 1
                         continue
-                if status in (401, 403):
-                    raise OpenEOAuthError(
-                        error.message, http_status=status, code=error.code, api_message=error.api_message, url=url
-                    )
+                if status in AUTH_STATUSES:
+                    raise error
                 if status not in TRANSIENT_STATUSES:
                     raise error
                 if isinstance(error, OpenEOTransientError):
@@ -270,12 +274,9 @@ class OpenEOAsyncHook:
             api_message = " ".join(raw[:300].decode("utf-8", "replace").split())
         text = redact(f"{action} failed: [{status}] {code or 'no openEO error code'}: {api_message}", self._secrets())
         api_message = redact(api_message, self._secrets())
-        common: dict[str, Any] = {"http_status": status, "code": code, "api_message": api_message, "url": url}
-        if status == 404 and job_id is not None:
-            return OpenEOJobNotFoundError(text, job_id=job_id, **common)
-        if status in TRANSIENT_STATUSES:
-            return OpenEOTransientError(text, **common)
-        return OpenEOApiRequestError(text, **common)
+        return error_for_status(
+            status, text, job_id=job_id, http_status=status, code=code, api_message=api_message, url=url
+        )
 
     def _job_url(self, job_id: str, suffix: str = "") -> str:
         return f"{self.api_root}/jobs/{quote(str(job_id), safe='')}{suffix}"

@@ -16,6 +16,7 @@ from __future__ import annotations
 import email.utils
 import time
 from collections.abc import Iterable
+from typing import Any
 
 import requests
 from openeo.rest import OpenEoApiError, OpenEoApiPlainError, OpenEoClientException, OpenEoRestError
@@ -88,6 +89,21 @@ def redact(text: str, secrets: Iterable[str]) -> str:
     return text
 
 
+def connection_secrets(connection: Any) -> tuple[str, ...]:
+    """Every credential an openEO connection holds now, for :func:`redact`: our hook's connections list them
+    (``secrets()``); any other connection (a user's own, a test double) has none we know of."""
+    secrets = getattr(connection, "secrets", None)
+    try:
+        return tuple(secrets()) if callable(secrets) else ()
+    except Exception:
+        return ()
+
+
+def scrub(text: str, connection: Any) -> str:
+    """``text`` without any credential of ``connection`` (error texts go to rows, logs and XCom)."""
+    return redact(text, connection_secrets(connection))
+
+
 def parse_retry_after(value: str | None, *, now: float | None = None) -> float | None:
     """Seconds from a ``Retry-After`` header (delta-seconds or HTTP date); None when absent or unreadable."""
     if not value:
@@ -128,6 +144,21 @@ def _shorten(text: str, limit: int = 300) -> str:
     return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
+def error_for_status(
+    status: int | None, text: str, *, job_id: str | None = None, retry_after: float | None = None, **common: Any
+) -> OpenEOProviderError:
+    """The one mapping of an openEO API answer's HTTP status to our error class (sync and async clients alike):
+    404 for a job -> not found (the caller confirms it is gone), 429/5xx -> transient, 401/403 -> auth, else a
+    request the backend refused."""
+    if status == 404 and job_id is not None:
+        return OpenEOJobNotFoundError(text, job_id=job_id, **common)
+    if status in TRANSIENT_STATUSES:
+        return OpenEOTransientError(text, retry_after=retry_after, **common)
+    if status in AUTH_STATUSES:
+        return OpenEOAuthError(text, **common)
+    return OpenEOApiRequestError(text, **common)
+
+
 def translate_openeo_error(
     exc: BaseException,
     *,
@@ -148,14 +179,9 @@ def translate_openeo_error(
         code = exc.code if isinstance(exc, OpenEoApiError) else None
         api_message = redact(_shorten(str(getattr(exc, "message", "") or "")), secrets)
         text = redact(f"{action} failed: {describe_api_error(exc)}", secrets)
-        common = {"http_status": status, "code": code, "api_message": api_message}
-        if status == 404 and job_id is not None:
-            return OpenEOJobNotFoundError(text, job_id=job_id, **common)
-        if status in TRANSIENT_STATUSES:
-            return OpenEOTransientError(text, retry_after=retry_after, **common)
-        if status in AUTH_STATUSES:
-            return OpenEOAuthError(text, **common)
-        return OpenEOApiRequestError(text, **common)
+        return error_for_status(
+            status, text, job_id=job_id, retry_after=retry_after, http_status=status, code=code, api_message=api_message
+        )
     if isinstance(exc, (requests.ConnectionError, requests.Timeout)):
         return OpenEOTransientError(redact(f"{action} failed: {network_reason(exc)}", secrets))
     if isinstance(exc, (requests.exceptions.ChunkedEncodingError, requests.exceptions.ContentDecodingError)):

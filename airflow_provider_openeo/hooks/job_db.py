@@ -36,6 +36,7 @@ from airflow_provider_openeo.budget import (
     expected_costs,
     history_costs,
 )
+from airflow_provider_openeo.cells import is_empty
 from airflow_provider_openeo.hooks._job_db_codec import ColumnSpec
 from airflow_provider_openeo.hooks._job_db_columns import (
     INTERNAL_COLUMNS,
@@ -44,11 +45,9 @@ from airflow_provider_openeo.hooks._job_db_columns import (
     ROW_ID_COLUMN,
     ROW_ID_KEY,
     ROW_KEY_COLUMN,
-    ROW_STATUS_VALUES,
     SEQ_COLUMN,
     SOURCE_RUN_COLUMN,
     USAGE_SPEC,
-    utc_now,
 )
 from airflow_provider_openeo.hooks._job_db_errors import (
     JobDbError,
@@ -88,7 +87,8 @@ from airflow_provider_openeo.hooks._job_db_sql import (
     validate_table_name,
     write_transaction,
 )
-from airflow_provider_openeo.job_status import OpenEOJobStatus, RowStatus
+from airflow_provider_openeo.job_status import ACTIVE_BACKEND_STATUSES, FINAL_ROW_STATUSES, OpenEOJobStatus, RowStatus
+from airflow_provider_openeo.timestamps import utc_now_precise
 
 __all__ = [
     "JobDbError",
@@ -448,7 +448,7 @@ class OpenEOJobDbHook(BaseHook, JobDatabaseInterface):
     def _insert(
         connection: Connection, table: sa.Table, row_ids: Sequence[Any], encoded: Mapping[str, list[Any]]
     ) -> None:
-        now = utc_now()
+        now = utc_now_precise()
         names = [name for name in encoded if name != "updated_at"]
         stamps = encoded.get("updated_at") or [None] * len(row_ids)  # kept when importing an exported table
         params = [
@@ -478,7 +478,7 @@ class OpenEOJobDbHook(BaseHook, JobDatabaseInterface):
         values: dict[str, Any] = {name: sa.bindparam(f"p{j}") for j, name in enumerate(names)}
         values["updated_at"] = sa.bindparam("p_updated_at")
         statement = sa.update(table).where(table.c[ROW_ID_COLUMN] == sa.bindparam("p_row_id")).values(values)
-        now = utc_now()
+        now = utc_now_precise()
         params = [
             {"p_row_id": row_ids[i], "p_updated_at": now, **{f"p{j}": encoded[n][i] for j, n in enumerate(names)}}
             for i in positions
@@ -582,7 +582,7 @@ class OpenEOJobDbHook(BaseHook, JobDatabaseInterface):
         for name, value in (expected or {}).items():
             encoded = _encode_expected(schema, name, value, rid)
             conditions.append(table.c[name].is_(None) if encoded is None else table.c[name] == encoded)
-        assignments["updated_at"] = utc_now()
+        assignments["updated_at"] = utc_now_precise()
         return self._cas(table, rid, conditions, assignments)
 
     def _cas(self, table: sa.Table, rid: Any, conditions: list[Any], assignments: dict[str, Any]) -> bool:
@@ -633,7 +633,7 @@ class OpenEOJobDbHook(BaseHook, JobDatabaseInterface):
             allowed = ledger.allows(reserve)
             chosen = {**values, ESTIMATED_COSTS_COLUMN: reserve} if allowed else dict(blocked(ledger, reserve))
             assignments = {name: encode_value(schema, name, value, rid) for name, value in chosen.items()}
-            assignments["updated_at"] = utc_now()
+            assignments["updated_at"] = utc_now_precise()
             written = connection.execute(sa.update(table).where(*conditions).values(assignments)).rowcount == 1
         return (allowed and written), ledger, reserve
 
@@ -665,7 +665,7 @@ class OpenEOJobDbHook(BaseHook, JobDatabaseInterface):
             connection.execute(
                 sa.update(table)
                 .where(table.c[ROW_ID_COLUMN] == rid, table.c.id == job_id)
-                .values({ESTIMATED_COSTS_COLUMN: float(estimate), "updated_at": utc_now()})
+                .values({ESTIMATED_COSTS_COLUMN: float(estimate), "updated_at": utc_now_precise()})
             )
         return True, others
 
@@ -703,62 +703,6 @@ class OpenEOJobDbHook(BaseHook, JobDatabaseInterface):
             )
         ).scalar_one()
         return BudgetLedger(max_costs=max_costs, spent=spent, running=float(running))
-
-    def claim_row(self, row_id: int | str, owner: str, *, statuses: Iterable[str]) -> bool:
-        """Claim one row for ``owner`` if it is unclaimed (or already ``owner``'s) and in ``statuses``.
-
-        A single conditional UPDATE: of N processes claiming the same row at once exactly one gets True.
-        Re-claiming by the same owner succeeds, so a retried task keeps its row.
-        """
-        schema, table = self._open()
-        rid = schema.coerce_row_id(row_id)
-        wanted = _checked_statuses(statuses)
-        owner = _checked_owner(owner)
-        now = utc_now()
-        conditions = [
-            table.c[ROW_ID_COLUMN] == rid,
-            table.c.status.in_(wanted),
-            sa.or_(table.c.claimed_by.is_(None), table.c.claimed_by == owner),
-        ]
-        return self._cas(table, rid, conditions, {"claimed_by": owner, "claimed_at": now, "updated_at": now})
-
-    def claim_next(
-        self, owner: str, *, statuses: Iterable[str], backend_name: str | None = None
-    ) -> dict[str, Any] | None:
-        """Claim the first unclaimed row in ``statuses`` (and on ``backend_name``); None when there is none.
-
-        Returns the claimed row like ``get_row`` plus its row id under the key ``"_row_id"``.
-
-        PostgreSQL picks the row with ``FOR UPDATE SKIP LOCKED``, so concurrent claimers take different rows
-        without waiting; SQLite serialises writers (``BEGIN IMMEDIATE``), so the pick and the update are atomic.
-        """
-        _, table = self._open()
-        wanted = _checked_statuses(statuses)
-        owner = _checked_owner(owner)
-        candidate = sa.select(table.c[SEQ_COLUMN]).where(table.c.status.in_(wanted), table.c.claimed_by.is_(None))
-        if backend_name is not None:
-            candidate = candidate.where(table.c.backend_name == backend_name)
-        candidate = candidate.order_by(table.c[SEQ_COLUMN]).limit(1)
-        engine = self.get_conn()
-        if engine.dialect.name == "postgresql":
-            candidate = candidate.with_for_update(skip_locked=True)
-        now = utc_now()
-        statement = (
-            sa.update(table)
-            .where(table.c[SEQ_COLUMN] == candidate.scalar_subquery())
-            .values(claimed_by=owner, claimed_at=now, updated_at=now)
-            .returning(table.c[ROW_ID_COLUMN])
-        )
-        with write_transaction(engine) as connection:
-            claimed = connection.execute(statement).scalar_one_or_none()
-        return None if claimed is None else {ROW_ID_KEY: claimed, **self.get_row(claimed)}
-
-    def release_row(self, row_id: int | str, owner: str) -> bool:
-        """Give up ``owner``'s claim; False when the row is not claimed by ``owner``."""
-        schema, table = self._open()
-        rid = schema.coerce_row_id(row_id)
-        conditions = [table.c[ROW_ID_COLUMN] == rid, table.c.claimed_by == _checked_owner(owner)]
-        return self._cas(table, rid, conditions, {"claimed_by": None, "claimed_at": None, "updated_at": utc_now()})
 
     # ------------------------------------------------------------------------------------ row keys
 
@@ -829,7 +773,7 @@ class OpenEOJobDbHook(BaseHook, JobDatabaseInterface):
             return
         schema, table = self._open()
         rids = [schema.coerce_row_id(r) for r in row_ids]
-        now = utc_now()
+        now = utc_now_precise()
         with write_transaction(self.get_conn()) as connection:
             for start in range(0, len(rids), _CHUNK):
                 chunk = rids[start : start + _CHUNK]
@@ -875,11 +819,11 @@ class OpenEOJobDbHook(BaseHook, JobDatabaseInterface):
         """Jobs of this table that take one of ``backend_name``'s slots now: rows being started there, and rows
         whose job the backend last reported alive (a finished job frees its slot before its results are stored)."""
         _, table = self._open()
-        live = [s.value for s in OpenEOJobStatus.active_statuses()]
+        live = sorted(ACTIVE_BACKEND_STATUSES)
         query = sa.select(sa.func.count()).where(
             table.c.backend_name == backend_name,
             sa.or_(table.c.status == RowStatus.QUEUED_FOR_START.value, table.c.backend_status.in_(live)),
-            table.c.status.notin_([s.value for s in RowStatus.final_statuses()]),
+            table.c.status.notin_(sorted(FINAL_ROW_STATUSES)),
         )
         with read_transaction(self.get_conn()) as connection:
             return int(connection.execute(query).scalar_one())
@@ -980,22 +924,6 @@ def _is_usage_column(schema: TableSchema, name: str) -> bool:
     return name in schema.usage_columns and schema.spec(name) is not None
 
 
-def _checked_statuses(statuses: Iterable[str]) -> list[str]:
-    wanted = [str(getattr(s, "value", s)) for s in statuses]
-    if not wanted:
-        raise JobDbInputError("statuses must name at least one status")
-    unknown = sorted(set(wanted) - ROW_STATUS_VALUES)
-    if unknown:
-        raise JobDbInputError(f"Unknown status value(s) {unknown}; known: {', '.join(sorted(ROW_STATUS_VALUES))}")
-    return wanted
-
-
-def _checked_owner(owner: str) -> str:
-    if not isinstance(owner, str) or not owner:
-        raise JobDbInputError(f"owner must be a non-empty string, got {owner!r}")
-    return owner
-
-
 def _encode_expected(schema: TableSchema, name: str, value: Any, rid: Any) -> Any:
     """Expected values are compared, not stored: no defaults, and a status may be any value (no match)."""
     if value is None:
@@ -1006,7 +934,7 @@ def _encode_expected(schema: TableSchema, name: str, value: Any, rid: Any) -> An
 def _python_value(value: Any) -> Any:
     if isinstance(value, (list, dict, tuple, np.ndarray)):
         return value
-    if pd.isna(value):
+    if is_empty(value):
         return None
     if isinstance(value, np.generic):
         return value.item()

@@ -65,8 +65,6 @@ if TYPE_CHECKING:
     from airflow.sdk import Context
     from openeo import Connection
 
-#: Backend statuses the batch operator hands straight to the job handler (a re-attached job that ended).
-_ENDED = frozenset(s.value for s in OpenEOJobStatus.terminal_statuses())
 #: Where the batch operator puts a row's label for ``map_index_template`` (see :func:`row_label`).
 ROW_LABEL_KEY = "openeo_row_label"
 #: The label of the instance that found nothing left for its backend (it skips the unused ones and succeeds).
@@ -190,11 +188,7 @@ class OpenEORowOperator(BaseOperator):
         return OpenEOJobDbHook(self.job_db_conn_id, table=self.job_table, sqlite_path=self.sqlite_path)
 
     def _read_row(self) -> dict[str, Any]:
-        hook = self.row.hook()
-        try:
-            return hook.get_row(self.row_id)
-        finally:
-            hook.dispose()
+        return self.row.read()
 
 
 class OpenEOStartJobOperator(OpenEORowOperator):
@@ -401,7 +395,7 @@ class OpenEOBatchJobOperator(OpenEOJobWaitMixin, OpenEOStartJobOperator):
         return self._take_a_row(context)
 
     def _wait_for(self, context: Context, outcome: StartOutcome) -> Any:
-        if outcome.backend_status in _ENDED:
+        if OpenEOJobStatus.is_terminal_value(outcome.backend_status):
             # Ended while nobody watched (or its download was interrupted): finish it now, no trigger needed.
             event = OpenEOJobEvent(
                 status=OpenEOJobEventStatus(outcome.backend_status),

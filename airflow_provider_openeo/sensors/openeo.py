@@ -26,7 +26,12 @@ from airflow_provider_openeo.triggers._wait_settings import (
     DEFAULT_POLL_INTERVAL,
     JobWaitSettings,
 )
-from airflow_provider_openeo.triggers.openeo import OpenEOJobEvent, OpenEOJobEventStatus
+from airflow_provider_openeo.triggers.openeo import (
+    OpenEOJobEvent,
+    OpenEOJobEventStatus,
+    over_running_limit,
+    running_limit_at,
+)
 
 if TYPE_CHECKING:
     from airflow_provider_openeo.job_handlers import OpenEOJobHandler
@@ -108,14 +113,14 @@ class OpenEOJobSensor(OpenEOJobWaitMixin, BaseSensorOperator):
         status = str(metadata.get("status") or "").lower()
         self.log.info("openEO job %r is %s", job_id, status)
         running_since = self._track_running_since(context, status)
-        if status in {s.value for s in OpenEOJobStatus.terminal_statuses()}:
+        if OpenEOJobStatus.is_terminal_value(status):
             return self._finish(
                 context, OpenEOJobEventStatus(status), f"the backend reports the job {status}", metadata
             )
-        limit = self.cancel_running_job_after
-        if limit is not None and running_since is not None and time.time() - running_since >= limit:
+        limit_at = running_limit_at(running_since, self.cancel_running_job_after)
+        if limit_at is not None and time.time() >= limit_at:
             self._cancel(job_id)
-            reason = f"running for more than cancel_running_job_after={limit:g} s; cancellation requested"
+            reason = f"{over_running_limit(self.cancel_running_job_after or 0.0)}; cancellation requested"
             return self._finish(context, OpenEOJobEventStatus.CANCELED, reason, metadata, cancel_requested=True)
         return False
 

@@ -37,7 +37,7 @@ from airflow.triggers.base import BaseTrigger, TaskSuccessEvent, TriggerEvent
 
 from airflow_provider_openeo.exceptions import OpenEOAuthError, OpenEOJobNotFoundError, OpenEOProviderError
 from airflow_provider_openeo.job_row import JobRowRef
-from airflow_provider_openeo.job_status import OpenEOJobStatus
+from airflow_provider_openeo.job_status import OpenEOJobStatus, RowStatus
 from airflow_provider_openeo.timestamps import epoch_from_rfc3339, rfc3339_from_epoch
 from airflow_provider_openeo.triggers import _status_poller
 from airflow_provider_openeo.triggers._job_row_recorder import JobRowRecorder
@@ -299,11 +299,10 @@ class OpenEOJobTrigger(JsonKwargsTrigger):
         return max(0.0, min(limits) - time.time()) if limits else None
 
     def _running_limit_at(self) -> float | None:
-        if self.cancel_running_job_after is None or self._state.running_since is None:
+        limit_at = running_limit_at(self._state.running_since, self.cancel_running_job_after)
+        if limit_at is None or self._state.backend_status != OpenEOJobStatus.RUNNING.value:
             return None
-        if self._state.backend_status != OpenEOJobStatus.RUNNING.value:
-            return None
-        return max(self._state.running_since + self.cancel_running_job_after, self._state.next_cancel_attempt)
+        return max(limit_at, self._state.next_cancel_attempt)
 
     async def _check_limits(self) -> OpenEOJobEvent | None:
         now = time.time()
@@ -328,7 +327,7 @@ class OpenEOJobTrigger(JsonKwargsTrigger):
                 )
                 return None
             message = (
-                f"running for more than cancel_running_job_after={self.cancel_running_job_after:g} s "
+                f"{over_running_limit(self.cancel_running_job_after or 0.0)} "
                 f"(running since {rfc3339_from_epoch(self._state.running_since or now)}); {outcome}"
             )
             return self._event(OpenEOJobEventStatus.CANCELED, message, cancel_requested=True)
@@ -391,7 +390,7 @@ class OpenEOJobTrigger(JsonKwargsTrigger):
         self.log.info("Task killed by a user; openEO job %r: %s", self.job_id, outcome)
         if not (result.stopped and self.row):
             return
-        values = {"status": OpenEOJobStatus.CANCELED.value, "backend_status": OpenEOJobStatus.CANCELED.value}
+        values = {"status": RowStatus.CANCELED.value, "backend_status": OpenEOJobStatus.CANCELED.value}
         recorder = JobRowRecorder(JobRowRef.from_dict(self.row), self.job_id, self.log)
         try:
             await recorder.record(values)
@@ -433,7 +432,7 @@ class _WaitState:
 
     @property
     def status_is_terminal(self) -> bool:
-        return self.backend_status in {s.value for s in OpenEOJobStatus.terminal_statuses()}
+        return OpenEOJobStatus.is_terminal_value(self.backend_status)
 
 
 async def _close_quietly(hook: AsyncJobStatusHook) -> None:
@@ -496,3 +495,16 @@ class OpenEODispatchWaitTrigger(JsonKwargsTrigger):
         finally:
             await asyncio.to_thread(db.dispose)
         yield TriggerEvent({"dispatch": "recheck"})
+
+
+def running_limit_at(running_since: float | None, limit: float | None) -> float | None:
+    """The epoch time a job seen ``running`` since ``running_since`` passes ``cancel_running_job_after``
+    (``limit``); None without either. The one rule of the running-time limit, for the trigger and the sensor."""
+    if limit is None or running_since is None:
+        return None
+    return running_since + limit
+
+
+def over_running_limit(limit: float) -> str:
+    """Why a job was canceled for its running time (the start of the event's message)."""
+    return f"running for more than cancel_running_job_after={limit:g} s"

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from typing import Any
 
 import pandas as pd
 import pytest
@@ -17,7 +18,9 @@ from airflow_provider_openeo.hooks.job_db import (
     RowNotFoundError,
     UnknownColumnError,
 )
+from airflow_provider_openeo.job_starting import STALE_CLAIM_SECONDS, claim_holder, claim_values
 from airflow_provider_openeo.job_status import RowStatus
+from airflow_provider_openeo.timestamps import epoch_from_rfc3339, rfc3339_from_epoch
 from tests.fixtures.databases import same_table
 
 
@@ -150,32 +153,29 @@ def test_get_row_missing_names_row(job_db: OpenEOJobDbHook) -> None:
         job_db.get_row(5)
 
 
-def test_claim_row_release_and_reclaim(job_db: OpenEOJobDbHook) -> None:
+def _claim(job_db: OpenEOJobDbHook, row_id: Any, owner: str, now: float | None = None) -> bool:
+    """The package's one claim rule (the starter's and the dispatch's) on this table."""
+    values = job_db.get_row(row_id)
+    if claim_holder(values, owner, now):
+        return False
+    return job_db.update_row(row_id, claim_values(owner), expected={"claimed_by": values.get("claimed_by")})
+
+
+def test_one_claim_rule_keeps_a_row_for_its_owner_until_stale(job_db: OpenEOJobDbHook) -> None:
     job_db.initialize_from_df(_frame(2))
-    assert job_db.claim_row(0, "task-a", statuses=["not_started"])
-    assert not job_db.claim_row(0, "task-b", statuses=["not_started"])
-    assert job_db.claim_row(0, "task-a", statuses=["not_started"])  # a retry of the same owner keeps it
-    assert not job_db.claim_row(1, "task-b", statuses=["running"])
-    assert not job_db.release_row(0, "task-b")
-    assert job_db.release_row(0, "task-a")
-    assert job_db.get_row(0)["claimed_by"] is None
-    assert job_db.claim_row(0, "task-b", statuses=["not_started"])
-    with pytest.raises(JobDbInputError, match="Unknown status value"):
-        job_db.claim_row(1, "x", statuses=["bogus"])
+    assert _claim(job_db, 0, "task-a")
+    assert not _claim(job_db, 0, "task-b")
+    assert _claim(job_db, 0, "task-a")  # a retry of the same owner keeps it
+    claimed_at = job_db.get_row(0)["claimed_at"]
+    assert claimed_at == rfc3339_from_epoch(epoch_from_rfc3339(claimed_at))  # the table's one timestamp format
+    later = epoch_from_rfc3339(claimed_at) + STALE_CLAIM_SECONDS + 1
+    assert _claim(job_db, 0, "task-b", now=later)  # a dead task's claim is taken over
+    assert job_db.get_row(0)["claimed_by"] == "task-b"
+    # Two claimers that read the same free row: the compare-and-set lets one through.
+    assert job_db.update_row(1, claim_values("x"), expected={"claimed_by": None})
+    assert not job_db.update_row(1, claim_values("y"), expected={"claimed_by": None})
     with pytest.raises(RowNotFoundError):
-        job_db.claim_row(9, "x", statuses=["not_started"])
-
-
-def test_claim_next_in_order_and_by_backend(job_db: OpenEOJobDbHook) -> None:
-    frame = _frame(4)
-    frame["backend_name"] = ["foo", "bar", "foo", "bar"]
-    job_db.initialize_from_df(frame)
-    first = job_db.claim_next("w1", statuses=["not_started"], backend_name="bar")
-    assert first is not None and first["_row_id"] == 1 and first["claimed_by"] == "w1"
-    assert job_db.claim_next("w2", statuses=["not_started"])["_row_id"] == 0
-    assert job_db.claim_next("w2", statuses=["not_started"], backend_name="bar")["_row_id"] == 3
-    assert job_db.claim_next("w3", statuses=["not_started"], backend_name="bar") is None
-    assert job_db.claim_next("w3", statuses=["running"]) is None
+        _claim(job_db, 9, "x")
 
 
 def test_string_row_ids_keep_order_and_name(job_db: OpenEOJobDbHook) -> None:
@@ -184,7 +184,7 @@ def test_string_row_ids_keep_order_and_name(job_db: OpenEOJobDbHook) -> None:
     job_db.initialize_from_df(frame)
     df = job_db.read()
     assert df.index.tolist() == ["zulu", "alpha", "mike"] and df.index.name == "tile"
-    assert job_db.claim_row("alpha", "w", statuses=["not_started"])
+    assert _claim(job_db, "alpha", "w")
     assert job_db.get_by_indices(["mike"]).index.tolist() == ["mike"]
 
 

@@ -1,7 +1,9 @@
 """Many task processes on one job table: every row claimed exactly once, no write lost (SQLite and PostgreSQL).
 
 Eight spawned processes (fresh interpreters, like Airflow task processes) start together on a barrier and:
-race for the same 40 rows with ``claim_row``; drain the rest with ``claim_next``; after each claim write their
+race for the same 40 rows with the package's one claim rule (``job_starting.claim_holder`` / ``claim_values``,
+written by ``update_row`` as compare-and-set on ``claimed_by``); drain the rest, each in its own order; after each
+claim write their
 row (``update_row`` as compare-and-set on the claim, and ``persist`` of a one-row frame that adds a new column,
 so concurrent ``ALTER TABLE`` is exercised too); and all increment one shared counter by compare-and-set.
 """
@@ -16,6 +18,7 @@ import pandas as pd
 import pytest
 
 from airflow_provider_openeo.hooks.job_db import OpenEOJobDbHook
+from airflow_provider_openeo.job_starting import claim_holder, claim_values
 
 PROCESSES = 8
 ROWS = 240
@@ -37,13 +40,22 @@ def _worker(k: int, conn_id: str | None, sqlite_path: str | None, table: str, ba
             assert written, f"{owner} lost its claim on row {row_id}"
             hook.persist(pd.DataFrame({"persisted_by": [owner]}, index=[row_id]))
 
-        won = [rid for rid in range(CONTESTED) if hook.claim_row(rid, owner, statuses=["not_started"])]
+        def claim(row_id: int) -> bool:
+            values = hook.get_row(row_id)
+            if values["status"] != "not_started" or claim_holder(values, owner):
+                return False
+            return hook.update_row(row_id, claim_values(owner), expected={"claimed_by": values.get("claimed_by")})
+
+        won = [rid for rid in range(CONTESTED) if claim(rid)]
         for rid in won:
             finish(rid)
         claimed = list(won)
-        while (row := hook.claim_next(owner, statuses=["not_started"])) is not None:
-            claimed.append(row["_row_id"])
-            finish(row["_row_id"])
+        rest = list(range(CONTESTED, ROWS))
+        shift = k * len(rest) // PROCESSES  # each worker starts elsewhere, so they race only where they meet
+        for rid in rest[shift:] + rest[:shift]:
+            if claim(rid):
+                claimed.append(rid)
+                finish(rid)
         for _ in range(INCREMENTS):
             while True:
                 current = hook.get_row(ROWS - 1)["counter"]
