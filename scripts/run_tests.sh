@@ -14,7 +14,7 @@ python=$1
 shift
 mkdir -p build
 readme_tests=tests/deploy/test_readme.py
-after_main=(tests/deploy/test_distributed.py tests/deploy/test_ui_browser.py tests/deploy/test_pool_check.py)
+after_main=(tests/deploy/test_distributed.py tests/deploy/test_ui_browser.py)
 ignore_after_main=()
 for module in "${after_main[@]}"; do
     ignore_after_main+=(--ignore="$module")
