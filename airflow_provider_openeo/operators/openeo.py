@@ -291,8 +291,7 @@ class OpenEOStartJobOperator(OpenEORowOperator):
         return outcome
 
     def _hook(self) -> OpenEOHook:
-        # Validation is advisory (warnings only) and costs the backend one request per job: skip it in batches.
-        return OpenEOHook(self.openeo_conn_id, auto_validate=False)
+        return batch_hook(self.openeo_conn_id)
 
     def _starter(self, context: Context, hook: OpenEOHook, *, start_attempts: int = 3) -> RowJobStarter:
         backend_name = self.backend_name or self.openeo_conn_id
@@ -345,7 +344,7 @@ class OpenEOStartJobOperator(OpenEORowOperator):
             if backend_name not in cache:
                 if backend_name not in self.backends:
                     raise KeyError(f"unknown backend {backend_name!r}; known: {sorted({own_name, *self.backends})}")
-                cache[backend_name] = OpenEOHook(self.backends[backend_name]).get_conn()
+                cache[backend_name] = batch_hook(self.backends[backend_name]).get_conn()
             return cache[backend_name]
 
         return provider
@@ -473,10 +472,10 @@ class OpenEOBatchJobOperator(OpenEOJobWaitMixin, OpenEOStartJobOperator):
             # A row came free since this try's templates were rendered: take it on the next turn, labelled.
             self._wait_to_dispatch(dispatcher, Wait(time.time(), "a row came free"))
         if requested_dry_run(context):
-            self.dry_run_row(context, OpenEOHook(self.openeo_conn_id, auto_validate=False))
+            self.dry_run_row(context, batch_hook(self.openeo_conn_id))
             return None
         # A dead backend must cost seconds, not the minute of backoff a read gets: the row can go elsewhere.
-        hook = OpenEOHook(self.openeo_conn_id, auto_validate=False, retry=safe_retry(**DISPATCH_RETRY))
+        hook = batch_hook(self.openeo_conn_id, retry=safe_retry(**DISPATCH_RETRY))
         try:
             hook.get_conn()
         except Exception as exc:
@@ -692,6 +691,13 @@ def row_event_extra(job_table: str, row_id: Any, result: Mapping[str, Any]) -> d
         if result.get(key):
             extra[key] = result[key]
     return extra
+
+
+def batch_hook(conn_id: str, **kwargs: Any) -> OpenEOHook:
+    """The hook of a row's start, for its own backend and for those ``connection_provider`` hands out alike. The
+    openeo client's validation before each create is advisory (warnings only) and costs the backend one
+    ``POST /validation`` per job: a batch skips it (the dry run validates on purpose)."""
+    return OpenEOHook(conn_id, auto_validate=False, **kwargs)
 
 
 def row_label(row_id: Any, values: Mapping[str, Any], label_columns: Sequence[str]) -> str:

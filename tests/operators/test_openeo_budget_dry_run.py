@@ -283,6 +283,26 @@ def test_a_dry_run_of_a_start_job_that_starts_its_job_itself_creates_nothing(row
     assert not row_ops.jobs(title)
 
 
+def test_a_job_created_through_connection_provider_costs_the_backend_no_validation(
+    openeo_backends, sqlite_job_db, tmp_path, monkeypatch
+):
+    """The openeo client validates a graph before each create unless told not to; a batch tells it so for the row's
+    own connection and for every connection ``connection_provider`` hands out (one request less per job)."""
+    foo, bar = openeo_backends["foo"], openeo_backends["bar"]
+    row_ops = make_row_ops(foo, sqlite_job_db, tmp_path, monkeypatch)
+    backend_conn_env(monkeypatch, "openeo_row_ops_other", bar)
+    [title] = row_ops.table(1)
+
+    def elsewhere(row: pd.Series, connection_provider: Any, **kwargs: Any) -> openeo.BatchJob:
+        return connection_provider("bar").create_job(ADD_GRAPH, title=str(row["title"]), job_options=fast_options())
+
+    operator = row_ops.operator(start_job=elsewhere, backends={"bar": "openeo_row_ops_other"})
+    operator.start_row(rendered_context(operator))  # the start alone: the job is on bar, not the row's backend
+
+    assert [job["title"] for job in bar.jobs()] == [title]
+    assert bar.stats().get("POST /jobs") == 1 and "POST /validation" not in bar.stats(), bar.stats()
+
+
 def test_a_dry_run_intercepts_creates_on_connection_provider_connections_too(
     openeo_backends, sqlite_job_db, tmp_path, monkeypatch
 ):
@@ -300,6 +320,6 @@ def test_a_dry_run_intercepts_creates_on_connection_provider_connections_too(
     operator.execute(dry_context(operator))
 
     assert row_ops.row()["dry_run_verdict"] == "valid"
-    # The dry run's validation, and the openeo client's own (connections a provider hands out validate on create).
-    assert "POST /jobs" not in bar.stats() and bar.stats()["POST /validation"] >= 1
+    # The dry run's own validation, once: a provider's connections skip the client's advisory one, as the row's does.
+    assert "POST /jobs" not in bar.stats() and bar.stats()["POST /validation"] == 1
     assert not [job for job in bar.jobs() if job["title"] == title]
