@@ -36,6 +36,7 @@ from airflow.sdk import Param
 
 from airflow_provider_openeo._usage import COSTS_COLUMN, parse_costs
 from airflow_provider_openeo.job_status import JOB_HOLDING_ROW_STATUSES, RowStatus
+from airflow_provider_openeo.run_settings import run_setting
 
 #: The Param (and conf key) setting one run's budget.
 MAX_COSTS_PARAM = "max_costs"
@@ -78,15 +79,8 @@ def max_costs_param(default: float | None = None) -> Param:
 
 
 def requested_max_costs(context: Mapping[str, Any], default: float | None) -> float | None:
-    """This run's budget: the run's conf, else its Param, else the batch's argument."""
-    dag_run = context.get("dag_run")
-    conf = getattr(dag_run, "conf", None) or {}
-    params = context.get("params") or {}
-    if MAX_COSTS_PARAM in conf:
-        return checked_max_costs(f"the run's conf {MAX_COSTS_PARAM!r}", conf[MAX_COSTS_PARAM])
-    if MAX_COSTS_PARAM in params:
-        return checked_max_costs(f"Param {MAX_COSTS_PARAM!r}", params[MAX_COSTS_PARAM])
-    return default
+    """This run's budget (:func:`~airflow_provider_openeo.run_settings.run_setting`)."""
+    return run_setting(context, MAX_COSTS_PARAM, checked_max_costs, default)
 
 
 @dataclass(frozen=True)

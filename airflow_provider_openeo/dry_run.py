@@ -49,6 +49,7 @@ from airflow_provider_openeo.job_options import JOB_BUDGET_COLUMN, JOB_OPTIONS_C
 from airflow_provider_openeo.job_row import JobRowRef
 from airflow_provider_openeo.job_starting import describe_start_job, empty_fields_hint, geometry_problem
 from airflow_provider_openeo.job_status import RowStatus
+from airflow_provider_openeo.run_settings import run_setting
 
 log = logging.getLogger(__name__)
 
@@ -87,14 +88,8 @@ def dry_run_param(default: bool = False) -> Param:
 
 
 def requested_dry_run(context: Mapping[str, Any], default: bool = False) -> bool:
-    """Whether this run is a dry run: the run's conf, else its Param, else ``default``."""
-    dag_run = context.get("dag_run")
-    conf = getattr(dag_run, "conf", None) or {}
-    params = context.get("params") or {}
-    for where, source in ((f"the run's conf {DRY_RUN_PARAM!r}", conf), (f"Param {DRY_RUN_PARAM!r}", params)):
-        if DRY_RUN_PARAM in source:
-            return _checked_flag(where, source[DRY_RUN_PARAM])
-    return default
+    """Whether this run is a dry run (:func:`~airflow_provider_openeo.run_settings.run_setting`)."""
+    return run_setting(context, DRY_RUN_PARAM, _checked_flag, default)
 
 
 def _checked_flag(where: str, value: Any) -> bool:

@@ -19,6 +19,7 @@ from airflow.sdk import Param
 
 from airflow_provider_openeo.job_history import clean, retired_values
 from airflow_provider_openeo.job_status import FINAL_ROW_STATUSES, RowStatus
+from airflow_provider_openeo.run_settings import run_conf, run_setting
 
 if TYPE_CHECKING:
     from airflow_provider_openeo.hooks.job_db import OpenEOJobDbHook
@@ -63,27 +64,16 @@ def rerun_param(default: Iterable[str] = ()) -> Param:
 
 
 def requested_statuses(context: Mapping[str, Any], default: tuple[str, ...]) -> tuple[str, ...]:
-    """The statuses this run re-runs: the run's conf, else its Param, else the batch's argument; none for a run
-    the batch chained (its first run re-opened them already)."""
-    conf = _conf(context)
-    if conf.get(CONTINUES_KEY):
+    """The statuses this run re-runs (:func:`~airflow_provider_openeo.run_settings.run_setting`); none for a run the
+    batch chained (its first run re-opened them already)."""
+    if run_conf(context).get(CONTINUES_KEY):
         return ()
-    params = context.get("params") or {}
-    if RERUN_PARAM in conf:
-        return checked_statuses(f"the run's conf {RERUN_PARAM!r}", conf[RERUN_PARAM])
-    if RERUN_PARAM in params:
-        return checked_statuses(f"Param {RERUN_PARAM!r}", params[RERUN_PARAM])
-    return default
+    return run_setting(context, RERUN_PARAM, checked_statuses, default)
 
 
 def continued_run(context: Mapping[str, Any]) -> str | None:
     """The run key of the run this one continues, when the batch chained it."""
-    return clean(_conf(context).get(CONTINUES_KEY)) or None
-
-
-def _conf(context: Mapping[str, Any]) -> Mapping[str, Any]:
-    dag_run = context.get("dag_run")
-    return getattr(dag_run, "conf", None) or {}
+    return clean(run_conf(context).get(CONTINUES_KEY)) or None
 
 
 def reopen_rows(db: OpenEOJobDbHook, rows: pd.DataFrame, statuses: Iterable[str]) -> list[Any]:
