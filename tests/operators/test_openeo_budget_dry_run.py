@@ -299,7 +299,7 @@ def test_a_job_created_through_connection_provider_costs_the_backend_no_validati
     operator = row_ops.operator(start_job=elsewhere, backends={"bar": "openeo_row_ops_other"})
     operator.start_row(rendered_context(operator))  # the start alone: the job is on bar, not the row's backend
 
-    assert [job["title"] for job in bar.jobs()] == [title]
+    assert len([job for job in bar.jobs() if job["title"] == title]) == 1  # bar keeps other tests' jobs
     assert bar.stats().get("POST /jobs") == 1 and "POST /validation" not in bar.stats(), bar.stats()
 
 
