@@ -283,11 +283,8 @@ def test_a_dry_run_of_a_start_job_that_starts_its_job_itself_creates_nothing(row
     assert not row_ops.jobs(title)
 
 
-def test_a_job_created_through_connection_provider_costs_the_backend_no_validation(
-    openeo_backends, sqlite_job_db, tmp_path, monkeypatch
-):
-    """The openeo client validates a graph before each create unless told not to; a batch tells it so for the row's
-    own connection and for every connection ``connection_provider`` hands out (one request less per job)."""
+def row_started_on_bar(openeo_backends, sqlite_job_db, tmp_path, monkeypatch) -> tuple[RowOps, Any, str, Any]:
+    """A row of backend ``foo`` whose ``start_job`` creates its job on ``bar`` through ``connection_provider``."""
     foo, bar = openeo_backends["foo"], openeo_backends["bar"]
     row_ops = make_row_ops(foo, sqlite_job_db, tmp_path, monkeypatch)
     backend_conn_env(monkeypatch, "openeo_row_ops_other", bar)
@@ -296,7 +293,15 @@ def test_a_job_created_through_connection_provider_costs_the_backend_no_validati
     def elsewhere(row: pd.Series, connection_provider: Any, **kwargs: Any) -> openeo.BatchJob:
         return connection_provider("bar").create_job(ADD_GRAPH, title=str(row["title"]), job_options=fast_options())
 
-    operator = row_ops.operator(start_job=elsewhere, backends={"bar": "openeo_row_ops_other"})
+    return row_ops, bar, title, row_ops.operator(start_job=elsewhere, backends={"bar": "openeo_row_ops_other"})
+
+
+def test_a_job_created_through_connection_provider_costs_the_backend_no_validation(
+    openeo_backends, sqlite_job_db, tmp_path, monkeypatch
+):
+    """The openeo client validates a graph before each create unless told not to; a batch tells it so for the row's
+    own connection and for every connection ``connection_provider`` hands out (one request less per job)."""
+    _, bar, title, operator = row_started_on_bar(openeo_backends, sqlite_job_db, tmp_path, monkeypatch)
     operator.start_row(rendered_context(operator))  # the start alone: the job is on bar, not the row's backend
 
     assert len([job for job in bar.jobs() if job["title"] == title]) == 1  # bar keeps other tests' jobs
@@ -308,15 +313,7 @@ def test_a_dry_run_intercepts_creates_on_connection_provider_connections_too(
 ):
     """``start_job`` may create its job on another backend through ``connection_provider``: that create is answered
     here too, and that backend validates the graph."""
-    foo, bar = openeo_backends["foo"], openeo_backends["bar"]
-    row_ops = make_row_ops(foo, sqlite_job_db, tmp_path, monkeypatch)
-    backend_conn_env(monkeypatch, "openeo_row_ops_other", bar)
-    [title] = row_ops.table(1)
-
-    def elsewhere(row: pd.Series, connection_provider: Any, **kwargs: Any) -> openeo.BatchJob:
-        return connection_provider("bar").create_job(ADD_GRAPH, title=str(row["title"]), job_options=fast_options())
-
-    operator = row_ops.operator(start_job=elsewhere, backends={"bar": "openeo_row_ops_other"})
+    row_ops, bar, title, operator = row_started_on_bar(openeo_backends, sqlite_job_db, tmp_path, monkeypatch)
     operator.execute(dry_context(operator))
 
     assert row_ops.row()["dry_run_verdict"] == "valid"
