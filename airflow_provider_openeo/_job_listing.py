@@ -9,6 +9,7 @@ page budget, and may stop early when the caller has seen enough. What the pages 
 
 from __future__ import annotations
 
+import itertools
 import logging
 import time
 from collections.abc import Callable
@@ -19,6 +20,7 @@ from urllib.parse import urljoin
 from openeo import Connection
 
 from airflow_provider_openeo._job_gone import GoneJudge, GonePolicy, GoneVerdict, JobListing
+from airflow_provider_openeo.hooks._listing_pages import LastPageSearch, PageNumbering, page_numbering
 
 log = logging.getLogger(__name__)
 
@@ -44,10 +46,12 @@ def scan_jobs(
     page_limit: int | None = None,
     max_pages: int | None = None,
     stop: PageStop | None = None,
+    first_page: Any = None,
 ) -> ListingScan:
     """Read ``GET /jobs`` pages, following ``rel=next`` links under the connection's root URL; errors propagate.
 
     ``page_limit`` / ``max_pages`` default to :data:`PAGE_LIMIT` / :data:`MAX_PAGES` (read at call time).
+    ``first_page``: the first page's body, when the caller has read it already (it counts as one of the pages).
     """
     page_limit = PAGE_LIMIT if page_limit is None else page_limit
     max_pages = MAX_PAGES if max_pages is None else max_pages
@@ -59,9 +63,12 @@ def scan_jobs(
     seen: set[str] = set()
     has_next = False
     for _ in range(max_pages):
-        body = connection.get(url, params=params, expected_status=200).json()
+        if first_page is not None and not pages:
+            body = first_page
+        else:
+            body = connection.get(url, params=params, expected_status=200).json()
         pages.append(body)
-        page_jobs = [job for job in (body.get("jobs") or []) if isinstance(job, dict)] if isinstance(body, dict) else []
+        page_jobs = _page_jobs(body)
         jobs.extend(page_jobs)
         href = _next_href(body)
         has_next = href is not None
@@ -74,6 +81,74 @@ def scan_jobs(
         seen.add(absolute)
         url, params = absolute, None
     return ListingScan(jobs, JobListing.from_pages(pages, limit=page_limit, has_next=has_next))
+
+
+def scan_jobs_created_since(
+    connection: Connection,
+    since: float,
+    *,
+    created_at: Callable[[dict[str, Any]], float],
+    page_limit: int,
+    max_pages: int,
+) -> list[dict[str, Any]]:
+    """Listed jobs, among them every job created since ``since`` (epoch seconds) where the order allows, bounded.
+
+    Newest first, new jobs are on the first pages: pages are read until one reaches back before ``since``. Oldest
+    first, they are on the last pages: in a listing numbered by page (geopyspark's ``?page=``) the last page is found
+    by a bounded search (:class:`~airflow_provider_openeo.hooks._listing_pages.LastPageSearch`) and pages are read
+    back from it until one holds an older job. Behind a cursor (``next`` links only) the end is reached only through
+    every page, and in no order at all a new job may be on any page: ``next`` links are followed from the first
+    page. At most ``max_pages`` pages are read that way, plus the search's own reads. Errors propagate.
+    """
+    first_url = f"{str(connection.root_url).rstrip('/')}/jobs?limit={page_limit}"
+    body = connection.get("/jobs", params={"limit": page_limit}, expected_status=200).json()
+    first = _page_jobs(body)
+    href = _next_href(body)
+    times = [created_at(job) for job in first]
+    if href is None or newest_first_before(times, since):
+        return first
+    numbering = page_numbering(first_url, urljoin(first_url, href)) if _oldest_first(times) else None
+    last = _last_page(connection, numbering) if numbering is not None else None
+    if numbering is None or last is None:
+        stop = lambda page: newest_first_before([created_at(job) for job in page], since)  # noqa: E731
+        return scan_jobs(connection, page_limit=page_limit, max_pages=max_pages, stop=stop, first_page=body).jobs
+    jobs: list[dict[str, Any]] = []
+    for number in range(last, max(numbering.first - 1, last - max_pages), -1):
+        if number == numbering.first:
+            page = first
+        else:
+            page = _page_jobs(connection.get(numbering.url(number), expected_status=200).json())
+        jobs.extend(page)
+        if any(created_at(job) < since for job in page):  # oldest first: every page before it is older still
+            break
+    return jobs
+
+
+def newest_first_before(times: list[float], since: float) -> bool:
+    """Whether a page in newest-first order (``created`` never increases) already reaches back before ``since``,
+    so later pages can hold no job created since. In any other order nothing can be concluded."""
+    if not times or any(later > earlier for earlier, later in itertools.pairwise(times)):
+        return False
+    return times[-1] < since
+
+
+def _oldest_first(times: list[float]) -> bool:
+    return len(times) > 1 and all(later >= earlier for earlier, later in itertools.pairwise(times))
+
+
+def _last_page(connection: Connection, numbering: PageNumbering) -> int | None:
+    """The number of a numbered listing's last non-empty page, or None when the bounded search did not find it."""
+    search = LastPageSearch(known=numbering.first, first=numbering.first)
+    while (number := search.next_page()) is not None:
+        body = connection.get(numbering.url(number), expected_status=200).json()
+        search.saw(number, entries=len(_page_jobs(body)), has_next=_next_href(body) is not None)
+    if search.last is None:
+        log.warning("openEO job listing: its last page was not found in %d reads", search.reads)
+    return search.last
+
+
+def _page_jobs(body: Any) -> list[dict[str, Any]]:
+    return [job for job in (body.get("jobs") or []) if isinstance(job, dict)] if isinstance(body, dict) else []
 
 
 def _next_href(body: Any) -> str | None:

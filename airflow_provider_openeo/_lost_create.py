@@ -6,13 +6,13 @@ reached the backend without an answer; for those, the backend's job listing may 
 only when exactly one job certainly fits.
 
 Listing order is the backend's to choose (newest first here, undefined on geopyspark, oldest first elsewhere), so
-the search follows ``next`` links through a bounded number of pages, and stops early only on a page that is
-newest-first and already reaches back before the create.
+the search reads where the order puts new jobs (:func:`~airflow_provider_openeo._job_listing.scan_jobs_created_since`):
+the first pages of a newest-first listing, the last pages of an oldest-first one numbered by page, and otherwise a
+bounded number of pages through ``next`` links.
 """
 
 from __future__ import annotations
 
-import itertools
 import json
 import logging
 from collections.abc import Callable, Iterator
@@ -26,14 +26,15 @@ import requests
 from openeo import Connection
 from urllib3.exceptions import ConnectTimeoutError, NewConnectionError
 
-from airflow_provider_openeo._job_listing import scan_jobs
+from airflow_provider_openeo._job_listing import newest_first_before, scan_jobs_created_since
 from airflow_provider_openeo._session_send import is_create_request
 from airflow_provider_openeo.job_status import OpenEOJobStatus
 
 log = logging.getLogger(__name__)
 
 #: Jobs per listing page and pages read, and candidates read back, when looking for the job a lost ``POST /jobs``
-#: created: at most 1,000 listed jobs and 5 reads, whatever the backend's history holds.
+#: created: at most 1,000 listed jobs and 5 reads, whatever the backend's history holds (plus, in an oldest-first
+#: listing numbered by page, the search for its last page: ``hooks._listing_pages.MAX_SEARCH_PAGES`` reads).
 ORPHAN_SEARCH_LIMIT = 100
 ORPHAN_SEARCH_PAGES = 10
 ORPHAN_DESCRIBE_LIMIT = 5
@@ -147,12 +148,9 @@ def find_orphan(
     graph = (posted.get("process") or {}).get("process_graph")
     since = asked_at - CLOCK_SKEW_SECONDS
     try:
-        listing = scan_jobs(
-            connection,
-            page_limit=ORPHAN_SEARCH_LIMIT,
-            max_pages=ORPHAN_SEARCH_PAGES,
-            stop=lambda page: reaches_back_before(page, since),
-        ).jobs
+        listing = scan_jobs_created_since(
+            connection, since, created_at=_created_at, page_limit=ORPHAN_SEARCH_LIMIT, max_pages=ORPHAN_SEARCH_PAGES
+        )
     except Exception as exc:
         log.warning("%s: cannot list jobs to find the one a lost POST /jobs created: %s", label, exc)
         return None
@@ -179,12 +177,13 @@ def find_orphan(
 
 
 def reaches_back_before(page: list[dict[str, Any]], since: float) -> bool:
-    """Whether later pages can hold no job created since ``since``: this page is newest-first (``created`` never
-    increases) and its last job is older. In any other order nothing can be concluded, and the search reads on."""
-    created = [_epoch(job.get("created")) for job in page]
-    if not created or any(later > earlier for earlier, later in itertools.pairwise(created)):
-        return False
-    return created[-1] < since
+    """Whether later pages can hold no job created since ``since``: this page is newest-first and its last job is
+    older (:func:`~airflow_provider_openeo._job_listing.newest_first_before`)."""
+    return newest_first_before([_created_at(job) for job in page], since)
+
+
+def _created_at(job: dict[str, Any]) -> float:
+    return _epoch(job.get("created"))
 
 
 def _epoch(timestamp: Any) -> float:

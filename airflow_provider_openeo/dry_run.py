@@ -17,6 +17,11 @@ Cost: openEO estimates only a job that exists (``GET /jobs/{id}/estimate``), and
 backend): the batch's own history. A table without recorded costs gives no estimate, and the summary says so.
 
 A row that holds a job already (a run interrupted) is left alone (``has_job``): nothing is started or re-attached.
+
+A batch past ``max_rows_per_run`` is checked whole: each row records the chain of runs that checked it
+(``dry_run_chain``, :mod:`~airflow_provider_openeo.run_chain`), a chained dry run plans only the rows its chain has
+not checked (:func:`rows_to_check`), and the chain goes on while rows are left and the last run checked any
+(:func:`dry_run_continues`). The last run's summary reports the whole chain.
 """
 
 from __future__ import annotations
@@ -26,7 +31,6 @@ import logging
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, field
-from enum import Enum
 from typing import Any
 from urllib.parse import urlparse
 
@@ -48,7 +52,7 @@ from airflow_provider_openeo.job_history import clean
 from airflow_provider_openeo.job_options import JOB_BUDGET_COLUMN, JOB_OPTIONS_COLUMN, parse_job_options
 from airflow_provider_openeo.job_row import JobRowRef
 from airflow_provider_openeo.job_starting import describe_start_job, empty_fields_hint, geometry_problem
-from airflow_provider_openeo.job_status import RowStatus
+from airflow_provider_openeo.job_status import DryRunVerdict, RowStatus
 from airflow_provider_openeo.run_settings import run_setting
 
 log = logging.getLogger(__name__)
@@ -57,20 +61,16 @@ log = logging.getLogger(__name__)
 DRY_RUN_PARAM = "dry_run"
 VERDICT_COLUMN = "dry_run_verdict"
 ERRORS_COLUMN = "validation_errors"
+#: The chain of runs (``run_chain``) whose dry run wrote the row's verdict.
+CHAIN_COLUMN = "dry_run_chain"
 #: Job ids the dry run makes up; a request about one never reaches the backend.
 DRY_RUN_JOB_PREFIX = "dry-run-"
 #: Statuses of ``POST /validation`` meaning "not served here".
 NOT_SERVED_STATUSES = frozenset({404, 405, 501})
 
 
-class Verdict(str, Enum):
-    """What a dry run says of a row (the ``dry_run_verdict`` column)."""
-
-    VALID = "valid"
-    WOULD_FAIL = "would_fail"
-    NOT_CHECKED = "not_checked"
-    HAS_JOB = "has_job"
-    SKIPPED = "skipped"
+#: What a dry run says of a row (the ``dry_run_verdict`` column; its values live with the other cell vocabularies).
+Verdict = DryRunVerdict
 
 
 def dry_run_param(default: bool = False) -> Param:
@@ -206,8 +206,10 @@ class RowDryRun:
         start_job_kwargs: Mapping[str, Any] | None = None,
         job_options: Mapping[str, Any] | None = None,
         job_budget: float | None = None,
+        chain: str | None = None,
     ) -> None:
         self.row = row
+        self.chain = chain
         self.backend_name = backend_name
         self.connection = connection
         self.start_job = start_job
@@ -332,6 +334,7 @@ class RowDryRun:
         update: dict[str, Any] = {
             VERDICT_COLUMN: outcome.verdict.value,
             ERRORS_COLUMN: json.dumps(outcome.errors) if outcome.errors else None,
+            CHAIN_COLUMN: self.chain,
             "claimed_by": None,
         }
         if outcome.verdict is not Verdict.HAS_JOB:
@@ -352,24 +355,47 @@ def _unchecked(message: str) -> DryRunOutcome:
     return DryRunOutcome(Verdict.NOT_CHECKED, [{"code": "NotValidated", "message": message}])
 
 
-def dry_run_report(table: pd.DataFrame, run_key: str) -> dict[str, Any]:
-    """The summary's ``dry_run``: verdicts of this run's rows, how many would fail, and the estimated cost."""
-    if not len(table) or VERDICT_COLUMN not in table or "dispatch_run" not in table:
-        mine = table.iloc[0:0]
-    else:
-        mine = table[(table["dispatch_run"] == run_key) & table[VERDICT_COLUMN].notna()]
+def rows_to_check(rows: pd.DataFrame, chain: str | None) -> pd.DataFrame:
+    """The rows a dry run plans from ``rows``: those its chain of runs has not checked yet."""
+    if chain is None or CHAIN_COLUMN not in rows.columns or not len(rows):
+        return rows
+    return rows[(rows[CHAIN_COLUMN] != chain).to_numpy()]
+
+
+def dry_run_continues(checked_this_run: int, remaining: int) -> bool:
+    """Whether a dry run chains the next run: rows are left past ``max_rows_per_run``, and this run checked some
+    (a run that checked none would leave the same rows to the next, which would fare no better)."""
+    return remaining > 0 and checked_this_run > 0
+
+
+def dry_run_report(table: pd.DataFrame, chain: str | None, run_key: str, *, remaining: int = 0) -> dict[str, Any]:
+    """The summary's ``dry_run``: the verdicts of the rows this run's chain checked (every run of a batch past
+    ``max_rows_per_run``), how many would fail, the estimated cost, and whether the chain goes on."""
+    checked = table.iloc[0:0]
+    if len(table) and VERDICT_COLUMN in table and CHAIN_COLUMN in table:
+        checked = table[(table[CHAIN_COLUMN] == chain).to_numpy() & table[VERDICT_COLUMN].notna().to_numpy()]
+    this_run = int((checked["dispatch_run"] == run_key).sum()) if "dispatch_run" in checked else 0
     verdicts = (
-        {str(k): int(v) for k, v in mine[VERDICT_COLUMN].value_counts().sort_index().items()} if len(mine) else {}
+        {str(k): int(v) for k, v in checked[VERDICT_COLUMN].value_counts().sort_index().items()} if len(checked) else {}
     )
-    would_run = mine[mine[VERDICT_COLUMN].isin([Verdict.VALID.value, Verdict.NOT_CHECKED.value])] if len(mine) else mine
-    estimates = pd.to_numeric(would_run.get(ESTIMATED_COSTS_COLUMN), errors="coerce") if len(would_run) else None
+    would_run = checked[checked[VERDICT_COLUMN].isin([Verdict.VALID.value, Verdict.NOT_CHECKED.value])]
+    estimates = (
+        pd.to_numeric(would_run[ESTIMATED_COSTS_COLUMN], errors="coerce")
+        if len(would_run) and ESTIMATED_COSTS_COLUMN in would_run
+        else None
+    )
     known = int(estimates.notna().sum()) if estimates is not None else 0
+    continues = dry_run_continues(this_run, remaining)
     report: dict[str, Any] = {
-        "rows": len(mine),
+        "rows": len(checked),
+        "rows_this_run": this_run,
         "verdicts": verdicts,
         "would_fail": verdicts.get(Verdict.WOULD_FAIL.value, 0),
         "estimated_costs": round(float(estimates.fillna(0).sum()), 6) if known else None,
         "estimated_rows": known,
+        "continues": continues,
+        "rows_left_to_next_run": remaining if continues else 0,
+        "rows_not_checked": 0 if continues else remaining,
     }
     if len(would_run) and known < len(would_run):
         report["estimate_note"] = (

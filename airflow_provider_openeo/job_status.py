@@ -103,6 +103,18 @@ class ResultsState(CellValues):
         return frozenset({cls.DOWNLOADING, cls.FAILED})
 
 
+class DryRunVerdict(CellValues):
+    """Values of the row's ``dry_run_verdict`` column: what the last dry run (``dry_run``) said of the row. It would
+    start, it would fail before or at the start, it was not checked (the backend validates nothing), it holds a
+    job already (nothing to try), or ``start_job`` would skip it."""
+
+    VALID = "valid"
+    WOULD_FAIL = "would_fail"
+    NOT_CHECKED = "not_checked"
+    HAS_JOB = "has_job"
+    SKIPPED = "skipped"
+
+
 # The same sets as the plain strings the job database and the backends carry (compare cells against these).
 #: Backend statuses of a job that has ended.
 TERMINAL_BACKEND_STATUSES: frozenset[str] = frozenset(s.value for s in OpenEOJobStatus.terminal_statuses())

@@ -47,7 +47,7 @@ from airflow.sdk.exceptions import AirflowFailException
 from airflow_provider_openeo import arguments
 from airflow_provider_openeo.budget import budget_report, requested_max_costs
 from airflow_provider_openeo.dispatching import backend_shares
-from airflow_provider_openeo.dry_run import dry_run_report, requested_dry_run
+from airflow_provider_openeo.dry_run import dry_run_report, requested_dry_run, rows_to_check
 from airflow_provider_openeo.failure_policy import FailurePolicy
 from airflow_provider_openeo.hooks.job_db import OpenEOJobDbHook
 from airflow_provider_openeo.job_handlers import OpenEOJobHandler
@@ -59,8 +59,9 @@ from airflow_provider_openeo.output_naming import Rule
 from airflow_provider_openeo.planning import BackendSpec, parse_backends, plan_run, rows_per_run, rows_to_run
 from airflow_provider_openeo.pool_check import POOLS_KEY
 from airflow_provider_openeo.preflight import BackendsUnusable, check_backends, pool_problems
-from airflow_provider_openeo.reruns import CONTINUES_KEY, checked_statuses, continued_run, requested_statuses
+from airflow_provider_openeo.reruns import checked_statuses, continued_run, requested_statuses
 from airflow_provider_openeo.row_dispatch import DispatchSettings, backend_paces, backends_health, run_key_of
+from airflow_provider_openeo.run_chain import CHAINED_CONF_TEMPLATE, chain_key
 from airflow_provider_openeo.run_scope import RunScope, log_already_done
 from airflow_provider_openeo.summary import rows_carried_over, run_progress, summarize
 from airflow_provider_openeo.timestamps import utc_now_rfc3339
@@ -81,11 +82,6 @@ DEFAULT_ROW_RETRIES = 2
 DEFAULT_ROW_RETRY_DELAY = timedelta(seconds=30)
 #: XCom key (of ``plan``) holding why no row started, for the summary to report once.
 STOPPED_XCOM_KEY = "openeo_not_started_because"
-#: The conf of a run the batch chains: the same conf (Params) as this run's, plus which run it continues, so
-#: the next run does not re-open the rows this run re-ran (``reruns``).
-CHAINED_CONF_TEMPLATE = (
-    "{{ dict(dag_run.conf or {}, " + CONTINUES_KEY + "=(dag_run.dag_id ~ '/' ~ dag_run.run_id)) | tojson }}"
-)
 
 
 def openeo_job_batch(
@@ -406,7 +402,8 @@ def plan_rows(batch: BatchGroup, loaded: dict[str, Any], context: Mapping[str, A
         all_health=backends_health(db, settings.specs),
         now=time.time(),
     )
-    outcome = plan_run(scope.rows, settings.specs, max_rows=max_rows_this_run(settings), shares=shares)
+    rows = rows_to_check(scope.rows, chain_key(context)) if requested_dry_run(context) else scope.rows
+    outcome = plan_run(rows, settings.specs, max_rows=max_rows_this_run(settings), shares=shares)
     for row_id, message in outcome.rejected.items():
         db.update_row(row_id, {"status": RowStatus.START_FAILED.value, "error_message": message})
         log.warning("%s", message)
@@ -554,9 +551,8 @@ def summarize_run(batch: BatchGroup, context: Mapping[str, Any]) -> dict[str, An
     report_budget(result, table, context, settings.max_costs)
     planned_run = ti.xcom_pull(task_ids=batch.group.child_id("plan")) or {}
     if requested_dry_run(context):
-        result["dry_run"] = dry_run_report(table, run_key)
-        # A dry run is not chained (its rows stay not_started): rows past max_rows_per_run are not checked.
-        result["dry_run"]["rows_not_checked"] = int(planned_run.get("remaining") or 0)
+        remaining = int(planned_run.get("remaining") or 0)
+        result["dry_run"] = dry_run_report(table, chain_key(context), run_key, remaining=remaining)
         log.info("dry run: %s", result["dry_run"])
     report_plan(result, ti.xcom_pull(task_ids=batch.group.child_id("plan"), key=STOPPED_XCOM_KEY), planned_run)
     if settings.export_path is not None:
@@ -695,9 +691,13 @@ def continue_batch(planned: Any, summarized: Any) -> None:
     @task.short_circuit(task_id="rows_left", ignore_downstream_trigger_rules=True)
     def rows_left(plan: dict[str, Any], summary: dict[str, Any]) -> bool:
         if "dry_run" in summary:
-            if plan["remaining"]:
-                log.info("dry run: %d row(s) past max_rows_per_run were not checked", plan["remaining"])
-            return False  # a dry run leaves its rows not_started: a chained dry run would take the same ones again
+            # A dry run leaves its rows not_started; the next run of its chain checks the rows it has not.
+            dry = summary["dry_run"]
+            if dry["rows_not_checked"]:
+                log.warning(
+                    "dry run: %d row(s) not checked: this run checked none of its rows", dry["rows_not_checked"]
+                )
+            return bool(dry["continues"])
         if (summary.get("budget") or {}).get("rows_not_started"):
             log.info("budget reached: no next run is started")
             return False

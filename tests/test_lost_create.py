@@ -12,6 +12,7 @@ from requests.hooks import dispatch_hook
 
 from airflow_provider_openeo import _lost_create
 from airflow_provider_openeo._lost_create import LostCreate, find_orphan, reaches_back_before, recording_created_jobs
+from airflow_provider_openeo.hooks._listing_pages import MAX_SEARCH_PAGES
 
 URL = "https://openeo.example/openeo/1.2"
 
@@ -54,21 +55,23 @@ def test_a_create_is_reported_at_once_and_not_taken_for_a_start():
 
 
 class ListingConnection:
-    """The part of ``openeo.Connection`` the orphan search uses, over pages of ``page_size`` jobs linked by ``next``."""
+    """The part of ``openeo.Connection`` the orphan search uses, over pages of ``page_size`` jobs linked by ``next``:
+    numbered from 0 (``?page=``, geopyspark's) or, with ``cursor``, by an opaque cursor (openeo-driver's)."""
 
     root_url = URL
 
-    def __init__(self, jobs: list[dict], page_size: int) -> None:
+    def __init__(self, jobs: list[dict], page_size: int, *, cursor: bool = False) -> None:
         self.pages = [jobs[i : i + page_size] for i in range(0, len(jobs), page_size)] or [[]]
         self.graphs = {job["id"]: job.pop("graph", None) for job in jobs}
+        self.key = "after=c" if cursor else "page="
         self.pages_read = 0
 
     def get(self, path: str, params: dict | None = None, expected_status: int = 200) -> SimpleNamespace:
-        index = int(path.rsplit("page=", 1)[1]) if "page=" in path else 0
+        index = int(path.rsplit(self.key, 1)[1]) if self.key in path else 0
         self.pages_read += 1
-        body: dict = {"jobs": self.pages[index], "links": []}
+        body: dict = {"jobs": self.pages[index] if index < len(self.pages) else [], "links": []}
         if index + 1 < len(self.pages):
-            body["links"] = [{"rel": "next", "href": f"{URL}/jobs?limit={len(self.pages[0])}&page={index + 1}"}]
+            body["links"] = [{"rel": "next", "href": f"{URL}/jobs?limit={len(self.pages[0])}&{self.key}{index + 1}"}]
         return SimpleNamespace(json=lambda: body)
 
     def job(self, job_id: str) -> SimpleNamespace:
@@ -112,10 +115,28 @@ def test_a_newest_first_listing_stops_at_the_first_page_older_than_the_create(mo
     assert _find(connection) == "orphan" and connection.pages_read == 1
 
 
-def test_the_search_is_bounded(monkeypatch):
+def test_an_oldest_first_listing_numbered_by_page_is_read_from_its_last_page(monkeypatch):
+    """200 old jobs, 21 pages of 10, the orphan alone on page 20, 3 pages allowed: page 0, the search for the last page
+    (4, 16, 64 empty, 40 empty, 28 empty, 22 empty, 19, 20 last), then pages 20 and 19 back (19 is older)."""
     monkeypatch.setattr(_lost_create, "ORPHAN_SEARCH_LIMIT", 10)
     monkeypatch.setattr(_lost_create, "ORPHAN_SEARCH_PAGES", 3)
     connection = ListingConnection([*_history(200), _orphan()], page_size=10)
+    assert _find(connection) == "orphan"
+    assert connection.pages_read == 1 + 8 + 2 <= 1 + MAX_SEARCH_PAGES + 3
+
+
+@pytest.mark.parametrize("listing", ["cursor", "shuffled"])
+def test_where_no_order_leads_to_the_end_the_search_is_bounded(monkeypatch, listing):
+    """Behind a cursor the last page is reached only through every page, and in no order a new job may be
+    anywhere: the search reads at most its pages and adopts nothing it did not see."""
+    monkeypatch.setattr(_lost_create, "ORPHAN_SEARCH_LIMIT", 10)
+    monkeypatch.setattr(_lost_create, "ORPHAN_SEARCH_PAGES", 3)
+    jobs = [*_history(200), _orphan()]
+    if listing == "shuffled":
+        random.Random(5).shuffle(jobs)
+        jobs.remove(next(job for job in jobs if job["id"] == "orphan"))
+        jobs.append(_orphan())  # last, past the pages the search may read
+    connection = ListingConnection(jobs, page_size=10, cursor=listing == "cursor")
     assert _find(connection) is None and connection.pages_read == 3
 
 

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
+from typing import Any
 
 import pandas as pd
 import pystac
@@ -119,8 +120,9 @@ def test_five_thousand_rows_default_settings_are_split_and_chained(example_env, 
     assert states["openeo_job_batch.rows_left"] == "success"
     assert states["openeo_job_batch.next_run"] == "success"
     (chained,) = triggered_runs(module.DAG_ID, since=started)
-    assert chained.conf == {"batch": "big", "openeo_continues": f"{module.DAG_ID}/{run.run_id}"}, (
-        "the next run gets the same conf (Params) as this one, and says which run it continues"
+    first = f"{module.DAG_ID}/{run.run_id}"
+    assert chained.conf == {"batch": "big", "openeo_continues": first, "openeo_chain": first}, (
+        "the next run gets the same conf (Params) as this one, and says which run it continues and which began"
     )
 
     # The runs, as the plan will see the table as each run's rows get through:
@@ -139,6 +141,52 @@ def test_five_thousand_rows_default_settings_are_split_and_chained(example_env, 
     assert len(splits) == 27
     assert splits[0] == (192, 4808)
     assert splits[-1] == (8, 0)
+
+
+def test_a_dry_run_past_max_rows_per_run_chains_until_every_row_is_checked_once(
+    example_env, batch_env, monkeypatch, tmp_path
+):
+    """5 rows, 2 per run, triggered with ``dry_run``: three runs, each checking 2, 2 and 1 rows the chain has not
+    checked; every row ends ``not_started`` with its verdict and the first run's key as its chain, no job is
+    created, and the last run's summary reports the whole chain and starts no fourth run. A new trigger is a new
+    chain: it checks every row again."""
+    config = {
+        **batch_env,
+        "max_rows_per_run": 2,
+        "source": write_rows(tmp_path, pd.DataFrame({"title": [f"t{i}" for i in range(5)]})),
+    }
+    module = load_batch_dag(monkeypatch, config)
+    before = backend_job_ids(example_env)
+
+    def chain(conf: dict) -> list[tuple[Any, dict]]:
+        runs = []
+        while conf is not None:
+            started = datetime.now(timezone.utc)
+            run = module.dag.test(run_conf=conf)
+            runs.append((run, xcom_of(run, "openeo_job_batch.summary")["dry_run"]))
+            chained = triggered_runs(module.DAG_ID, since=started)
+            assert len(chained) <= 1
+            conf = chained[0].conf if chained else None
+        return runs
+
+    runs = chain({"dry_run": True})
+
+    first_key = f"{module.DAG_ID}/{runs[0][0].run_id}"
+    assert [dry["rows_this_run"] for _, dry in runs] == [2, 2, 1]
+    assert [dry["continues"] for _, dry in runs] == [True, True, False]
+    assert [dry["rows"] for _, dry in runs] == [2, 4, 5], "each summary counts the chain so far"
+    table = batch_table(config).read()
+    assert list(table["status"]) == ["not_started"] * 5
+    assert list(table["dry_run_verdict"]) == ["valid"] * 5
+    assert set(table["dry_run_chain"]) == {first_key}
+    assert sorted(table["dispatch_run"].value_counts().tolist()) == [1, 2, 2], "each row checked by one run"
+    last = runs[-1][1]
+    assert (last["verdicts"], last["rows_not_checked"], last["rows_left_to_next_run"]) == ({"valid": 5}, 0, 0)
+    assert new_jobs(example_env, before) == {"foo": [], "bar": []}, "a dry run creates no job"
+
+    again = chain({"dry_run": True})
+    assert [dry["rows_this_run"] for _, dry in again] == [2, 2, 1], "a new trigger checks every row again"
+    assert set(batch_table(config).read()["dry_run_chain"]) == {f"{module.DAG_ID}/{again[0][0].run_id}"}
 
 
 def test_pinned_backend_honoured_and_unknown_backend_refused(example_env, batch_env, monkeypatch, tmp_path):

@@ -18,7 +18,7 @@ from airflow_provider_openeo.cells import is_empty
 from airflow_provider_openeo.error_categories import ErrorCategory
 from airflow_provider_openeo.hooks._job_db_codec import ColumnSpec
 from airflow_provider_openeo.hooks._job_db_errors import JobDbInputError
-from airflow_provider_openeo.job_status import OpenEOJobStatus, ResultsState, RowStatus
+from airflow_provider_openeo.job_status import DryRunVerdict, OpenEOJobStatus, ResultsState, RowStatus
 
 #: Internal columns of the SQL table; never part of a DataFrame and refused as user column names.
 SEQ_COLUMN = "_oe_seq"
@@ -33,9 +33,7 @@ _MBJM_EXTRA_STATUSES = frozenset({"queued_for_start_failed"})
 ROW_STATUS_VALUES = RowStatus.values() | _MBJM_EXTRA_STATUSES
 BACKEND_STATUS_VALUES = OpenEOJobStatus.values()
 RESULTS_STATES = ResultsState.values()
-#: A dry run's verdict on a row (``dry_run.Verdict``): it would start, it would fail before or at the start, it was
-#: not checked (the backend validates nothing), or it holds a job already (nothing to try).
-DRY_RUN_VERDICTS = frozenset({"valid", "would_fail", "not_checked", "has_job", "skipped"})
+DRY_RUN_VERDICTS = DryRunVerdict.values()
 #: Who put the row's ``backend_name`` there: the user (a pin, also when the value came with the job source and
 #: this column is empty) or the dispatch (where the row ran; cleared when its job is given up, so a re-run may
 #: go anywhere).
@@ -147,6 +145,9 @@ RESERVED_COLUMNS: tuple[ReservedColumn, ...] = (
     #: The last dry run's word on the row (``dry_run``): its verdict and what the backend's validation said.
     ReservedColumn("dry_run_verdict", _STR, allowed=DRY_RUN_VERDICTS),
     ReservedColumn("validation_errors", _STR),
+    #: The chain of runs whose dry run checked the row (``run_chain``): a chained dry run skips the rows its chain
+    #: checked already, so a batch past ``max_rows_per_run`` is checked whole, each row once.
+    ReservedColumn("dry_run_chain", _STR),
     ReservedColumn("updated_at", _STR, automatic=True),
 )
 RESERVED: dict[str, ReservedColumn] = {column.name: column for column in RESERVED_COLUMNS}

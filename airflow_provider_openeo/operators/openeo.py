@@ -53,6 +53,7 @@ from airflow_provider_openeo.job_status import OpenEOJobStatus, RowStatus
 from airflow_provider_openeo.job_waiting import NOT_RETRIED, OpenEOJobWaitMixin, ended_in_triggerer
 from airflow_provider_openeo.links.openeo import OpenEOJobLink
 from airflow_provider_openeo.row_dispatch import DispatchSettings, RowDispatcher
+from airflow_provider_openeo.run_chain import chain_key
 from airflow_provider_openeo.triggers._wait_settings import (
     DEFAULT_CANCEL_ON_KILL,
     DEFAULT_CANCEL_RUNNING_JOB_AFTER,
@@ -278,6 +279,7 @@ class OpenEOStartJobOperator(OpenEORowOperator):
             start_job_kwargs=self.start_job_kwargs,
             job_options=self.job_options,
             job_budget=self.job_budget,
+            chain=chain_key(context),
         )
         try:
             outcome = dry_run.run()

@@ -27,6 +27,7 @@ import pytest
 
 from airflow_provider_openeo.dispatching import BASE_COOLDOWN_SECONDS
 from airflow_provider_openeo.reruns import CONTINUES_KEY
+from airflow_provider_openeo.run_chain import CHAIN_KEY
 from tests.deploy.conftest import FaultRig
 from tests.example_dags.conftest import assert_batch_consistent
 
@@ -542,10 +543,11 @@ def test_backend_down_rows_no_instance_took_continue_in_the_next_run(rig: FaultR
     ended = time.monotonic()
     second_tis = rig.mapped(dag_id, second["dag_run_id"])
     assert second["state"] == "success", ti_states(second_tis)
-    assert {k: v for k, v in second["conf"].items() if k != CONTINUES_KEY} == first["conf"], (
+    assert {k: v for k, v in second["conf"].items() if k not in (CONTINUES_KEY, CHAIN_KEY)} == first["conf"], (
         "the chained run gets the same Params"
     )
     assert second["conf"][CONTINUES_KEY] == f"{dag_id}/{run_id}", "and says which run it continues"
+    assert second["conf"][CHAIN_KEY] == f"{dag_id}/{run_id}", "and which run began the chain"
 
     table, created = check_batch(rig, dag_id, rows)
     assert set(table["backend_name"]) == {"bar"} and not created["foo"]
@@ -1026,3 +1028,38 @@ def test_dry_run_then_a_budget_that_stops_new_starts_at_the_cap(rig: FaultRig) -
     check_batch(rig, dag_id, 7, finished_rows=table.index[table["status"] == "finished"], jobs=5)
 
     observe(rig, "14 dry run then budget", dry_run=dry, capped_budget=capped)
+
+
+def test_a_dry_run_past_max_rows_per_run_checks_every_row_once_across_its_chain(rig: FaultRig) -> None:
+    """From the trigger form's Params, 5 rows at 2 per run (row 3 names a process no backend knows): the dry run
+    chains three runs, checking 2, 2 and 1 rows; every row keeps ``not_started`` with its verdict and the first
+    run's key as its chain, no job reaches a backend, and the last run's summary counts the whole chain."""
+    dag_id, rows = "fault_dry_run_chain", 5
+    run_id, _ = run_batch(rig, dag_id, {"rows": rows, "run_seconds": 1, "bad_rows": [3], "dry_run": True})
+
+    def runs() -> list[dict[str, Any]]:
+        found = rig.airflow.api("GET", f"/dags/{dag_id}/dagRuns", params={"limit": 20, "order_by": "logical_date"})
+        return found["dag_runs"]
+
+    def chain_ended() -> bool:
+        found = runs()
+        return len(found) >= 3 and all(run["state"] in ("success", "failed") for run in found)
+
+    # A run ends after its next_run, so a fourth run would be listed by the time the third has ended.
+    rig.wait_until("the dry run's chain of three runs", chain_ended, timeout=RUN_TIMEOUT, interval=2)
+    chain = runs()
+    summaries = [summary_of(rig, dag_id, run["dag_run_id"])["dry_run"] for run in chain]
+    table = rig.table(dag_id)
+
+    assert chain[0]["dag_run_id"] == run_id and len(chain) == 3, [r["dag_run_id"] for r in chain]
+    assert {run["conf"].get(CHAIN_KEY) for run in chain[1:]} == {f"{dag_id}/{run_id}"}
+    assert [s["rows_this_run"] for s in summaries] == [2, 2, 1], summaries
+    assert [s["continues"] for s in summaries] == [True, True, False]
+    assert table["status"].tolist() == ["not_started"] * rows
+    assert table["dry_run_verdict"].tolist() == ["valid", "valid", "valid", "would_fail", "valid"]
+    assert set(table["dry_run_chain"]) == {f"{dag_id}/{run_id}"}
+    assert sorted(table["dispatch_run"].value_counts().tolist()) == [1, 2, 2], "each row checked by one run"
+    last = summaries[-1]
+    assert (last["rows"], last["would_fail"], last["rows_not_checked"]) == (rows, 1, 0), last
+    assert not any(rig.jobs_of(f"{dag_id} ").values()), "a dry run creates no job"
+    observe(rig, "14b dry run chain", runs=len(chain), dry_run=last)

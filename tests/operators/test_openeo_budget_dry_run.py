@@ -216,13 +216,18 @@ def test_a_dry_run_estimates_from_the_tables_recorded_costs(row_ops: RowOps):
 
     table = row_ops.db.read()
     table["dispatch_run"] = "dag/run"
-    report = dry_run_report(table, "dag/run")
+    (chain,) = table["dry_run_chain"].dropna().unique()
+    report = dry_run_report(table, chain, "dag/run")
     assert report == {
         "rows": 2,
+        "rows_this_run": 2,
         "verdicts": {"valid": 2},
         "would_fail": 0,
         "estimated_costs": 0.5,
         "estimated_rows": 2,
+        "continues": False,
+        "rows_left_to_next_run": 0,
+        "rows_not_checked": 0,
     }
 
 
@@ -231,7 +236,7 @@ def test_without_recorded_costs_the_dry_run_report_says_why_there_is_no_estimate
     operator = row_ops.operator()
     operator.execute(dry_context(operator))
     table = row_ops.db.read().assign(dispatch_run="dag/run")
-    report = dry_run_report(table, "dag/run")
+    report = dry_run_report(table, table.loc[0, "dry_run_chain"], "dag/run")
     assert report["estimated_costs"] is None
     assert "openEO estimates only a job that exists" in report["estimate_note"]
 

@@ -222,3 +222,15 @@ budget = batch_dag(
         DRY_RUN_PARAM: dry_run_param(),
     },
 )
+# A dry run past max_rows_per_run, checked whole by its chain of runs (tests/deploy/test_faults.py,
+# test_a_dry_run_past_max_rows_per_run_checks_every_row_once_across_its_chain).
+dry_run_chain = batch_dag(
+    "fault_dry_run_chain",
+    job_source=rows_with_bad_processes,
+    start_job=start_job_naming_its_process,
+    max_rows_per_run=2,
+    params={
+        "bad_rows": Param([], type="array", description="indices of rows whose process no backend knows"),
+        DRY_RUN_PARAM: dry_run_param(),
+    },
+)
