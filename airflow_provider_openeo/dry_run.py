@@ -14,7 +14,13 @@ A run triggered with the Param (or conf key) :data:`DRY_RUN_PARAM` takes its row
 
 Cost: openEO estimates only a job that exists (``GET /jobs/{id}/estimate``), and a dry run creates none. So a row's
 ``estimated_costs`` is the median of the ``costs`` this job table records for jobs on the row's backend (else any
-backend): the batch's own history. A table without recorded costs gives no estimate, and the summary says so.
+backend): the batch's own history. A run may also ask the backend, for a sample of rows (Param or conf key
+:data:`ESTIMATES_PARAM`, a number of rows; 0 by default): each sampled row's job is created (titled
+``[dry run estimate] ...``), its ``GET /jobs/{id}/estimate`` read, and the job deleted at once, never started, so it
+processes nothing; this only where the backend's capabilities list the estimate. The row's ``estimate_source`` says
+which estimate it got (``backend`` or ``history``), and the summary extrapolates the median of the backend's
+estimates to rows without any. A table without recorded costs and no sample gives no estimate, and the summary says
+so.
 
 A row that holds a job already (a run interrupted) is left alone (``has_job``): nothing is started or re-attached.
 
@@ -28,6 +34,7 @@ from __future__ import annotations
 
 import json
 import logging
+import zlib
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, field
@@ -46,6 +53,7 @@ from airflow_provider_openeo._create_options import (
     wrapping_provider,
 )
 from airflow_provider_openeo._session_send import Send, is_create_request, wrapped_send
+from airflow_provider_openeo._usage import parse_costs
 from airflow_provider_openeo.budget import ESTIMATED_COSTS_COLUMN, RESERVING_STATUSES, checked_max_costs, expected_costs
 from airflow_provider_openeo.hooks._openeo_http import scrub
 from airflow_provider_openeo.job_history import clean
@@ -63,6 +71,14 @@ VERDICT_COLUMN = "dry_run_verdict"
 ERRORS_COLUMN = "validation_errors"
 #: The chain of runs (``run_chain``) whose dry run wrote the row's verdict.
 CHAIN_COLUMN = "dry_run_chain"
+#: Where a dry run's ``estimated_costs`` came from: :data:`BY_BACKEND` (a sampled row's job estimate) or
+#: :data:`BY_HISTORY` (the table's recorded costs).
+ESTIMATE_SOURCE_COLUMN = "estimate_source"
+BY_BACKEND, BY_HISTORY = "backend", "history"
+#: The Param (and conf key) asking a dry run for the backend's estimate of that many rows, spread over the table.
+ESTIMATES_PARAM = "dry_run_estimates"
+#: The title prefix of a job a dry run creates only to have it estimated (and deletes at once).
+ESTIMATE_JOB_TITLE = "[dry run estimate] "
 #: Job ids the dry run makes up; a request about one never reaches the backend.
 DRY_RUN_JOB_PREFIX = "dry-run-"
 #: Statuses of ``POST /validation`` meaning "not served here".
@@ -90,6 +106,44 @@ def dry_run_param(default: bool = False) -> Param:
 def requested_dry_run(context: Mapping[str, Any], default: bool = False) -> bool:
     """Whether this run is a dry run (:func:`~airflow_provider_openeo.run_settings.run_setting`)."""
     return run_setting(context, DRY_RUN_PARAM, _checked_flag, default)
+
+
+def dry_run_estimates_param(default: int = 0) -> Param:
+    """The trigger form's field: add it to the DAG's ``params`` as ``{ESTIMATES_PARAM: dry_run_estimates_param(3)}``."""
+    return Param(
+        int(default),
+        type="integer",
+        minimum=0,
+        title="Dry run: rows the backend estimates",
+        description=(
+            "In a dry run, this many rows (spread over the job table) have their job created, estimated by the "
+            "backend (GET /jobs/{id}/estimate) and deleted at once, never started; where the backend estimates. "
+            "0: the estimate comes from the costs this job table has recorded only."
+        ),
+    )
+
+
+def requested_estimates(context: Mapping[str, Any]) -> int:
+    """How many rows this dry run asks the backend to estimate (:data:`ESTIMATES_PARAM`; 0 when not asked)."""
+    return run_setting(context, ESTIMATES_PARAM, _checked_count, 0)
+
+
+def _checked_count(where: str, value: Any) -> int:
+    if value is None or value == "":
+        return 0
+    if isinstance(value, bool) or not str(value).strip().isdigit():
+        raise ValueError(f"{where} must be a number of rows (0 or more), got {value!r}")
+    return int(str(value).strip())
+
+
+def in_estimate_sample(row_id: Any, rows: int, sample: int) -> bool:
+    """Whether a row is one of the ``sample`` rows (of ``rows``) a dry run has the backend estimate: every
+    ``ceil(rows / sample)``-th row id, so the sample spreads over the table without the rows' tasks agreeing on it."""
+    if sample <= 0 or rows <= 0:
+        return False
+    stride = max(1, -(-rows // sample))
+    number = row_id if isinstance(row_id, int) else zlib.crc32(str(row_id).encode())
+    return number % stride == 0
 
 
 def _checked_flag(where: str, value: Any) -> bool:
@@ -186,6 +240,7 @@ class DryRunOutcome:
     verdict: Verdict
     errors: list[dict[str, str]]
     estimated_costs: float | None = None
+    estimate_source: str | None = None
 
     @property
     def message(self) -> str:
@@ -207,9 +262,12 @@ class RowDryRun:
         job_options: Mapping[str, Any] | None = None,
         job_budget: float | None = None,
         chain: str | None = None,
+        estimate_sample: int = 0,
     ) -> None:
         self.row = row
         self.chain = chain
+        self.estimate_sample = estimate_sample
+        self._create: tuple[Connection, dict[str, Any]] | None = None
         self.backend_name = backend_name
         self.connection = connection
         self.start_job = start_job
@@ -231,7 +289,8 @@ class RowDryRun:
         else:
             outcome = self._check()
             if outcome.verdict is not Verdict.WOULD_FAIL:
-                outcome = DryRunOutcome(outcome.verdict, outcome.errors, self._estimate())
+                costs, source = self._estimate()
+                outcome = DryRunOutcome(outcome.verdict, outcome.errors, costs, source)
         self._record(outcome, values)
         log.info("%s: dry run: %s", self.row, outcome.message)
         return outcome
@@ -289,7 +348,8 @@ class RowDryRun:
         if not intercepted.creates:
             message = f"start_job returned job {job.job_id} without sending POST /jobs: nothing to validate"
             return DryRunOutcome(Verdict.NOT_CHECKED, [{"code": "NoCreate", "message": message}])
-        connection, body = intercepted.creates[-1]
+        self._create = intercepted.creates[-1]
+        connection, body = self._create
         return self._validate(connection, body)
 
     def _validate(self, connection: Connection, body: Mapping[str, Any]) -> DryRunOutcome:
@@ -325,10 +385,57 @@ class RowDryRun:
             return DryRunOutcome(Verdict.WOULD_FAIL, found)
         return DryRunOutcome(Verdict.VALID, [])
 
-    def _estimate(self) -> float | None:
-        """The batch's history: the median costs of this table's jobs on the row's backend, else on any."""
-        costs = self.db.recorded_costs(self.backend_name)
-        return expected_costs(costs) if costs else None
+    def _estimate(self) -> tuple[float | None, str | None]:
+        """The backend's estimate for a sampled row, else the batch's history: the median costs of this table's
+        jobs on the row's backend, else on any."""
+        if self._create is not None and self.estimate_sample > 0:
+            rows = sum(self.db.count_by_status().values())
+            if in_estimate_sample(self.row.row_id, rows, self.estimate_sample):
+                costs = self._backend_estimate(*self._create)
+                if costs is not None:
+                    return costs, BY_BACKEND
+        recorded = self.db.recorded_costs(self.backend_name)
+        return (expected_costs(recorded), BY_HISTORY) if recorded else (None, None)
+
+    def _backend_estimate(self, connection: Connection, body: Mapping[str, Any]) -> float | None:
+        """Create the row's job as ``start_job`` would have, read its ``GET /jobs/{id}/estimate``, delete it unstarted.
+
+        None (logged) where the backend does not list the estimate, or any step fails; the job is deleted whatever
+        happens once it exists (a created job that never starts processes nothing).
+        """
+        try:
+            served = connection.capabilities().supports_endpoint("/jobs/{job_id}/estimate", "GET")
+        except Exception as exc:
+            log.info("%s: dry run: no backend estimate (capabilities unreadable: %s)", self.row, self._scrub(str(exc)))
+            return None
+        if not served:
+            log.info("%s: dry run: backend %r lists no GET /jobs/{job_id}/estimate", self.row, self.backend_name)
+            return None
+        document = {**body, "title": f"{ESTIMATE_JOB_TITLE}{body.get('title') or self.row}"}
+        try:
+            created = connection.post("/jobs", json=document, expected_status=201)
+            job_id = created.headers.get("OpenEO-Identifier") or created.headers["Location"].rstrip("/").split("/")[-1]
+        except Exception as exc:
+            log.warning("%s: dry run: could not create a job to estimate: %s", self.row, self._scrub(str(exc)))
+            return None
+        try:
+            answer = connection.get(f"/jobs/{job_id}/estimate", expected_status=200).json()
+            costs = parse_costs(answer.get("costs"), job_id=job_id) if isinstance(answer, Mapping) else None
+            log.info("%s: dry run: job %s estimated at %s by the backend", self.row, job_id, costs)
+            return costs
+        except Exception as exc:
+            log.warning("%s: dry run: job %s could not be estimated: %s", self.row, job_id, self._scrub(str(exc)))
+            return None
+        finally:
+            try:
+                connection.delete(f"/jobs/{job_id}", expected_status=204)
+            except Exception as exc:
+                log.warning(
+                    "%s: dry run: job %s (created only to be estimated, never started) could not be deleted: %s",
+                    self.row,
+                    job_id,
+                    self._scrub(str(exc)),
+                )
 
     def _record(self, outcome: DryRunOutcome, values: Mapping[str, Any]) -> None:
         update: dict[str, Any] = {
@@ -339,6 +446,7 @@ class RowDryRun:
         }
         if outcome.verdict is not Verdict.HAS_JOB:
             update[ESTIMATED_COSTS_COLUMN] = outcome.estimated_costs
+            update[ESTIMATE_SOURCE_COLUMN] = outcome.estimate_source
             if clean(values.get("status")) in RESERVING_STATUSES:
                 update["status"] = RowStatus.NOT_STARTED.value  # a stale claim of a start that never happened
         self.db.update_row(self.row.row_id, update)
@@ -370,7 +478,11 @@ def dry_run_continues(checked_this_run: int, remaining: int) -> bool:
 
 def dry_run_report(table: pd.DataFrame, chain: str | None, run_key: str, *, remaining: int = 0) -> dict[str, Any]:
     """The summary's ``dry_run``: the verdicts of the rows this run's chain checked (every run of a batch past
-    ``max_rows_per_run``), how many would fail, the estimated cost, and whether the chain goes on."""
+    ``max_rows_per_run``), how many would fail, the estimated cost, and whether the chain goes on.
+
+    ``estimated_costs`` sums the rows' estimates; rows with none are counted at the median of the backend's
+    estimates of the sampled rows (``extrapolated_rows``), when there are any.
+    """
     checked = table.iloc[0:0]
     if len(table) and VERDICT_COLUMN in table and CHAIN_COLUMN in table:
         checked = table[(table[CHAIN_COLUMN] == chain).to_numpy() & table[VERDICT_COLUMN].notna().to_numpy()]
@@ -379,28 +491,37 @@ def dry_run_report(table: pd.DataFrame, chain: str | None, run_key: str, *, rema
         {str(k): int(v) for k, v in checked[VERDICT_COLUMN].value_counts().sort_index().items()} if len(checked) else {}
     )
     would_run = checked[checked[VERDICT_COLUMN].isin([Verdict.VALID.value, Verdict.NOT_CHECKED.value])]
-    estimates = (
-        pd.to_numeric(would_run[ESTIMATED_COSTS_COLUMN], errors="coerce")
-        if len(would_run) and ESTIMATED_COSTS_COLUMN in would_run
-        else None
-    )
-    known = int(estimates.notna().sum()) if estimates is not None else 0
+    estimates = _numbers(would_run, ESTIMATED_COSTS_COLUMN)
+    by_backend = estimates.iloc[0:0]
+    if len(estimates) and ESTIMATE_SOURCE_COLUMN in would_run:
+        by_backend = estimates[(would_run[ESTIMATE_SOURCE_COLUMN] == BY_BACKEND).to_numpy()].dropna()
+    known = int(estimates.notna().sum())
+    extrapolated = len(would_run) - known if len(by_backend) else 0
+    total = float(estimates.fillna(0).sum()) + extrapolated * (float(by_backend.median()) if len(by_backend) else 0.0)
     continues = dry_run_continues(this_run, remaining)
     report: dict[str, Any] = {
         "rows": len(checked),
         "rows_this_run": this_run,
         "verdicts": verdicts,
         "would_fail": verdicts.get(Verdict.WOULD_FAIL.value, 0),
-        "estimated_costs": round(float(estimates.fillna(0).sum()), 6) if known else None,
+        "estimated_costs": round(total, 6) if known else None,
         "estimated_rows": known,
+        "estimated_by_backend": len(by_backend),
+        "extrapolated_rows": extrapolated,
         "continues": continues,
         "rows_left_to_next_run": remaining if continues else 0,
         "rows_not_checked": 0 if continues else remaining,
     }
-    if len(would_run) and known < len(would_run):
+    if len(would_run) and known + extrapolated < len(would_run):
         report["estimate_note"] = (
             f"{len(would_run) - known} row(s) without an estimate: openEO estimates only a job that exists "
-            "(GET /jobs/{id}/estimate) and a dry run creates none; the estimate is the median costs of this job "
-            "table's jobs, and it records none yet"
+            "(GET /jobs/{id}/estimate) and a dry run creates none unless asked (Param "
+            f"{ESTIMATES_PARAM!r}); the estimate is the median costs of this job table's jobs, and it records none yet"
         )
     return report
+
+
+def _numbers(frame: pd.DataFrame, column: str) -> pd.Series:
+    if column not in frame or not len(frame):
+        return pd.Series(dtype=float)
+    return pd.to_numeric(frame[column], errors="coerce").reset_index(drop=True)

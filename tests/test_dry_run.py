@@ -3,8 +3,15 @@
 from __future__ import annotations
 
 import pandas as pd
+import pytest
 
-from airflow_provider_openeo.dry_run import dry_run_continues, dry_run_report, rows_to_check
+from airflow_provider_openeo.dry_run import (
+    dry_run_continues,
+    dry_run_report,
+    in_estimate_sample,
+    requested_estimates,
+    rows_to_check,
+)
 
 
 def test_a_chained_dry_run_plans_only_the_rows_its_chain_has_not_checked():
@@ -36,3 +43,32 @@ def test_the_report_counts_the_chain_and_says_what_is_left():
     assert (report["continues"], report["rows_left_to_next_run"], report["rows_not_checked"]) == (True, 4, 0)
     stuck = dry_run_report(table, "d/1", "d/3", remaining=4)
     assert (stuck["continues"], stuck["rows_left_to_next_run"], stuck["rows_not_checked"]) == (False, 0, 4)
+
+
+def test_the_estimate_sample_spreads_over_the_table_without_the_rows_agreeing_on_it():
+    assert [i for i in range(10) if in_estimate_sample(i, 10, 3)] == [0, 4, 8]
+    assert [i for i in range(10) if in_estimate_sample(i, 10, 20)] == list(range(10)), "a sample above the rows"
+    assert not any(in_estimate_sample(i, 10, 0) for i in range(10))
+    assert sum(in_estimate_sample(f"key-{i}", 1000, 10) for i in range(1000)) in range(5, 20), "keys: by hash"
+
+
+def test_the_estimate_sample_is_a_number_of_rows():
+    assert requested_estimates({"params": {"dry_run_estimates": 3}}) == 3
+    assert requested_estimates({}) == 0
+    with pytest.raises(ValueError, match="Param 'dry_run_estimates' must be a number of rows"):
+        requested_estimates({"params": {"dry_run_estimates": -1}})
+
+
+def test_rows_without_an_estimate_are_counted_at_the_median_of_the_backends():
+    table = pd.DataFrame(
+        {
+            "dry_run_chain": ["d/1"] * 4,
+            "dispatch_run": ["d/1"] * 4,
+            "dry_run_verdict": ["valid", "valid", "valid", "would_fail"],
+            "estimated_costs": [2.0, 4.0, None, None],
+            "estimate_source": ["backend", "history", None, None],
+        }
+    )
+    report = dry_run_report(table, "d/1", "d/1")
+    assert (report["estimated_costs"], report["estimated_by_backend"], report["extrapolated_rows"]) == (8.0, 1, 1)
+    assert "estimate_note" not in report

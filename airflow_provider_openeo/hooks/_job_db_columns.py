@@ -148,6 +148,8 @@ RESERVED_COLUMNS: tuple[ReservedColumn, ...] = (
     #: The chain of runs whose dry run checked the row (``run_chain``): a chained dry run skips the rows its chain
     #: checked already, so a batch past ``max_rows_per_run`` is checked whole, each row once.
     ReservedColumn("dry_run_chain", _STR),
+    #: Where the dry run's ``estimated_costs`` came from: the backend's estimate of the row's job, or the table's costs.
+    ReservedColumn("estimate_source", _STR, allowed=frozenset({"backend", "history"})),
     ReservedColumn("updated_at", _STR, automatic=True),
 )
 RESERVED: dict[str, ReservedColumn] = {column.name: column for column in RESERVED_COLUMNS}

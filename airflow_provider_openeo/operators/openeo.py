@@ -29,7 +29,13 @@ from airflow_provider_openeo import arguments
 from airflow_provider_openeo._stac_item import json_value
 from airflow_provider_openeo.budget import requested_max_costs
 from airflow_provider_openeo.dispatching import Claim, Done, GiveUp, StartFailure, Wait
-from airflow_provider_openeo.dry_run import DryRunOutcome, RowDryRun, Verdict, requested_dry_run
+from airflow_provider_openeo.dry_run import (
+    DryRunOutcome,
+    RowDryRun,
+    Verdict,
+    requested_dry_run,
+    requested_estimates,
+)
 from airflow_provider_openeo.failure_policy import RETRY_BY_POLICY, RETRY_KEY, FailurePolicy, decide
 from airflow_provider_openeo.hooks._job_db_columns import BACKEND_CHOSEN_BY_DISPATCH
 from airflow_provider_openeo.hooks._job_db_sql import DEFAULT_TABLE_NAME
@@ -280,6 +286,7 @@ class OpenEOStartJobOperator(OpenEORowOperator):
             job_options=self.job_options,
             job_budget=self.job_budget,
             chain=chain_key(context),
+            estimate_sample=requested_estimates(context),
         )
         try:
             outcome = dry_run.run()

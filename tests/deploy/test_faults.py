@@ -1031,11 +1031,14 @@ def test_dry_run_then_a_budget_that_stops_new_starts_at_the_cap(rig: FaultRig) -
 
 
 def test_a_dry_run_past_max_rows_per_run_checks_every_row_once_across_its_chain(rig: FaultRig) -> None:
-    """From the trigger form's Params, 5 rows at 2 per run (row 3 names a process no backend knows): the dry run
-    chains three runs, checking 2, 2 and 1 rows; every row keeps ``not_started`` with its verdict and the first
-    run's key as its chain, no job reaches a backend, and the last run's summary counts the whole chain."""
+    """From the trigger form's Params, 5 rows at 2 per run (row 3 names a process no backend knows), the backend asked
+    to estimate 2 of them: the dry run chains three runs, checking 2, 2 and 1 rows; every row keeps ``not_started``
+    with its verdict and the first run's key as its chain. Of the sample (rows 0 and 3), row 0's job is created,
+    estimated (1 s of run: 0.5) and deleted unstarted, row 3 would fail; the last run's summary counts the whole
+    chain and puts the 3 rows without an estimate at the sample's 0.5. No job is left on a backend."""
     dag_id, rows = "fault_dry_run_chain", 5
-    run_id, _ = run_batch(rig, dag_id, {"rows": rows, "run_seconds": 1, "bad_rows": [3], "dry_run": True})
+    conf = {"rows": rows, "run_seconds": 1, "bad_rows": [3], "dry_run": True, "dry_run_estimates": 2}
+    run_id, _ = run_batch(rig, dag_id, conf)
 
     def runs() -> list[dict[str, Any]]:
         found = rig.airflow.api("GET", f"/dags/{dag_id}/dagRuns", params={"limit": 20, "order_by": "logical_date"})
@@ -1061,5 +1064,8 @@ def test_a_dry_run_past_max_rows_per_run_checks_every_row_once_across_its_chain(
     assert sorted(table["dispatch_run"].value_counts().tolist()) == [1, 2, 2], "each row checked by one run"
     last = summaries[-1]
     assert (last["rows"], last["would_fail"], last["rows_not_checked"]) == (rows, 1, 0), last
-    assert not any(rig.jobs_of(f"{dag_id} ").values()), "a dry run creates no job"
+    assert table["estimate_source"].tolist() == ["backend", None, None, None, None]
+    assert (last["estimated_costs"], last["estimated_by_backend"], last["extrapolated_rows"]) == (2.0, 1, 3), last
+    assert not any(rig.jobs_of(f"{dag_id} ").values()), "a dry run runs no job"
+    assert not any(rig.jobs_of("[dry run estimate] ").values()), "the job estimated is deleted"
     observe(rig, "14b dry run chain", runs=len(chain), dry_run=last)

@@ -225,6 +225,8 @@ def test_a_dry_run_estimates_from_the_tables_recorded_costs(row_ops: RowOps):
         "would_fail": 0,
         "estimated_costs": 0.5,
         "estimated_rows": 2,
+        "estimated_by_backend": 0,
+        "extrapolated_rows": 0,
         "continues": False,
         "rows_left_to_next_run": 0,
         "rows_not_checked": 0,
@@ -239,6 +241,42 @@ def test_without_recorded_costs_the_dry_run_report_says_why_there_is_no_estimate
     report = dry_run_report(table, table.loc[0, "dry_run_chain"], "dag/run")
     assert report["estimated_costs"] is None
     assert "openEO estimates only a job that exists" in report["estimate_note"]
+
+
+def test_a_dry_run_asked_for_estimates_has_the_backend_estimate_a_sample_of_rows(row_ops: RowOps):
+    """4 rows, a sample of 2 (rows 0 and 2): each sampled row's job is created, estimated (the local backend: 0.5 per
+    second of run, 0.5 s here) and deleted unstarted; the other rows have no history to go by, so the summary counts
+    them at the sample's median: 4 x 0.25."""
+    titles = row_ops.table(4)
+    row_ops.backend.reset_stats()
+    for row_id in range(4):
+        operator = row_ops.operator(row_id, start_job=graph_start)
+        operator.execute(dry_context(operator, dry_run_estimates=2))
+
+    stats = row_ops.backend.stats()
+    assert (stats["POST /jobs"], stats["GET /jobs/{job_id}/estimate"], stats["DELETE /jobs/{job_id}"]) == (2, 2, 2)
+    assert "POST /jobs/{job_id}/results" not in stats, "never started"
+    assert not any(row_ops.jobs(title) for title in titles)
+    assert not [job for job in row_ops.backend.jobs() if str(job.get("title")).startswith("[dry run estimate]")]
+    rows = [row_ops.row(i) for i in range(4)]
+    assert [r["status"] for r in rows] == ["not_started"] * 4
+    assert [r["estimate_source"] for r in rows] == ["backend", None, "backend", None]
+    assert [r["estimated_costs"] for r in rows][::2] == [0.25, 0.25]
+    table = row_ops.db.read().assign(dispatch_run="dag/run")
+    report = dry_run_report(table, table.loc[0, "dry_run_chain"], "dag/run")
+    assert (report["estimated_costs"], report["estimated_by_backend"], report["extrapolated_rows"]) == (1.0, 2, 2)
+    assert "estimate_note" not in report
+
+
+def test_where_the_backend_lists_no_estimate_a_sampled_row_creates_no_job(row_ops: RowOps):
+    """openeo-driver answers 501 and hides the estimate from its capabilities: the dry run creates nothing to ask."""
+    row_ops.table(1)
+    row_ops.backend.configure(estimates=False)
+    row_ops.backend.reset_stats()
+    operator = row_ops.operator(0, start_job=graph_start)
+    operator.execute(dry_context(operator, dry_run_estimates=1))
+    assert "POST /jobs" not in row_ops.backend.stats()
+    assert (row_ops.row()["dry_run_verdict"], row_ops.row()["estimate_source"]) == ("valid", None)
 
 
 def test_a_dry_run_leaves_a_row_holding_a_job_alone(row_ops: RowOps):

@@ -23,7 +23,7 @@ import pandas as pd
 from airflow.sdk import DAG, DeltaDataIntervalTimetable, Param
 
 from airflow_provider_openeo.budget import MAX_COSTS_PARAM, max_costs_param
-from airflow_provider_openeo.dry_run import DRY_RUN_PARAM, dry_run_param
+from airflow_provider_openeo.dry_run import DRY_RUN_PARAM, ESTIMATES_PARAM, dry_run_estimates_param, dry_run_param
 from airflow_provider_openeo.task_groups import openeo_job_batch
 
 CONFIG: dict[str, Any] = json.loads(os.environ.get("OPENEO_FAULT_DAGS") or "{}")
@@ -232,5 +232,6 @@ dry_run_chain = batch_dag(
     params={
         "bad_rows": Param([], type="array", description="indices of rows whose process no backend knows"),
         DRY_RUN_PARAM: dry_run_param(),
+        ESTIMATES_PARAM: dry_run_estimates_param(),
     },
 )
