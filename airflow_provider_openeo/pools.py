@@ -19,8 +19,8 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from airflow_provider_openeo.planning import BackendSpec, parse_backends
-from airflow_provider_openeo.pool_check import pool_description, pool_verdict, pools_from_api
+from airflow_provider_openeo.batch.planning import BackendSpec, parse_backends
+from airflow_provider_openeo.batch.pool_check import pool_description, pool_verdict, pools_from_api
 
 
 class PoolError(Exception):

@@ -43,7 +43,7 @@ pytest_plugins = [
 def _fresh_connection_memory(monkeypatch: pytest.MonkeyPatch) -> None:
     """Each test's triggers learn their backends afresh (how to read statuses, how long jobs take): tests reuse
     connection ids for servers in other profiles and jobs of other lengths."""
-    from airflow_provider_openeo.hooks import _read_strategy
+    from airflow_provider_openeo.hooks._openeo import read_strategy as _read_strategy
     from airflow_provider_openeo.triggers import _end_forecast
 
     monkeypatch.setattr(_read_strategy, "_STRATEGIES", {})

@@ -7,8 +7,8 @@ from datetime import timedelta
 
 import pytest
 
-from airflow_provider_openeo import arguments
-from airflow_provider_openeo.hooks._job_db_sql import MAX_TABLE_NAME_LENGTH, validate_table_name
+from airflow_provider_openeo.batch import arguments
+from airflow_provider_openeo.hooks._job_db.sql import MAX_TABLE_NAME_LENGTH, validate_table_name
 
 
 def test_seconds_take_numbers_and_timedeltas_and_refuse_the_rest():

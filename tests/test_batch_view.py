@@ -22,11 +22,11 @@ import pandas as pd
 import pytest
 from shapely.geometry import box
 
+from airflow_provider_openeo.batch.row_dispatch import run_key_of, slot_of
 from airflow_provider_openeo.batch_view.catalog import batches_in_dag
 from airflow_provider_openeo.batch_view.progress import batch_progress
 from airflow_provider_openeo.hooks.job_db import OpenEOJobDbHook
-from airflow_provider_openeo.row_dispatch import run_key_of, slot_of
-from airflow_provider_openeo.timestamps import rfc3339_from_epoch
+from airflow_provider_openeo.job_table.timestamps import rfc3339_from_epoch
 from tests.fixtures.databases import POSTGRES_CONN_JSON, _postgres_unreachable_reason, unique_table_name
 
 try:
@@ -58,7 +58,7 @@ def start_job(row: pd.Series, connection: Any, provider: str, **kwargs: Any) -> 
 def _dags(work: Path) -> dict[str, Any]:
     from airflow.sdk import DAG
 
-    from airflow_provider_openeo.task_groups import openeo_job_batch
+    from airflow_provider_openeo.batch.task_groups import openeo_job_batch
 
     backends = {
         "foo": {"conn_id": "openeo_foo", "parallel_jobs": 2},

@@ -15,7 +15,7 @@ import pandas as pd
 import pytest
 from airflow.sdk import DAG
 
-from airflow_provider_openeo.budget import (
+from airflow_provider_openeo.batch.budget import (
     BLOCKED_BY_BUDGET,
     BudgetLedger,
     budget_report,
@@ -25,9 +25,9 @@ from airflow_provider_openeo.budget import (
     max_costs_param,
     requested_max_costs,
 )
+from airflow_provider_openeo.batch.task_groups import openeo_job_batch
 from airflow_provider_openeo.hooks.job_db import OpenEOJobDbHook
-from airflow_provider_openeo.job_history import retired_values
-from airflow_provider_openeo.task_groups import openeo_job_batch
+from airflow_provider_openeo.job_table.job_history import retired_values
 
 # -- the rule ---------------------------------------------------------------------------------------------------
 

@@ -8,11 +8,16 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from airflow_provider_openeo.cells import clean, is_empty
 from airflow_provider_openeo.hooks.job_db import OpenEOJobDbHook
-from airflow_provider_openeo.job_row import JobRowRef
-from airflow_provider_openeo.job_starting import STALE_CLAIM_SECONDS, claim_is_stale
-from airflow_provider_openeo.timestamps import epoch_from_rfc3339, rfc3339_of, utc_now_precise, utc_now_rfc3339
+from airflow_provider_openeo.job_table.cells import clean, is_empty
+from airflow_provider_openeo.job_table.job_row import JobRowRef
+from airflow_provider_openeo.job_table.timestamps import (
+    epoch_from_rfc3339,
+    rfc3339_of,
+    utc_now_precise,
+    utc_now_rfc3339,
+)
+from airflow_provider_openeo.start.job_starting import STALE_CLAIM_SECONDS, claim_is_stale
 
 
 @pytest.mark.parametrize("value", [None, pd.NA, pd.NaT, float("nan"), np.float32("nan"), np.datetime64("NaT")])

@@ -7,8 +7,8 @@ from pathlib import Path
 import pytest
 
 from airflow_provider_openeo._deployment_paths import deployment_path
+from airflow_provider_openeo.handlers.job_handlers import OpenEOJobHandler
 from airflow_provider_openeo.hooks.job_db import OpenEOJobDbHook
-from airflow_provider_openeo.job_handlers import OpenEOJobHandler
 
 
 @pytest.fixture

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from airflow_provider_openeo.dispatching import (
+from airflow_provider_openeo.batch.dispatching import (
     BASE_COOLDOWN_SECONDS,
     FAILURES_BEFORE_COOLDOWN,
     MAX_COOLDOWN_SECONDS,

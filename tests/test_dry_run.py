@@ -5,7 +5,7 @@ from __future__ import annotations
 import pandas as pd
 import pytest
 
-from airflow_provider_openeo.dry_run import (
+from airflow_provider_openeo.batch.dry_run import (
     dry_run_continues,
     dry_run_report,
     in_estimate_sample,

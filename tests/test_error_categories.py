@@ -6,7 +6,7 @@ from typing import Any
 
 import pytest
 
-from airflow_provider_openeo.error_categories import RULES, ErrorCategory, Rule, classify, parse_category
+from airflow_provider_openeo.batch.error_categories import RULES, ErrorCategory, Rule, classify, parse_category
 from local_backend.failure_logs import CATEGORY_LOGS
 
 OOM, NO_DATA, TIMEOUT = ErrorCategory.OUT_OF_MEMORY, ErrorCategory.NO_DATA, ErrorCategory.TIMEOUT

@@ -9,10 +9,9 @@ from typing import Any
 import pandas as pd
 import pytest
 
-from airflow_provider_openeo import arguments
-from airflow_provider_openeo._create_options import OptionLayers, applying_job_options, forget_processing_parameters
-from airflow_provider_openeo._oom_memory import format_size, raise_memory, scaled_size
-from airflow_provider_openeo.failure_policy import (
+from airflow_provider_openeo.batch import arguments
+from airflow_provider_openeo.batch._oom_memory import format_size, raise_memory, scaled_size
+from airflow_provider_openeo.batch.failure_policy import (
     DEFAULT_MAX_ATTEMPTS,
     FailurePolicy,
     attempt_streak,
@@ -20,8 +19,13 @@ from airflow_provider_openeo.failure_policy import (
     oom_retries,
     parse_failure_policy,
 )
-from airflow_provider_openeo.job_history import retired_values
-from airflow_provider_openeo.summary import failure_counts, summarize
+from airflow_provider_openeo.batch.summary import failure_counts, summarize
+from airflow_provider_openeo.job_table.job_history import retired_values
+from airflow_provider_openeo.start._create_options import (
+    OptionLayers,
+    applying_job_options,
+    forget_processing_parameters,
+)
 from local_backend.parameters import CREATE_JOB_PARAMETERS
 from tests.test_job_options import _ServingConnection
 
@@ -69,7 +73,7 @@ def test_bad_policies_are_refused_at_parse_time_naming_what(value: Any, message:
 
 
 def test_openeo_job_batch_checks_the_policy_when_the_dag_is_parsed():
-    from airflow_provider_openeo.task_groups import openeo_job_batch
+    from airflow_provider_openeo.batch.task_groups import openeo_job_batch
 
     with pytest.raises(ValueError, match="unknown error category 'memory'"):
         openeo_job_batch(

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from airflow_provider_openeo._job_gone import (
+from airflow_provider_openeo.exceptions import OpenEOConfigurationError
+from airflow_provider_openeo.wait._job_gone import (
     DEFAULT_GONE_POLLS,
     DEFAULT_GONE_SECONDS,
     GoneJudge,
@@ -14,7 +15,6 @@ from airflow_provider_openeo._job_gone import (
     federation_missing,
     upstream_named,
 )
-from airflow_provider_openeo.exceptions import OpenEOConfigurationError
 
 POLICY = GonePolicy(polls=3, seconds=60)
 

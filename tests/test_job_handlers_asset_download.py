@@ -10,9 +10,9 @@ from typing import Any
 import pytest
 from openeo.rest import OpenEoApiError
 
-from airflow_provider_openeo._asset_download import AssetChecksumError, download_asset
-from airflow_provider_openeo._asset_plan import PlannedAsset
-from airflow_provider_openeo._result_storage import IncompleteDownloadError, partial_path_for
+from airflow_provider_openeo.handlers._asset_download import AssetChecksumError, download_asset
+from airflow_provider_openeo.handlers._asset_plan import PlannedAsset
+from airflow_provider_openeo.handlers._result_storage import IncompleteDownloadError, partial_path_for
 
 BODY = bytes(range(256)) * 40  # 10 240 bytes
 

@@ -16,12 +16,12 @@ import pytest
 from openeo.extra.job_management._manager import _format_usage_stat
 from openeo.extra.job_management._thread_worker import _JobDownloadTask
 
-from airflow_provider_openeo._result_storage import TEMPORARY_MARKER
-from airflow_provider_openeo.hooks._openeo_http import no_retry
+from airflow_provider_openeo.handlers._result_storage import TEMPORARY_MARKER
+from airflow_provider_openeo.handlers.job_handlers import OpenEOJobHandler, ResultDownloadError
+from airflow_provider_openeo.hooks._openeo.http import no_retry
 from airflow_provider_openeo.hooks.job_db import OpenEOJobDbHook
 from airflow_provider_openeo.hooks.openeo import OpenEOHook
-from airflow_provider_openeo.job_handlers import OpenEOJobHandler, ResultDownloadError
-from airflow_provider_openeo.job_row import JobRowRef
+from airflow_provider_openeo.job_table.job_row import JobRowRef
 from local_backend.launcher import BASIC_PASSWORD, LocalBackend
 from tests.fixtures.local_backend import backend_conn_env
 from tests.stac_checks import assert_validates_offline

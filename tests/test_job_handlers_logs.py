@@ -15,13 +15,13 @@ import pytest
 from openeo.rest import OpenEoApiError
 from openeo.rest.models.general import LogsResponse
 
-from airflow_provider_openeo._log_pages import next_href, read_log_pages
-from airflow_provider_openeo.error_categories import ErrorCategory
-from airflow_provider_openeo.hooks._openeo_http import no_retry
+from airflow_provider_openeo.batch.error_categories import ErrorCategory
+from airflow_provider_openeo.handlers._log_pages import next_href, read_log_pages
+from airflow_provider_openeo.handlers.job_handlers import OpenEOJobHandler
+from airflow_provider_openeo.hooks._openeo.http import no_retry
 from airflow_provider_openeo.hooks.job_db import OpenEOJobDbHook
 from airflow_provider_openeo.hooks.openeo import OpenEOHook
-from airflow_provider_openeo.job_handlers import OpenEOJobHandler
-from airflow_provider_openeo.job_row import JobRowRef
+from airflow_provider_openeo.job_table.job_row import JobRowRef
 from local_backend.launcher import LocalBackend
 from tests.fixtures.local_backend import backend_conn_env
 from tests.test_job_handlers_backend import _run_job

@@ -11,7 +11,7 @@ from typing import Any
 import pandas as pd
 import pytest
 
-from airflow_provider_openeo._asset_plan import (
+from airflow_provider_openeo.handlers._asset_plan import (
     ORIGINAL_KEY_FIELD,
     REFUSED_FIELD,
     AssetNote,
@@ -21,9 +21,9 @@ from airflow_provider_openeo._asset_plan import (
     plan_assets,
     stored_results_document,
 )
+from airflow_provider_openeo.handlers.job_handlers import OpenEOJobHandler
 from airflow_provider_openeo.hooks.job_db import OpenEOJobDbHook
-from airflow_provider_openeo.job_handlers import OpenEOJobHandler
-from airflow_provider_openeo.job_row import JobRowRef
+from airflow_provider_openeo.job_table.job_row import JobRowRef
 from tests.test_job_handlers_paths import _Job
 
 HOSTILE_KEYS = ["..", "../../escape.txt", "/tmp/abs-escape.txt", "sub/../../up.txt"]

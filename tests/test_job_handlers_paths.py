@@ -12,7 +12,7 @@ from typing import Any
 import pytest
 from openeo.rest.job import ResultAsset
 
-from airflow_provider_openeo._safe_paths import (
+from airflow_provider_openeo.handlers._safe_paths import (
     UnsafePathError,
     asset_file_name,
     ensure_inside,
@@ -21,7 +21,7 @@ from airflow_provider_openeo._safe_paths import (
     safe_job_token,
     unique_name,
 )
-from airflow_provider_openeo.job_handlers import OpenEOJobHandler
+from airflow_provider_openeo.handlers.job_handlers import OpenEOJobHandler
 
 HOSTILE_NAMES = [
     "../../x",
@@ -296,7 +296,7 @@ def test_handler_refuses_a_root_escape_even_if_a_name_slips_through(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """Defence in depth: with sanitising switched off, the containment check still stops the write."""
-    from airflow_provider_openeo import _safe_paths
+    from airflow_provider_openeo.handlers import _safe_paths
 
     monkeypatch.setattr(_safe_paths, "asset_file_name", lambda key, href, media_type: key)
     root = tmp_path / "root"
@@ -311,6 +311,6 @@ def test_handler_refuses_a_root_escape_even_if_a_name_slips_through(
 def test_media_type_extensions_match_openeo() -> None:
     from openeo.rest import job as openeo_job
 
-    from airflow_provider_openeo import _safe_paths
+    from airflow_provider_openeo.handlers import _safe_paths
 
     assert openeo_job._MEDIA_TYPE_EXTENSION_MAP == _safe_paths._MEDIA_TYPE_EXTENSIONS

@@ -17,9 +17,9 @@ from typing import Any
 import openeo
 import pytest
 
-from airflow_provider_openeo._asset_download import MAX_NETWORK_READ
+from airflow_provider_openeo.handlers._asset_download import MAX_NETWORK_READ
+from airflow_provider_openeo.handlers.job_handlers import OpenEOJobHandler, ResultDownloadError
 from airflow_provider_openeo.hooks.openeo import OpenEOHook
-from airflow_provider_openeo.job_handlers import OpenEOJobHandler, ResultDownloadError
 from local_backend.launcher import LocalBackend
 from tests.fixtures.local_backend import backend_conn_env
 from tests.test_job_handlers_backend import _run_job

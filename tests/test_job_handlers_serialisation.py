@@ -13,7 +13,7 @@ import pytest
 from airflow.sdk import DAG, BaseOperator, ObjectStoragePath
 from airflow.serialization.serialized_objects import DagSerialization
 
-from airflow_provider_openeo.job_handlers import OpenEOJobHandler
+from airflow_provider_openeo.handlers.job_handlers import OpenEOJobHandler
 
 
 class _KeepsHandler(BaseOperator):

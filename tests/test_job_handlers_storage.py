@@ -10,7 +10,7 @@ from typing import Any
 
 import pytest
 
-from airflow_provider_openeo._result_storage import (
+from airflow_provider_openeo.handlers._result_storage import (
     TEMPORARY_MARKER,
     IncompleteDownloadError,
     as_storage_path,
@@ -124,7 +124,11 @@ def test_storage_path_from_strings(tmp_path: Path, monkeypatch: pytest.MonkeyPat
 
 
 def test_resumable_partials_survive_the_sweep_of_leftover_temporaries(directory: Any) -> None:
-    from airflow_provider_openeo._result_storage import partial_path_for, remove_leftover_temporaries, remove_partials
+    from airflow_provider_openeo.handlers._result_storage import (
+        partial_path_for,
+        remove_leftover_temporaries,
+        remove_partials,
+    )
 
     partial = partial_path_for(directory / "odd.part-name.tif")
     with partial.open("wb") as handle:

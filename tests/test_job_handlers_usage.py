@@ -9,7 +9,13 @@ from typing import Any
 import pytest
 from openeo.extra.job_management._manager import _format_usage_stat
 
-from airflow_provider_openeo._usage import UsageAmount, format_usage, parse_costs, parse_usage, usage_row_values
+from airflow_provider_openeo.job_table._usage import (
+    UsageAmount,
+    format_usage,
+    parse_costs,
+    parse_usage,
+    usage_row_values,
+)
 
 USAGE_CASES: list[dict[str, Any]] = [
     {"cpu": {"value": 1.5, "unit": "cpu-seconds"}},

@@ -11,14 +11,14 @@ import pytest
 import requests
 from openeo.rest import OpenEoApiError
 
-from airflow_provider_openeo import arguments
-from airflow_provider_openeo._create_options import (
+from airflow_provider_openeo.batch import arguments
+from airflow_provider_openeo.start._create_options import (
     OptionLayers,
     applying_job_options,
     forget_processing_parameters,
     own_options,
 )
-from airflow_provider_openeo.job_options import job_option_problems, merge_job_options, parse_job_options
+from airflow_provider_openeo.start.job_options import job_option_problems, merge_job_options, parse_job_options
 from local_backend.parameters import CREATE_JOB_PARAMETERS
 
 
@@ -152,7 +152,7 @@ def test_a_backend_without_processing_parameters_is_not_checked_and_says_so_once
     forget_processing_parameters()
     connection = _Connection(parameters_status=501)
     layers = OptionLayers({"anything": 1}, {"executor-cores": 99})
-    caplog.set_level(logging.INFO, logger="airflow_provider_openeo._create_options")
+    caplog.set_level(logging.INFO, logger="airflow_provider_openeo.start._create_options")
     with applying_job_options(connection, layers, label="row 0", backend="b") as applied:  # type: ignore[arg-type]
         first = _post_jobs(connection, {"process": {"process_graph": {}}, "title": "t", "top": True})
         second = _post_jobs(connection, {"process": {"process_graph": {}}, "title": "u"})

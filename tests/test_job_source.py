@@ -10,9 +10,9 @@ import sqlalchemy as sa
 from openeo.extra.job_management import create_job_db
 from shapely.geometry import box
 
+from airflow_provider_openeo.batch.job_source import JobSourceError, load_job_source
+from airflow_provider_openeo.batch.row_keys import RowKeyError, row_keys
 from airflow_provider_openeo.hooks.job_db import JobDbExistsError, JobDbInputError
-from airflow_provider_openeo.job_source import JobSourceError, load_job_source
-from airflow_provider_openeo.row_keys import RowKeyError, row_keys
 
 
 def dates(*months: int) -> pd.DataFrame:

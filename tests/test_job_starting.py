@@ -13,9 +13,9 @@ import pandas as pd
 import pytest
 import requests
 
-from airflow_provider_openeo._lost_create import lost_create_answer
-from airflow_provider_openeo.job_row import JobRowRef
-from airflow_provider_openeo.job_starting import (
+from airflow_provider_openeo.job_table.job_row import JobRowRef
+from airflow_provider_openeo.start._lost_create import lost_create_answer
+from airflow_provider_openeo.start.job_starting import (
     RowJobStarter,
     RowSkipped,
     RowStartError,

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import pytest
 
-from airflow_provider_openeo import budget, planning, reruns, summary
+from airflow_provider_openeo.batch import budget, planning, reruns, summary
 from airflow_provider_openeo.batch_view import progress
-from airflow_provider_openeo.job_status import (
+from airflow_provider_openeo.job_table.job_status import (
     ACTIVE_BACKEND_STATUSES,
     FAILED_ROW_STATUSES,
     FINAL_ROW_STATUSES,
@@ -59,9 +59,9 @@ def test_every_module_uses_the_one_definition():
 
 
 def test_results_state_is_one_enum_behind_every_name():
-    from airflow_provider_openeo import job_handlers
-    from airflow_provider_openeo.hooks import _job_db_columns
-    from airflow_provider_openeo.job_status import UNSTORED_RESULTS_STATES, ResultsState
+    from airflow_provider_openeo.handlers import job_handlers
+    from airflow_provider_openeo.hooks._job_db import columns as _job_db_columns
+    from airflow_provider_openeo.job_table.job_status import UNSTORED_RESULTS_STATES, ResultsState
 
     assert job_handlers.ResultsState is ResultsState
     assert ResultsState.values() == _job_db_columns.RESULTS_STATES

@@ -10,14 +10,14 @@ from airflow.sdk import BaseOperator
 from airflow.sdk.exceptions import AirflowException, AirflowFailException, TaskDeferred
 
 from airflow_provider_openeo.hooks.openeo import OpenEOHook
-from airflow_provider_openeo.job_row import JobRowRef
-from airflow_provider_openeo.job_waiting import (
+from airflow_provider_openeo.job_table.job_row import JobRowRef
+from airflow_provider_openeo.triggers.openeo import OpenEOJobEvent, OpenEOJobEventStatus, OpenEOJobTrigger
+from airflow_provider_openeo.wait.job_waiting import (
     JOB_URL_XCOM_KEY,
     OpenEOJobWaitMixin,
     compute_deadline,
     validate_event,
 )
-from airflow_provider_openeo.triggers.openeo import OpenEOJobEvent, OpenEOJobEventStatus, OpenEOJobTrigger
 from tests.triggers._fakes import FakeJobTable
 
 ROW = JobRowRef(table="jobs", row_id=3)

@@ -10,9 +10,14 @@ import pytest
 import requests
 from requests.hooks import dispatch_hook
 
-from airflow_provider_openeo import _lost_create
-from airflow_provider_openeo._lost_create import LostCreate, find_orphan, reaches_back_before, recording_created_jobs
-from airflow_provider_openeo.hooks._listing_pages import MAX_SEARCH_PAGES
+from airflow_provider_openeo.hooks._openeo.listing_pages import MAX_SEARCH_PAGES
+from airflow_provider_openeo.start import _lost_create
+from airflow_provider_openeo.start._lost_create import (
+    LostCreate,
+    find_orphan,
+    reaches_back_before,
+    recording_created_jobs,
+)
 
 URL = "https://openeo.example/openeo/1.2"
 

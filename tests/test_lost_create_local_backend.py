@@ -14,8 +14,8 @@ import uuid
 import openeo
 import pytest
 
-from airflow_provider_openeo._lost_create import ORPHAN_SEARCH_PAGES, find_orphan, lost_create_answer
-from airflow_provider_openeo.hooks._listing_pages import MAX_SEARCH_PAGES
+from airflow_provider_openeo.hooks._openeo.listing_pages import MAX_SEARCH_PAGES
+from airflow_provider_openeo.start._lost_create import ORPHAN_SEARCH_PAGES, find_orphan, lost_create_answer
 from local_backend.launcher import LocalBackend
 
 HISTORY = 2_000

@@ -11,11 +11,11 @@ import pytest
 from airflow.sdk import DAG
 from airflow.sdk.exceptions import AirflowFailException
 
+from airflow_provider_openeo.batch.task_groups import openeo_job_batch
+from airflow_provider_openeo.handlers.job_handlers import OpenEOJobHandler
+from airflow_provider_openeo.handlers.output_naming import OutputNaming, OutputNamingError
 from airflow_provider_openeo.hooks.job_db import OpenEOJobDbHook
-from airflow_provider_openeo.job_handlers import OpenEOJobHandler
-from airflow_provider_openeo.job_row import JobRowRef
-from airflow_provider_openeo.output_naming import OutputNaming, OutputNamingError
-from airflow_provider_openeo.task_groups import openeo_job_batch
+from airflow_provider_openeo.job_table.job_row import JobRowRef
 from tests.test_job_handlers_paths import _Job
 
 ASSETS = {"openEO.tif": ("https://b.example/a/openEO.tif", b"raster"), "openEO.json": ("https://b/m.json", b"{}")}

@@ -3,7 +3,7 @@ from __future__ import annotations
 import pandas as pd
 import pytest
 
-from airflow_provider_openeo.planning import (
+from airflow_provider_openeo.batch.planning import (
     DEFAULT_MAX_ROWS_PER_RUN,
     BackendSpec,
     parse_backends,

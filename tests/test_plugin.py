@@ -17,7 +17,8 @@ from pathlib import Path
 
 import pytest
 
-from airflow_provider_openeo import get_provider_info, pool_listener
+from airflow_provider_openeo import get_provider_info
+from airflow_provider_openeo.batch import pool_listener
 from airflow_provider_openeo.plugin import OpenEOPlugin
 from tests.conftest import REPO
 
@@ -84,7 +85,7 @@ def test_airflow_loads_the_plugin_through_its_entry_point(tmp_path):
     assert done.returncode == 0, done.stderr[-2000:]
     listed = json.loads(done.stdout[done.stdout.index("[{") :])  # unit-test mode logs a line first
     (ours,) = [plugin for plugin in listed if plugin["name"] == "openeo"]
-    assert ours["listeners"] == ["airflow_provider_openeo.pool_listener"]
+    assert ours["listeners"] == ["airflow_provider_openeo.batch.pool_listener"]
     assert "EntryPoint(name='openeo', value='airflow_provider_openeo.plugin:OpenEOPlugin'" in ours["source"]
 
 

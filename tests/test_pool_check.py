@@ -9,9 +9,8 @@ import shlex
 import pytest
 from airflow.sdk import DAG, TaskGroup
 
-from airflow_provider_openeo.operators.openeo import OpenEOBatchJobOperator
-from airflow_provider_openeo.planning import parse_backends
-from airflow_provider_openeo.pool_check import (
+from airflow_provider_openeo.batch.planning import parse_backends
+from airflow_provider_openeo.batch.pool_check import (
     PoolState,
     fix_command,
     pool_verdict,
@@ -19,9 +18,10 @@ from airflow_provider_openeo.pool_check import (
     pools_from_record,
     pools_record,
 )
-from airflow_provider_openeo.pool_listener import batch_pools
-from airflow_provider_openeo.preflight import pool_problems
-from airflow_provider_openeo.task_groups import openeo_job_batch
+from airflow_provider_openeo.batch.pool_listener import batch_pools
+from airflow_provider_openeo.batch.preflight import pool_problems
+from airflow_provider_openeo.batch.task_groups import openeo_job_batch
+from airflow_provider_openeo.operators.openeo import OpenEOBatchJobOperator
 
 SPECS = parse_backends({"foo": {"parallel_jobs": 2}, "bar": {"conn_id": "openeo_b", "parallel_jobs": 3}})
 RIGHT = {"openeo_foo": PoolState(2, True), "openeo_bar": PoolState(3, True)}
@@ -123,14 +123,14 @@ def test_an_unusable_record_says_why(record, clear_number, reason):
 
 
 def test_plan_without_a_record_or_api_connection_says_pools_were_not_checked(caplog):
-    with caplog.at_level(logging.INFO, logger="airflow_provider_openeo.preflight"):
+    with caplog.at_level(logging.INFO, logger="airflow_provider_openeo.batch.preflight"):
         assert pool_problems(SPECS, None, clear_number=0) == []
     assert "pools were not checked: the scheduler left no record" in caplog.text
 
 
 def test_plan_with_a_record_returns_problems_and_logs_warnings(caplog):
     record = pools_record({"openeo_foo": PoolState(4, True), "openeo_bar": None}, clear_number=0, recorded_at="t")
-    with caplog.at_level(logging.INFO, logger="airflow_provider_openeo.preflight"):
+    with caplog.at_level(logging.INFO, logger="airflow_provider_openeo.batch.preflight"):
         problems = pool_problems(SPECS, record, clear_number=0)
     assert len(problems) == 1 and "pool 'openeo_bar' does not exist" in problems[0]
     assert "pool 'openeo_foo' has 4 slot(s) but parallel_jobs is 2" in caplog.text
@@ -203,8 +203,8 @@ def test_listener_records_the_pools_after_the_schedulers_commit(airflow_db):
     from airflow.utils.state import DagRunState
     from airflow.utils.types import DagRunType
 
-    from airflow_provider_openeo.pool_check import POOLS_KEY
-    from airflow_provider_openeo.pool_listener import on_dag_run_running
+    from airflow_provider_openeo.batch.pool_check import POOLS_KEY
+    from airflow_provider_openeo.batch.pool_listener import on_dag_run_running
 
     tag = uuid.uuid4().hex[:8]
     with DAG(f"pools_listener_{tag}", schedule=None) as dag:

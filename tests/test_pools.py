@@ -20,7 +20,7 @@ import pandas as pd
 import pytest
 import requests
 
-from airflow_provider_openeo.planning import parse_backends
+from airflow_provider_openeo.batch.planning import parse_backends
 from airflow_provider_openeo.pools import (
     PoolError,
     check_pools,

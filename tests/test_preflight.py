@@ -10,8 +10,8 @@ import json
 
 import pytest
 
-from airflow_provider_openeo.planning import BackendSpec
-from airflow_provider_openeo.preflight import BackendsUnusable, check_backend, check_backends
+from airflow_provider_openeo.batch.planning import BackendSpec
+from airflow_provider_openeo.batch.preflight import BackendsUnusable, check_backend, check_backends
 from local_backend.launcher import LocalBackend
 from tests.fixtures.local_backend import backend_conn_env, backend_connection
 

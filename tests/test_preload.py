@@ -12,7 +12,7 @@ from deploy.live_airflow import AirflowSettings, LiveAirflow
 
 PROBE = (
     "import sys, airflow.settings, airflow.models; "
-    "print(all(m in sys.modules for m in ('pandas', 'openeo', 'airflow_provider_openeo.task_groups')))"
+    "print(all(m in sys.modules for m in ('pandas', 'openeo', 'airflow_provider_openeo.batch.task_groups')))"
 )
 
 

@@ -8,7 +8,7 @@ from types import SimpleNamespace
 import pandas as pd
 import pytest
 
-from airflow_provider_openeo.reruns import (
+from airflow_provider_openeo.batch.reruns import (
     CONTINUES_KEY,
     RERUN_PARAM,
     checked_statuses,

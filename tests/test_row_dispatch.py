@@ -14,9 +14,8 @@ from typing import Any
 import pandas as pd
 import pytest
 
-from airflow_provider_openeo.dispatching import Claim, Done, StartFailure, Wait
-from airflow_provider_openeo.hooks.job_db import OpenEOJobDbHook
-from airflow_provider_openeo.row_dispatch import (
+from airflow_provider_openeo.batch.dispatching import Claim, Done, StartFailure, Wait
+from airflow_provider_openeo.batch.row_dispatch import (
     DispatchScope,
     RowDispatcher,
     count_unused,
@@ -24,6 +23,7 @@ from airflow_provider_openeo.row_dispatch import (
     slot_of,
     split_run_key,
 )
+from airflow_provider_openeo.hooks.job_db import OpenEOJobDbHook
 from tests.fixtures.databases import same_table
 
 RUN = "dag/run_1"

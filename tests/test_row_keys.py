@@ -11,7 +11,7 @@ import pandas as pd
 import pytest
 from shapely.geometry import Point, box
 
-from airflow_provider_openeo.row_keys import KEY_LENGTH, RowKeyError, key_rule, row_keys
+from airflow_provider_openeo.batch.row_keys import KEY_LENGTH, RowKeyError, key_rule, row_keys
 
 
 def one_key(frame: pd.DataFrame, **kwargs) -> str:

@@ -6,7 +6,7 @@ from types import SimpleNamespace
 
 import jinja2
 
-from airflow_provider_openeo.run_chain import CHAIN_KEY, CHAINED_CONF_TEMPLATE, chain_key
+from airflow_provider_openeo.batch.run_chain import CHAIN_KEY, CHAINED_CONF_TEMPLATE, chain_key
 
 
 def context(conf: dict | None, run_id: str = "manual__1") -> dict:

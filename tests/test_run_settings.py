@@ -7,7 +7,7 @@ from typing import Any
 
 import pytest
 
-from airflow_provider_openeo.run_settings import run_conf, run_setting
+from airflow_provider_openeo.batch.run_settings import run_conf, run_setting
 
 
 def positive(where: str, value: Any) -> int:

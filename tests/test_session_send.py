@@ -7,7 +7,7 @@ from typing import Any
 
 import requests
 
-from airflow_provider_openeo._session_send import Send, is_create_request, wrapped_send
+from airflow_provider_openeo.start._session_send import Send, is_create_request, wrapped_send
 
 
 def tagging(tag: str, seen: list[str]) -> Any:

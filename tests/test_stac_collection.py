@@ -15,8 +15,8 @@ import geopandas as gpd
 import pytest
 from shapely.geometry import box
 
-from airflow_provider_openeo._stac_item import build_item, item_id_for
-from airflow_provider_openeo.stac_collection import BatchCollection
+from airflow_provider_openeo.handlers._stac_item import build_item, item_id_for
+from airflow_provider_openeo.handlers.stac_collection import BatchCollection
 from tests.stac_checks import assert_validates_offline, items_by_row
 
 RESULTS_DOCUMENT = {
@@ -236,7 +236,7 @@ def test_concurrent_writers_on_object_storage_lose_no_item(s3_root: dict[str, An
 
 
 def test_a_next_batch_makes_its_rows_from_the_collection(tmp_path: Path):
-    from airflow_provider_openeo.stac_collection import collection_rows
+    from airflow_provider_openeo.handlers.stac_collection import collection_rows
 
     collection = BatchCollection(tmp_path, "tiles")
     row = {"title": "a", "temporal_extent": ["2024-01-01", "2024-02-01"], "geometry": box(5, 51, 6, 52)}
@@ -257,7 +257,7 @@ def test_the_collection_opens_from_object_storage(tmp_path: Path):
     from airflow.sdk.io import attach
     from fsspec.implementations.memory import MemoryFileSystem
 
-    from airflow_provider_openeo.stac_collection import open_collection
+    from airflow_provider_openeo.handlers.stac_collection import open_collection
 
     attach("memory", fs=MemoryFileSystem())
     root = ObjectStoragePath(f"memory://stac-{uuid.uuid4().hex[:8]}/results")
@@ -269,7 +269,7 @@ def test_the_collection_opens_from_object_storage(tmp_path: Path):
 
 
 def test_a_refresh_that_keeps_seeing_changes_leaves_them_to_the_writer_making_them(tmp_path, monkeypatch, caplog):
-    import airflow_provider_openeo.stac_collection as module
+    import airflow_provider_openeo.handlers.stac_collection as module
 
     collection = BatchCollection(tmp_path, "tiles")
     collection.put_item(item_for(0))

@@ -13,8 +13,8 @@ import pandas as pd
 import pytest
 from openeo.extra.job_management import CsvJobDatabase
 
-from airflow_provider_openeo._usage import parse_usage
-from airflow_provider_openeo.summary import costs_total, rows_carried_over, run_progress, summarize, usage_totals
+from airflow_provider_openeo.batch.summary import costs_total, rows_carried_over, run_progress, summarize, usage_totals
+from airflow_provider_openeo.job_table._usage import parse_usage
 from tests.example_dags.conftest import (
     assert_batch_consistent,
     backend_job_ids,

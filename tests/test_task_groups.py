@@ -14,8 +14,8 @@ import pystac
 import pytest
 from airflow.sdk import DAG, TaskGroup
 
-from airflow_provider_openeo.planning import parse_backends, plan_run, rows_to_run
-from airflow_provider_openeo.task_groups import DEFAULT_ROW_RETRIES, DEFAULT_ROW_RETRY_DELAY, openeo_job_batch
+from airflow_provider_openeo.batch.planning import parse_backends, plan_run, rows_to_run
+from airflow_provider_openeo.batch.task_groups import DEFAULT_ROW_RETRIES, DEFAULT_ROW_RETRY_DELAY, openeo_job_batch
 from tests.example_dags.conftest import (
     assert_batch_consistent,
     backend_job_ids,
@@ -374,8 +374,8 @@ def test_a_dag_whose_rows_are_in_the_old_shared_table_is_told_how_to_keep_them(t
     """Starting over in the new, empty table would give every row a second job: the run stops once, saying why."""
     from airflow.sdk.exceptions import AirflowFailException
 
+    from airflow_provider_openeo.batch.task_groups import refuse_rows_left_in_the_legacy_table
     from airflow_provider_openeo.hooks.job_db import OpenEOJobDbHook
-    from airflow_provider_openeo.task_groups import refuse_rows_left_in_the_legacy_table
 
     sqlite = str(tmp_path / "jobs.db")
     legacy = OpenEOJobDbHook(table="openeo_jobs", sqlite_path=sqlite)

@@ -8,8 +8,8 @@ import geopandas as gpd
 import pytest
 from shapely.geometry import box, mapping
 
-from airflow_provider_openeo.job_source import load_job_source
-from airflow_provider_openeo.tiling import TiledArea, TilingError
+from airflow_provider_openeo.batch.job_source import load_job_source
+from airflow_provider_openeo.batch.tiling import TiledArea, TilingError
 
 BBOX = {"west": 5.0, "south": 51.0, "east": 5.2, "north": 51.1}
 

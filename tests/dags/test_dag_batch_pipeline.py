@@ -16,7 +16,7 @@ import openeo
 import pandas as pd
 from airflow.sdk import DAG, Asset
 
-from airflow_provider_openeo.task_groups import openeo_job_batch
+from airflow_provider_openeo.batch.task_groups import openeo_job_batch
 
 DAG_ID = "test_dag_batch_pipeline"
 BATCH_ASSET = Asset("openeo://test_dag_batch_pipeline/batch")

@@ -15,7 +15,7 @@ import openeo
 import pandas as pd
 from airflow.sdk import DAG
 
-from airflow_provider_openeo.task_groups import openeo_job_batch
+from airflow_provider_openeo.batch.task_groups import openeo_job_batch
 
 DAG_ID = "test_dag_job_options"
 CONFIG: dict[str, Any] = json.loads(os.environ.get("OPENEO_TEST_JOB_OPTIONS") or "{}")

@@ -14,7 +14,7 @@ import openeo
 import pandas as pd
 from airflow.sdk import DAG
 
-from airflow_provider_openeo.task_groups import openeo_job_batch
+from airflow_provider_openeo.batch.task_groups import openeo_job_batch
 
 DAG_ID = "test_dag_row_failures"
 CONFIG: dict[str, Any] = json.loads(os.environ.get("OPENEO_TEST_ROW_FAILURES") or "{}")

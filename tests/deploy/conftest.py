@@ -23,8 +23,8 @@ import pandas as pd
 import psutil
 import pytest
 
+from airflow_provider_openeo.batch.row_dispatch import parse_slot
 from airflow_provider_openeo.hooks.job_db import OpenEOJobDbHook
-from airflow_provider_openeo.row_dispatch import parse_slot
 from deploy.live_airflow import AirflowSettings, LiveAirflow
 from local_backend.launcher import LocalBackend, start_local_backend
 from tests.conftest import REPO

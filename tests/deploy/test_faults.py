@@ -25,9 +25,9 @@ import pandas as pd
 import psutil
 import pytest
 
-from airflow_provider_openeo.dispatching import BASE_COOLDOWN_SECONDS
-from airflow_provider_openeo.reruns import CONTINUES_KEY
-from airflow_provider_openeo.run_chain import CHAIN_KEY
+from airflow_provider_openeo.batch.dispatching import BASE_COOLDOWN_SECONDS
+from airflow_provider_openeo.batch.reruns import CONTINUES_KEY
+from airflow_provider_openeo.batch.run_chain import CHAIN_KEY
 from tests.deploy.conftest import FaultRig
 from tests.example_dags.conftest import assert_batch_consistent
 

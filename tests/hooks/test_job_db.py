@@ -9,7 +9,7 @@ import pandas as pd
 import pytest
 import sqlalchemy as sa
 
-from airflow_provider_openeo.hooks._job_db_columns import RESERVED_COLUMNS
+from airflow_provider_openeo.hooks._job_db.columns import RESERVED_COLUMNS
 from airflow_provider_openeo.hooks.job_db import (
     JobDbExistsError,
     JobDbInputError,
@@ -18,9 +18,9 @@ from airflow_provider_openeo.hooks.job_db import (
     RowNotFoundError,
     UnknownColumnError,
 )
-from airflow_provider_openeo.job_starting import STALE_CLAIM_SECONDS, claim_holder, claim_values
-from airflow_provider_openeo.job_status import RowStatus
-from airflow_provider_openeo.timestamps import epoch_from_rfc3339, rfc3339_from_epoch
+from airflow_provider_openeo.job_table.job_status import RowStatus
+from airflow_provider_openeo.job_table.timestamps import epoch_from_rfc3339, rfc3339_from_epoch
+from airflow_provider_openeo.start.job_starting import STALE_CLAIM_SECONDS, claim_holder, claim_values
 from tests.fixtures.databases import same_table
 
 
@@ -196,7 +196,7 @@ def _sql_columns(hook: OpenEOJobDbHook) -> set[str]:
 
 def test_migration_adds_a_new_reserved_column(job_db: OpenEOJobDbHook, monkeypatch) -> None:
     """A table made before a reserved column existed gets it on open (ALTER TABLE), with its default."""
-    import airflow_provider_openeo.hooks._job_db_schema as schema_module
+    import airflow_provider_openeo.hooks._job_db.schema as schema_module
     import airflow_provider_openeo.hooks.job_db as hook_module
 
     older = tuple(c for c in RESERVED_COLUMNS if c.name not in ("attempt", "results_state"))
@@ -251,8 +251,8 @@ def test_any_column_name_is_quoted_never_injected(job_db: OpenEOJobDbHook) -> No
 def test_a_table_made_before_row_keys_gains_them_on_first_use(job_db: OpenEOJobDbHook, monkeypatch) -> None:
     """An existing deployment's table: ``row_key`` and ``source_run`` are added when it is opened, the unique
     index when its rows are first keyed; the same source then finds every row instead of adding it again."""
-    import airflow_provider_openeo.hooks._job_db_schema as schema_module
-    from airflow_provider_openeo.job_source import load_job_source
+    import airflow_provider_openeo.hooks._job_db.schema as schema_module
+    from airflow_provider_openeo.batch.job_source import load_job_source
 
     older = tuple(c for c in RESERVED_COLUMNS if c.name not in ("row_key", "source_run"))
     monkeypatch.setattr(schema_module, "RESERVED_COLUMNS", older)

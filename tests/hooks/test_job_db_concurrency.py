@@ -18,7 +18,7 @@ import pandas as pd
 import pytest
 
 from airflow_provider_openeo.hooks.job_db import OpenEOJobDbHook
-from airflow_provider_openeo.job_starting import claim_holder, claim_values
+from airflow_provider_openeo.start.job_starting import claim_holder, claim_values
 
 PROCESSES = 8
 ROWS = 240

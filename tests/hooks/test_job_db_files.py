@@ -9,7 +9,7 @@ import pytest
 import shapely
 from openeo.extra.job_management import CsvJobDatabase, ParquetJobDatabase, create_job_db
 
-from airflow_provider_openeo.hooks._job_db_columns import RESERVED
+from airflow_provider_openeo.hooks._job_db.columns import RESERVED
 from airflow_provider_openeo.hooks.job_db import OpenEOJobDbHook
 from tests.fixtures.databases import same_table, unique_table_name
 

@@ -15,9 +15,9 @@ import pandas as pd
 import pytest
 from openeo.extra.job_management import CsvJobDatabase
 
+from airflow_provider_openeo.handlers.job_handlers import OpenEOJobHandler
 from airflow_provider_openeo.hooks.job_db import OpenEOJobDbHook
-from airflow_provider_openeo.job_handlers import OpenEOJobHandler
-from airflow_provider_openeo.job_row import JobRowRef
+from airflow_provider_openeo.job_table.job_row import JobRowRef
 from tests.fixtures.databases import same_table
 
 PROCESSES = 4

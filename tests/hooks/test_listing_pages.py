@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from airflow_provider_openeo.hooks._listing_pages import MAX_SEARCH_PAGES, LastPageSearch, page_numbering
+from airflow_provider_openeo.hooks._openeo.listing_pages import MAX_SEARCH_PAGES, LastPageSearch, page_numbering
 
 ROOT = "https://openeo.example/openeo/1.2/jobs"
 

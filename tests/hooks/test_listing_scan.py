@@ -11,8 +11,8 @@ import asyncio
 from typing import Any
 from urllib.parse import parse_qs, urljoin, urlsplit
 
-from airflow_provider_openeo.hooks._listing_scan import STALE_RESUME_PAGES, ListingScan
-from airflow_provider_openeo.hooks._read_strategy import ReadStrategy
+from airflow_provider_openeo.hooks._openeo.listing_scan import STALE_RESUME_PAGES, ListingScan
+from airflow_provider_openeo.hooks._openeo.read_strategy import ReadStrategy
 
 ROOT = "https://openeo.example/openeo/1.2"
 LIMIT = 10

@@ -26,8 +26,8 @@ from airflow_provider_openeo.exceptions import (
     OpenEOJobNotFoundError,
     OpenEOTransientError,
 )
-from airflow_provider_openeo.hooks._openeo_auth import BearerToken, StaticTokenSource, jwt_expiry
-from airflow_provider_openeo.hooks._openeo_http import (
+from airflow_provider_openeo.hooks._openeo.auth import BearerToken, StaticTokenSource, jwt_expiry
+from airflow_provider_openeo.hooks._openeo.http import (
     parse_retry_after,
     redact,
     safe_retry,

@@ -17,7 +17,7 @@ from airflow_provider_openeo.exceptions import (
     OpenEOJobNotFoundError,
     OpenEOTransientError,
 )
-from airflow_provider_openeo.hooks._read_strategy import ReadStrategy
+from airflow_provider_openeo.hooks._openeo.read_strategy import ReadStrategy
 from airflow_provider_openeo.hooks.openeo import OpenEOAsyncHook
 from tests.hooks._openeo_scripted import Reply, ScriptedServer, Seen
 

@@ -11,7 +11,7 @@ from airflow_provider_openeo.exceptions import (
     OpenEOProviderError,
     OpenEOTransientError,
 )
-from airflow_provider_openeo.hooks._openeo_http import error_for_status
+from airflow_provider_openeo.hooks._openeo.http import error_for_status
 
 
 @pytest.mark.parametrize(
@@ -48,7 +48,7 @@ class _Broken:
 
 
 def test_secrets_for_redaction_come_from_one_place():
-    from airflow_provider_openeo.hooks._openeo_http import connection_secrets, scrub
+    from airflow_provider_openeo.hooks._openeo.http import connection_secrets, scrub
 
     assert connection_secrets(_Connection()) == ("s3cr3t-token",)
     assert connection_secrets(_Broken()) == () and connection_secrets(None) == ()

@@ -20,7 +20,7 @@ from airflow_provider_openeo.exceptions import (
     OpenEOProviderError,
     OpenEOTransientError,
 )
-from airflow_provider_openeo.hooks._openeo_http import safe_retry
+from airflow_provider_openeo.hooks._openeo.http import safe_retry
 from airflow_provider_openeo.hooks.openeo import OpenEOAsyncHook, OpenEOHook
 from local_backend.launcher import BASIC_PASSWORD, OIDC_CLIENT_SECRET, LocalBackend
 from tests.fixtures.local_backend import AUTH_METHODS, backend_conn_env, backend_connection

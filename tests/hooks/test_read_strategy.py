@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import pytest
 
-from airflow_provider_openeo.hooks._read_strategy import (
+from airflow_provider_openeo.hooks._openeo.read_strategy import (
     MAX_PROBE_GAP,
     MIN_PROBE_GAP,
     REQUEST_COST_BYTES,
@@ -143,7 +143,7 @@ def test_describe_names_what_the_choice_rests_on() -> None:
 
 
 def test_one_strategy_per_connection_in_the_process() -> None:
-    from airflow_provider_openeo.hooks._read_strategy import read_strategy_of
+    from airflow_provider_openeo.hooks._openeo.read_strategy import read_strategy_of
     from airflow_provider_openeo.triggers.openeo import _default_hook_factory
 
     assert read_strategy_of("a") is read_strategy_of("a") is not read_strategy_of("b")

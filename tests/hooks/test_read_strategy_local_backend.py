@@ -18,8 +18,8 @@ from dataclasses import dataclass
 import openeo
 import pytest
 
-from airflow_provider_openeo.hooks._listing_pages import MAX_SEARCH_PAGES
-from airflow_provider_openeo.hooks._read_strategy import MIN_PROBE_GAP
+from airflow_provider_openeo.hooks._openeo.listing_pages import MAX_SEARCH_PAGES
+from airflow_provider_openeo.hooks._openeo.read_strategy import MIN_PROBE_GAP
 from airflow_provider_openeo.hooks.openeo import OpenEOAsyncHook
 from local_backend.launcher import LocalBackend
 from tests.fixtures.local_backend import backend_connection
@@ -172,7 +172,7 @@ def test_the_triggerer_remembers_a_backends_lesson_across_pollers(openeo_backend
     """Two waves of triggers on one connection, each in its own poller (the first stops when its jobs end): the
     first searches for the page its jobs are on (oldest first, behind 2,000 old jobs: page 20), the second reads
     that page at once, without a search, and no job one by one."""
-    from airflow_provider_openeo.hooks import _read_strategy
+    from airflow_provider_openeo.hooks._openeo import read_strategy as _read_strategy
     from airflow_provider_openeo.triggers.openeo import OpenEOJobEvent, OpenEOJobEventStatus, OpenEOJobTrigger
 
     openeo_backend.configure(profile="geopyspark")

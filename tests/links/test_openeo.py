@@ -76,7 +76,7 @@ _DAG_FILE = '''
 import pendulum
 from airflow.sdk import DAG, BaseOperator
 
-from airflow_provider_openeo.job_handlers import OpenEOJobHandler
+from airflow_provider_openeo.handlers.job_handlers import OpenEOJobHandler
 from airflow_provider_openeo.links.openeo import OpenEOJobLink
 
 

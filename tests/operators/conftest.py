@@ -22,9 +22,9 @@ import pytest
 from airflow.sdk.exceptions import TaskDeferred
 from airflow.triggers.base import BaseTaskEndEvent
 
+from airflow_provider_openeo.handlers.job_handlers import OpenEOJobHandler
 from airflow_provider_openeo.hooks.job_db import OpenEOJobDbHook
 from airflow_provider_openeo.hooks.openeo import OpenEOHook
-from airflow_provider_openeo.job_handlers import OpenEOJobHandler
 from airflow_provider_openeo.operators.openeo import ROW_LABEL_KEY, OpenEOBatchJobOperator, OpenEOStartJobOperator
 from airflow_provider_openeo.triggers.openeo import OpenEOJobTrigger
 from local_backend.launcher import LocalBackend

@@ -18,8 +18,8 @@ from airflow.sdk.exceptions import AirflowFailException, TaskDeferred
 from openeo.extra.job_management import ProcessBasedJobCreator
 from shapely.geometry import Polygon
 
+from airflow_provider_openeo.batch.job_source import JobSourceError, load_job_source
 from airflow_provider_openeo.hooks.job_db import JobDbInputError, OpenEOJobDbHook
-from airflow_provider_openeo.job_source import JobSourceError, load_job_source
 from tests.operators.conftest import RowOps, make_context, run_row
 from tests.operators.test_openeo_start_job_signature import UDP, published_udp
 

@@ -21,8 +21,8 @@ from typing import Any
 import pandas as pd
 import pytest
 
+from airflow_provider_openeo.batch.row_dispatch import parse_slot
 from airflow_provider_openeo.hooks.job_db import OpenEOJobDbHook
-from airflow_provider_openeo.row_dispatch import parse_slot
 from local_backend.launcher import BASIC_PASSWORD, OIDC_CLIENT_SECRET, LocalBackend
 from tests.conftest import AIRFLOW_HOME, REPO
 from tests.example_dags.conftest import task_instances

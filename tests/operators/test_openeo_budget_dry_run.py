@@ -17,7 +17,7 @@ import pytest
 from airflow.sdk.exceptions import AirflowFailException, AirflowSkipException
 from openeo.extra.job_management import ProcessBasedJobCreator
 
-from airflow_provider_openeo.dry_run import dry_run_report, requested_dry_run
+from airflow_provider_openeo.batch.dry_run import dry_run_report, requested_dry_run
 from airflow_provider_openeo.operators.openeo import OpenEOJobResultsOperator, OpenEOStartJobOperator
 from tests.fixtures.local_backend import backend_conn_env
 from tests.operators.conftest import (

@@ -14,7 +14,7 @@ import signal
 import subprocess
 import sys
 
-from airflow_provider_openeo.planning import rows_to_run
+from airflow_provider_openeo.batch.planning import rows_to_run
 from tests.conftest import REPO
 from tests.operators.conftest import RowOps, run_row
 
@@ -23,7 +23,7 @@ import json, os, signal, sys
 
 import openeo
 
-from airflow_provider_openeo.job_handlers import OpenEOJobHandler
+from airflow_provider_openeo.handlers.job_handlers import OpenEOJobHandler
 from tests.operators.conftest import ADD_GRAPH, RowOps, fast_options, run_row
 from airflow_provider_openeo.hooks.job_db import OpenEOJobDbHook
 
@@ -51,7 +51,7 @@ def start_job(row, connection, **kwargs):
 
 
 if mode == "mid_download":
-    from airflow_provider_openeo import _asset_download
+    from airflow_provider_openeo.handlers import _asset_download
 
     real_open = _asset_download.open_partial
 

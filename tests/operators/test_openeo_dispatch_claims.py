@@ -13,10 +13,10 @@ from typing import Any
 import pandas as pd
 import pytest
 
-from airflow_provider_openeo.dispatching import Claim
+from airflow_provider_openeo.batch.dispatching import Claim
+from airflow_provider_openeo.batch.row_dispatch import DispatchSettings, RowDispatcher, run_key_of
 from airflow_provider_openeo.hooks.job_db import OpenEOJobDbHook
 from airflow_provider_openeo.operators.openeo import OpenEOBatchJobOperator
-from airflow_provider_openeo.row_dispatch import DispatchSettings, RowDispatcher, run_key_of
 
 BACKENDS = {"foo": 2, "bar": 2}
 TASK_IDS = {name: [f"b.run_{name}.job", f"b.run_{name}.results"] for name in BACKENDS}

@@ -18,7 +18,7 @@ from typing import Any
 
 from airflow.sdk.exceptions import TaskDeferred
 
-from airflow_provider_openeo.failure_policy import FailurePolicy
+from airflow_provider_openeo.batch.failure_policy import FailurePolicy
 from airflow_provider_openeo.triggers.openeo import OpenEOJobTrigger
 from tests.conftest import REPO
 from tests.operators.conftest import ADD_GRAPH, FAST, FakeTaskInstance, RowOps, rendered_context
@@ -26,8 +26,9 @@ from tests.operators.conftest import ADD_GRAPH, FAST, FakeTaskInstance, RowOps, 
 CHILD = r"""
 import json, os, signal, sys
 
-from airflow_provider_openeo import failure_policy, job_starting
-from airflow_provider_openeo.failure_policy import FailurePolicy
+from airflow_provider_openeo.batch import failure_policy
+from airflow_provider_openeo.start import job_starting
+from airflow_provider_openeo.batch.failure_policy import FailurePolicy
 from airflow_provider_openeo.hooks.job_db import OpenEOJobDbHook
 from airflow_provider_openeo.operators import openeo as operators
 from tests.operators.conftest import RowOps, run_row

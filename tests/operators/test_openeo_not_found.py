@@ -15,8 +15,8 @@ from typing import Any
 import pandas as pd
 
 from airflow_provider_openeo.hooks.openeo import OpenEOAsyncHook
-from airflow_provider_openeo.job_row import JobRowRef
-from airflow_provider_openeo.job_starting import UNCONFIRMED, RowJobStarter
+from airflow_provider_openeo.job_table.job_row import JobRowRef
+from airflow_provider_openeo.start.job_starting import UNCONFIRMED, RowJobStarter
 from airflow_provider_openeo.triggers.openeo import OpenEOJobTrigger
 from tests.fixtures.local_backend import backend_conn_env
 from tests.operators.conftest import ADD_GRAPH, BACKEND_NAME, CONN_ID, RowOps, deferred_job_id, run_row

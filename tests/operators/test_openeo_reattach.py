@@ -14,8 +14,8 @@ import pandas as pd
 import pytest
 from airflow.sdk.exceptions import AirflowFailException
 
-from airflow_provider_openeo.job_handlers import OpenEOJobHandler
-from airflow_provider_openeo.planning import rows_to_run
+from airflow_provider_openeo.batch.planning import rows_to_run
+from airflow_provider_openeo.handlers.job_handlers import OpenEOJobHandler
 from tests.operators.conftest import ADD_GRAPH, BACKEND_NAME, RowOps, deferred_job_id, fast_options, run_row
 
 

@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 from airflow.sdk.exceptions import AirflowFailException, TaskDeferred
 
-from airflow_provider_openeo.job_handlers import OpenEOJobHandler
+from airflow_provider_openeo.handlers.job_handlers import OpenEOJobHandler
 from airflow_provider_openeo.operators.openeo import ROW_LABEL_KEY, OpenEOJobResultsOperator
 from tests.operators.conftest import CONN_ID, RowOps, make_context, rendered_context, run_row
 

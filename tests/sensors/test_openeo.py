@@ -12,7 +12,7 @@ import pytest
 from airflow.utils.state import DagRunState, TaskInstanceState
 
 from airflow_provider_openeo.hooks.openeo import OpenEOHook
-from airflow_provider_openeo.job_waiting import JOB_URL_XCOM_KEY
+from airflow_provider_openeo.wait.job_waiting import JOB_URL_XCOM_KEY
 from local_backend.launcher import BASIC_PASSWORD
 from tests.fixtures.local_backend import backend_conn_env
 
@@ -67,7 +67,7 @@ import datetime as dt
 
 from airflow.sdk import DAG
 
-from airflow_provider_openeo.job_handlers import OpenEOJobHandler
+from airflow_provider_openeo.handlers.job_handlers import OpenEOJobHandler
 from airflow_provider_openeo.sensors.openeo import OpenEOJobSensor
 
 with DAG({dag_id!r}, schedule=None, start_date=dt.datetime(2024, 1, 1), catchup=False) as dag:

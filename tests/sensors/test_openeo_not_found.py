@@ -74,8 +74,8 @@ def test_the_window_counts_across_reschedules_and_a_good_answer_starts_it_over(c
     job_id = running_job(connection)
     store = StateStore()
     openeo_backend.configure(faults=[not_found(job_id)])
-    monkeypatch.setattr("airflow_provider_openeo._job_listing.PAGE_LIMIT", 1)  # the job is not on page one ...
-    monkeypatch.setattr("airflow_provider_openeo._job_listing.MAX_PAGES", 1)
+    monkeypatch.setattr("airflow_provider_openeo.wait._job_listing.PAGE_LIMIT", 1)  # the job is not on page one ...
+    monkeypatch.setattr("airflow_provider_openeo.wait._job_listing.MAX_PAGES", 1)
     running_job(connection)  # ... which shows this newer job: healthy, but no confirmation
     assert sensor(job_id).poke({"task_state_store": store}) is False
     assert store.values["openeo_not_found"]["count"] == 1

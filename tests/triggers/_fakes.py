@@ -11,9 +11,9 @@ import threading
 from collections import Counter
 from typing import Any
 
-from airflow_provider_openeo._job_gone import FEDERATION_MISSING_KEY, GonePolicy, JobListing
 from airflow_provider_openeo.exceptions import OpenEOAuthError, OpenEOJobNotFoundError
-from airflow_provider_openeo.hooks._job_reads import JobReads
+from airflow_provider_openeo.hooks._openeo.job_reads import JobReads
+from airflow_provider_openeo.wait._job_gone import FEDERATION_MISSING_KEY, GonePolicy, JobListing
 
 #: Fast unit tests want the gone rule's window in polls of 0.01 s, not minutes.
 FAST_GONE_POLICY = GonePolicy(polls=3, seconds=0.02)

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 
-from airflow_provider_openeo.timestamps import rfc3339_from_epoch
+from airflow_provider_openeo.job_table.timestamps import rfc3339_from_epoch
 from airflow_provider_openeo.triggers import _status_poller
 from airflow_provider_openeo.triggers._end_forecast import EndForecast, RunTimes, run_times_of, total_times_of
 from tests.triggers._fakes import FakeBackend

@@ -13,7 +13,7 @@ from airflow.triggers.base import TaskSuccessEvent
 from openeo.util import rfc3339
 
 from airflow_provider_openeo.exceptions import OpenEOApiRequestError, OpenEOTransientError
-from airflow_provider_openeo.job_row import JobRowRef
+from airflow_provider_openeo.job_table.job_row import JobRowRef
 from airflow_provider_openeo.triggers import _status_poller
 from airflow_provider_openeo.triggers.openeo import (
     JobWaitSettings,
@@ -132,9 +132,9 @@ def test_every_entry_point_has_the_one_default_of_each_wait_setting():
     """The task group had 60 s and the operator, sensor and trigger 30 s: now each setting has one default."""
     import inspect
 
+    from airflow_provider_openeo.batch.task_groups import openeo_job_batch
     from airflow_provider_openeo.operators.openeo import OpenEOBatchJobOperator
     from airflow_provider_openeo.sensors.openeo import OpenEOJobSensor
-    from airflow_provider_openeo.task_groups import openeo_job_batch
 
     expected = JobWaitSettings().trigger_kwargs()
     assert expected["poll_interval"] == 60.0  # MultiBackendJobManager's poll_sleep, as the README says

@@ -8,7 +8,7 @@ import uuid
 
 import pandas as pd
 
-from airflow_provider_openeo.row_dispatch import DispatchScope, RowDispatcher, slot_of
+from airflow_provider_openeo.batch.row_dispatch import DispatchScope, RowDispatcher, slot_of
 from airflow_provider_openeo.triggers.openeo import OpenEODispatchWaitTrigger
 
 RUN = "dag/run_1"

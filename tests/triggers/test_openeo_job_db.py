@@ -13,7 +13,7 @@ from openeo.util import rfc3339
 
 from airflow_provider_openeo.hooks.job_db import OpenEOJobDbHook
 from airflow_provider_openeo.hooks.openeo import OpenEOHook
-from airflow_provider_openeo.job_row import JobRowRef
+from airflow_provider_openeo.job_table.job_row import JobRowRef
 from airflow_provider_openeo.triggers.openeo import OpenEOJobEvent, OpenEOJobEventStatus, OpenEOJobTrigger
 from tests.fixtures.local_backend import backend_connection
 

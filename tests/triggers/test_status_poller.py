@@ -8,10 +8,10 @@ import time
 
 import pytest
 
-from airflow_provider_openeo._job_gone import GonePolicy
 from airflow_provider_openeo.exceptions import OpenEOApiRequestError, OpenEOTransientError
 from airflow_provider_openeo.triggers import _status_poller
 from airflow_provider_openeo.triggers.openeo import OpenEOJobEvent, OpenEOJobEventStatus, OpenEOJobTrigger
+from airflow_provider_openeo.wait._job_gone import GonePolicy
 from tests.triggers._fakes import FakeBackend
 
 FAST = 0.01

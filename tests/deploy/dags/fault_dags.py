@@ -22,9 +22,9 @@ import openeo
 import pandas as pd
 from airflow.sdk import DAG, DeltaDataIntervalTimetable, Param
 
-from airflow_provider_openeo.budget import MAX_COSTS_PARAM, max_costs_param
-from airflow_provider_openeo.dry_run import DRY_RUN_PARAM, ESTIMATES_PARAM, dry_run_estimates_param, dry_run_param
-from airflow_provider_openeo.task_groups import openeo_job_batch
+from airflow_provider_openeo.batch.budget import MAX_COSTS_PARAM, max_costs_param
+from airflow_provider_openeo.batch.dry_run import DRY_RUN_PARAM, ESTIMATES_PARAM, dry_run_estimates_param, dry_run_param
+from airflow_provider_openeo.batch.task_groups import openeo_job_batch
 
 CONFIG: dict[str, Any] = json.loads(os.environ.get("OPENEO_FAULT_DAGS") or "{}")
 WORK_DIR = Path(CONFIG.get("work_dir", "."))

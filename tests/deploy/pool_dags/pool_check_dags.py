@@ -19,7 +19,7 @@ import openeo
 import pandas as pd
 from airflow.sdk import DAG
 
-from airflow_provider_openeo.task_groups import openeo_job_batch
+from airflow_provider_openeo.batch.task_groups import openeo_job_batch
 
 CONFIG: dict[str, Any] = json.loads(os.environ.get("OPENEO_POOL_DAGS") or "{}")
 WORK_DIR = Path(CONFIG.get("work_dir", "."))
