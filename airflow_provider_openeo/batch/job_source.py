@@ -22,6 +22,7 @@ import pandas as pd
 import sqlalchemy as sa
 
 from airflow_provider_openeo.batch.row_keys import job_defining_columns, key_rule, names_its_rows, row_keys
+from airflow_provider_openeo.exceptions import JobSourceError
 from airflow_provider_openeo.hooks._job_db.columns import ROW_KEY_COLUMN, SOURCE_RUN_COLUMN
 from airflow_provider_openeo.hooks._job_db.files import read_job_file
 from airflow_provider_openeo.hooks.job_db import JobDbExistsError, JobDbInputError, OpenEOJobDbHook
@@ -34,10 +35,6 @@ JobSource = pd.DataFrame | str | os.PathLike | Callable[[Any], pd.DataFrame] | N
 ON_EXISTS = ("append", "skip", "error")
 #: How often a load is retried when another run inserted the same new rows at the same moment.
 _LOAD_ATTEMPTS = 3
-
-
-class JobSourceError(ValueError):
-    """The batch has nothing valid to load."""
 
 
 def check_on_exists(value: Any) -> str:

@@ -18,6 +18,7 @@ from typing import Any
 from airflow_provider_openeo.batch.planning import BackendSpec
 from airflow_provider_openeo.batch.pool_check import PoolState, pool_verdict, pools_from_api, pools_from_record
 from airflow_provider_openeo.exceptions import (
+    BackendsUnusable,
     OpenEOApiRequestError,
     OpenEOAuthError,
     OpenEOConfigurationError,
@@ -29,10 +30,6 @@ log = logging.getLogger(__name__)
 
 #: A check that cannot reach a backend gives up quickly: the batch does not wait on it, the dispatch does.
 PREFLIGHT_RETRY = {"total": 1, "backoff_factor": 0.5, "backoff_max": 2.0}
-
-
-class BackendsUnusable(Exception):
-    """One or more backends of the batch cannot be used as configured (the message says which and how to fix)."""
 
 
 @dataclass

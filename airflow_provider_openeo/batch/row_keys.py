@@ -27,6 +27,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from airflow_provider_openeo.exceptions import RowKeyError
 from airflow_provider_openeo.hooks._job_db.columns import RESERVED
 from airflow_provider_openeo.job_table.cells import is_empty
 
@@ -34,10 +35,6 @@ from airflow_provider_openeo.job_table.cells import is_empty
 KEY_RULE_VERSION = 1
 #: Hex digits of the SHA-256 kept: 128 bits, no collision in any batch that fits a database.
 KEY_LENGTH = 32
-
-
-class RowKeyError(ValueError):
-    """A row of the job source cannot be keyed: the message names the row and the field."""
 
 
 def key_rule(key_columns: Sequence[str] | None) -> dict[str, Any]:

@@ -27,14 +27,12 @@ import geopandas as gpd
 import shapely
 import shapely.geometry
 
+from airflow_provider_openeo.exceptions import TilingError
+
 __all__ = ["TiledArea", "TilingError"]
 
 _BBOX_KEYS = frozenset({"west", "south", "east", "north"})
 _GEOJSON_GEOMETRIES = frozenset({"Polygon", "MultiPolygon", "GeometryCollection"})
-
-
-class TilingError(ValueError):
-    """The area or the tiling cannot give rows."""
 
 
 class TiledArea:

@@ -25,6 +25,7 @@ from typing import TYPE_CHECKING, Any
 
 import requests
 
+from airflow_provider_openeo.exceptions import AssetChecksumError
 from airflow_provider_openeo.handlers._asset_plan import PlannedAsset
 from airflow_provider_openeo.handlers._result_storage import (
     IncompleteDownloadError,
@@ -56,10 +57,6 @@ _NETWORK_ERRORS = (
 )
 
 Refresh = Callable[[PlannedAsset], PlannedAsset]
-
-
-class AssetChecksumError(ValueError):
-    """The downloaded bytes do not match the asset's ``file:checksum``; the partial file is dropped."""
 
 
 @dataclass

@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Union
 
 from airflow_provider_openeo._deployment_paths import deployment_path
+from airflow_provider_openeo.exceptions import IncompleteDownloadError
 from airflow_provider_openeo.handlers._safe_paths import is_object_storage
 
 if TYPE_CHECKING:
@@ -32,10 +33,6 @@ StoragePath = Union[Path, "ObjectStoragePath"]
 TEMPORARY_MARKER = ".part-"
 PARTIAL_SUFFIX = ".partial"
 _HASH_BLOCK = 1024 * 1024
-
-
-class IncompleteDownloadError(OSError):
-    """Fewer (or more) bytes arrived than the server announced."""
 
 
 def as_storage_path(root: str | os.PathLike[str] | ObjectStoragePath) -> StoragePath:

@@ -20,6 +20,8 @@ from collections.abc import Iterable
 from pathlib import Path, PurePath
 from typing import Any
 
+from airflow_provider_openeo.exceptions import UnsafePathError
+
 # Characters Windows refuses in file names (besides the separators, which are handled as separators).
 _WINDOWS_FORBIDDEN = re.compile(r'[:<>"|?*]')
 _WINDOWS_RESERVED_STEMS = frozenset(
@@ -51,10 +53,6 @@ _MEDIA_TYPE_EXTENSIONS = {
     "application/zip+zarr": ".zarr",
     "application/zip": ".zip",
 }
-
-
-class UnsafePathError(ValueError):
-    """A computed path would leave the directory it must stay in."""
 
 
 def _drop_invisible(text: str) -> str:

@@ -24,6 +24,7 @@ from airflow.sdk.exceptions import AirflowFailException
 
 from airflow_provider_openeo.batch.error_categories import ErrorCategory, classify
 from airflow_provider_openeo.batch.row_keys import job_defining_columns
+from airflow_provider_openeo.exceptions import ResultDownloadError
 from airflow_provider_openeo.handlers import _safe_paths
 from airflow_provider_openeo.handlers._asset_download import AssetTransfer, download_asset
 from airflow_provider_openeo.handlers._asset_plan import (
@@ -63,10 +64,6 @@ DEFAULT_CHUNK_SIZE = 1024 * 1024
 _MAX_ERROR_MESSAGE_CHARS = 1000
 _OBJECT_STORAGE_STATE = "__object_storage_path__"
 _URL_QUERY = re.compile(r"(https?://[^\s?#\"']+)\?[^\s#\"']*")
-
-
-class ResultDownloadError(RuntimeError):
-    """The results of a finished job could not be stored; the row says ``results_state = failed``."""
 
 
 @dataclass

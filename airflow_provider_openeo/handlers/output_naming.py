@@ -24,6 +24,7 @@ import string
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
+from airflow_provider_openeo.exceptions import OutputNamingError
 from airflow_provider_openeo.handlers._safe_paths import is_safe_file_name, unsafe_name_reason
 
 __all__ = ["OutputNaming", "OutputNamingError"]
@@ -34,10 +35,6 @@ ROW_FIELDS = frozenset({"job_id", "row_id"})
 ASSET_FIELDS = frozenset({"key", "name", "stem", "ext"})
 
 Rule = str | Callable[[Mapping[str, Any]], str]
-
-
-class OutputNamingError(ValueError):
-    """A naming rule is malformed, or gives an unsafe or empty name for a row."""
 
 
 class OutputNaming:

@@ -35,6 +35,16 @@ from airflow_provider_openeo.batch.budget import (
     expected_costs,
     history_costs,
 )
+from airflow_provider_openeo.exceptions import (
+    JobDbError,
+    JobDbExistsError,
+    JobDbFileError,
+    JobDbInputError,
+    JobDbMissingError,
+    RowNotFoundError,
+    UnknownColumnError,
+    UnsupportedColumnError,
+)
 from airflow_provider_openeo.hooks._job_db.codec import ColumnSpec
 from airflow_provider_openeo.hooks._job_db.columns import (
     INTERNAL_COLUMNS,
@@ -46,16 +56,6 @@ from airflow_provider_openeo.hooks._job_db.columns import (
     SEQ_COLUMN,
     SOURCE_RUN_COLUMN,
     USAGE_SPEC,
-)
-from airflow_provider_openeo.hooks._job_db.errors import (
-    JobDbError,
-    JobDbExistsError,
-    JobDbFileError,
-    JobDbInputError,
-    JobDbMissingError,
-    RowNotFoundError,
-    UnknownColumnError,
-    UnsupportedColumnError,
 )
 from airflow_provider_openeo.hooks._job_db.files import read_job_file, write_job_file
 from airflow_provider_openeo.hooks._job_db.schema import (

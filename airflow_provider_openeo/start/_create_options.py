@@ -49,6 +49,7 @@ import requests
 from openeo import Connection
 from openeo.rest import OpenEoApiPlainError
 
+from airflow_provider_openeo.exceptions import JobOptionsRefused
 from airflow_provider_openeo.start._session_send import Send, is_create_request, wrapped_send
 from airflow_provider_openeo.start.job_options import job_option_problems, merge_job_options
 
@@ -63,17 +64,6 @@ DEFINITION_TIMEOUT = 30.0
 
 _parameters_cache: dict[str, list[dict[str, Any]] | None] = {}
 _cache_lock = threading.Lock()
-
-
-class JobOptionsRefused(ValueError):
-    """The merged job options break the backend's processing parameters; the ``POST /jobs`` was never sent."""
-
-    def __init__(self, label: str, backend: str, problems: list[str]) -> None:
-        self.problems = problems
-        super().__init__(
-            f"{label}: {'; '.join(problems)} (by GET /processing_parameters of backend {backend!r}); "
-            "no job was created for this row"
-        )
 
 
 @dataclass

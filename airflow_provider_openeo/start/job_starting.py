@@ -69,7 +69,14 @@ from airflow_provider_openeo.batch.budget import (
 )
 from airflow_provider_openeo.batch.dispatching import StartFailure
 from airflow_provider_openeo.batch.failure_policy import RETRY_BY_TASK, RETRY_KEY, FailurePolicy, oom_retries
-from airflow_provider_openeo.exceptions import OpenEOJobNotFoundError, OpenEOTransientError
+from airflow_provider_openeo.exceptions import (
+    BudgetReached,
+    OpenEOJobNotFoundError,
+    OpenEOTransientError,
+    RowSkipped,
+    RowStartError,
+    TransientStartError,
+)
 from airflow_provider_openeo.hooks._job_db.columns import RESERVED
 from airflow_provider_openeo.hooks._openeo.http import scrub, translate_openeo_error
 from airflow_provider_openeo.job_table._usage import parse_costs
@@ -109,37 +116,6 @@ STALE_CLAIM_SECONDS = 15 * 60
 #: ``StartOutcome.backend_status`` of a re-attached job that answers 404 without being confirmed gone: not an
 #: openEO status, so nothing takes it for an end; the trigger finds out what the job really is.
 UNCONFIRMED = "unconfirmed"
-
-
-class RowStartError(Exception):
-    """The row cannot be started as it is; retrying will not help. The row records why."""
-
-
-class RowSkipped(Exception):
-    """``start_job`` returned None: MBJM's way of saying "no job for this row"."""
-
-
-class BudgetReached(Exception):
-    """The batch's ``max_costs`` leaves no room for this row's job; the row stays ``not_started`` and says so.
-
-    ``reason`` is the budget's own words (without the row), for the other rows held back with it.
-    """
-
-    def __init__(self, message: str, reason: str) -> None:
-        super().__init__(message)
-        self.reason = reason
-
-
-class TransientStartError(Exception):
-    """The backend could not take the job now (limits, overload, network); an Airflow retry may succeed.
-
-    ``failure`` says what it tells of the backend (the dispatch cools a failing backend down and sends the row
-    elsewhere); None when it says nothing of the backend (another task was starting the row).
-    """
-
-    def __init__(self, message: str, *, failure: StartFailure | None = StartFailure.UNAVAILABLE) -> None:
-        super().__init__(message)
-        self.failure = failure
 
 
 def start_failure_of(exc: BaseException) -> StartFailure:

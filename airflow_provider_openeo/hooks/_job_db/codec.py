@@ -25,7 +25,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from airflow_provider_openeo.hooks._job_db.errors import JobDbInputError, UnsupportedColumnError
+from airflow_provider_openeo.exceptions import JobDbInputError, UnsupportedColumnError
 
 _INT_NAMES = frozenset({"int8", "int16", "int32", "int64", "uint8", "uint16", "uint32", "uint64"})
 _NULLABLE_INT_NAMES = frozenset({"Int8", "Int16", "Int32", "Int64", "UInt8", "UInt16", "UInt32", "UInt64"})

@@ -15,8 +15,8 @@ from enum import Enum
 from typing import Any
 
 from airflow_provider_openeo.batch.error_categories import ErrorCategory
+from airflow_provider_openeo.exceptions import JobDbInputError
 from airflow_provider_openeo.hooks._job_db.codec import ColumnSpec
-from airflow_provider_openeo.hooks._job_db.errors import JobDbInputError
 from airflow_provider_openeo.job_table.cells import is_empty
 from airflow_provider_openeo.job_table.job_status import DryRunVerdict, OpenEOJobStatus, ResultsState, RowStatus
 

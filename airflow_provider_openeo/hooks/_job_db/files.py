@@ -18,8 +18,8 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from airflow_provider_openeo.exceptions import JobDbFileError, JobDbInputError
 from airflow_provider_openeo.hooks._job_db.codec import ColumnSpec, decode_column, json_dumps, json_loads
-from airflow_provider_openeo.hooks._job_db.errors import JobDbFileError, JobDbInputError
 from airflow_provider_openeo.hooks._job_db.schema import TableSchema
 
 PARQUET_SUFFIXES = frozenset({".parquet", ".geoparquet"})

@@ -14,6 +14,11 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from airflow_provider_openeo.exceptions import (
+    JobDbInputError,
+    UnknownColumnError,
+    UnsupportedColumnError,
+)
 from airflow_provider_openeo.hooks._job_db.codec import (
     ColumnSpec,
     decode_column,
@@ -22,11 +27,6 @@ from airflow_provider_openeo.hooks._job_db.codec import (
     spec_for_series,
 )
 from airflow_provider_openeo.hooks._job_db.columns import INTERNAL_COLUMNS, RESERVED, RESERVED_COLUMNS
-from airflow_provider_openeo.hooks._job_db.errors import (
-    JobDbInputError,
-    UnknownColumnError,
-    UnsupportedColumnError,
-)
 from airflow_provider_openeo.hooks._job_db.sql import MAX_IDENTIFIER_BYTES
 
 

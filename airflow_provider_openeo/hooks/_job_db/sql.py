@@ -18,9 +18,9 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection, Engine
 
+from airflow_provider_openeo.exceptions import JobDbInputError
 from airflow_provider_openeo.hooks._job_db.codec import ColumnSpec
 from airflow_provider_openeo.hooks._job_db.columns import ROW_ID_COLUMN, ROW_KEY_COLUMN, SEQ_COLUMN
-from airflow_provider_openeo.hooks._job_db.errors import JobDbInputError
 
 META_TABLE_NAME = "openeo_job_db_meta"
 #: The job table of a hook or row operator that names none (and of every batch that named none before batches
