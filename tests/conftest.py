@@ -12,7 +12,7 @@ import pytest
 
 REPO = Path(__file__).resolve().parent.parent
 # One AIRFLOW_HOME (and so one SQLite metadata database) per pytest process running at once (``make test`` runs
-# tests/deploy beside the rest; a pytest-xdist worker counts too): dag.test() runs must not share a SQLite file.
+# tests/system/deploy beside the rest; a pytest-xdist worker counts too): dag.test() runs must not share a SQLite file.
 _WORKER = os.environ.get("OPENEO_TEST_SHARD") or os.environ.get("PYTEST_XDIST_WORKER")
 AIRFLOW_HOME = REPO / "build" / (f"test-airflow-home-{_WORKER}" if _WORKER else "test-airflow-home")
 AIRFLOW_HOME.mkdir(parents=True, exist_ok=True)

@@ -1,4 +1,4 @@
-"""A small ``openeo_job_batch`` DAG for tests/test_task_groups.py, configured through one environment variable.
+"""A small ``openeo_job_batch`` DAG for tests/system/batch/test_task_groups.py, set by one environment variable.
 
 ``OPENEO_TEST_BATCH`` (JSON) sets backends, job source file, SQLite job database, results folder and the
 batch knobs, so each test shapes the same DAG its own way. dag.test() re-parses this file from the test DAG

@@ -1,4 +1,4 @@
-"""Two batch DAGs that name no ``job_table`` (tests/test_task_groups.py): each must get a table of its own.
+"""Two batch DAGs that name no ``job_table`` (tests/system/batch/test_task_groups.py): each must get a table of its own.
 
 ``OPENEO_TEST_DEFAULT_TABLES`` (JSON) gives the SQLite job database and results folder; without it (another
 session parsing the bundle) the DAGs use harmless defaults.

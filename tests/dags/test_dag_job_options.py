@@ -1,5 +1,5 @@
 """A three-row ``openeo_job_batch`` with batch-wide and per-row job options, for
-tests/operators/test_openeo_batch_dag.py.
+tests/system/operators/test_openeo_batch_dag.py.
 
 ``OPENEO_TEST_JOB_OPTIONS`` (JSON) sets the connection, job source file, SQLite job database and results folder.
 Without it (another session parsing the bundle) the DAG is built with harmless defaults and never run.
