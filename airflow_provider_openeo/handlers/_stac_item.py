@@ -28,6 +28,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from airflow_provider_openeo.job_table.cells import is_empty
 from airflow_provider_openeo.job_table.timestamps import rfc3339_of
 
 STAC_VERSION = "1.1.0"
@@ -223,7 +224,7 @@ def _span(value: Any) -> tuple[Any, Any] | None:
 
 
 def _instant(value: Any) -> dt.datetime | None:
-    if value is None or (isinstance(value, float) and math.isnan(value)) or value == "":
+    if is_empty(value) or value == "":
         return None
     try:
         stamp = pd.Timestamp(value)

@@ -260,10 +260,7 @@ class OpenEOJobHandler:
         try:
             return self.job_dir_for(job.job_id, row, values), values
         except (OutputNamingError, _safe_paths.UnsafePathError) as error:
-            message = _short_message(str(error))
-            self.log.error("%s", message)
-            self.update_row(row, job.job_id, {"results_state": ResultsState.FAILED.value, "error_message": message})
-            raise AirflowFailException(message) from None
+            raise self._results_failed(row, job, _short_message(str(error)), AirflowFailException) from None
 
     # -- the three overridable hooks --------------------------------------------------------------------------
 
@@ -349,10 +346,17 @@ class OpenEOJobHandler:
                 f"downloading results of openEO job {job.job_id} failed: {type(error).__name__}: {error}",
                 _connection_secrets(job),
             )
-            self.log.error("%s", message)
-            self.update_row(row, job.job_id, {"results_state": ResultsState.FAILED.value, "error_message": message})
-            raise ResultDownloadError(message) from None
+            raise self._results_failed(row, job, message, ResultDownloadError) from None
         return files, note, stac
+
+    def _results_failed(
+        self, row: JobRowRef | None, job: openeo.BatchJob, message: str, error: type[Exception]
+    ) -> Exception:
+        """Storing the job's results failed: the row says so (``results_state`` failed, the reason), and the error
+        to raise is returned (``ResultDownloadError`` is retried by Airflow; ``AirflowFailException`` is not)."""
+        self.log.error("%s", message)
+        self.update_row(row, job.job_id, {"results_state": ResultsState.FAILED.value, "error_message": message})
+        return error(message)
 
     def on_job_error(
         self,

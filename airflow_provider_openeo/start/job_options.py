@@ -19,10 +19,11 @@ Pure functions (no HTTP, no database), so every rule has one home and is tested 
 from __future__ import annotations
 
 import json
-import math
 import re
 from collections.abc import Iterable, Mapping
 from typing import Any
+
+from airflow_provider_openeo.job_table.cells import is_empty
 
 #: The job table's column that holds a row's own options.
 JOB_OPTIONS_COLUMN = "job_options"
@@ -43,7 +44,7 @@ _JSON_TYPES: dict[str, tuple[type, ...]] = {
 def parse_job_options(value: Any, *, where: str) -> dict[str, Any]:
     """``value`` as a dict of options: a mapping with string keys, or the JSON text of one; empty (None, NaN, ``""``)
     is no options. ``where`` names the source in the error (``"job_options"``, ``"row 3: field 'job_options'"``)."""
-    if value is None or (isinstance(value, float) and math.isnan(value)):
+    if is_empty(value):
         return {}
     if isinstance(value, str):
         text = value.strip()

@@ -26,6 +26,7 @@ import numpy as np
 import pandas as pd
 
 from airflow_provider_openeo.exceptions import JobDbInputError, UnsupportedColumnError
+from airflow_provider_openeo.job_table.cells import is_empty
 
 _INT_NAMES = frozenset({"int8", "int16", "int32", "int64", "uint8", "uint16", "uint32", "uint64"})
 _NULLABLE_INT_NAMES = frozenset({"Int8", "Int16", "Int32", "Int64", "UInt8", "UInt16", "UInt32", "UInt64"})
@@ -386,7 +387,7 @@ def _encode_floats(name: str, series: pd.Series, row_ids: Sequence[Any]) -> list
 def _encode_bools(name: str, series: pd.Series, row_ids: Sequence[Any]) -> list[Any]:
     values = series.to_numpy(dtype=object, na_value=None)
     for position, value in enumerate(values):
-        if value is None or (isinstance(value, float) and math.isnan(value)):
+        if is_empty(value):
             values[position] = None
         elif isinstance(value, (bool, np.bool_)):
             values[position] = bool(value)
@@ -413,7 +414,7 @@ def _encode_geometries(name: str, series: pd.Series, row_ids: Sequence[Any]) -> 
     values = np.asarray(series.array if hasattr(series.array, "crs") else series.to_numpy(dtype=object))
     values = values.astype(object)
     for position, value in enumerate(values):
-        if value is None or (isinstance(value, float) and math.isnan(value)):
+        if is_empty(value):
             values[position] = None
         elif not isinstance(value, shapely.Geometry):
             raise _fail(name, row_ids, position, f"expected a geometry, got {type(value).__name__}")
