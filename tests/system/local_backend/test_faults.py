@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+import uuid
 
 import openeo
 import pytest
@@ -10,7 +11,7 @@ import requests
 from openeo.rest import OpenEoApiError
 
 from local_backend.launcher import LocalBackend, LocalBackendError, SettingsError, job_path
-from tests.system.local_backend.conftest import create_job, simple_cube, statuses_until_done
+from tests.system.local_backend.conftest import connect, create_job, simple_cube, statuses_until_done
 
 
 def _status_url(conn: openeo.Connection, job_id: str) -> str:
@@ -156,7 +157,11 @@ def test_request_counter_by_method_and_template(conn: openeo.Connection, openeo_
     assert openeo_backend.stats() == {}
 
 
-def test_concurrent_job_limit(conn: openeo.Connection, openeo_backend: LocalBackend) -> None:
+def test_concurrent_job_limit(openeo_backend: LocalBackend) -> None:
+    # A user of its own (a vowel-initial name takes <name>123): the limit counts the user's jobs, and other tests'
+    # jobs on the session backend may still run.
+    user = f"u{uuid.uuid4().hex[:10]}"
+    conn = connect(openeo_backend, user, f"{user}123")
     openeo_backend.configure(max_concurrent_jobs=2)
     jobs = [create_job(conn, queue_seconds=0, run_seconds=30) for _ in range(3)]
     jobs[0].start()
