@@ -3,9 +3,10 @@
 A run triggered with the Param (or conf key) :data:`DRY_RUN_PARAM` takes its rows as any run does, and for each:
 
 1. calls its ``start_job`` (an MBJM callable or a ``ProcessBasedJobCreator``, as it is) with the row's job options and
-   ``budget`` applied, exactly as a real start would (:mod:`._create_options`); but every ``POST /jobs`` it sends
-   is answered here, on the connection's session, with a made-up ``201`` (job id ``dry-run-<n>``) and never
-   leaves the machine. Requests about such a job (``job.start()``, ``job.status()``) get made-up answers too;
+   ``budget`` applied, exactly as a real start would (:mod:`~airflow_provider_openeo.start._create_options`); but every
+   ``POST /jobs`` it sends is answered here, on the connection's session, with a made-up ``201`` (job id
+   ``dry-run-<n>``) and never leaves the machine. Requests about such a job (``job.start()``, ``job.status()``) get
+   made-up answers too;
 2. sends the process graph of that create to the backend's ``POST /validation`` (where its capabilities list it);
 3. writes the verdict on the row: ``dry_run_verdict`` (``valid``, ``would_fail``, ``not_checked``, ``has_job``,
    ``skipped``) and ``validation_errors`` (a JSON list of ``{"code", "message"}``: the backend's, or what failed
@@ -253,7 +254,8 @@ class DryRunOutcome:
 
 
 class RowDryRun:
-    """One row's dry run (see the module doc); takes what :class:`~.job_starting.RowJobStarter` takes."""
+    """One row's dry run (see the module doc); takes what
+    :class:`~airflow_provider_openeo.start.job_starting.RowJobStarter` takes."""
 
     def __init__(
         self,

@@ -1,9 +1,9 @@
 """Why an openEO job ended in ``error``: its error logs sorted into a few categories, by one table of rules.
 
-The failure policy (:mod:`.failure_policy`) decides per category whether a row gets another job, so the
-categories are the ones that call for different answers: out of memory (retry with more memory), no data for the
-request and an invalid process graph (the same request fails the same way: never retry), a timeout and a backend
-fault (worth another try), and other.
+The failure policy (:mod:`~airflow_provider_openeo.batch.failure_policy`) decides per category whether a row gets
+another job, so the categories are the ones that call for different answers: out of memory (retry with more memory), no
+data for the request and an invalid process graph (the same request fails the same way: never retry), a timeout and a
+backend fault (worth another try), and other.
 
 :data:`RULES` is the one place that knows what backends write. Each rule matches an entry's ``code`` (the openEO
 API error code, exactly) or its ``message`` (a case-insensitive regular expression), and names where the text

@@ -1,10 +1,10 @@
 """The failure policy: which rows get another job after theirs ended in ``error``, and how often.
 
-A job that ends in ``error`` is classified by its error logs (:mod:`.error_categories`, the row's
-``error_category``). Per category the batch either retries the row (a new job for it, up to ``max_attempts`` jobs
-in a row) or leaves it failed. Defaults: out of memory, timeouts and backend faults are retried (an out-of-memory
-retry with more memory, :mod:`._oom_memory`); no data and an invalid process graph never are (the same request
-fails the same way); other is not (an unknown failure retried blindly costs a job each time).
+A job that ends in ``error`` is classified by its error logs (:mod:`~airflow_provider_openeo.batch.error_categories`,
+the row's ``error_category``). Per category the batch either retries the row (a new job for it, up to ``max_attempts``
+jobs in a row) or leaves it failed. Defaults: out of memory, timeouts and backend faults are retried (an out-of-memory
+retry with more memory, :mod:`~airflow_provider_openeo.batch._oom_memory`); no data and an invalid process graph never
+are (the same request fails the same way); other is not (an unknown failure retried blindly costs a job each time).
 
 Where a retry happens, and why there (``OpenEOBatchJobOperator.after_job_error``): in the row's own ``job`` task,
 right after the job handler recorded the error. The row gives its job up (into ``job_history``, with category,

@@ -36,8 +36,8 @@ _HASH_BLOCK = 1024 * 1024
 
 
 def as_storage_path(root: str | os.PathLike[str] | ObjectStoragePath) -> StoragePath:
-    """A local ``Path`` for plain paths (a relative one under ``$AIRFLOW_HOME``: :mod:`._deployment_paths`), an
-    ``ObjectStoragePath`` for URLs (``s3://conn@bucket/dir``).
+    """A local ``Path`` for plain paths (a relative one under ``$AIRFLOW_HOME``:
+    :mod:`~airflow_provider_openeo._deployment_paths`), an ``ObjectStoragePath`` for URLs (``s3://conn@bucket/dir``).
 
     Accepting a URL string lets ``root_dir`` come from a DAG Param or a template, where an object cannot.
     """

@@ -21,8 +21,9 @@ job 404, not confirmed      re-attach: the trigger watches it until the backend 
                             confirms it gone (a federation answers 404 during an upstream's outage)
 ==========================  ==============================================================
 
-A 404 is confirmed by :mod:`._job_gone` (here: the job absent from a complete listing that shows other jobs of its
-backend, and its upstream not missing from a federation), or when the row already records the job's end.
+A 404 is confirmed by :mod:`~airflow_provider_openeo.wait._job_gone` (here: the job absent from a complete listing that
+shows other jobs of its backend, and its upstream not missing from a federation), or when the row already records the
+job's end.
 
 The job id is written to the row the moment ``POST /jobs`` answers (a response hook on the connection), before
 ``start_job`` even returns, so a crash after the create never loses the id. ``POST /jobs`` itself is never retried,
@@ -34,13 +35,13 @@ instead of risking a second job.
 
 Job options (the batch's ``job_options=`` and the row's ``job_options`` column) are put into the ``POST /jobs``
 ``start_job`` sends, over its own and the process's defaults, and checked against the backend's processing
-parameters before it is sent (:mod:`._create_options`): a refused option marks the row ``start_failed`` naming it,
-and no job exists.
+parameters before it is sent (:mod:`~airflow_provider_openeo.start._create_options`): a refused option marks the row
+``start_failed`` naming it, and no job exists.
 
-With a budget (``max_costs``, :mod:`.budget`) the claim is taken only while the job table's committed costs leave
-room for one more job, atomically in the job database; otherwise :class:`BudgetReached` and the row stays
-``not_started`` saying why. Once the job exists, its ``GET /jobs/{id}/estimate`` replaces the row's reservation,
-checked again before the start: a job whose estimate does not fit is deleted unstarted.
+With a budget (``max_costs``, :mod:`~airflow_provider_openeo.batch.budget`) the claim is taken only while the job
+table's committed costs leave room for one more job, atomically in the job database; otherwise :class:`BudgetReached`
+and the row stays ``not_started`` saying why. Once the job exists, its ``GET /jobs/{id}/estimate`` replaces the row's
+reservation, checked again before the start: a job whose estimate does not fit is deleted unstarted.
 """
 
 from __future__ import annotations

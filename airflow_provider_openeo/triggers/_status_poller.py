@@ -14,10 +14,10 @@ one long-lived loop for all its triggers, while ``dag.test()`` runs each trigger
 
 Reads follow the jobs' forecast ends too (their reported ``progress``, else the run times of the jobs seen to
 finish on the same connection): when one is due before the next regular read, one read goes out then
-(:mod:`._end_forecast`, which bounds what that may cost), so a slot is not left idle for half an interval on average
-after its job ends. Such an early read asks only for the jobs due; the others come along when the hook reads a
-listing page anyway (``optional``), and only then does it count as the regular read: the regular schedule (every
-job at least once per interval) is kept apart from the early reads.
+(:mod:`~airflow_provider_openeo.triggers._end_forecast`, which bounds what that may cost), so a slot is not left idle
+for half an interval on average after its job ends. Such an early read asks only for the jobs due; the others come along
+when the hook reads a listing page anyway (``optional``), and only then does it count as the regular read: the regular
+schedule (every job at least once per interval) is kept apart from the early reads.
 
 Errors are kept to the job they concern, so one job's failing read never delays the others' statuses:
 

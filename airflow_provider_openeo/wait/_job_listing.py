@@ -4,7 +4,8 @@ openeo's ``Connection.list_jobs`` reads one page. Production listings are paged 
 ``next`` links), come in no defined order, and may hold months of old jobs, so a worker that looks for one job in
 them (a 404 to confirm, an orphan of a lost ``POST /jobs`` to find) follows ``next`` links on the same host up to a
 page budget, and may stop early when the caller has seen enough. What the pages showed is summarised as a
-:class:`~airflow_provider_openeo.wait._job_gone.JobListing`, the evidence :mod:`._job_gone` weighs.
+:class:`~airflow_provider_openeo.wait._job_gone.JobListing`, the evidence :mod:`~airflow_provider_openeo.wait._job_gone`
+weighs.
 """
 
 from __future__ import annotations

@@ -59,7 +59,8 @@ class OpenEOAsyncHook:
     :param listing_min_jobs: below this many ids, never a listing for status (only as evidence for a 404).
     :param max_concurrency: parallel per-job reads.
     :param read_strategy: chooses between listing pages and per-job reads from what this backend's answers cost
-        (:mod:`._read_strategy`); by default a fresh one, which this hook keeps and teaches for its lifetime.
+        (:mod:`~airflow_provider_openeo.hooks._openeo.read_strategy`); by default a fresh one, which this hook keeps and
+        teaches for its lifetime.
     """
 
     default_conn_name = "openeo_default"
@@ -407,10 +408,10 @@ class OpenEOAsyncHook:
     async def _scan_listing(
         self, wanted: set[str], *, unconfirmed: Collection[str] = ()
     ) -> tuple[dict[str, dict[str, Any]], JobListing]:
-        """Read listing pages as :mod:`._listing_scan` directs (from where the watched jobs were last found, on while
-        another page pays, or as evidence for the 404s of ``unconfirmed`` jobs until every id is seen or no page is
-        left), teaching the strategy what the pages showed of the other jobs (a 404'd job's absence says nothing of
-        the order)."""
+        """Read listing pages as :mod:`~airflow_provider_openeo.hooks._openeo.listing_scan` directs (from where the
+        watched jobs were last found, on while another page pays, or as evidence for the 404s of ``unconfirmed`` jobs
+        until every id is seen or no page is left), teaching the strategy what the pages showed of the other jobs (a
+        404'd job's absence says nothing of the order)."""
 
         async def fetch(url: str) -> tuple[Any, int]:
             return await self._request_sized("GET", url, action="GET /jobs")

@@ -1,7 +1,7 @@
 """One status read's walk through a backend's ``GET /jobs`` pages: where to start, when to go on, when to jump.
 
 The async hook fetches; this module decides which page comes next, following the read strategy
-(:mod:`._read_strategy`, rules 2 and 4):
+(:mod:`~airflow_provider_openeo.hooks._openeo.read_strategy`, rules 2 and 4):
 
 1. start at the page where the watched jobs were last found (the strategy's ``resume_url``), else the first page;
 2. from there follow ``next`` links while another page is expected to pay for itself, or, as evidence for the 404s
@@ -9,8 +9,8 @@ The async hook fetches; this module decides which page comes next, following the
 3. a resumed page that shows none of the watched jobs is stale: one more page on (new jobs come at the end), then the
    first page, as a scan without a resume point would;
 4. a first page that shows none of them, in a listing numbered by page, sends a search for the last page
-   (:class:`._listing_pages.LastPageSearch`), where a stable oldest-first order puts new jobs, then back one page at
-   a time while the previous page keeps showing watched jobs and another page pays.
+   (:class:`~airflow_provider_openeo.hooks._openeo.listing_pages.LastPageSearch`), where a stable oldest-first order
+   puts new jobs, then back one page at a time while the previous page keeps showing watched jobs and another page pays.
 
 Whatever was read is summarised as a :class:`~airflow_provider_openeo.wait._job_gone.JobListing`; it is *complete* only
 when it ran from the first page through every ``next`` link to the end (a resumed or searched scan skipped pages,

@@ -34,7 +34,8 @@ The rules:
    the scan goes on from there. Oldest first, over months of history, that is one request per poll instead of a
    scan that never reaches them. The hook falls back to the first page when that page no longer shows them, and,
    when the first page shows none of them and pages are numbered, looks for the last page
-   (:mod:`._listing_pages`); the requests that took count in the cost of a look (rule 3).
+   (:mod:`~airflow_provider_openeo.hooks._openeo.listing_pages`); the requests that took count in the cost of a look
+   (rule 3).
 
 Pure and clock-free (polls are counted, not timed), so it is unit-tested on its own. One instance serves each async
 hook; the triggerer's hooks take theirs from :func:`read_strategy_of`, one per connection for the life of the process,
@@ -78,7 +79,7 @@ class FirstPage:
     has_next: bool
     reach_requests: int = 1
     """Requests the look took to reach this page: 1 for the first page, more when the watched jobs were looked
-    for further on (:mod:`._listing_pages`); what a look again costs."""
+    for further on (:mod:`~airflow_provider_openeo.hooks._openeo.listing_pages`); what a look again costs."""
 
     @property
     def found_share(self) -> float:
