@@ -10,9 +10,8 @@ HTTP session. So the options are applied there, to the request about to be sent 
   (which we must not fork or subclass) would ignore it;
 * wrapping ``Connection.create_job``: misses a ``start_job`` that posts by another route, and cannot see what
   ``start_job`` put into the body itself (options passed top-level through ``additional=``);
-* a requests response hook (what :mod:`~airflow_provider_openeo.start._lost_create` uses to learn the new job's id): it
-runs after the request
-  was sent.
+* a requests response hook (what :mod:`~airflow_provider_openeo.start._lost_create` uses to learn the new job's
+  id): it runs after the request was sent.
 
 The merge (see :mod:`~airflow_provider_openeo.start.job_options` for the rule): the process's ``default_job_options`` <
 the options ``start_job`` sent < the batch's ``job_options=`` < the row's ``job_options``. ``start_job``'s own options
