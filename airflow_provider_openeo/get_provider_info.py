@@ -4,13 +4,13 @@ from __future__ import annotations
 
 from typing import Any
 
-from airflow_provider_openeo._job_gone import (
+from airflow_provider_openeo.version import __version__
+from airflow_provider_openeo.wait._job_gone import (
     DEFAULT_GONE_POLLS,
     DEFAULT_GONE_SECONDS,
     GONE_POLLS_FIELD,
     GONE_SECONDS_FIELD,
 )
-from airflow_provider_openeo.version import __version__
 
 _SECRET = {"type": ["string", "null"], "format": "password"}
 _TEXT = {"type": ["string", "null"]}

@@ -1,7 +1,7 @@
 """The provider's Airflow plugin, registered through the ``airflow.plugins`` entry point (only there: see below).
 
 It carries the scheduler-side listener that checks a batch's pools before any of its rows starts
-(:mod:`airflow_provider_openeo.pool_listener`) and the batch view (:mod:`airflow_provider_openeo.batch_view`): a
+(:mod:`airflow_provider_openeo.batch.pool_listener`) and the batch view (:mod:`airflow_provider_openeo.batch_view`): a
 FastAPI app the API server mounts under ``/openeo``, shown in the UI as "openEO batches" (under Browse) and as a
 tab of every DAG page. Importing this module stays light (no pandas, no openEO client, no FastAPI): every Airflow
 process that loads plugins imports it, so the view's app is built on its first request.
@@ -18,7 +18,7 @@ from typing import Any
 
 from airflow.plugins_manager import AirflowPlugin
 
-from airflow_provider_openeo import pool_listener
+from airflow_provider_openeo.batch import pool_listener
 from airflow_provider_openeo.batch_view.urls import URL_PREFIX, batches_path
 
 PLUGIN_NAME = "openeo"

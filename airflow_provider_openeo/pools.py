@@ -19,12 +19,9 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from airflow_provider_openeo.planning import BackendSpec, parse_backends
-from airflow_provider_openeo.pool_check import pool_description, pool_verdict, pools_from_api
-
-
-class PoolError(Exception):
-    """A backend's pool is missing or has fewer slots than its ``parallel_jobs``."""
+from airflow_provider_openeo.batch.planning import BackendSpec, parse_backends
+from airflow_provider_openeo.batch.pool_check import pool_description, pool_verdict, pools_from_api
+from airflow_provider_openeo.exceptions import PoolCommandError, PoolError
 
 
 def pools_document(backends: Mapping[str, BackendSpec]) -> dict[str, dict[str, Any]]:
@@ -37,10 +34,6 @@ def pools_document(backends: Mapping[str, BackendSpec]) -> dict[str, dict[str, A
         }
         for spec in backends.values()
     }
-
-
-class PoolCommandError(PoolError):
-    """Airflow's CLI refused (a metadata database not migrated yet, a bad config): its own message is kept."""
 
 
 def ensure_pools(backends: Mapping[str, BackendSpec], *, airflow_bin: str | None = None) -> list[str]:

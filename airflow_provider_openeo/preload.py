@@ -23,7 +23,7 @@ import pandas
 import shapely.geometry
 import sqlalchemy
 
-import airflow_provider_openeo.task_groups  # operators, sensors, triggers, hooks, links
+import airflow_provider_openeo.batch.task_groups  # operators, sensors, triggers, hooks, links
 
 #: The line an ``airflow_local_settings.py`` needs; deployment tooling (``deploy/``) writes exactly this.
 LOCAL_SETTINGS_LINE = "import airflow_provider_openeo.preload  # noqa: F401\n"

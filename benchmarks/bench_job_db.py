@@ -34,7 +34,7 @@ import pandas as pd  # noqa: E402
 from openeo.extra.job_management import CsvJobDatabase, ParquetJobDatabase, create_job_db  # noqa: E402
 
 from airflow_provider_openeo.hooks.job_db import OpenEOJobDbHook  # noqa: E402
-from airflow_provider_openeo.job_starting import claim_values  # noqa: E402
+from airflow_provider_openeo.start.job_starting import claim_values  # noqa: E402
 
 
 def _frame(rows: int) -> pd.DataFrame:

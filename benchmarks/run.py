@@ -252,7 +252,7 @@ def _gap_parts(rig: Any, dag_id: str) -> dict[str, Any]:
 
 def scale(rig: Any, rows: int) -> dict[str, Any]:
     """Workload 4: near-instant jobs with the batch's defaults (chained runs beyond its rows per run)."""
-    from airflow_provider_openeo.planning import DEFAULT_MAX_ROWS_PER_RUN
+    from airflow_provider_openeo.batch.planning import DEFAULT_MAX_ROWS_PER_RUN
 
     log(f"workload 4: {rows} near-instant rows ...")
     outcome = rig.run_ours("bench_openeo_scale", rows=rows, tag="scale", timeout=4 * 3600, profile="instant")

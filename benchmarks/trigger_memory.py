@@ -60,7 +60,7 @@ async def _wait_all(triggers: list[Any], seconds: float) -> float:
 
 def measure(url: str, jobs: int, *, poll_interval: float = 2.0, rounds: int = 3) -> dict[str, Any]:
     from airflow_provider_openeo.hooks.job_db import OpenEOJobDbHook
-    from airflow_provider_openeo.job_row import JobRowRef
+    from airflow_provider_openeo.job_table.job_row import JobRowRef
     from airflow_provider_openeo.triggers.openeo import OpenEOJobTrigger
     from local_backend.launcher import BASIC_PASSWORD, BASIC_USER
 

@@ -15,9 +15,15 @@ import openeo_driver.config.load
 import openeo_driver.views
 from openeo_driver.config import OpenEoBackendConfig
 from openeo_driver.dummy.dummy_backend import DummyBackendImplementation
-from openeo_driver.errors import JobNotFoundException, OpenEOApiException, TokenInvalidException
+from openeo_driver.errors import (
+    FeatureUnsupportedException,
+    JobNotFoundException,
+    OpenEOApiException,
+    TokenInvalidException,
+)
 from openeo_driver.users.auth import HttpAuthHandler
 from openeo_driver.users.oidc import OidcProvider
+from openeo_driver.views import EndpointMetadata
 from werkzeug.exceptions import HTTPException
 
 from local_backend.assets import LocalUrlSigner, add_checksums
@@ -137,7 +143,7 @@ def build_app(state: BackendState, url: str, shutdown: Any) -> flask.Flask:
     app.register_blueprint(control_blueprint(state, oidc, shutdown))
     app.register_blueprint(static_blueprint(state))
     auth = app.extensions["auth_handler"]
-    _add_missing_job_views(app, auth, batch_jobs)
+    _add_missing_job_views(app, auth, batch_jobs, state.settings)
     install_log_pages(app, auth, batch_jobs, state.settings)
     add_checksums(app, state.data_dir / "results", state.settings)
 
@@ -165,8 +171,11 @@ def build_app(state: BackendState, url: str, shutdown: Any) -> flask.Flask:
     return app
 
 
-def _add_missing_job_views(app: flask.Flask, auth: HttpAuthHandler, batch_jobs: LifecycleBatchJobs) -> None:
-    """openeo-driver routes PATCH /jobs/{id} and GET /jobs/{id}/estimate but answers 501; fill them in."""
+def _add_missing_job_views(
+    app: flask.Flask, auth: HttpAuthHandler, batch_jobs: LifecycleBatchJobs, settings: Any
+) -> None:
+    """openeo-driver routes PATCH /jobs/{id} and GET /jobs/{id}/estimate but answers 501; fill them in. The
+    estimate is listed in the capabilities while the setting ``estimates`` serves it (openeo-driver hides it)."""
 
     @auth.requires_bearer_auth
     def modify_job(job_id: str, user: Any) -> flask.Response:
@@ -178,7 +187,16 @@ def _add_missing_job_views(app: flask.Flask, auth: HttpAuthHandler, batch_jobs: 
 
     @auth.requires_bearer_auth
     def job_estimate(job_id: str, user: Any) -> flask.Response:
+        if not settings()["estimates"]:
+            raise FeatureUnsupportedException()
         return flask.jsonify(batch_jobs.estimate(job_id, user.user_id))
+
+    openeo_driver.views._openeo_endpoint_metadata = [
+        (path, methods, EndpointMetadata(hidden=False, for_version=lambda _version: settings()["estimates"]))
+        if path.endswith("/jobs/<job_id>/estimate")
+        else (path, methods, info)
+        for path, methods, info in openeo_driver.views._openeo_endpoint_metadata
+    ]
 
     for blueprint in ("openeo", "openeo_old"):
         app.view_functions[f"{blueprint}.modify_job"] = modify_job

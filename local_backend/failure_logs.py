@@ -1,7 +1,7 @@
 """Error log entries a failed job writes per failure category, shaped like what production backends log.
 
 The texts are written for this backend (not copied), after the kinds of messages openeo-geopyspark-driver and
-openeo-python-driver log for a failed batch job (see ``airflow_provider_openeo/error_categories.py`` for the
+openeo-python-driver log for a failed batch job (see ``airflow_provider_openeo/batch/error_categories.py`` for the
 sources the provider's classifier cites). A test picks one with the job option
 ``{"local_backend": {"fail_category": "out_of_memory"}}``; ``min_executor_memory`` makes a job fail with the
 out-of-memory entries unless its ``executor-memory`` option is at least that much.

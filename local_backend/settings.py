@@ -58,6 +58,7 @@ DEFAULT_SETTINGS: dict[str, Any] = {
     "result_size": 2048,  # bytes of each raster-like result asset
     "result_assets": 1,  # raster assets per job: result.tif, then result_2.tif, result_3.tif, ...
     "asset_checksums": False,  # results list file:checksum (multihash sha2-256) for every asset
+    "estimates": True,  # GET /jobs/{id}/estimate served and listed in capabilities; False: 501, unlisted
     "signed_url_lifetime": None,  # seconds a signed asset link is valid (then 410 ResultLinkExpired); None = unsigned
     "logs_page_size": None,  # log entries per GET /jobs/{id}/logs page (rel=next link with offset); None = all at once
     "error_log_entries": 1,  # error entries a failed job logs (the first carries the failure message)
@@ -220,8 +221,9 @@ def validate_settings(updates: Mapping[str, Any], base: Mapping[str, Any] | None
     _int_in("error_log_entries", merged["error_log_entries"], 1, 10_000)
     if merged["logs_page_size"] is not None:
         _int_in("logs_page_size", merged["logs_page_size"], 1, 10_000)
-    if not isinstance(merged["asset_checksums"], bool):
-        raise SettingsError(f"setting 'asset_checksums' must be true or false, got {merged['asset_checksums']!r}")
+    for flag in ("asset_checksums", "estimates"):
+        if not isinstance(merged[flag], bool):
+            raise SettingsError(f"setting {flag!r} must be true or false, got {merged[flag]!r}")
     lifetime = _number("signed_url_lifetime", merged["signed_url_lifetime"], allow_none=True)
     if lifetime is not None and lifetime <= 0:
         raise SettingsError(f"setting 'signed_url_lifetime' must be > 0 or None, got {lifetime!r}")

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Headless Chromium and its WebDriver for the browser tests (tests/deploy/test_ui_browser.py).
+# Headless Chromium and its WebDriver for the browser tests (tests/system/deploy/test_ui_browser.py).
 #
 # Debian's `chromium` and `chromium-driver` packages, never a browser download: they come from the same
 # apt sources as the rest of the system, and the driver always matches the browser's version.

@@ -8,7 +8,7 @@ if command -v pg_isready >/dev/null 2>&1 && ! pg_isready -h 127.0.0.1 -p 5432 -q
     pg_ctlcluster --skip-systemctl-redirect "$(ls /etc/postgresql | head -n1)" main start || true
   fi
 fi
-# Redis: the broker of the CeleryExecutor deployment test (tests/deploy/test_distributed.py).
+# Redis: the broker of the CeleryExecutor deployment test (tests/system/deploy/test_distributed.py).
 if command -v redis-server >/dev/null 2>&1 \
     && ! (command -v redis-cli >/dev/null 2>&1 && redis-cli -h 127.0.0.1 -p 6379 ping >/dev/null 2>&1); then
   echo "Redis is down; starting it" >&2

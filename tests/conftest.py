@@ -12,7 +12,7 @@ import pytest
 
 REPO = Path(__file__).resolve().parent.parent
 # One AIRFLOW_HOME (and so one SQLite metadata database) per pytest process running at once (``make test`` runs
-# tests/deploy beside the rest; a pytest-xdist worker counts too): dag.test() runs must not share a SQLite file.
+# tests/system/deploy beside the rest; a pytest-xdist worker counts too): dag.test() runs must not share a SQLite file.
 _WORKER = os.environ.get("OPENEO_TEST_SHARD") or os.environ.get("PYTEST_XDIST_WORKER")
 AIRFLOW_HOME = REPO / "build" / (f"test-airflow-home-{_WORKER}" if _WORKER else "test-airflow-home")
 AIRFLOW_HOME.mkdir(parents=True, exist_ok=True)
@@ -43,7 +43,7 @@ pytest_plugins = [
 def _fresh_connection_memory(monkeypatch: pytest.MonkeyPatch) -> None:
     """Each test's triggers learn their backends afresh (how to read statuses, how long jobs take): tests reuse
     connection ids for servers in other profiles and jobs of other lengths."""
-    from airflow_provider_openeo.hooks import _read_strategy
+    from airflow_provider_openeo.hooks._openeo import read_strategy as _read_strategy
     from airflow_provider_openeo.triggers import _end_forecast
 
     monkeypatch.setattr(_read_strategy, "_STRATEGIES", {})

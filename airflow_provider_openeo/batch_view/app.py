@@ -220,7 +220,7 @@ def _pool_slots(session: Any, batch: Batch) -> dict[str, int | None]:
 
 def _paces(batch: Batch, names: list[str]) -> dict[str, float]:
     """Seconds a job takes on each backend, from the job table's history (for the time-left estimate)."""
-    from airflow_provider_openeo.row_dispatch import backend_paces
+    from airflow_provider_openeo.batch.row_dispatch import backend_paces
 
     db = batch.job_db()
     try:
@@ -242,7 +242,7 @@ def _row_key(rows: Any, row_id: str) -> Any:
 def _row_of_task_instance(batches: list[Batch], ti: dict[str, Any], row_id: Any) -> tuple[Batch, Any] | None:
     """The batch and row a task instance ran: the row it pushed to XCom, else the row whose dispatch columns name
     it (the ``results`` task of a row shares its ``job`` task's map index)."""
-    from airflow_provider_openeo.row_dispatch import run_key_of, slot_of
+    from airflow_provider_openeo.batch.row_dispatch import run_key_of, slot_of
 
     group = ti["task_id"].rpartition(".")[0]
     mine = [b for b in batches if any(x.job_task_id.rpartition(".")[0] == group for x in b.backends)] or batches

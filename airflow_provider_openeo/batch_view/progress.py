@@ -13,9 +13,9 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from airflow_provider_openeo._usage import COSTS_COLUMN
-from airflow_provider_openeo.job_status import FAILED_ROW_STATUSES, FINAL_ROW_STATUSES, RowStatus
-from airflow_provider_openeo.row_dispatch import parse_slot
+from airflow_provider_openeo.batch.row_dispatch import parse_slot
+from airflow_provider_openeo.job_table._usage import COSTS_COLUMN
+from airflow_provider_openeo.job_table.job_status import FAILED_ROW_STATUSES, FINAL_ROW_STATUSES, RowStatus
 
 #: The order of statuses in the counts and the progress bar: from waiting to done.
 STATUS_ORDER = (

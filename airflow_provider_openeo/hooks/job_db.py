@@ -28,17 +28,25 @@ from openeo.extra.job_management import JobDatabaseInterface
 from sqlalchemy.engine import Connection, Engine
 
 from airflow_provider_openeo._deployment_paths import deployment_path
-from airflow_provider_openeo._usage import USAGE_COLUMNS, parse_usage
-from airflow_provider_openeo.budget import (
+from airflow_provider_openeo.batch.budget import (
     ESTIMATED_COSTS_COLUMN,
     RESERVING_STATUSES,
     BudgetLedger,
     expected_costs,
     history_costs,
 )
-from airflow_provider_openeo.cells import is_empty
-from airflow_provider_openeo.hooks._job_db_codec import ColumnSpec
-from airflow_provider_openeo.hooks._job_db_columns import (
+from airflow_provider_openeo.exceptions import (
+    JobDbError,
+    JobDbExistsError,
+    JobDbFileError,
+    JobDbInputError,
+    JobDbMissingError,
+    RowNotFoundError,
+    UnknownColumnError,
+    UnsupportedColumnError,
+)
+from airflow_provider_openeo.hooks._job_db.codec import ColumnSpec
+from airflow_provider_openeo.hooks._job_db.columns import (
     INTERNAL_COLUMNS,
     RESERVED,
     RESERVED_COLUMNS,
@@ -49,18 +57,8 @@ from airflow_provider_openeo.hooks._job_db_columns import (
     SOURCE_RUN_COLUMN,
     USAGE_SPEC,
 )
-from airflow_provider_openeo.hooks._job_db_errors import (
-    JobDbError,
-    JobDbExistsError,
-    JobDbFileError,
-    JobDbInputError,
-    JobDbMissingError,
-    RowNotFoundError,
-    UnknownColumnError,
-    UnsupportedColumnError,
-)
-from airflow_provider_openeo.hooks._job_db_files import read_job_file, write_job_file
-from airflow_provider_openeo.hooks._job_db_schema import (
+from airflow_provider_openeo.hooks._job_db.files import read_job_file, write_job_file
+from airflow_provider_openeo.hooks._job_db.schema import (
     TableSchema,
     column_spec,
     decode_frame,
@@ -71,24 +69,34 @@ from airflow_provider_openeo.hooks._job_db_schema import (
     validate_column_names,
     validate_frame,
 )
-from airflow_provider_openeo.hooks._job_db_sql import (
+from airflow_provider_openeo.hooks._job_db.sql import (
     DEFAULT_TABLE_NAME,
     add_column,
     build_table,
-    configure_engine,
     create_key_index,
     create_tables,
+    engine_for_connection,
     ensure_meta_table,
+    for_update,
     load_meta,
     read_transaction,
+    refresh_statistics,
     save_meta,
+    serialize_writers,
     sqlite_engine,
     try_load_meta,
     validate_table_name,
     write_transaction,
 )
-from airflow_provider_openeo.job_status import ACTIVE_BACKEND_STATUSES, FINAL_ROW_STATUSES, OpenEOJobStatus, RowStatus
-from airflow_provider_openeo.timestamps import utc_now_precise
+from airflow_provider_openeo.job_table._usage import USAGE_COLUMNS, parse_usage
+from airflow_provider_openeo.job_table.cells import is_empty
+from airflow_provider_openeo.job_table.job_status import (
+    ACTIVE_BACKEND_STATUSES,
+    FINAL_ROW_STATUSES,
+    OpenEOJobStatus,
+    RowStatus,
+)
+from airflow_provider_openeo.job_table.timestamps import utc_now_precise
 
 __all__ = [
     "JobDbError",
@@ -166,24 +174,7 @@ class OpenEOJobDbHook(BaseHook, JobDatabaseInterface):
             path.parent.mkdir(parents=True, exist_ok=True)
             return sqlite_engine(str(path))
         connection = self.get_connection(self.job_db_conn_id)
-        if connection.conn_type == "sqlite":
-            from airflow.providers.sqlite.hooks.sqlite import SqliteHook
-
-            engine = SqliteHook(sqlite_conn_id=self.job_db_conn_id).get_sqlalchemy_engine(
-                engine_kwargs={"connect_args": {"timeout": 60}}
-            )
-        elif connection.conn_type == "postgres":
-            from airflow.providers.postgres.hooks.postgres import PostgresHook
-
-            engine = PostgresHook(postgres_conn_id=self.job_db_conn_id).get_sqlalchemy_engine(
-                engine_kwargs={"pool_pre_ping": True}
-            )
-        else:
-            raise JobDbInputError(
-                f"Connection {self.job_db_conn_id!r} has type {connection.conn_type!r}; the job database "
-                "supports 'sqlite' and 'postgres' connections"
-            )
-        return configure_engine(engine)
+        return engine_for_connection(self.job_db_conn_id, connection.conn_type)
 
     def dispose(self) -> None:
         """Close pooled connections (e.g. before handing the hook to another process)."""
@@ -367,8 +358,7 @@ class OpenEOJobDbHook(BaseHook, JobDatabaseInterface):
                 create_tables(connection, table)
                 save_meta(connection, self.table, schema.to_json(), insert=True)
                 self._insert(connection, table, row_ids, encoded)
-                if connection.dialect.name == "postgresql":  # planner statistics now, not at autovacuum's leisure
-                    connection.exec_driver_sql(f"ANALYZE {connection.dialect.identifier_preparer.quote(self.table)}")
+                refresh_statistics(connection, self.table)
         except (sa.exc.IntegrityError, sa.exc.OperationalError, sa.exc.ProgrammingError):
             if on_exists == "skip" and self.exists():  # another process created it at the same moment
                 return self
@@ -626,8 +616,7 @@ class OpenEOJobDbHook(BaseHook, JobDatabaseInterface):
             conditions.append(table.c[name].is_(None) if encoded is None else table.c[name] == encoded)
         engine = self.get_conn()
         with write_transaction(engine) as connection:
-            if engine.dialect.name == "postgresql":
-                connection.execute(sa.select(sa.func.pg_advisory_xact_lock(sa.func.hashtext(self.table))))
+            serialize_writers(connection, self.table)
             ledger = self._budget_ledger(connection, table, max_costs)
             reserve = expected_costs(self._recorded_costs(connection, table, backend_name))
             allowed = ledger.allows(reserve)
@@ -649,8 +638,7 @@ class OpenEOJobDbHook(BaseHook, JobDatabaseInterface):
         rid = schema.coerce_row_id(row_id)
         engine = self.get_conn()
         with write_transaction(engine) as connection:
-            if engine.dialect.name == "postgresql":
-                connection.execute(sa.select(sa.func.pg_advisory_xact_lock(sa.func.hashtext(self.table))))
+            serialize_writers(connection, self.table)
             ledger = self._budget_ledger(connection, table, max_costs)
             own = connection.execute(
                 sa.select(table.c[ESTIMATED_COSTS_COLUMN]).where(
@@ -686,7 +674,7 @@ class OpenEOJobDbHook(BaseHook, JobDatabaseInterface):
         return costs
 
     def budget_ledger(self, max_costs: float) -> BudgetLedger:
-        """What the table has committed against ``max_costs`` now (see :mod:`airflow_provider_openeo.budget`)."""
+        """What the table has committed against ``max_costs`` now (see :mod:`airflow_provider_openeo.batch.budget`)."""
         _, table = self._open()
         with read_transaction(self.get_conn()) as connection:
             return self._budget_ledger(connection, table, max_costs)
@@ -844,7 +832,7 @@ class OpenEOJobDbHook(BaseHook, JobDatabaseInterface):
 
     def backend_health_records(self) -> dict[str, dict[str, Any]]:
         """Every backend's record in ``openeo_backend_health`` (JSON objects the dispatch reads), by name."""
-        from airflow_provider_openeo.hooks._job_db_sql import HEALTH_TABLE
+        from airflow_provider_openeo.hooks._job_db.sql import HEALTH_TABLE
 
         engine = self.get_conn()
         try:
@@ -861,7 +849,7 @@ class OpenEOJobDbHook(BaseHook, JobDatabaseInterface):
         self, backend_name: str, change: Callable[[dict[str, Any] | None], dict[str, Any]]
     ) -> dict[str, Any]:
         """Read, change and write one backend's record atomically (the write lock is taken first)."""
-        from airflow_provider_openeo.hooks._job_db_sql import HEALTH_TABLE
+        from airflow_provider_openeo.hooks._job_db.sql import HEALTH_TABLE
 
         engine = self.get_conn()
         ensure_meta_table(engine, HEALTH_TABLE)
@@ -870,8 +858,7 @@ class OpenEOJobDbHook(BaseHook, JobDatabaseInterface):
             try:
                 with write_transaction(engine) as connection:
                     query = sa.select(HEALTH_TABLE.c.record).where(key)
-                    if engine.dialect.name == "postgresql":
-                        query = query.with_for_update()
+                    query = for_update(query, connection)
                     text = connection.execute(query).scalar_one_or_none()
                     record = change(None if text is None else json.loads(text))
                     encoded = json.dumps(record)
@@ -906,7 +893,7 @@ class OpenEOJobDbHook(BaseHook, JobDatabaseInterface):
 
     def drop(self) -> None:
         """Delete the table and its side-table entry (no error when it does not exist)."""
-        from airflow_provider_openeo.hooks._job_db_sql import META_TABLE, META_TABLE_NAME
+        from airflow_provider_openeo.hooks._job_db.sql import META_TABLE, META_TABLE_NAME
 
         engine = self.get_conn()
         with write_transaction(engine) as connection:

@@ -17,15 +17,16 @@ from airflow.sdk import BaseHook
 from urllib3.util import Retry
 
 from airflow_provider_openeo.exceptions import OpenEOProviderError
-from airflow_provider_openeo.hooks._openeo_async import OpenEOAsyncHook
-from airflow_provider_openeo.hooks._openeo_connection import (
+from airflow_provider_openeo.hooks._openeo.async_hook import OpenEOAsyncHook
+from airflow_provider_openeo.hooks._openeo.auth import AuthMethod
+from airflow_provider_openeo.hooks._openeo.connection import (
     ManagedConnection,
     connect_with_settings,
     openeo_connection_from_airflow,
 )
-from airflow_provider_openeo.hooks._openeo_http import safe_retry, translate_openeo_error
-from airflow_provider_openeo.hooks._openeo_probe import probe_backend
-from airflow_provider_openeo.hooks._openeo_settings import AuthMethod, OpenEOConnectionSettings
+from airflow_provider_openeo.hooks._openeo.http import safe_retry, translate_openeo_error
+from airflow_provider_openeo.hooks._openeo.probe import probe_backend
+from airflow_provider_openeo.hooks._openeo.settings import OpenEOConnectionSettings
 
 
 class OpenEOHook(BaseHook):

@@ -5,8 +5,8 @@ that same start followed by the sensor's deferrable wait, so the task's pool slo
 life; it stores the results itself, or (``handle_results=False``, as ``openeo_job_batch`` does) ends in the
 triggerer the moment the job finishes and leaves them to ``OpenEOJobResultsOperator``, so a download never
 holds a backend's slot. None holds its own copy of the logic: starting lives in
-:mod:`airflow_provider_openeo.job_starting`, waiting and result handling in
-:mod:`airflow_provider_openeo.job_waiting`.
+:mod:`airflow_provider_openeo.start.job_starting`, waiting and result handling in
+:mod:`airflow_provider_openeo.wait.job_waiting`.
 """
 
 from __future__ import annotations
@@ -25,21 +25,31 @@ from airflow.sdk.exceptions import (
     DownstreamTasksSkipped,
 )
 
-from airflow_provider_openeo import arguments
-from airflow_provider_openeo._stac_item import json_value
-from airflow_provider_openeo.budget import requested_max_costs
-from airflow_provider_openeo.dispatching import Claim, Done, GiveUp, StartFailure, Wait
-from airflow_provider_openeo.dry_run import DryRunOutcome, RowDryRun, Verdict, requested_dry_run
-from airflow_provider_openeo.failure_policy import RETRY_BY_POLICY, RETRY_KEY, FailurePolicy, decide
-from airflow_provider_openeo.hooks._job_db_columns import BACKEND_CHOSEN_BY_DISPATCH
-from airflow_provider_openeo.hooks._job_db_sql import DEFAULT_TABLE_NAME
-from airflow_provider_openeo.hooks._openeo_http import safe_retry
+from airflow_provider_openeo.batch import arguments
+from airflow_provider_openeo.batch.budget import requested_max_costs
+from airflow_provider_openeo.batch.dispatching import Claim, Done, GiveUp, StartFailure, Wait
+from airflow_provider_openeo.batch.dry_run import (
+    DryRunOutcome,
+    RowDryRun,
+    Verdict,
+    requested_dry_run,
+    requested_estimates,
+)
+from airflow_provider_openeo.batch.failure_policy import RETRY_BY_POLICY, RETRY_KEY, FailurePolicy, decide
+from airflow_provider_openeo.batch.row_dispatch import DispatchSettings, RowDispatcher
+from airflow_provider_openeo.batch.run_chain import chain_key
+from airflow_provider_openeo.handlers._stac_item import json_value
+from airflow_provider_openeo.handlers.job_handlers import OpenEOJobHandler
+from airflow_provider_openeo.hooks._job_db.columns import BACKEND_CHOSEN_BY_DISPATCH
+from airflow_provider_openeo.hooks._job_db.sql import DEFAULT_TABLE_NAME
+from airflow_provider_openeo.hooks._openeo.http import safe_retry
 from airflow_provider_openeo.hooks.job_db import OpenEOJobDbHook
 from airflow_provider_openeo.hooks.openeo import OpenEOHook
-from airflow_provider_openeo.job_handlers import OpenEOJobHandler
-from airflow_provider_openeo.job_history import clean, retired_values
-from airflow_provider_openeo.job_row import JobRowRef
-from airflow_provider_openeo.job_starting import (
+from airflow_provider_openeo.job_table.job_history import clean, retired_values
+from airflow_provider_openeo.job_table.job_row import JobRowRef
+from airflow_provider_openeo.job_table.job_status import OpenEOJobStatus, RowStatus
+from airflow_provider_openeo.links.openeo import OpenEOJobLink
+from airflow_provider_openeo.start.job_starting import (
     BudgetReached,
     RowJobStarter,
     RowSkipped,
@@ -49,10 +59,6 @@ from airflow_provider_openeo.job_starting import (
     TransientStartError,
     is_transient,
 )
-from airflow_provider_openeo.job_status import OpenEOJobStatus, RowStatus
-from airflow_provider_openeo.job_waiting import NOT_RETRIED, OpenEOJobWaitMixin, ended_in_triggerer
-from airflow_provider_openeo.links.openeo import OpenEOJobLink
-from airflow_provider_openeo.row_dispatch import DispatchSettings, RowDispatcher
 from airflow_provider_openeo.triggers._wait_settings import (
     DEFAULT_CANCEL_ON_KILL,
     DEFAULT_CANCEL_RUNNING_JOB_AFTER,
@@ -60,6 +66,7 @@ from airflow_provider_openeo.triggers._wait_settings import (
     JobWaitSettings,
 )
 from airflow_provider_openeo.triggers.openeo import OpenEODispatchWaitTrigger, OpenEOJobEvent, OpenEOJobEventStatus
+from airflow_provider_openeo.wait.job_waiting import NOT_RETRIED, OpenEOJobWaitMixin, ended_in_triggerer
 
 if TYPE_CHECKING:
     from airflow.sdk import Context
@@ -203,16 +210,16 @@ class OpenEOStartJobOperator(OpenEORowOperator):
         ``connection_provider``; defaults to just this one.
     :param start_job_kwargs: extra keyword arguments for ``start_job``.
     :param job_options: options for every job this task creates, merged over what ``start_job`` sends and under
-        the row's own ``job_options`` column (:mod:`airflow_provider_openeo._create_options`).
+        the row's own ``job_options`` column (:mod:`airflow_provider_openeo.start._create_options`).
     :param failure_policy: which rows whose job ended in ``error`` get another job, and with how much memory
-        (:mod:`airflow_provider_openeo.failure_policy`); None: none do (``openeo_job_batch`` passes its default).
+        (:mod:`airflow_provider_openeo.batch.failure_policy`); None: none do (``openeo_job_batch`` passes its default).
     :param job_budget: the openEO ``budget`` of every job this task creates (``POST /jobs``), unless the row's
         ``job_budget`` column says otherwise.
-    :param max_costs: the batch's budget (:mod:`airflow_provider_openeo.budget`): no job is created once the job
+    :param max_costs: the batch's budget (:mod:`airflow_provider_openeo.batch.budget`): no job is created once the job
         table's costs and estimates reach it; the run's conf or Param ``max_costs`` overrides it.
 
     A run whose conf or Param ``dry_run`` is true creates no job: the row's job is built and validated
-    (:mod:`airflow_provider_openeo.dry_run`).
+    (:mod:`airflow_provider_openeo.batch.dry_run`).
     """
 
     template_fields: Sequence[str] = (
@@ -278,6 +285,8 @@ class OpenEOStartJobOperator(OpenEORowOperator):
             start_job_kwargs=self.start_job_kwargs,
             job_options=self.job_options,
             job_budget=self.job_budget,
+            chain=chain_key(context),
+            estimate_sample=requested_estimates(context),
         )
         try:
             outcome = dry_run.run()

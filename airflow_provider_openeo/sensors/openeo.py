@@ -10,15 +10,13 @@ from typing import TYPE_CHECKING, Any
 from airflow.sdk import BaseSensorOperator, PokeReturnValue
 from airflow.sdk.configuration import conf
 
-from airflow_provider_openeo._job_gone import GoneJudge, NotFoundStreak
 from airflow_provider_openeo.exceptions import (
     OpenEOJobNotFoundError,
     OpenEOProviderError,
     OpenEOTransientError,
 )
-from airflow_provider_openeo.job_row import JobRowRef
-from airflow_provider_openeo.job_status import OpenEOJobStatus
-from airflow_provider_openeo.job_waiting import OpenEOJobWaitMixin
+from airflow_provider_openeo.job_table.job_row import JobRowRef
+from airflow_provider_openeo.job_table.job_status import OpenEOJobStatus
 from airflow_provider_openeo.links.openeo import OpenEOJobLink
 from airflow_provider_openeo.triggers._wait_settings import (
     DEFAULT_CANCEL_ON_KILL,
@@ -32,9 +30,11 @@ from airflow_provider_openeo.triggers.openeo import (
     over_running_limit,
     running_limit_at,
 )
+from airflow_provider_openeo.wait._job_gone import GoneJudge, NotFoundStreak
+from airflow_provider_openeo.wait.job_waiting import OpenEOJobWaitMixin
 
 if TYPE_CHECKING:
-    from airflow_provider_openeo.job_handlers import OpenEOJobHandler
+    from airflow_provider_openeo.handlers.job_handlers import OpenEOJobHandler
 
 #: Task-state-store key that keeps "running since" across pokes in ``mode="reschedule"``.
 _RUNNING_SINCE_KEY = "openeo_running_since"
@@ -154,8 +154,8 @@ class OpenEOJobSensor(OpenEOJobWaitMixin, BaseSensorOperator):
 
     def _weigh_not_found(self, context: Any, job_id: str, exc: Exception) -> bool | PokeReturnValue:
         """A 404 ends the wait only once ``_job_gone`` confirms it; until then the sensor pokes on."""
-        from airflow_provider_openeo._job_listing import confirm_gone
         from airflow_provider_openeo.hooks.openeo import OpenEOHook
+        from airflow_provider_openeo.wait._job_listing import confirm_gone
 
         hook = OpenEOHook(self.openeo_conn_id)
         judge = self._judge_for(context, job_id, hook)

@@ -36,8 +36,8 @@ from collections import deque
 from dataclasses import dataclass, field
 from typing import Any
 
-from airflow_provider_openeo.job_status import OpenEOJobStatus
-from airflow_provider_openeo.timestamps import epoch_from_rfc3339
+from airflow_provider_openeo.job_table.job_status import OpenEOJobStatus
+from airflow_provider_openeo.job_table.timestamps import epoch_from_rfc3339
 
 #: Seconds added to a forecast end: a listing that arrives a moment late finds the job ended; one that arrives a
 #: moment early is wasted.

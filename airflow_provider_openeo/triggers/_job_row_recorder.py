@@ -14,7 +14,7 @@ import contextlib
 import threading
 from typing import Any
 
-from airflow_provider_openeo.job_row import JobRowRef
+from airflow_provider_openeo.job_table.job_row import JobRowRef
 
 
 class _SharedHooks:

@@ -5,7 +5,8 @@ deferred tasks for one backend would do the same. Instead every :class:`OpenEOJo
 loop subscribes its job id to the :class:`StatusPoller` of its connection; the poller asks the backend about all
 watched jobs in one ``read_jobs`` call per interval and hands each subscriber its job's metadata. The hook reads
 them the cheapest way this backend allows, a ``GET /jobs`` listing or one read per job, as its read strategy has
-learnt (``airflow_provider_openeo.hooks._read_strategy``; one per connection in the process, kept across pollers).
+learnt (``airflow_provider_openeo.hooks._openeo.read_strategy``; one per connection in the process, kept across
+pollers).
 
 Pollers are keyed by (event loop, connection id) because asyncio objects belong to one loop: the triggerer runs
 one long-lived loop for all its triggers, while ``dag.test()`` runs each trigger in its own short-lived
@@ -13,10 +14,10 @@ one long-lived loop for all its triggers, while ``dag.test()`` runs each trigger
 
 Reads follow the jobs' forecast ends too (their reported ``progress``, else the run times of the jobs seen to
 finish on the same connection): when one is due before the next regular read, one read goes out then
-(:mod:`._end_forecast`, which bounds what that may cost), so a slot is not left idle for half an interval on average
-after its job ends. Such an early read asks only for the jobs due; the others come along when the hook reads a
-listing page anyway (``optional``), and only then does it count as the regular read: the regular schedule (every
-job at least once per interval) is kept apart from the early reads.
+(:mod:`~airflow_provider_openeo.triggers._end_forecast`, which bounds what that may cost), so a slot is not left idle
+for half an interval on average after its job ends. Such an early read asks only for the jobs due; the others come along
+when the hook reads a listing page anyway (``optional``), and only then does it count as the regular read: the regular
+schedule (every job at least once per interval) is kept apart from the early reads.
 
 Errors are kept to the job they concern, so one job's failing read never delays the others' statuses:
 
@@ -26,7 +27,7 @@ Errors are kept to the job they concern, so one job's failing read never delays 
   interval; neither ever reaches the subscribers, so neither ends a wait;
 - a job whose read is refused (auth, a 4xx) has the error delivered to its subscribers, as a failed listing has
   to every subscriber;
-- a 404 is delivered as "gone" only once :mod:`airflow_provider_openeo._job_gone` confirms it (a federated
+- a 404 is delivered as "gone" only once :mod:`airflow_provider_openeo.wait._job_gone` confirms it (a federated
   backend answers 404 for every job of an upstream it cannot reach); until then the subscribers hear that the
   job is unconfirmed, and the job stays watched. While a job is unconfirmed, each read includes a ``GET /jobs``
   listing, the evidence the rule weighs.
@@ -42,10 +43,10 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any, Protocol
 
-from airflow_provider_openeo._job_gone import GoneJudge, GonePolicy
 from airflow_provider_openeo.exceptions import OpenEOJobNotFoundError, OpenEOTransientError
-from airflow_provider_openeo.hooks._job_reads import JobReads
+from airflow_provider_openeo.hooks._openeo.job_reads import JobReads
 from airflow_provider_openeo.triggers._end_forecast import EndForecast, run_times_of, total_times_of
+from airflow_provider_openeo.wait._job_gone import GoneJudge, GonePolicy
 
 log = logging.getLogger(__name__)
 

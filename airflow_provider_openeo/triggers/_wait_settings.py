@@ -14,7 +14,7 @@ from __future__ import annotations
 import dataclasses
 from typing import Any
 
-from airflow_provider_openeo import arguments
+from airflow_provider_openeo.batch import arguments
 
 #: Seconds between status reads unless the DAG says otherwise: MultiBackendJobManager's ``poll_sleep``.
 DEFAULT_POLL_INTERVAL = 60.0

@@ -6,7 +6,7 @@ task side reads it back with :meth:`OpenEOJobEvent.from_dict`). What it guarante
 - transient backend errors only slow polling down (see ``_status_poller``), for the failing job alone when only
   its read fails; they never end the wait;
 - a 404 ends the wait (``not_found``) only once the backend, otherwise healthy, confirms the job gone
-  (``airflow_provider_openeo._job_gone``); until then the wait goes on, and the task log says so once;
+  (``airflow_provider_openeo.wait._job_gone``); until then the wait goes on, and the task log says so once;
 - ``deadline`` (epoch seconds) stands in for the task's ``execution_timeout``, which Airflow does not enforce
   while a task is deferred; past it the remote job is canceled (if ``cancel_on_kill``) and the event is
   ``timeout``;
@@ -36,9 +36,9 @@ from typing import Any, ClassVar
 from airflow.triggers.base import BaseTrigger, TaskSuccessEvent, TriggerEvent
 
 from airflow_provider_openeo.exceptions import OpenEOAuthError, OpenEOJobNotFoundError, OpenEOProviderError
-from airflow_provider_openeo.job_row import JobRowRef
-from airflow_provider_openeo.job_status import OpenEOJobStatus, RowStatus
-from airflow_provider_openeo.timestamps import epoch_from_rfc3339, rfc3339_from_epoch
+from airflow_provider_openeo.job_table.job_row import JobRowRef
+from airflow_provider_openeo.job_table.job_status import OpenEOJobStatus, RowStatus
+from airflow_provider_openeo.job_table.timestamps import epoch_from_rfc3339, rfc3339_from_epoch
 from airflow_provider_openeo.triggers import _status_poller
 from airflow_provider_openeo.triggers._job_row_recorder import JobRowRecorder
 from airflow_provider_openeo.triggers._status_poller import AsyncJobStatusHook, StatusUpdate, Subscription
@@ -132,7 +132,7 @@ class JsonKwargsTrigger(BaseTrigger):
 
 
 def _default_hook_factory(conn_id: str) -> AsyncJobStatusHook:
-    from airflow_provider_openeo.hooks._read_strategy import read_strategy_of
+    from airflow_provider_openeo.hooks._openeo.read_strategy import read_strategy_of
     from airflow_provider_openeo.hooks.openeo import OpenEOAsyncHook
 
     # The connection's read strategy outlives this hook: the next poller of the connection starts from what it learnt.
@@ -473,9 +473,9 @@ class OpenEODispatchWaitTrigger(JsonKwargsTrigger):
         self.not_before = float(not_before)
 
     async def run(self) -> AsyncIterator[TriggerEvent]:
-        from airflow_provider_openeo.dispatching import Wait
+        from airflow_provider_openeo.batch.dispatching import Wait
+        from airflow_provider_openeo.batch.row_dispatch import DispatchScope, RowDispatcher
         from airflow_provider_openeo.hooks.job_db import OpenEOJobDbHook
-        from airflow_provider_openeo.row_dispatch import DispatchScope, RowDispatcher
 
         db = OpenEOJobDbHook(
             self.job_db.get("job_db_conn_id"), table=self.job_db["table"], sqlite_path=self.job_db.get("sqlite_path")

@@ -19,7 +19,7 @@ from typing import Any
 import pandas as pd
 from airflow.sdk import DAG, Param, task
 
-from airflow_provider_openeo.task_groups import openeo_job_batch
+from airflow_provider_openeo.batch.task_groups import openeo_job_batch
 from benchmarks import workload
 
 CONFIG: dict[str, Any] = json.loads(os.environ.get("OPENEO_BENCH") or "{}")

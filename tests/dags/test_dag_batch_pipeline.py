@@ -1,4 +1,4 @@
-"""A small ``openeo_job_batch`` DAG for tests/test_task_groups.py, configured through one environment variable.
+"""A small ``openeo_job_batch`` DAG for tests/system/batch/test_task_groups.py, set by one environment variable.
 
 ``OPENEO_TEST_BATCH`` (JSON) sets backends, job source file, SQLite job database, results folder and the
 batch knobs, so each test shapes the same DAG its own way. dag.test() re-parses this file from the test DAG
@@ -16,7 +16,7 @@ import openeo
 import pandas as pd
 from airflow.sdk import DAG, Asset
 
-from airflow_provider_openeo.task_groups import openeo_job_batch
+from airflow_provider_openeo.batch.task_groups import openeo_job_batch
 
 DAG_ID = "test_dag_batch_pipeline"
 BATCH_ASSET = Asset("openeo://test_dag_batch_pipeline/batch")

@@ -1,4 +1,4 @@
-"""Two batch DAGs that name no ``job_table`` (tests/test_task_groups.py): each must get a table of its own.
+"""Two batch DAGs that name no ``job_table`` (tests/system/batch/test_task_groups.py): each must get a table of its own.
 
 ``OPENEO_TEST_DEFAULT_TABLES`` (JSON) gives the SQLite job database and results folder; without it (another
 session parsing the bundle) the DAGs use harmless defaults.
@@ -13,7 +13,7 @@ from typing import Any
 import pandas as pd
 from airflow.sdk import DAG
 
-from airflow_provider_openeo.task_groups import openeo_job_batch
+from airflow_provider_openeo.batch.task_groups import openeo_job_batch
 
 CONFIG: dict[str, Any] = json.loads(os.environ.get("OPENEO_TEST_DEFAULT_TABLES") or "{}")
 BACKENDS = {"foo": {"conn_id": "openeo_foo", "parallel_jobs": 2}, "bar": {"conn_id": "openeo_bar", "parallel_jobs": 2}}

@@ -1,4 +1,4 @@
-"""A three-row ``openeo_job_batch`` where two rows are bad, for tests/operators/test_openeo_batch_dag.py.
+"""A three-row ``openeo_job_batch`` where two rows are bad, for tests/system/operators/test_openeo_batch_dag.py.
 
 ``OPENEO_TEST_ROW_FAILURES`` (JSON) sets the connection, job source file, SQLite job database and results folder.
 Without it (another session parsing the bundle) the DAG is built with harmless defaults and never run.
@@ -14,7 +14,7 @@ import openeo
 import pandas as pd
 from airflow.sdk import DAG
 
-from airflow_provider_openeo.task_groups import openeo_job_batch
+from airflow_provider_openeo.batch.task_groups import openeo_job_batch
 
 DAG_ID = "test_dag_row_failures"
 CONFIG: dict[str, Any] = json.loads(os.environ.get("OPENEO_TEST_ROW_FAILURES") or "{}")

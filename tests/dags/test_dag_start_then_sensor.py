@@ -13,8 +13,8 @@ import openeo
 import pandas as pd
 from airflow.sdk import DAG
 
-from airflow_provider_openeo.job_handlers import OpenEOJobHandler
-from airflow_provider_openeo.job_row import JobRowRef
+from airflow_provider_openeo.handlers.job_handlers import OpenEOJobHandler
+from airflow_provider_openeo.job_table.job_row import JobRowRef
 from airflow_provider_openeo.operators.openeo import OpenEOStartJobOperator
 from airflow_provider_openeo.sensors.openeo import OpenEOJobSensor
 

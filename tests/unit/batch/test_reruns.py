@@ -1,0 +1,96 @@
+"""Re-runs: which statuses a run asks for (conf, Param, the batch's argument; none in a chained run), and how a
+done row is re-opened: its job kept in job_history, the row not_started again, compare-and-set."""
+
+from __future__ import annotations
+
+from types import SimpleNamespace
+
+import pandas as pd
+import pytest
+
+from airflow_provider_openeo.batch.reruns import (
+    CONTINUES_KEY,
+    RERUN_PARAM,
+    checked_statuses,
+    continued_run,
+    reopen_rows,
+    requested_statuses,
+)
+
+
+def context(conf=None, params=None):
+    return {"dag_run": SimpleNamespace(conf=conf or {}), "params": params or {}}
+
+
+def test_statuses_come_from_the_conf_then_the_param_then_the_argument():
+    assert requested_statuses(context(), ("error",)) == ("error",)
+    assert requested_statuses(context(params={RERUN_PARAM: ["canceled"]}), ("error",)) == ("canceled",)
+    assert requested_statuses(context(conf={RERUN_PARAM: "finished, error"}), ("error",)) == ("finished", "error")
+    assert requested_statuses(context(conf={RERUN_PARAM: []}, params={RERUN_PARAM: ["error"]}), ()) == ()
+
+
+def test_a_chained_run_re_opens_nothing():
+    chained = context(conf={RERUN_PARAM: ["finished"], CONTINUES_KEY: "dag/run_1"})
+    assert requested_statuses(chained, ("error",)) == ()
+    assert continued_run(chained) == "dag/run_1" and continued_run(context()) is None
+
+
+@pytest.mark.parametrize(
+    ("value", "text"),
+    [
+        (["finshed"], r"Param 'rerun_statuses': unknown status\(es\) \['finshed'\]; re-runnable: canceled, error"),
+        ({"error": 1}, r"must be a list of row statuses"),
+        (5, r"must be a list of row statuses"),
+    ],
+)
+def test_bad_statuses_name_the_param(value, text):
+    with pytest.raises(ValueError, match=text):
+        requested_statuses(context(params={RERUN_PARAM: value}), ())
+    with pytest.raises(ValueError, match="rerun_statuses"):
+        checked_statuses("rerun_statuses", value)
+
+
+def test_the_example_dag_takes_a_chained_run_s_conf():
+    """A chained run's conf holds the Params and CONTINUES_KEY, which the trigger form does not declare."""
+    import copy
+
+    import example_openeo_process_based as module
+
+    def validate(conf):
+        params = copy.deepcopy(module.dag.params)
+        params.update(conf)
+        return params.validate()
+
+    conf = {"start": "2024-01-01", "end": "2024-02-01", "frequency": "MS", RERUN_PARAM: ["error"]}
+    assert validate({**conf, CONTINUES_KEY: "example_openeo_process_based/manual_1"})[RERUN_PARAM] == ["error"]
+    with pytest.raises(Exception, match="rerun_statuses"):
+        validate({**conf, RERUN_PARAM: ["running"]})
+
+
+def test_done_rows_are_re_opened_with_their_job_in_history(job_db):
+    job_db.initialize_from_df(pd.DataFrame({"title": ["done", "failed", "refused", "live", "skipped"]}))
+    job_db.update_row(0, {"status": "finished", "id": "j-0", "backend_name": "foo", "results_state": "downloaded"})
+    job_db.update_row(1, {"status": "error", "id": "j-1", "backend_name": "bar", "backend_chosen_by": "dispatch"})
+    job_db.update_row(2, {"status": "start_failed", "error_message": "row 2: refused"})
+    job_db.update_row(3, {"status": "running", "id": "j-3"})
+    job_db.update_row(4, {"status": "skipped"})
+
+    reopened = reopen_rows(job_db, job_db.read(), ["finished", "error", "start_failed", "running"])
+
+    assert reopened == [0, 1, 2], "a running row is resumed anyway, a skipped one was not asked for"
+    table = job_db.read()
+    assert list(table["status"]) == ["not_started", "not_started", "not_started", "running", "skipped"]
+    assert table.loc[0, "id"] is None and table.loc[0, "results_state"] is None
+    assert [h["id"] for h in table.loc[0, "job_history"]] == ["j-0"] and table.loc[0, "attempt"] == 1
+    assert table.loc[0, "backend_name"] == "foo", "a user's backend stays"
+    assert table.loc[1, "backend_name"] is None, "a backend the dispatch chose is free again"
+    assert table.loc[2, "job_history"] == [] and table.loc[2, "error_message"] is None
+
+
+def test_a_row_changed_meanwhile_is_left_alone(job_db):
+    job_db.initialize_from_df(pd.DataFrame({"title": ["a"]}))
+    job_db.update_row(0, {"status": "error", "id": "j-0"})
+    stale = job_db.read()
+    job_db.update_row(0, {"status": "error", "id": "j-1"})  # another task re-ran it meanwhile
+    assert reopen_rows(job_db, stale, ["error"]) == []
+    assert job_db.get_row(0)["id"] == "j-1"
