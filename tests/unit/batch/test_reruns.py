@@ -5,7 +5,6 @@ from __future__ import annotations
 
 from types import SimpleNamespace
 
-import pandas as pd
 import pytest
 
 from airflow_provider_openeo.batch.reruns import (
@@ -13,7 +12,6 @@ from airflow_provider_openeo.batch.reruns import (
     RERUN_PARAM,
     checked_statuses,
     continued_run,
-    reopen_rows,
     requested_statuses,
 )
 
@@ -65,32 +63,3 @@ def test_the_example_dag_takes_a_chained_run_s_conf():
     assert validate({**conf, CONTINUES_KEY: "example_openeo_process_based/manual_1"})[RERUN_PARAM] == ["error"]
     with pytest.raises(Exception, match="rerun_statuses"):
         validate({**conf, RERUN_PARAM: ["running"]})
-
-
-def test_done_rows_are_re_opened_with_their_job_in_history(job_db):
-    job_db.initialize_from_df(pd.DataFrame({"title": ["done", "failed", "refused", "live", "skipped"]}))
-    job_db.update_row(0, {"status": "finished", "id": "j-0", "backend_name": "foo", "results_state": "downloaded"})
-    job_db.update_row(1, {"status": "error", "id": "j-1", "backend_name": "bar", "backend_chosen_by": "dispatch"})
-    job_db.update_row(2, {"status": "start_failed", "error_message": "row 2: refused"})
-    job_db.update_row(3, {"status": "running", "id": "j-3"})
-    job_db.update_row(4, {"status": "skipped"})
-
-    reopened = reopen_rows(job_db, job_db.read(), ["finished", "error", "start_failed", "running"])
-
-    assert reopened == [0, 1, 2], "a running row is resumed anyway, a skipped one was not asked for"
-    table = job_db.read()
-    assert list(table["status"]) == ["not_started", "not_started", "not_started", "running", "skipped"]
-    assert table.loc[0, "id"] is None and table.loc[0, "results_state"] is None
-    assert [h["id"] for h in table.loc[0, "job_history"]] == ["j-0"] and table.loc[0, "attempt"] == 1
-    assert table.loc[0, "backend_name"] == "foo", "a user's backend stays"
-    assert table.loc[1, "backend_name"] is None, "a backend the dispatch chose is free again"
-    assert table.loc[2, "job_history"] == [] and table.loc[2, "error_message"] is None
-
-
-def test_a_row_changed_meanwhile_is_left_alone(job_db):
-    job_db.initialize_from_df(pd.DataFrame({"title": ["a"]}))
-    job_db.update_row(0, {"status": "error", "id": "j-0"})
-    stale = job_db.read()
-    job_db.update_row(0, {"status": "error", "id": "j-1"})  # another task re-ran it meanwhile
-    assert reopen_rows(job_db, stale, ["error"]) == []
-    assert job_db.get_row(0)["id"] == "j-1"

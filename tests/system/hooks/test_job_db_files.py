@@ -101,7 +101,7 @@ def test_export_opens_in_mbjm_and_round_trips(job_db: OpenEOJobDbHook, tmp_path,
 
 
 def test_parquet_export_keeps_every_dtype(job_db: OpenEOJobDbHook, tmp_path) -> None:
-    from tests.unit.hooks.test_job_db_dtypes import _all_dtypes
+    from tests.system.hooks.test_job_db_dtypes import _all_dtypes
 
     df = _all_dtypes()
     job_db.initialize_from_df(df)
