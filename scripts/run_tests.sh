@@ -7,15 +7,13 @@
 #           deployments ever share the 2 cores;
 #   readme  the README's code as written (tests/system/deploy/test_readme.py). It runs the README's DAGs with the
 #           README's poll_interval=60, so its Airflow spends minutes idle between polls: beside the lanes it
-#           costs little CPU, after them it would add ~5 minutes of waiting to the suite. The example DAGs' tests
-#           ($beside_readme, dag.test() runs) follow it in the same shard, which lane 2 would otherwise carry.
+#           costs little CPU, after them it would add ~5 minutes of waiting to the suite.
 # Exit status: failure if any failed. Usage: scripts/run_tests.sh PYTHON [pytest args...]
 set -uo pipefail
 python=$1
 shift
 mkdir -p build
 readme_tests=tests/system/deploy/test_readme.py
-beside_readme=tests/system/example_dags
 after_main=(tests/system/deploy/test_distributed.py tests/system/deploy/test_ui_browser.py)
 ignore_after_main=()
 for module in "${after_main[@]}"; do
@@ -26,11 +24,11 @@ OPENEO_TEST_SHARD=deploy "$python" -m pytest -ra -p no:cacheprovider --durations
     --ignore="$readme_tests" "${ignore_after_main[@]}" tests/system/deploy >build/test-deploy.log 2>&1 &
 deploy_pid=$!
 OPENEO_TEST_SHARD=readme "$python" -m pytest -ra -p no:cacheprovider --durations=5 "$@" \
-    "$readme_tests" "$beside_readme" >build/test-readme.log 2>&1 &
+    "$readme_tests" >build/test-readme.log 2>&1 &
 readme_pid=$!
 trap 'kill "$deploy_pid" "$readme_pid" 2>/dev/null' INT TERM
 
-OPENEO_TEST_SHARD=main "$python" -m pytest -ra --durations=15 --ignore=tests/system/deploy --ignore="$beside_readme" "$@"
+OPENEO_TEST_SHARD=main "$python" -m pytest -ra --durations=15 --ignore=tests/system/deploy "$@"
 main_status=$?
 echo
 echo "==================== live-Airflow modules after the rest: ${after_main[*]} ===================="
