@@ -4,19 +4,15 @@ and no item lost while many processes write at once, on local disk and on S3 (mo
 from __future__ import annotations
 
 import json
-import multiprocessing
-import os
 import uuid
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import pytest
-from shapely.geometry import box
 
 from airflow_provider_openeo.handlers.stac_collection import BatchCollection
 from tests.stac_checks import assert_validates_offline, items_by_row
-from tests.unit.handlers.test_stac_collection import item_for
+from tests.unit.handlers.test_stac_collection import _expected_rows, _run_writers
 
 # -- items ---------------------------------------------------------------------------------------------------
 
@@ -25,39 +21,6 @@ from tests.unit.handlers.test_stac_collection import item_for
 
 
 # -- many writers at once, in real processes -----------------------------------------------------------------
-
-
-def _write_items(root_spec: dict[str, Any], writer: int, count: int, barrier: Any) -> None:
-    """One process's share: ``count`` items (rows ``writer*100 + i``), each with its collection refresh."""
-    root: Any
-    if root_spec["kind"] == "local":
-        root = Path(root_spec["path"])
-    else:
-        os.environ.update(root_spec["env"])
-        from airflow.sdk import ObjectStoragePath
-
-        root = ObjectStoragePath(root_spec["url"])
-    collection = BatchCollection(root, "tiles")
-    barrier.wait()
-    for i in range(count):
-        row_id = writer * 100 + i
-        west = float(writer)
-        collection.put_item(item_for(row_id, row={"title": str(row_id), "geometry": box(west, i, west + 1, i + 1)}))
-
-
-def _run_writers(root_spec: dict[str, Any], writers: int, per_writer: int) -> None:
-    context = multiprocessing.get_context("spawn")  # fresh interpreters, as Airflow's task processes are
-    barrier = context.Barrier(writers)
-    processes = [context.Process(target=_write_items, args=(root_spec, w, per_writer, barrier)) for w in range(writers)]
-    for process in processes:
-        process.start()
-    for process in processes:
-        process.join(timeout=240)
-    assert [p.exitcode for p in processes] == [0] * writers
-
-
-def _expected_rows(writers: int, per_writer: int) -> set[int]:
-    return {w * 100 + i for w in range(writers) for i in range(per_writer)}
 
 
 @pytest.fixture
