@@ -4,9 +4,12 @@ A batch run does not split its rows across backends up front. Each backend has a
 queued in its pool ``openeo_<backend>``; an instance that gets a pool slot asks :func:`decide` what to do, and
 claims the row it names. So a row goes to whichever backend has room at the moment it has room, and a backend
 that ends jobs three times faster takes about three times the rows. A group is sized for the rows its backend
-is expected to take (:func:`backend_shares`, :func:`instances_per_backend`: its share by the job table's
+is expected to take (:func:`expected_shares`, :func:`instances_per_backend`: its share by the job table's
 history, with slack and a pool's worth more), because the scheduler re-checks every waiting instance on every
-loop; together the groups cover every row.
+loop; together the groups cover every row. Where that history does not tell every backend's pace (a new table,
+a new backend), nothing says which backend is faster: every group is sized to take every free row, and the
+instances a backend turns out not to need are skipped during the run, once the run's own ended jobs give each
+backend's pace (:func:`spare_indexes`).
 
 What :func:`decide` weighs, in order:
 
@@ -368,15 +371,44 @@ def backend_shares(
     return {name: rate / total for name, rate in rates.items()}
 
 
+def expected_shares(
+    parallel_jobs: Mapping[str, int],
+    *,
+    paces: Mapping[str, float] | None,
+    all_health: Mapping[str, BackendHealth] | None = None,
+    now: float,
+) -> dict[str, float] | None:
+    """:func:`backend_shares`, when the job table's history gives a pace for every backend that can take rows now;
+    None when it lacks one (a new table, a new backend): then nothing tells which backend is faster, and a share
+    guessed from the slots would cap a backend three times faster than the other at half the rows.
+
+    A backend cooling down after failed starts counts no slot, so its missing pace does not matter; when every
+    backend cools down, the shares (which then follow the slots) are no estimate either.
+    """
+    usable = _usable_slots(dict(parallel_jobs), dict(all_health) if all_health else None, now)
+    takers = [name for name, slots in usable.items() if slots > 0]
+    if not takers or any(not (paces or {}).get(name) for name in takers):
+        return None
+    return backend_shares(parallel_jobs, paces=paces, all_health=all_health, now=now)
+
+
+def share_of_free(free: int, share: float, *, slack: float = SHARE_SLACK) -> int:
+    """How many of ``free`` unpinned rows a backend with ``share`` is sized for: its share with ``slack``."""
+    if slack < 1:
+        raise ValueError(f"slack must be at least 1, got {slack!r}")
+    return min(free, math.ceil(free * share * slack - 1e-9))
+
+
 def instances_per_backend(
     rows: Sequence[RunRow],
     parallel_jobs: Mapping[str, int],
-    shares: Mapping[str, float],
+    shares: Mapping[str, float] | None,
     *,
     slack: float = SHARE_SLACK,
 ) -> dict[str, int]:
     """Instances each backend's mapped group gets: its own rows, its share of the free ones with slack, and a
-    pool's worth more, never more than all the rows it could take.
+    pool's worth more, never more than all the rows it could take. ``shares`` None (no pace known for some
+    backend, :func:`expected_shares`): every group may take every free row.
 
     Every instance of a group is a task instance the scheduler re-checks every loop until it ends, so a group
     is sized for what the backend is expected to run, not for every row it could take. The groups together
@@ -384,33 +416,46 @@ def instances_per_backend(
     backends keep working; the ``parallel_jobs`` more let a backend that was down at planning time probe and
     take rows when it is back, and let a backend faster than its share run on. Rows left without an instance
     when a backend goes down during the run continue in the next run (:func:`decide`, ``others_unused``).
+    Without shares the groups hold up to one instance per free row each; the run skips what a backend does not
+    need once its pace is known (:func:`spare_indexes`).
     """
-    if slack < 1:
-        raise ValueError(f"slack must be at least 1, got {slack!r}")
     free = sum(1 for r in rows if r.backend_name is None)
     sizes = {}
     for name, slots in parallel_jobs.items():
         pinned = sum(1 for r in rows if r.backend_name == name)
-        wanted = math.ceil(free * shares.get(name, 0.0) * slack - 1e-9) + slots
-        sizes[name] = pinned + min(free, wanted)
+        if shares is None:
+            sizes[name] = pinned + free
+            continue
+        sizes[name] = pinned + min(free, share_of_free(free, shares.get(name, 0.0), slack=slack) + slots)
     return sizes
 
 
 def spare_indexes(
-    rows: Sequence[RunRow], backend: str, *, own: Callable[[str], bool], unused: Sequence[int], margin: int
+    rows: Sequence[RunRow],
+    backend: str,
+    *,
+    own: Callable[[str], bool],
+    unused: Sequence[int],
+    margin: int,
+    share: float | None = None,
 ) -> list[int]:
     """Map indexes of ``backend``'s unused instances beyond anything the run may still ask of the backend.
 
     ``unused``: the backend's instances that hold no row, lowest first (Airflow hands pool slots out in that
-    order). The lowest stay: one for each row the backend may still have to take (free rows it may run, and rows
-    another backend is starting, which a failed start would give back; ``own`` tells this backend's slots), and
-    ``margin`` more for instances that ended without a row. The rest are skipped while the run goes on, so the
-    scheduler does not re-check, every loop, a ``results`` task per unused instance until the run's end.
+    order). The lowest stay: one for each row the backend may still have to take (rows pinned to it, the free
+    rows it may run, and rows another backend is starting, which a failed start would give back; ``own`` tells
+    this backend's slots), and ``margin`` more for instances that ended without a row. With ``share`` (the
+    backend's part of the free rows by the paces of the moment, :func:`expected_shares`) only that part of the
+    free rows, with slack, counts, as the plan would size the group now: a group sized for every free row on a
+    new table (:func:`instances_per_backend`) shrinks to what the backend is seen to take once every backend's
+    pace is known. The rest are skipped while the run goes on, so the scheduler does not re-check, every loop, a
+    ``results`` task per unused instance until the run's end.
     """
-    needed = sum(
-        1 for r in rows if r.backend_name in (None, backend) and (r.slot is None or (r.unsettled and not own(r.slot)))
-    )
-    return list(unused[needed + margin :])
+    pinned = sum(1 for r in rows if r.slot is None and r.backend_name == backend)
+    free = sum(1 for r in rows if r.slot is None and r.backend_name is None)
+    elsewhere = sum(1 for r in rows if r.backend_name in (None, backend) and r.unsettled and not own(r.slot or ""))
+    takes = free if share is None else share_of_free(free, share)
+    return list(unused[pinned + takes + elsewhere + margin :])
 
 
 def done_backends(rows: Sequence[RunRow], backends: Iterable[str]) -> list[str]:

@@ -13,7 +13,7 @@ from typing import Any
 
 import pandas as pd
 
-from airflow_provider_openeo.batch.dispatching import RunRow, backend_shares, instances_per_backend
+from airflow_provider_openeo.batch.dispatching import RunRow, instances_per_backend
 from airflow_provider_openeo.hooks._job_db.columns import BACKEND_CHOSEN_BY_DISPATCH, SOURCE_RUN_COLUMN
 from airflow_provider_openeo.job_table.cells import clean
 from airflow_provider_openeo.job_table.job_status import RESUMABLE_ROW_STATUSES, UNSTORED_RESULTS_STATES, RowStatus
@@ -111,8 +111,9 @@ def already_done(own: pd.DataFrame) -> dict[str, int]:
 #: Rows per run unless ``max_rows_per_run`` says otherwise. Every scheduler loop re-checks the upstream of each
 #: ``results`` task still waiting for its ``job`` (a few milliseconds each), and the groups together hold a few
 #: more instances than the run's rows (``dispatching.instances_per_backend``: 244 for 192 rows on two backends of
-#: 2 slots), so the run's size sets the loop's length for the whole deployment. 192 keeps two backends' run under
-#: the 256 instances the split-up-front code held at its default of 128 rows per backend (BENCHMARKS.md, scale).
+#: 2 slots; 388 on a new table until the run's first ended jobs show each backend's pace), so the run's size sets
+#: the loop's length for the whole deployment. 192 keeps two backends' run under the 256 instances the
+#: split-up-front code held at its default of 128 rows per backend (BENCHMARKS.md, scale).
 DEFAULT_MAX_ROWS_PER_RUN = 192
 
 
@@ -147,7 +148,8 @@ def plan_run(
 
     No row is given a backend here: an instance of a backend's group takes a row when the backend's pool gives
     it a slot (``dispatching``). A backend's group holds the rows pinned to it and its ``shares`` of the free
-    ones with slack (``dispatching.instances_per_backend``; default shares: by ``parallel_jobs``).
+    ones with slack (``dispatching.instances_per_backend``); without ``shares`` (no pace known for some backend,
+    ``dispatching.expected_shares``) every group may take every free row.
     A row pinned to a backend the batch does not have is refused, naming the row and the field.
     """
     if max_rows < 1:
@@ -166,8 +168,6 @@ def plan_run(
             continue
         covered.append(RunRow(row_id, backend_name=pinned))
     parallel_jobs = {name: spec.parallel_jobs for name, spec in backends.items()}
-    if shares is None:
-        shares = backend_shares(parallel_jobs, now=0.0)
     return Plan(
         row_ids=[row.row_id for row in covered],
         slots=instances_per_backend(covered, parallel_jobs, shares),

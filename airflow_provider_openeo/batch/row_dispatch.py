@@ -24,6 +24,7 @@ from airflow_provider_openeo.batch.dispatching import (
     StartFailure,
     decide,
     done_backends,
+    expected_shares,
     health_after_failure,
     health_after_success,
     is_down,
@@ -370,9 +371,11 @@ class RowDispatcher:
         skipped), so a ``job`` instance that got its slot and took a row a moment ago, which Airflow 3.3 will not
         mark skipped (it never overwrites a running task instance), keeps its ``results`` task too.
         """
-        rows = self.rows(time.time())
+        now = time.time()
+        rows = self.rows(now)
         held = {row.slot for row in rows if row.slot is not None}
         done = set(done_backends(rows, self.scope.backends))
+        shares = expected_shares(self.scope.backends, paces=self.paces(), all_health=self.health(), now=now)
         targets: list[tuple[str, int]] = []
         for name, parallel_jobs in self.scope.backends.items():
             if name in done:
@@ -383,6 +386,7 @@ class RowDispatcher:
             def own(slot: str, task: str = job_task) -> bool:
                 return parse_slot(slot)[0] == task
 
-            spare = spare_indexes(rows, name, own=own, unused=unused, margin=parallel_jobs)
+            share = None if shares is None else shares.get(name, 0.0)
+            spare = spare_indexes(rows, name, own=own, unused=unused, margin=parallel_jobs, share=share)
             targets += [(job_task, index) for index in spare]
         return targets

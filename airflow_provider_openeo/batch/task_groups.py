@@ -46,7 +46,7 @@ from airflow.sdk.exceptions import AirflowFailException
 
 from airflow_provider_openeo.batch import arguments
 from airflow_provider_openeo.batch.budget import budget_report, requested_max_costs
-from airflow_provider_openeo.batch.dispatching import backend_shares
+from airflow_provider_openeo.batch.dispatching import expected_shares
 from airflow_provider_openeo.batch.dry_run import dry_run_report, requested_dry_run, rows_to_check
 from airflow_provider_openeo.batch.failure_policy import FailurePolicy
 from airflow_provider_openeo.batch.job_source import JobSource, check_on_exists, load_job_source
@@ -381,6 +381,13 @@ def load_rows(batch: BatchGroup, context: Mapping[str, Any]) -> dict[str, Any]:
     )
 
 
+def describe_shares(shares: Mapping[str, float] | None) -> str:
+    """``foo 0.25, bar 0.75`` for the plan's log; without shares, why every group may take every row."""
+    if shares is None:
+        return "no pace known for every backend yet: each group may take every free row"
+    return ", ".join(f"{name} {share:.2f}" for name, share in shares.items())
+
+
 def plan_rows(batch: BatchGroup, loaded: dict[str, Any], context: Mapping[str, Any]) -> dict[str, Any]:
     """``plan``: check the backends once, then pick the run's rows and each backend's number of instances.
 
@@ -396,7 +403,7 @@ def plan_rows(batch: BatchGroup, loaded: dict[str, Any], context: Mapping[str, A
         log.info("budget: %s", db.budget_ledger(run_max_costs).report())
     run_key = run_key_of(ti.dag_id, ti.run_id)
     scope = RunScope.of(db, loaded, run_key, reruns)
-    shares = backend_shares(
+    shares = expected_shares(
         {name: spec.parallel_jobs for name, spec in settings.specs.items()},
         paces=backend_paces(db, settings.specs),
         all_health=backends_health(db, settings.specs),
@@ -414,7 +421,7 @@ def plan_rows(batch: BatchGroup, loaded: dict[str, Any], context: Mapping[str, A
         "planned %d row(s), instances per backend: %s (shares %s); %d left for the next run; %d refused",
         outcome.planned,
         ", ".join(f"{name} {count}" for name, count in outcome.slots.items()),
-        ", ".join(f"{name} {share:.2f}" for name, share in shares.items()),
+        describe_shares(shares),
         outcome.remaining,
         len(outcome.rejected),
     )

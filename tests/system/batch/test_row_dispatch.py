@@ -7,6 +7,7 @@ is taken by exactly one slot, pinned rows only by their backend's slots.
 from __future__ import annotations
 
 import multiprocessing
+import time
 import traceback
 import uuid
 from typing import Any
@@ -22,6 +23,7 @@ from airflow_provider_openeo.batch.row_dispatch import (
     slot_of,
 )
 from airflow_provider_openeo.hooks.job_db import OpenEOJobDbHook
+from airflow_provider_openeo.job_table.timestamps import rfc3339_from_epoch
 from tests.fixtures.databases import same_table
 
 RUN = "dag/run_1"
@@ -131,6 +133,32 @@ def test_while_rows_are_taken_the_instances_no_row_can_need_are_named_for_skippi
     # bar: rows 8, 9 -> 2 + 2 of its unused 4..9 stay, 8 and 9 go (its own row 7 comes back to its own slot)
     assert spare == {(f"b.run_{foo}.job", 9), (f"b.run_{bar}.job", 8), (f"b.run_{bar}.job", 9)}
     assert not any(task.endswith(".results") for task, _ in spare), "results tasks follow their job's skip"
+
+
+def test_once_each_backends_pace_is_known_a_group_keeps_only_its_share_of_the_free_rows(job_db):
+    """A new table's groups may each take every row; the jobs the run has ended show ``foo`` 3x slower than
+    ``bar``, so ``foo`` keeps a quarter of the free rows with slack and a pool's worth, and ``bar`` keeps them all."""
+    backends = names()
+    foo, bar = list(backends)
+    db = job_db
+    db.initialize_from_df(pd.DataFrame({"title": [f"t{i}" for i in range(44)]}))
+    now = time.time()
+    for row_id in range(4):  # ended in this run already: 2 on foo (90 s each), 2 on bar (30 s each)
+        backend, seconds = (foo, 90.0) if row_id < 2 else (bar, 30.0)
+        db.update_row(
+            row_id,
+            {
+                "status": "finished",
+                "backend_status": "finished",
+                "backend_name": backend,
+                "start_time": rfc3339_from_epoch(now - seconds),
+                "id": f"j-{row_id}",
+            },
+        )
+    db.assign_run(list(range(4, 44)), RUN)
+    spare = RowDispatcher(db, scope(foo, 0, backends)).spare_instances()
+    # foo: ceil(40 x 0.25 x 1.25) = 13 free rows + 2 of margin: its instances 0..14 stay, 15..39 go; bar keeps all
+    assert sorted(spare) == [(f"b.run_{foo}.job", index) for index in range(15, 40)]
 
 
 def _claimer(k: int, conn_id: str | None, sqlite_path: str | None, table: str, backends: dict, barrier: Any, out: Any):

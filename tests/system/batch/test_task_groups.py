@@ -40,10 +40,10 @@ def write_rows(tmp_path, frame: pd.DataFrame) -> str:
     return str(path)
 
 
-def test_plan_covers_rows_and_sizes_each_backend_group_by_its_share(batch_env, monkeypatch, tmp_path):
-    """No backend is fixed at planning: each backend's group gets instances for its share of the free rows (by
-    slots, 3:1, with no history yet), with slack and a pool's worth more (the instances take rows when their pool
-    gives them a slot); the plan marks the rows as this run's."""
+def test_plan_covers_rows_and_on_a_new_table_lets_each_backend_group_take_every_row(batch_env, monkeypatch, tmp_path):
+    """No backend is fixed at planning: an instance of a backend's group takes a row when its pool gives it a slot.
+    With no history, nothing tells which backend is faster (3 slots against 1 says nothing of that), so each group
+    gets an instance for every free row; the plan marks the rows as this run's."""
     config = {
         **batch_env,
         "backends": {
@@ -60,7 +60,7 @@ def test_plan_covers_rows_and_sizes_each_backend_group_by_its_share(batch_env, m
     assert {k: plan[k] for k in ("rows", "remaining", "slots")} == {
         "rows": 12,
         "remaining": 0,
-        "slots": {"foo": 12, "bar": 4 + 1},
+        "slots": {"foo": 12, "bar": 12},
     }
     table = batch_table(config).read()
     assert table["backend_name"].isna().all(), "no row is given a backend before a slot takes it"
@@ -68,7 +68,7 @@ def test_plan_covers_rows_and_sizes_each_backend_group_by_its_share(batch_env, m
     mapped = [ti for ti in task_instances(run) if ti.map_index >= 0]
     assert sorted((ti.task_id, ti.map_index) for ti in mapped) == sorted(
         (f"openeo_job_batch.run_{backend}.{task}", i)
-        for backend, count in (("foo", 12), ("bar", 5))
+        for backend, count in (("foo", 12), ("bar", 12))
         for task in ("job", "results")
         for i in range(count)
     )
@@ -91,8 +91,8 @@ def test_chain_gate_reads_the_plan_and_the_summary_and_the_next_run_waits_for_it
 def test_five_thousand_rows_default_settings_are_split_and_chained(example_env, batch_env, monkeypatch, tmp_path):
     """5,000 rows, two backends, Airflow's default ``[core] max_map_length`` (1024), no ``max_rows_per_run``.
 
-    The plan covers ``DEFAULT_MAX_ROWS_PER_RUN`` (192) rows, 0-191, each backend's group with instances for its
-    half with slack (120) and a pool's worth (2) more;
+    The plan covers ``DEFAULT_MAX_ROWS_PER_RUN`` (192) rows, 0-191, each backend's group with an instance for
+    every row (a new table: no pace tells which backend will take more; the run skips the spare ones later);
     the other 4,808 stay ``not_started`` for the next run, which ``rows_left`` -> ``next_run`` triggers with the
     same conf. Twenty-seven runs in all, the last taking 8 rows.
     """
@@ -112,7 +112,7 @@ def test_five_thousand_rows_default_settings_are_split_and_chained(example_env, 
     assert {k: plan[k] for k in ("rows", "remaining", "slots")} == {
         "rows": 192,
         "remaining": 5000 - 192,
-        "slots": {"foo": 122, "bar": 122},
+        "slots": {"foo": 192, "bar": 192},
     }
     table = batch_table(config).read()
     assert list(table.index[table["dispatch_run"].notna()]) == list(range(192))

@@ -20,6 +20,7 @@ from airflow_provider_openeo.batch.dispatching import (
     cooldown_seconds,
     decide,
     done_backends,
+    expected_shares,
     health_after_failure,
     health_after_success,
     instances_per_backend,
@@ -183,6 +184,26 @@ def test_a_backend_limited_by_concurrent_job_limit_counts_its_lowered_slots():
     assert shares == pytest.approx({"foo": 0.2, "bar": 0.8})
 
 
+def test_shares_are_expected_only_when_every_backend_that_can_take_rows_has_a_pace():
+    """A share guessed from the slots for a backend of unknown pace would cap a 3x faster one at half the rows."""
+    slots = {"foo": 4, "bar": 4}
+    assert expected_shares(slots, paces=None, now=NOW) is None
+    assert expected_shares(slots, paces={"bar": 30.0}, now=NOW) is None, "foo's pace is unknown"
+    shares = expected_shares(slots, paces={"foo": 90.0, "bar": 30.0}, now=NOW)
+    assert shares == pytest.approx({"foo": 0.25, "bar": 0.75})
+    down = {"foo": failing("foo"), "bar": BackendHealth("bar")}
+    assert expected_shares(slots, paces={"bar": 30.0}, all_health=down, now=NOW) == {"foo": 0, "bar": 1}, (
+        "a backend that takes no row now needs no pace"
+    )
+    all_down = {"foo": failing("foo"), "bar": failing("bar")}
+    assert expected_shares(slots, paces={"foo": 9.0, "bar": 3.0}, all_health=all_down, now=NOW) is None
+
+
+def test_without_shares_every_group_may_take_every_free_row_besides_its_pins():
+    rows = [RunRow(i) for i in range(96)] + [RunRow("p", backend_name="foo")]
+    assert instances_per_backend(rows, {"foo": 4, "bar": 4}, None) == {"foo": 97, "bar": 96}
+
+
 def test_instances_cover_pins_the_share_with_slack_and_a_pool_more_never_more_than_the_rows():
     rows = [RunRow(i) for i in range(100)] + [RunRow(100, backend_name="foo"), RunRow(101, backend_name="bar")]
     sizes = instances_per_backend(rows, {"foo": 4, "bar": 2}, {"foo": 0.25, "bar": 0.75})
@@ -284,3 +305,17 @@ def test_spare_instances_are_those_beyond_the_rows_a_backend_may_still_have_to_t
     assert spare_indexes(rows, "foo", own=own, unused=unused, margin=1) == [6, 7, 8]
     assert spare_indexes(rows, "foo", own=own, unused=unused, margin=4) == []
     assert spare_indexes([RunRow(0, slot="foo[0]", settled=True)], "foo", own=own, unused=[1, 2], margin=0) == [1, 2]
+
+
+def test_once_every_pace_is_known_a_group_keeps_only_its_share_of_the_free_rows():
+    """A group sized for every row on a new table shrinks to what the run now shows the backend takes."""
+
+    def own(slot: str) -> bool:
+        return slot.startswith("foo[")
+
+    rows = [RunRow(i) for i in range(80)] + [RunRow("p", backend_name="foo"), RunRow("b", slot="bar[0]", settled=True)]
+    unused = list(range(1, 97))
+    # 1 pinned row + ceil(80 x 0.25 x 1.25) = 25 free rows + 4 instances of margin: the 30 lowest stay
+    assert spare_indexes(rows, "foo", own=own, unused=unused, margin=4, share=0.25) == unused[30:]
+    assert spare_indexes(rows, "foo", own=own, unused=unused, margin=4, share=None) == unused[85:]
+    assert spare_indexes(rows, "foo", own=own, unused=unused, margin=4, share=0.0) == unused[5:]

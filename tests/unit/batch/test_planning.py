@@ -51,14 +51,20 @@ def test_rows_to_run_resumes_interrupted_rows_and_undownloaded_results():
     assert 107 in rows_to_run(table, rerun_statuses=["error"]).index
 
 
-def test_the_plan_fixes_no_backend_and_sizes_each_group_by_its_share_of_the_slots():
-    """Which backend runs a row is decided when a slot frees; the plan only sizes each backend's group: without
-    a history, by ``parallel_jobs`` (3:1 here), with slack, a pool's worth more, and never above the rows."""
+def test_the_plan_fixes_no_backend_and_without_shares_lets_every_group_take_every_row():
+    """Which backend runs a row is decided when a slot frees; the plan only sizes each backend's group. Without
+    shares (no history tells which backend is faster) either backend may turn out to take nearly every row."""
     specs = parse_backends({"foo": {"parallel_jobs": 3}, "bar": {"parallel_jobs": 1}})
     plan = plan_run(_table(["not_started"] * 40), specs, max_rows=100)
     assert plan.row_ids == list(range(100, 140))
-    assert plan.slots == {"foo": 40, "bar": 13 + 1}  # bar: ceil(40 x 1/4 x 1.25) + 1
+    assert plan.slots == {"foo": 40, "bar": 40}
     assert plan.remaining == 0 and not plan.rejected
+
+
+def test_with_shares_by_slots_a_group_holds_its_share_with_slack_and_a_pool_more():
+    specs = parse_backends({"foo": {"parallel_jobs": 3}, "bar": {"parallel_jobs": 1}})
+    plan = plan_run(_table(["not_started"] * 40), specs, max_rows=100, shares={"foo": 0.75, "bar": 0.25})
+    assert plan.slots == {"foo": 40, "bar": 13 + 1}  # bar: ceil(40 x 1/4 x 1.25) + 1
 
 
 def test_the_plan_sizes_groups_by_the_shares_it_is_given():
