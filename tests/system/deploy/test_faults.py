@@ -518,11 +518,15 @@ def test_backend_down_for_the_whole_batch(rig: FaultRig) -> None:
 
 
 def test_backend_down_rows_no_instance_took_continue_in_the_next_run(rig: FaultRig) -> None:
-    """foo is down for the whole batch, nothing is pinned. bar's group is sized for its half of the rows with slack
-    and a pool more (9 + 3 of 14), so it cannot take every row; once its instances are all taken, foo's instances
-    end (the rows left would wait for foo alone) and those rows continue in the chained run, where bar takes them.
-    Nothing fails, no Airflow retry is spent, one job per row."""
-    dag_id, rows = "fault_backend_down_chain", 14
+    """A first batch of 4 rows (2 pinned to each backend) gives the job table a pace for both; then foo goes down
+    and 14 more rows come, nothing pinned. With both paces alike, bar's group is sized for its half of the new rows
+    with slack and a pool more (9 + 3 of 14), so it cannot take every row; once its instances are all taken, foo's
+    instances end (the rows left would wait for foo alone) and those rows continue in the chained run, where bar
+    takes them. Nothing fails, no Airflow retry is spent, one job per row."""
+    dag_id, warm_up, rows = "fault_backend_down_chain", 4, 18
+    pins = {"0": "foo", "1": "foo", "2": "bar", "3": "bar"}
+    warm_up_run, _ = run_batch(rig, dag_id, {"rows": warm_up, "run_seconds": 2, "pins": pins})
+    assert rig.airflow.wait_for_run(dag_id, warm_up_run, timeout=RUN_TIMEOUT)["state"] == "success"
     _stop(rig.backends["foo"])
     run_id, started = run_batch(rig, dag_id, {"rows": rows, "run_seconds": 2})
     try:
@@ -533,7 +537,7 @@ def test_backend_down_rows_no_instance_took_continue_in_the_next_run(rig: FaultR
 
         def chained() -> list[dict[str, Any]]:
             runs = rig.airflow.api("GET", f"/dags/{dag_id}/dagRuns", params={"limit": 20, "order_by": "logical_date"})
-            return [run for run in runs["dag_runs"] if run["dag_run_id"] != run_id]
+            return [run for run in runs["dag_runs"] if run["dag_run_id"] not in (warm_up_run, run_id)]
 
         rig.wait_until("the chained run", lambda: bool(chained()), timeout=120, interval=1)
         (second,) = chained()
@@ -550,7 +554,9 @@ def test_backend_down_rows_no_instance_took_continue_in_the_next_run(rig: FaultR
     assert second["conf"][CHAIN_KEY] == f"{dag_id}/{run_id}", "and which run began the chain"
 
     table, created = check_batch(rig, dag_id, rows)
-    assert set(table["backend_name"]) == {"bar"} and not created["foo"]
+    new_rows = table[table["dispatch_run"] != f"{dag_id}/{warm_up_run}"]
+    assert len(new_rows) == rows - warm_up and set(new_rows["backend_name"]) == {"bar"}
+    assert len(created["foo"]) == 2, "foo ran the warm-up's two rows only"
     by_run = table["dispatch_run"].value_counts().to_dict()
     carried = by_run.get(f"{dag_id}/{second['dag_run_id']}", 0)
     assert by_run.get(f"{dag_id}/{run_id}") == 12 and carried == 2, by_run
