@@ -117,9 +117,30 @@ def already_done(own: pd.DataFrame) -> dict[str, int]:
 DEFAULT_MAX_ROWS_PER_RUN = 192
 
 
+#: Under the default rows per run, a run also takes the rows that would be left after it when they are at most this
+#: part of a run: with ``[core] max_map_length`` allowing, 200 rows are one run of 200, not one of 192 and a run of
+#: 8. A chained run starts only once the run before it has ended (its summary reads what the rows did, and a
+#: batch DAG allows one active run), so a short last run costs a whole run's head and tail, plus the slots left
+#: idle while the run before it drains, for a few rows: about 20 s of a 200-row batch's 14 minutes (BENCHMARKS.md,
+#: workload 1).
+SHORT_LAST_RUN_SHARE = 1 / 8
+
+
 def rows_per_run(max_rows_per_run: int | None, *, max_map_length: int) -> int:
     """The user's ``max_rows_per_run`` or the default, never above ``max_map_length`` (one mapped group's limit)."""
     return min(max_rows_per_run or DEFAULT_MAX_ROWS_PER_RUN, max_map_length)
+
+
+def short_last_run_rows(max_rows_per_run: int | None, *, max_map_length: int) -> int:
+    """How many rows past :func:`rows_per_run` a run may take so that no short run of them follows.
+
+    None past it when the user set ``max_rows_per_run``: a limit the user chose is kept to the row. Never past
+    ``max_map_length``.
+    """
+    if max_rows_per_run:
+        return 0
+    limit = rows_per_run(None, max_map_length=max_map_length)
+    return max(0, min(int(limit * SHORT_LAST_RUN_SHARE), max_map_length - limit))
 
 
 def pinned_backend(values: Mapping[str, Any]) -> str | None:
@@ -143,8 +164,12 @@ def plan_run(
     *,
     max_rows: int,
     shares: Mapping[str, float] | None = None,
+    short_last_run: int = 0,
 ) -> Plan:
     """Pick the rows this run covers (at most ``max_rows``, in table order) and size each backend's group.
+
+    ``short_last_run``: when no more than that many rows would be left after ``max_rows``, this run takes them too
+    (:func:`short_last_run_rows`).
 
     No row is given a backend here: an instance of a backend's group takes a row when the backend's pool gives
     it a slot (``dispatching``). A backend's group holds the rows pinned to it and its ``shares`` of the free
@@ -154,19 +179,17 @@ def plan_run(
     """
     if max_rows < 1:
         raise ValueError("max_rows must be at least 1")
-    covered: list[RunRow] = []
+    candidates: list[RunRow] = []
     rejected: dict[Any, str] = {}
-    remaining = 0
     names = ", ".join(sorted(backends))
     for row_id, row in rows.iterrows():
         pinned = pinned_backend(row)
         if pinned is not None and pinned not in backends:
             rejected[row_id] = f"row {row_id!r}: field 'backend_name' is {pinned!r}, not one of the backends ({names})"
             continue
-        if len(covered) >= max_rows:
-            remaining += 1
-            continue
-        covered.append(RunRow(row_id, backend_name=pinned))
+        candidates.append(RunRow(row_id, backend_name=pinned))
+    limit = len(candidates) if len(candidates) - max_rows <= short_last_run else max_rows
+    covered, remaining = candidates[:limit], max(0, len(candidates) - limit)
     parallel_jobs = {name: spec.parallel_jobs for name, spec in backends.items()}
     return Plan(
         row_ids=[row.row_id for row in covered],

@@ -20,7 +20,8 @@ the next row; the row's ``results`` task then downloads, however long that takes
 default), and every loop of the scheduler re-checks the upstream of each ``results`` task still waiting for its
 ``job``, at a few milliseconds per task instance (1,024 rows per backend made each loop take 7 s, for every DAG of
 the deployment; BENCHMARKS.md). So a run takes at most ``max_rows_per_run`` rows (``planning.
-DEFAULT_MAX_ROWS_PER_RUN`` unless raised) and, when rows are left, triggers the next run of the same DAG
+DEFAULT_MAX_ROWS_PER_RUN`` unless raised; under the default, a few more rather than leave a short last run,
+``planning.SHORT_LAST_RUN_SHARE``) and, when rows are left, triggers the next run of the same DAG
 (``continue_until_done``). The job table carries the state from run to run.
 
 In this module: :class:`BatchSettings` (the arguments, checked once when the DAG file is parsed) -> :class:`BatchGroup`
@@ -50,7 +51,14 @@ from airflow_provider_openeo.batch.dispatching import expected_shares
 from airflow_provider_openeo.batch.dry_run import dry_run_report, requested_dry_run, rows_to_check
 from airflow_provider_openeo.batch.failure_policy import FailurePolicy
 from airflow_provider_openeo.batch.job_source import JobSource, check_on_exists, load_job_source
-from airflow_provider_openeo.batch.planning import BackendSpec, parse_backends, plan_run, rows_per_run, rows_to_run
+from airflow_provider_openeo.batch.planning import (
+    BackendSpec,
+    parse_backends,
+    plan_run,
+    rows_per_run,
+    rows_to_run,
+    short_last_run_rows,
+)
 from airflow_provider_openeo.batch.pool_check import POOLS_KEY
 from airflow_provider_openeo.batch.preflight import BackendsUnusable, check_backends, pool_problems
 from airflow_provider_openeo.batch.reruns import checked_statuses, continued_run, requested_statuses
@@ -410,7 +418,8 @@ def plan_rows(batch: BatchGroup, loaded: dict[str, Any], context: Mapping[str, A
         now=time.time(),
     )
     rows = rows_to_check(scope.rows, chain_key(context)) if requested_dry_run(context) else scope.rows
-    outcome = plan_run(rows, settings.specs, max_rows=max_rows_this_run(settings), shares=shares)
+    limit, stretch = max_rows_this_run(settings), short_last_run(settings)
+    outcome = plan_run(rows, settings.specs, max_rows=limit, shares=shares, short_last_run=stretch)
     for row_id, message in outcome.rejected.items():
         db.update_row(row_id, {"status": RowStatus.START_FAILED.value, "error_message": message})
         log.warning("%s", message)
@@ -467,9 +476,19 @@ def requested_for_run(context: Mapping[str, Any], settings: BatchSettings) -> tu
 def max_rows_this_run(settings: BatchSettings) -> int:
     """``max_rows_per_run``, never above ``[core] max_map_length`` (read in the plan, where the scheduler's
     configuration is the deployment's)."""
+    return rows_per_run(settings.max_rows_per_run, max_map_length=max_map_length())
+
+
+def short_last_run(settings: BatchSettings) -> int:
+    """Rows past :func:`max_rows_this_run` a run takes rather than leave them to a short run of their own."""
+    return short_last_run_rows(settings.max_rows_per_run, max_map_length=max_map_length())
+
+
+def max_map_length() -> int:
+    """``[core] max_map_length``: one mapped group's most instances, read in the plan (the deployment's setting)."""
     from airflow.configuration import conf
 
-    return rows_per_run(settings.max_rows_per_run, max_map_length=conf.getint("core", "max_map_length", fallback=1024))
+    return conf.getint("core", "max_map_length", fallback=1024)
 
 
 def add_backend_runs(batch: BatchGroup, planned: Any) -> list[Any]:

@@ -12,6 +12,7 @@ from airflow_provider_openeo.batch.planning import (
     pool_name,
     rows_per_run,
     rows_to_run,
+    short_last_run_rows,
 )
 
 
@@ -72,6 +73,21 @@ def test_the_plan_sizes_groups_by_the_shares_it_is_given():
     plan = plan_run(_table(["not_started"] * 100), specs, max_rows=100, shares={"foo": 0.25, "bar": 0.75})
     assert plan.slots == {"foo": 32 + 4, "bar": 94 + 4}
     assert sum(plan.slots.values()) >= len(plan.row_ids), "together the groups cover every row"
+
+
+def test_under_the_default_a_run_takes_a_few_rows_more_rather_than_leave_a_short_last_run():
+    """200 rows at the default 192 per run: one run of 200, not a run of 192 and one of 8 (a chained run starts
+    only after the run before it ended). A limit the user set is kept to the row."""
+    specs = parse_backends({"foo": {}, "bar": {}})
+    stretch = short_last_run_rows(None, max_map_length=1024)
+    assert stretch == DEFAULT_MAX_ROWS_PER_RUN // 8 == 24
+    plan = plan_run(_table(["not_started"] * 200), specs, max_rows=DEFAULT_MAX_ROWS_PER_RUN, short_last_run=stretch)
+    assert (plan.planned, plan.remaining) == (200, 0)
+    plan = plan_run(_table(["not_started"] * 217), specs, max_rows=DEFAULT_MAX_ROWS_PER_RUN, short_last_run=stretch)
+    assert (plan.planned, plan.remaining) == (192, 25), "25 rows left are a run worth its head and tail"
+    assert short_last_run_rows(192, max_map_length=1024) == 0, "the user's own limit"
+    assert short_last_run_rows(None, max_map_length=200) == 8, "never past max_map_length"
+    assert short_last_run_rows(None, max_map_length=100) == 0
 
 
 def test_pins_size_only_their_backend_and_unknown_backends_are_refused_naming_row_and_field():
