@@ -1,13 +1,12 @@
 """The budget (``max_costs``): the rule, its atomic claim in real job databases, and the parse-time checks.
 
-The claim's concurrency is tested with spawned processes (fresh interpreters, like Airflow task processes) racing
-for rows on one table, on SQLite and PostgreSQL: exactly as many rows win as the budget has room for.
+The claim's concurrency is tested with processes (forked clean, like Airflow task processes:
+``tests.fixtures.races``) racing for rows on one table, on SQLite and PostgreSQL: exactly as many rows win as the
+budget has room for.
 """
 
 from __future__ import annotations
 
-import multiprocessing
-import traceback
 from typing import Any
 
 import pandas as pd
@@ -18,6 +17,7 @@ from airflow_provider_openeo.batch.budget import (
     BudgetLedger,
 )
 from airflow_provider_openeo.hooks.job_db import OpenEOJobDbHook
+from tests.fixtures.races import race_on_table
 
 # -- the rule ---------------------------------------------------------------------------------------------------
 
@@ -98,26 +98,21 @@ ROWS = 8
 MAX_COSTS = 5.0
 
 
-def _claimer(k: int, conn_id: str | None, sqlite_path: str | None, table: str, barrier: Any, results: Any) -> None:
-    try:
-        hook = OpenEOJobDbHook(conn_id, table=table, sqlite_path=sqlite_path)
-        hook.count_by_status()  # connect and load the schema before the race starts
-        barrier.wait(timeout=120)
-        won = []
-        for row_id in range(2 + k, 2 + ROWS, PROCESSES):  # each process its own rows: only the budget is shared
-            claimed, _, _ = hook.claim_within_budget(
-                row_id,
-                {"status": "queued_for_start", "claimed_by": f"worker-{k}"},
-                expected={"status": "not_started"},
-                max_costs=MAX_COSTS,
-                backend_name="foo",
-                blocked=_blocked,
-            )
-            if claimed:
-                won.append(row_id)
-        results.put(("ok", k, won))
-    except BaseException:
-        results.put(("error", k, traceback.format_exc()))
+def _claimer(hook: OpenEOJobDbHook, k: int) -> list[int]:
+    """Process k claims its own rows (only the budget is shared); the rows it won."""
+    won = []
+    for row_id in range(2 + k, 2 + ROWS, PROCESSES):
+        claimed, _, _ = hook.claim_within_budget(
+            row_id,
+            {"status": "queued_for_start", "claimed_by": f"worker-{k}"},
+            expected={"status": "not_started"},
+            max_costs=MAX_COSTS,
+            backend_name="foo",
+            blocked=_blocked,
+        )
+        if claimed:
+            won.append(row_id)
+    return won
 
 
 @pytest.mark.slow
@@ -125,23 +120,9 @@ def test_concurrent_claims_never_pass_the_last_unit_of_budget_together(job_db: O
     """Four processes claim eight rows at once; the budget has room for three: exactly three start, on SQLite and
     PostgreSQL, and the rows left say why."""
     _table_with_history(job_db, ROWS)
-    context = multiprocessing.get_context("spawn")
-    barrier = context.Barrier(PROCESSES)
-    results = context.Queue()
-    sqlite_path = str(job_db.sqlite_path) if job_db.sqlite_path is not None else None
-    processes = [
-        context.Process(target=_claimer, args=(k, job_db.job_db_conn_id, sqlite_path, job_db.table, barrier, results))
-        for k in range(PROCESSES)
-    ]
-    for process in processes:
-        process.start()
-    outcomes = [results.get(timeout=180) for _ in processes]
-    for process in processes:
-        process.join(timeout=60)
+    outcomes = race_on_table(job_db, _claimer, PROCESSES)
 
-    errors = [o[2] for o in outcomes if o[0] == "error"]
-    assert not errors, errors[0]
-    winners = sorted(row for _, _, won in outcomes for row in won)
+    winners = sorted(row for won in outcomes for row in won)
     assert len(winners) == 3, winners
     table = job_db.read()
     assert job_db.budget_ledger(MAX_COSTS).committed == MAX_COSTS

@@ -1,14 +1,14 @@
 """The dispatch on a real job database (SQLite and PostgreSQL): claims, give-backs, backend records, skips.
 
-Several processes (fresh interpreters, as Airflow task processes are) claim the rows of one run at once: every row
-is taken by exactly one slot, pinned rows only by their backend's slots.
+Several processes (forked clean from a fork server, as Airflow task processes are: ``tests.fixtures.races``)
+claim the rows of one run at once: every row is taken by exactly one slot, pinned rows only by their backend's
+slots.
 """
 
 from __future__ import annotations
 
-import multiprocessing
+import functools
 import time
-import traceback
 import uuid
 from typing import Any
 
@@ -25,6 +25,7 @@ from airflow_provider_openeo.batch.row_dispatch import (
 from airflow_provider_openeo.hooks.job_db import OpenEOJobDbHook
 from airflow_provider_openeo.job_table.timestamps import rfc3339_from_epoch
 from tests.fixtures.databases import same_table
+from tests.fixtures.races import race_on_table
 
 RUN = "dag/run_1"
 OWNER = "dag/run_1/task/0"
@@ -161,27 +162,22 @@ def test_once_each_backends_pace_is_known_a_group_keeps_only_its_share_of_the_fr
     assert sorted(spare) == [(f"b.run_{foo}.job", index) for index in range(15, 40)]
 
 
-def _claimer(k: int, conn_id: str | None, sqlite_path: str | None, table: str, backends: dict, barrier: Any, out: Any):
-    try:
-        db = OpenEOJobDbHook(conn_id, table=table, sqlite_path=sqlite_path)
-        backend = list(backends)[k % 2]
-        db.count_by_status()
-        barrier.wait(timeout=120)
-        taken = []
-        index = k
-        while True:
-            dispatcher = RowDispatcher(db, scope(backend, index, backends))
-            decision = dispatcher.decide()
-            if isinstance(decision, Done):
-                break
-            if isinstance(decision, Claim) and dispatcher.claim(decision.row_id, OWNER):
-                started = {"status": "running", "id": f"j-{decision.row_id}", "claimed_by": None}
-                db.update_row(decision.row_id, started)
-                taken.append(decision.row_id)
-                index += 100
-        out.put(("ok", backend, taken))
-    except BaseException:
-        out.put(("error", k, traceback.format_exc()))
+def _claimer(backends: dict[str, int], db: OpenEOJobDbHook, k: int) -> tuple[str, list[int]]:
+    """Slots of one backend (process k's) claiming rows until the dispatch says done: the backend, the rows taken."""
+    backend = list(backends)[k % 2]
+    taken = []
+    index = k
+    while True:
+        dispatcher = RowDispatcher(db, scope(backend, index, backends))
+        decision = dispatcher.decide()
+        if isinstance(decision, Done):
+            break
+        if isinstance(decision, Claim) and dispatcher.claim(decision.row_id, OWNER):
+            started = {"status": "running", "id": f"j-{decision.row_id}", "claimed_by": None}
+            db.update_row(decision.row_id, started)
+            taken.append(decision.row_id)
+            index += 100
+    return backend, taken
 
 
 @pytest.mark.slow
@@ -190,32 +186,9 @@ def test_concurrent_slots_take_every_row_exactly_once_and_pins_only_on_their_bac
     foo, bar = list(backends)
     pins = [foo if i % 10 == 0 else bar if i % 10 == 1 else None for i in range(60)]
     db = table_of(job_db, pins)
-    context = multiprocessing.get_context("spawn")
-    processes = 6
-    barrier, out = context.Barrier(processes), context.Queue()
-    workers = [
-        context.Process(
-            target=_claimer,
-            args=(
-                k,
-                db.job_db_conn_id,
-                str(db.sqlite_path) if db.sqlite_path else None,
-                db.table,
-                backends,
-                barrier,
-                out,
-            ),
-        )
-        for k in range(processes)
-    ]
-    for worker in workers:
-        worker.start()
-    results = [out.get(timeout=300) for _ in workers]
-    for worker in workers:
-        worker.join(timeout=60)
-    errors = [r for r in results if r[0] == "error"]
-    assert not errors, errors
-    taken = [(backend, row) for _, backend, rows in results for row in rows]
+    # Six processes forked clean from the races' fork server (tests.fixtures.races), started together.
+    results = race_on_table(db, functools.partial(_claimer, backends), processes=6)
+    taken = [(backend, row) for backend, rows in results for row in rows]
     assert sorted(row for _, row in taken) == list(range(60)), "every row exactly once"
     table = db.read()
     for backend, row in taken:

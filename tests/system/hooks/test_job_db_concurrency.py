@@ -1,24 +1,21 @@
 """Many task processes on one job table: every row claimed exactly once, no write lost (SQLite and PostgreSQL).
 
-Eight spawned processes (fresh interpreters, like Airflow task processes) start together on a barrier and:
-race for the same 40 rows with the package's one claim rule (``job_starting.claim_holder`` / ``claim_values``,
-written by ``update_row`` as compare-and-set on ``claimed_by``); drain the rest, each in its own order; after each
-claim write their
-row (``update_row`` as compare-and-set on the claim, and ``persist`` of a one-row frame that adds a new column,
-so concurrent ``ALTER TABLE`` is exercised too); and all increment one shared counter by compare-and-set.
+Eight processes (forked clean from a fork server, like Airflow task processes: ``tests.fixtures.races``) start
+together on a barrier and: race for the same 40 rows with the package's one claim rule
+(``job_starting.claim_holder`` / ``claim_values``, written by ``update_row`` as compare-and-set on ``claimed_by``);
+drain the rest, each in its own order; after each claim write their row (``update_row`` as compare-and-set on the
+claim, and ``persist`` of a one-row frame that adds a new column, so concurrent ``ALTER TABLE`` is exercised too);
+and all increment one shared counter by compare-and-set.
 """
 
 from __future__ import annotations
-
-import multiprocessing
-import traceback
-from typing import Any
 
 import pandas as pd
 import pytest
 
 from airflow_provider_openeo.hooks.job_db import OpenEOJobDbHook
 from airflow_provider_openeo.start.job_starting import claim_holder, claim_values
+from tests.fixtures.races import by_process, race_on_table
 
 PROCESSES = 8
 ROWS = 240
@@ -28,74 +25,48 @@ INCREMENTS = 10
 pytestmark = pytest.mark.slow
 
 
-def _worker(k: int, conn_id: str | None, sqlite_path: str | None, table: str, barrier: Any, results: Any) -> None:
-    try:
-        hook = OpenEOJobDbHook(conn_id, table=table, sqlite_path=sqlite_path)
-        owner = f"worker-{k}"
-        hook.count_by_status()  # connect and load the schema before the race starts
-        barrier.wait(timeout=120)
+def _worker(hook: OpenEOJobDbHook, k: int) -> tuple[list[int], list[int]]:
+    """Process k's part: the contested rows it won, and every row it claimed."""
+    owner = f"worker-{k}"
 
-        def finish(row_id: int) -> None:
-            written = hook.update_row(row_id, {"status": "finished", "worker": owner}, expected={"claimed_by": owner})
-            assert written, f"{owner} lost its claim on row {row_id}"
-            hook.persist(pd.DataFrame({"persisted_by": [owner]}, index=[row_id]))
+    def finish(row_id: int) -> None:
+        written = hook.update_row(row_id, {"status": "finished", "worker": owner}, expected={"claimed_by": owner})
+        assert written, f"{owner} lost its claim on row {row_id}"
+        hook.persist(pd.DataFrame({"persisted_by": [owner]}, index=[row_id]))
 
-        def claim(row_id: int) -> bool:
-            values = hook.get_row(row_id)
-            if values["status"] != "not_started" or claim_holder(values, owner):
-                return False
-            return hook.update_row(row_id, claim_values(owner), expected={"claimed_by": values.get("claimed_by")})
+    def claim(row_id: int) -> bool:
+        values = hook.get_row(row_id)
+        if values["status"] != "not_started" or claim_holder(values, owner):
+            return False
+        return hook.update_row(row_id, claim_values(owner), expected={"claimed_by": values.get("claimed_by")})
 
-        won = [rid for rid in range(CONTESTED) if claim(rid)]
-        for rid in won:
+    won = [rid for rid in range(CONTESTED) if claim(rid)]
+    for rid in won:
+        finish(rid)
+    claimed = list(won)
+    rest = list(range(CONTESTED, ROWS))
+    shift = k * len(rest) // PROCESSES  # each worker starts elsewhere, so they race only where they meet
+    for rid in rest[shift:] + rest[:shift]:
+        if claim(rid):
+            claimed.append(rid)
             finish(rid)
-        claimed = list(won)
-        rest = list(range(CONTESTED, ROWS))
-        shift = k * len(rest) // PROCESSES  # each worker starts elsewhere, so they race only where they meet
-        for rid in rest[shift:] + rest[:shift]:
-            if claim(rid):
-                claimed.append(rid)
-                finish(rid)
-        for _ in range(INCREMENTS):
-            while True:
-                current = hook.get_row(ROWS - 1)["counter"]
-                if hook.update_row(ROWS - 1, {"counter": current + 1}, expected={"counter": current}):
-                    break
-        results.put(("ok", k, won, claimed))
-    except BaseException:
-        results.put(("error", k, traceback.format_exc(), []))
+    for _ in range(INCREMENTS):
+        while True:
+            current = hook.get_row(ROWS - 1)["counter"]
+            if hook.update_row(ROWS - 1, {"counter": current + 1}, expected={"counter": current}):
+                break
+    return won, claimed
 
 
 def _hammer(hook: OpenEOJobDbHook) -> None:
     hook.initialize_from_df(pd.DataFrame({"counter": [0] * ROWS, "worker": [None] * ROWS}))
-    context = multiprocessing.get_context("spawn")
-    barrier = context.Barrier(PROCESSES)
-    results = context.Queue()
-    sqlite_path = str(hook.sqlite_path) if hook.sqlite_path is not None else None
-    processes = [
-        context.Process(target=_worker, args=(k, hook.job_db_conn_id, sqlite_path, hook.table, barrier, results))
-        for k in range(PROCESSES)
-    ]
-    for process in processes:
-        process.start()
-    try:
-        outcomes = [results.get(timeout=240) for _ in processes]
-    finally:
-        for process in processes:
-            process.join(timeout=30)
-            if process.is_alive():
-                process.terminate()
-    errors = [detail for status, _, detail, _ in outcomes if status == "error"]
-    assert not errors, "\n".join(errors)
+    outcomes = race_on_table(hook, _worker, PROCESSES)
 
-    claims: dict[int, list[str]] = {}
-    for _, k, _won, claimed in outcomes:
-        for rid in claimed:
-            claims.setdefault(rid, []).append(f"worker-{k}")
+    claims = {rid: [f"worker-{k}" for k in ks] for rid, ks in by_process([claimed for _, claimed in outcomes]).items()}
     assert sorted(claims) == list(range(ROWS)), "some rows were never claimed"
     doubles = {rid: owners for rid, owners in claims.items() if len(owners) > 1}
     assert not doubles, f"rows claimed more than once: {doubles}"
-    contested_winners = [rid for _, _, won, _ in outcomes for rid in won]
+    contested_winners = [rid for won, _ in outcomes for rid in won]
     assert sorted(contested_winners) == list(range(CONTESTED))
 
     df = hook.read()

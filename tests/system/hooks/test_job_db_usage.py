@@ -1,15 +1,12 @@
 """Usage columns (MBJM 0.53 parity): one column per usage key, added as it appears, on SQLite and PostgreSQL.
 
-Includes processes adding the same new column at the same moment (spawned, like Airflow task processes), the
+Includes processes adding the same new column at the same moment (``tests.fixtures.races``), the
 keys that must not get a column, a column MBJM wrote taken over, and CSV round trips MBJM can read.
 """
 
 from __future__ import annotations
 
 import logging
-import multiprocessing
-import traceback
-from typing import Any
 
 import pandas as pd
 import pytest
@@ -19,6 +16,7 @@ from airflow_provider_openeo.handlers.job_handlers import OpenEOJobHandler
 from airflow_provider_openeo.hooks.job_db import OpenEOJobDbHook
 from airflow_provider_openeo.job_table.job_row import JobRowRef
 from tests.fixtures.databases import same_table
+from tests.fixtures.races import race_on_table
 
 PROCESSES = 4
 NEW_KEYS = ["input_pixel", "sentinelhub", "network_received"]
@@ -124,40 +122,19 @@ def test_usage_columns_round_trip_through_mbjm_csv(job_db: OpenEOJobDbHook, tmp_
         imported.dispose()
 
 
-def _add_same_columns(k: int, conn_id: str | None, sqlite_path: str | None, table: str, barrier: Any, out: Any) -> None:
-    try:
-        hook = OpenEOJobDbHook(conn_id, table=table, sqlite_path=sqlite_path)
-        hook.count_by_status()  # connect and load the schema before the race
-        barrier.wait(timeout=120)
-        writable = hook.ensure_usage_columns(NEW_KEYS)
-        values = {key: f"{k + 1} unit-{key}" for key in writable}
-        assert hook.update_row(k, values), f"process {k} could not write its row"
-        out.put(("ok", k, writable))
-    except BaseException:
-        out.put(("error", k, traceback.format_exc()))
+def _add_same_columns(hook: OpenEOJobDbHook, k: int) -> list[str]:
+    """Process k adds the new usage columns and writes its row: the keys it could write."""
+    writable = hook.ensure_usage_columns(NEW_KEYS)
+    values = {key: f"{k + 1} unit-{key}" for key in writable}
+    assert hook.update_row(k, values), f"process {k} could not write its row"
+    return writable
 
 
 @pytest.mark.slow
 def test_processes_adding_the_same_usage_columns_at_once_all_succeed(job_db: OpenEOJobDbHook) -> None:
     job_db.initialize_from_df(_frame(PROCESSES))
-    context = multiprocessing.get_context("spawn")
-    barrier = context.Barrier(PROCESSES)
-    out = context.Queue()
-    sqlite_path = str(job_db.sqlite_path) if job_db.sqlite_path is not None else None
-    where = (job_db.job_db_conn_id, sqlite_path, job_db.table)
-    processes = [context.Process(target=_add_same_columns, args=(k, *where, barrier, out)) for k in range(PROCESSES)]
-    for process in processes:
-        process.start()
-    try:
-        outcomes = [out.get(timeout=240) for _ in processes]
-    finally:
-        for process in processes:
-            process.join(timeout=30)
-            if process.is_alive():
-                process.terminate()
-    errors = [outcome[2] for outcome in outcomes if outcome[0] == "error"]
-    assert not errors, "\n".join(errors)
-    assert all(outcome[2] == NEW_KEYS for outcome in outcomes)
+    outcomes = race_on_table(job_db, _add_same_columns, PROCESSES)
+    assert all(writable == NEW_KEYS for writable in outcomes)
 
     df = same_table(job_db).read()
     assert same_table(job_db).usage_columns() == ["cpu", "memory", "duration", *NEW_KEYS]

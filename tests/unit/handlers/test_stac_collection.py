@@ -3,8 +3,8 @@ and no item lost while many processes write at once, on local disk and on S3 (mo
 
 from __future__ import annotations
 
+import functools
 import json
-import multiprocessing
 import os
 import uuid
 from pathlib import Path
@@ -16,6 +16,7 @@ from shapely.geometry import box
 
 from airflow_provider_openeo.handlers._stac_item import build_item, item_id_for
 from airflow_provider_openeo.handlers.stac_collection import BatchCollection
+from tests.fixtures.races import BARRIER_TIMEOUT, run_together
 from tests.stac_checks import assert_validates_offline, items_by_row
 
 RESULTS_DOCUMENT = {
@@ -137,7 +138,7 @@ WRITERS = 4
 ITEMS_PER_WRITER = 6
 
 
-def _write_items(root_spec: dict[str, Any], writer: int, count: int, barrier: Any) -> None:
+def _write_items(root_spec: dict[str, Any], count: int, writer: int, barrier: Any) -> None:
     """One process's share: ``count`` items (rows ``writer*100 + i``), each with its collection refresh."""
     root: Any
     if root_spec["kind"] == "local":
@@ -148,7 +149,7 @@ def _write_items(root_spec: dict[str, Any], writer: int, count: int, barrier: An
 
         root = ObjectStoragePath(root_spec["url"])
     collection = BatchCollection(root, "tiles")
-    barrier.wait()
+    barrier.wait(timeout=BARRIER_TIMEOUT)
     for i in range(count):
         row_id = writer * 100 + i
         west = float(writer)
@@ -156,14 +157,7 @@ def _write_items(root_spec: dict[str, Any], writer: int, count: int, barrier: An
 
 
 def _run_writers(root_spec: dict[str, Any], writers: int, per_writer: int) -> None:
-    context = multiprocessing.get_context("spawn")  # fresh interpreters, as Airflow's task processes are
-    barrier = context.Barrier(writers)
-    processes = [context.Process(target=_write_items, args=(root_spec, w, per_writer, barrier)) for w in range(writers)]
-    for process in processes:
-        process.start()
-    for process in processes:
-        process.join(timeout=240)
-    assert [p.exitcode for p in processes] == [0] * writers
+    run_together(functools.partial(_write_items, root_spec, per_writer), writers)
 
 
 def _expected_rows(writers: int, per_writer: int) -> set[int]:
