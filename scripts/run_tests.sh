@@ -14,7 +14,7 @@ python=$1
 shift
 mkdir -p build
 readme_tests=tests/system/deploy/test_readme.py
-after_main=(tests/system/deploy/test_distributed.py tests/system/deploy/test_ui_browser.py)
+after_main=(tests/system/deploy/test_distributed.py tests/system/deploy/test_ui_browser.py tests/system/deploy/test_pool_check.py)
 ignore_after_main=()
 for module in "${after_main[@]}"; do
     ignore_after_main+=(--ignore="$module")
