@@ -229,6 +229,63 @@ def _production(section: Mapping[str, Any]) -> list[str]:
     return out
 
 
+def _handover(section: Mapping[str, Any], results: Mapping[str, Any]) -> list[str]:
+    """Airflow's own hand-over (workload 8) beside the provider's in the workloads measured with it."""
+    rows = [
+        [
+            name,
+            variant.get("instances"),
+            variant.get("pool_slots"),
+            "yes" if variant.get("waiting_downstream") else "no",
+            *(variant.get("hand_over", {}).get(k) for k in ("median_s", "mean_s", "p95_s")),
+            variant.get("scheduler_loop", {}).get("median_ms"),
+            variant.get("scheduler_loop", {}).get("cpu_ms_per_loop"),
+        ]
+        for name, variant in section.items()
+        if isinstance(variant, Mapping) and "hand_over" in variant
+    ]
+    ours = [
+        [
+            f"workload {number} (ours)",
+            _get(results, f"{key}.ours.gap_parts.gaps.median_s.hand_over"),
+            _get(results, f"{key}.ours.gap_parts.gaps.p95_s.hand_over"),
+            _get(results, f"{key}.ours.scheduler_loop.median_ms"),
+            _get(results, f"{key}.ours.scheduler_loop.cpu_ms_per_loop"),
+            _run_date(results, key),
+        ]
+        for number, key in (("1", "throughput"), ("6", "heterogeneous"), ("7", "production"))
+        if key in results
+    ]
+    return [
+        "## 1d. Airflow's own hand-over (workload 8)",
+        "",
+        *_measured_line(section),
+        "The `hand_over` of workloads 1, 6 and 7 (a row's trigger fired -> the next row's `job` task process began) "
+        "is Airflow's part of each idle gap. Here it is measured with no openEO in it: instances of a mapped task "
+        "share a pool, each defers to a trigger that sleeps 4-8 s and ends its task in the triggerer, as the "
+        "provider's does; the next instance takes the freed slot (`benchmarks/handover_floor.py`). With a "
+        "downstream task waiting per instance, the scheduler re-reads and re-checks the run's task instances every "
+        "loop, as it does for the provider's `job` -> `results` rows.",
+        "",
+        _table(
+            [
+                "variant",
+                "instances",
+                "pool slots",
+                "downstream task waiting",
+                "hand-over median s",
+                "mean s",
+                "p95 s",
+                "scheduler loop median ms",
+                "CPU ms per loop",
+            ],
+            rows,
+        ),
+        "",
+        _table(["workload", "hand-over median s", "p95 s", "scheduler loop median ms", "CPU ms per loop", "run"], ours),
+    ]
+
+
 def _earlier(section: Mapping[str, Any]) -> list[str]:
     """Earlier runs of the workload, newest first (``benchmarks.run.earlier_runs``): the same-run ratios only."""
     runs = section.get("earlier") or []
@@ -377,6 +434,8 @@ def render(results: Mapping[str, Any]) -> str:
         out += [*_heterogeneous(results["heterogeneous"]), ""]
     if "production" in results:
         out += [*_production(results["production"]), ""]
+    if "handover" in results:
+        out += [*_handover(results["handover"], results), ""]
     if "job_db" in results:
         out += [*_job_db(results["job_db"]), ""]
     if "scale" in results or "trigger_memory" in results:

@@ -1,6 +1,6 @@
 """``make bench``: our DAG on a live Airflow next to MBJM's ``run_jobs``, on the same local backends, in one run.
 
-    python -m benchmarks.run [--quick] [--only throughput,heterogeneous,production,job_db,scale,trigger_memory]
+    python -m benchmarks.run [--quick] [--only throughput,heterogeneous,production,handover,job_db,scale,trigger_memory]
 
 Writes every figure to ``benchmarks/results.json`` (one key per figure, ratios included), the timeline plot to
 ``docs/bench-timeline.png`` and regenerates ``BENCHMARKS.md``. Every comparison is a ratio of two figures taken
@@ -31,7 +31,7 @@ TIMELINE = REPO_ROOT / "docs" / "bench-timeline.png"
 WORKDIR = REPO_ROOT / "build" / "bench"
 TIMELINE_HETEROGENEOUS = REPO_ROOT / "docs" / "bench-timeline-heterogeneous.png"
 TIMELINE_PRODUCTION = REPO_ROOT / "docs" / "bench-timeline-production.png"
-WORKLOADS = ("throughput", "heterogeneous", "production", "job_db", "scale", "trigger_memory")
+WORKLOADS = ("throughput", "heterogeneous", "production", "handover", "job_db", "scale", "trigger_memory")
 #: Workload 7: the local backend profile imitating the largest public backends (no progress, oldest-first pages),
 #: and the old jobs an account holds there (geopyspark keeps them for months).
 PRODUCTION_PROFILE = "geopyspark"
@@ -250,6 +250,48 @@ def _gap_parts(rig: Any, dag_id: str) -> dict[str, Any]:
     return gap_parts(rig.airflow.logs, dag_id, {name: backend.jobs() for name, backend in rig.backends.items()})
 
 
+def handover(rig: Any, variants: dict[str, tuple[int, int, bool]]) -> dict[str, Any]:
+    """Workload 8: Airflow's own hand-over of a pool slot between two deferred task instances, no openEO in it
+    (``benchmarks.handover_floor``), beside the provider's ``hand_over`` of the workloads above."""
+    from benchmarks.handover_floor import POOL, dag_id_of, hand_overs, summary
+    from benchmarks.scheduler_loop import own_cpu_seconds, with_cpu
+
+    figures: dict[str, Any] = {}
+    for variant, (instances, slots, waiting) in variants.items():
+        log(f"workload 8 ({variant}): {instances} instances, a pool of {slots} slots ...")
+        _set_pool(rig, POOL, slots)
+        dag_id = dag_id_of(waiting)
+        rig.airflow.wait_for_dag(dag_id)
+        rig.timers.reset()
+        cpu_before = own_cpu_seconds(rig.airflow.pid("scheduler"))
+        started = time.time()
+        run_id = rig.airflow.trigger_dag(dag_id, {"instances": instances})
+        run = rig.airflow.wait_for_run(dag_id, run_id, timeout=60 + 3 * instances * 8 / slots + 300, interval=1.0)
+        cpu_after = own_cpu_seconds(rig.airflow.pid("scheduler"))
+        cpu = cpu_after - cpu_before if cpu_before is not None and cpu_after is not None else None
+        figures[variant] = {
+            "instances": instances,
+            "pool_slots": slots,
+            "waiting_downstream": waiting,
+            "state": run["state"],
+            "wall_s": round(time.time() - started, 1),
+            "hand_over": summary(hand_overs(rig.airflow.logs, run_id, waiting=waiting, slots=slots)),
+            "scheduler_loop": with_cpu(rig.timers.summary(), cpu),
+        }
+        log(f"  {variant}: {figures[variant]['hand_over']}")
+    return figures
+
+
+def _set_pool(rig: Any, name: str, slots: int) -> None:
+    """Create pool ``name`` with ``slots``, deferred tasks counted (as the provider's pools), or resize it."""
+    body = {"name": name, "slots": slots, "include_deferred": True}
+    pools = rig.airflow.api("GET", "/pools", params={"limit": 100})["pools"]
+    if any(pool["name"] == name for pool in pools):
+        rig.airflow.api("PATCH", f"/pools/{name}", json_body=body)
+    else:
+        rig.airflow.api("POST", "/pools", json_body=body)
+
+
 def scale(rig: Any, rows: int) -> dict[str, Any]:
     """Workload 4: near-instant jobs with the batch's defaults (chained runs beyond its rows per run)."""
     from airflow_provider_openeo.batch.planning import DEFAULT_MAX_ROWS_PER_RUN
@@ -416,7 +458,7 @@ def main(argv: list[str] | None = None) -> int:
     }
     if "job_db" in only:
         results["job_db"] = job_db(sizes["job_db_sizes"], sizes["job_db_repeat"])
-    if only & {"throughput", "heterogeneous", "production", "scale", "trigger_memory"}:
+    if only & {"throughput", "heterogeneous", "production", "handover", "scale", "trigger_memory"}:
         rig = BenchRig(
             WORKDIR / uuid.uuid4().hex[:8],
             parallel_jobs=STANDARD["parallel_jobs"],
@@ -448,6 +490,10 @@ def main(argv: list[str] | None = None) -> int:
             for name, measure, timeline, title in comparisons:
                 if name in only:
                     results[name] = _compared_with_timeline(rig, measure, sizes[f"{name}_rows"], timeline, title)
+            if "handover" in only:
+                from benchmarks.handover_floor import QUICK_VARIANTS, VARIANTS
+
+                results["handover"] = handover(rig, QUICK_VARIANTS if args.quick else VARIANTS)
             if "trigger_memory" in only:
                 results["trigger_memory"] = trigger_memory(rig.backends["foo"].url, sizes["trigger_jobs"])
             if "scale" in only:
