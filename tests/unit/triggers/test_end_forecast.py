@@ -7,7 +7,13 @@ import pytest
 
 from airflow_provider_openeo.job_table.timestamps import rfc3339_from_epoch
 from airflow_provider_openeo.triggers import _status_poller
-from airflow_provider_openeo.triggers._end_forecast import EndForecast, RunTimes, run_times_of, total_times_of
+from airflow_provider_openeo.triggers._end_forecast import (
+    EARLY_QUANTILES,
+    EndForecast,
+    RunTimes,
+    run_times_of,
+    total_times_of,
+)
 from tests.unit.triggers._fakes import FakeBackend
 
 
@@ -147,8 +153,10 @@ def test_finished_jobs_run_times_forecast_a_running_job_without_progress():
     forecast.observe("c", stamped("running", 40.0), at=42.0)
     assert forecast.next_listing() is None  # one run time could be an outlier
     finish(forecast, "b", started=5.0, ended=45.0)
-    # Median of 30 s and 40 s after the running job's own stamp, not after the listing that saw it.
-    assert forecast.next_listing() == pytest.approx(40.0 + 35.0 + 0.25)
+    # The ladder's first rung, a quarter of the way from 30 s to 40 s, after the running job's own stamp (not after
+    # the listing that saw it).
+    assert EARLY_QUANTILES[0] == 0.25
+    assert forecast.next_listing() == pytest.approx(40.0 + 32.5 + 0.25)
 
 
 def test_without_stamps_the_listings_that_saw_the_changes_time_the_runs():
@@ -228,7 +236,7 @@ def test_a_job_running_past_the_typical_time_pays_for_at_most_its_early_listings
     forecast = EndForecast(margin=0.0, max_early_listings=2, run_times=RunTimes(minimum=1))
     finish(forecast, "a", started=0.0, ended=10.0)
     forecast.observe("slow", stamped("running", 20.0), at=21.0)
-    for at in (30.0, 31.0):  # due at 30; it keeps running
+    for at in [30.0 + rung for rung in range(len(EARLY_QUANTILES))]:  # one run time: every rung is due at 30
         assert forecast.next_listing() == pytest.approx(30.0)
         forecast.listing_sent_early(at)
         forecast.observe("slow", stamped("running", 20.0), at=at)
