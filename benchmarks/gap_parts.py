@@ -34,7 +34,12 @@ from benchmarks.metrics import JobSpan, assign_lanes, percentile, spans_from_bac
 _JOB_ID = re.compile(r"\bjob (j-[0-9a-f]+)\b")
 
 
-def _events(path: Path) -> list[tuple[float, str]]:
+#: The line Airflow logs when a task process begins its task, and the one its trigger runner logs when a trigger fires.
+TASK_BEGAN = "::group::Pre Execute"
+TRIGGER_FIRED = "Trigger fired event"
+
+
+def log_events(path: Path) -> list[tuple[float, str]]:
     """(epoch, message) of each JSON log line; none for a log that does not exist."""
     events: list[tuple[float, str]] = []
     if not path.exists():
@@ -51,7 +56,8 @@ def _events(path: Path) -> list[tuple[float, str]]:
     return events
 
 
-def _first(events: list[tuple[float, str]], prefix: str) -> float | None:
+def first_event(events: list[tuple[float, str]], prefix: str) -> float | None:
+    """When the first event whose message starts with ``prefix`` was logged (None: never)."""
     return next((t for t, e in events if e.startswith(prefix)), None)
 
 
@@ -72,18 +78,18 @@ class RowTimes:
 def row_times(job_log: Path) -> RowTimes | None:
     """One row's milestones from its ``job`` task's first attempt (and trigger log) and its ``results`` task, or
     None if the row did not get that far."""
-    events = _events(job_log)
+    events = log_events(job_log)
     job_id = next((m.group(1) for _, e in events if (m := _JOB_ID.search(e))), None)
-    started = _first(events, "::group::Pre Execute")
+    started = first_event(events, TASK_BEGAN)
     trigger_logs = sorted(job_log.parent.glob(job_log.name + ".trigger.*.log"))
-    fired = _first(_events(trigger_logs[-1]), "Trigger fired event") if trigger_logs else None
+    fired = first_event(log_events(trigger_logs[-1]), TRIGGER_FIRED) if trigger_logs else None
     if job_id is None or started is None or fired is None:
         return None
     task_dir = job_log.parent.parent
     results_dir = task_dir.parent / (task_dir.name.removesuffix(".job") + ".results") / job_log.parent.name
     attempts = sorted(results_dir.glob("attempt=*.log"), key=lambda path: int(path.stem.split("=")[1]))
-    results = _events(attempts[-1]) if attempts else []
-    results_started = _first(results, "::group::Pre Execute")
+    results = log_events(attempts[-1]) if attempts else []
+    results_started = first_event(results, TASK_BEGAN)
     results_ended = max(t for t, _ in results) if results_started is not None else None
     return RowTimes(job_id, started, fired, results_started, results_ended)
 

@@ -30,7 +30,7 @@ from typing import Any
 from airflow.sdk import BaseOperator
 from airflow.triggers.base import BaseTrigger, TaskSuccessEvent, TriggerEvent
 
-from benchmarks.gap_parts import _events, _first
+from benchmarks.gap_parts import TASK_BEGAN, TRIGGER_FIRED, first_event, log_events
 from benchmarks.metrics import percentile
 
 POOL = "bench_handover"
@@ -92,11 +92,11 @@ def hand_overs(logs_dir: Path, run_id: str, *, waiting: bool, slots: int) -> lis
     run_dir = logs_dir / f"dag_id={dag_id_of(waiting)}" / f"run_id={run_id}" / f"task_id={task_id}"
     starts, fires = [], []
     for log in run_dir.glob("map_index=*/attempt=1.log"):
-        started = _first(_events(log), "::group::Pre Execute")
+        started = first_event(log_events(log), TASK_BEGAN)
         if started is not None:
             starts.append(started)
         for trigger_log in log.parent.glob(log.name + ".trigger.*.log"):
-            fired = _first(_events(trigger_log), "Trigger fired event")
+            fired = first_event(log_events(trigger_log), TRIGGER_FIRED)
             if fired is not None:
                 fires.append(fired)
     starts.sort()
