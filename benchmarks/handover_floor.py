@@ -34,8 +34,9 @@ from benchmarks.gap_parts import TASK_BEGAN, TRIGGER_FIRED, first_event, log_eve
 from benchmarks.metrics import percentile
 
 POOL = "bench_handover"
-#: Seconds each instance's trigger sleeps: a spread, so that slots free one at a time as jobs' ends do.
-HOLD_SECONDS = (4.0, 5.0, 6.0, 7.0, 8.0)
+#: Each instance's trigger sleeps between these many seconds: a spread, so that slots free one at a time as jobs' ends
+#: do, at fractions of a second spread evenly too (:func:`hold_seconds`).
+HOLD_SECONDS = (4.0, 8.0)
 #: (instances, pool slots, whether each instance has a downstream task waiting for it) per variant.
 VARIANTS: dict[str, tuple[int, int, bool]] = {
     "idle": (40, 4, False),
@@ -46,7 +47,14 @@ QUICK_VARIANTS: dict[str, tuple[int, int, bool]] = {"idle": (16, 4, False), "48_
 
 
 def hold_seconds(index: int) -> float:
-    return HOLD_SECONDS[(index * 3) % len(HOLD_SECONDS)]
+    """Instance ``index``'s sleep, spread evenly over :data:`HOLD_SECONDS` (golden-ratio steps, the same every run).
+
+    Not whole seconds: the triggerer's runner hands events over once a second, counted from when it created the
+    trigger, so whole-second sleeps would all fire just before a hand-over and hide its wait, where a job's end falls
+    anywhere in that second.
+    """
+    low, high = HOLD_SECONDS
+    return round(low + (high - low) * ((index * 0.6180339887) % 1.0), 3)
 
 
 class SleepThenSucceedTrigger(BaseTrigger):
