@@ -560,10 +560,11 @@ def test_backend_down_rows_no_instance_took_continue_in_the_next_run(rig: FaultR
     by_run = table["dispatch_run"].value_counts().to_dict()
     carried = by_run.get(f"{dag_id}/{second['dag_run_id']}", 0)
     # bar's group: its half of the 14 new rows with slack and a pool more, 9 + 3 when the warm-up's two paces come out
-    # alike; a pace a little faster for bar (the ends its triggers record differ by a listing) gives it one more.
+    # alike (the ends the triggers record differ by a listing, so one pace may come out a little faster: one instance
+    # more or fewer). It cannot take every row: the first run took at most its instances, the rest continued.
     took = by_run.get(f"{dag_id}/{run_id}", 0)
     bar_instances = len([ti for ti in first_tis if ".run_bar." in ti["task_id"]])
-    assert 12 <= took <= bar_instances < rows - warm_up and took + carried == rows - warm_up, (by_run, bar_instances)
+    assert 11 <= took <= bar_instances < rows - warm_up and took + carried == rows - warm_up, (by_run, bar_instances)
     foo_instances = [ti for ti in first_tis if ".run_foo." in ti["task_id"]]
     ended_well = all(ti["state"] in ("skipped", "success") for ti in foo_instances)
     assert foo_instances and ended_well, ti_states(foo_instances)
