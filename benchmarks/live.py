@@ -167,16 +167,11 @@ class BenchRig:
         from airflow_provider_openeo.hooks.job_db import OpenEOJobDbHook
 
         self.airflow.wait_for_dag(dag_id)
-        self.timers.reset()
-        scheduler_cpu = own_cpu_seconds(self.airflow.pid("scheduler"))
-        with MemorySampler(self.airflow).running() as memory:
+        with self.scheduler_measured() as scheduler_loop, MemorySampler(self.airflow).running() as memory:
             started = time.time()
             run_id = self.airflow.trigger_dag(dag_id, {"rows": rows, "tag": tag, "profile": profile})
             run = self.airflow.wait_for_run(dag_id, run_id, timeout=timeout, interval=2.0)
             runs = self._wait_for_chained_runs(dag_id, timeout=timeout)
-        scheduler_cpu_end = own_cpu_seconds(self.airflow.pid("scheduler"))
-        if scheduler_cpu is not None and scheduler_cpu_end is not None:
-            scheduler_cpu = scheduler_cpu_end - scheduler_cpu
         # Airflow's own end of the last run, not when this client's 2 s poll noticed it (MBJM's wall is exact too).
         wall = max(_epoch(r["end_date"]) for r in runs) - started
         db = OpenEOJobDbHook(table=dag_id, sqlite_path=str(self.workdir / "ours" / f"{dag_id}.db"))
@@ -190,10 +185,22 @@ class BenchRig:
             "job_ids": set(table["id"].dropna()),
             "statuses": table["status"].value_counts().to_dict(),
             "peak_rss_mb": dict(memory.peaks_mb),
-            "scheduler_loop": with_cpu(self.timers.summary(), scheduler_cpu if scheduler_cpu_end is not None else None),
+            "scheduler_loop": scheduler_loop,
             "run_id": run_id,
             "dag_runs": len(runs),
         }
+
+    @contextlib.contextmanager
+    def scheduler_measured(self) -> Iterator[dict[str, Any]]:
+        """The scheduler's loop times (StatsD) and its own CPU seconds over the ``with`` block, filled into the dict
+        it yields when the block ends."""
+        self.timers.reset()
+        before = own_cpu_seconds(self.airflow.pid("scheduler"))
+        figures: dict[str, Any] = {}
+        yield figures
+        after = own_cpu_seconds(self.airflow.pid("scheduler"))
+        cpu = after - before if before is not None and after is not None else None
+        figures.update(with_cpu(self.timers.summary(), cpu))
 
     def _wait_for_chained_runs(self, dag_id: str, *, timeout: float) -> list[dict[str, Any]]:
         """Rows beyond ``max_map_length`` run in follow-up runs the batch triggers itself: wait for all of them.

@@ -254,7 +254,6 @@ def handover(rig: Any, variants: dict[str, tuple[int, int, bool]]) -> dict[str, 
     """Workload 8: Airflow's own hand-over of a pool slot between two deferred task instances, no openEO in it
     (``benchmarks.handover_floor``), beside the provider's ``hand_over`` of the workloads above."""
     from benchmarks.handover_floor import POOL, dag_id_of, hand_overs, summary
-    from benchmarks.scheduler_loop import own_cpu_seconds, with_cpu
 
     figures: dict[str, Any] = {}
     for variant, (instances, slots, waiting) in variants.items():
@@ -262,13 +261,10 @@ def handover(rig: Any, variants: dict[str, tuple[int, int, bool]]) -> dict[str, 
         _set_pool(rig, POOL, slots)
         dag_id = dag_id_of(waiting)
         rig.airflow.wait_for_dag(dag_id)
-        rig.timers.reset()
-        cpu_before = own_cpu_seconds(rig.airflow.pid("scheduler"))
-        started = time.time()
-        run_id = rig.airflow.trigger_dag(dag_id, {"instances": instances})
-        run = rig.airflow.wait_for_run(dag_id, run_id, timeout=60 + 3 * instances * 8 / slots + 300, interval=1.0)
-        cpu_after = own_cpu_seconds(rig.airflow.pid("scheduler"))
-        cpu = cpu_after - cpu_before if cpu_before is not None and cpu_after is not None else None
+        with rig.scheduler_measured() as scheduler_loop:
+            started = time.time()
+            run_id = rig.airflow.trigger_dag(dag_id, {"instances": instances})
+            run = rig.airflow.wait_for_run(dag_id, run_id, timeout=60 + 3 * instances * 8 / slots + 300, interval=1.0)
         figures[variant] = {
             "instances": instances,
             "pool_slots": slots,
@@ -276,7 +272,7 @@ def handover(rig: Any, variants: dict[str, tuple[int, int, bool]]) -> dict[str, 
             "state": run["state"],
             "wall_s": round(time.time() - started, 1),
             "hand_over": summary(hand_overs(rig.airflow.logs, run_id, waiting=waiting, slots=slots)),
-            "scheduler_loop": with_cpu(rig.timers.summary(), cpu),
+            "scheduler_loop": scheduler_loop,
         }
         log(f"  {variant}: {figures[variant]['hand_over']}")
     return figures
