@@ -40,7 +40,7 @@ from tests.conftest import REPO
 
 try:
     from selenium import webdriver
-    from selenium.common.exceptions import TimeoutException
+    from selenium.common.exceptions import ElementNotInteractableException, TimeoutException
     from selenium.webdriver.chrome.service import Service
     from selenium.webdriver.common.by import By
     from selenium.webdriver.common.keys import Keys
@@ -158,6 +158,19 @@ def _wait(driver: Any, timeout: float = WAIT) -> Any:
     return WebDriverWait(driver, timeout)
 
 
+def _typed(element: Any, text: str) -> Any:
+    """A wait condition that types ``text`` into ``element`` once it takes keys (true when it did)."""
+
+    def typed(_driver: Any) -> bool:
+        try:
+            element.send_keys(text)
+        except ElementNotInteractableException:
+            return False
+        return True
+
+    return typed
+
+
 def _shot(driver: Any, name: str) -> Path:
     path = ARTIFACTS / f"{name.replace('/', '_').replace('[', '-').replace(']', '')}.png"
     driver.save_screenshot(str(path))
@@ -230,7 +243,9 @@ def test_connection_form_for_type_openeo_shows_our_fields(page: Any, demo: tuple
     add = (By.XPATH, "//button[normalize-space()='Add Connection']")
     wait.until(ec.element_to_be_clickable(add)).click()
     dialog = wait.until(ec.visibility_of_element_located((By.CSS_SELECTOR, "[role=dialog]")))
-    dialog.find_element(By.CSS_SELECTOR, "input[role=combobox]").send_keys(conn_type["hook-name"])
+    # the dialog opens with an animation: its type box is in the page, even displayed, before it takes keys
+    conn_type_box = wait.until(ec.element_to_be_clickable((By.CSS_SELECTOR, "[role=dialog] input[role=combobox]")))
+    wait.until(_typed(conn_type_box, conn_type["hook-name"]))
     option = (By.XPATH, f"//*[@role='option'][normalize-space()='{conn_type['hook-name']}']")
     wait.until(ec.element_to_be_clickable(option)).click()
 
