@@ -362,11 +362,14 @@ def backend_shares(
     the rows wait for whichever comes back first.
     """
     usable = _usable_slots(dict(parallel_jobs), dict(all_health) if all_health else None, now)
-    if not any(usable.values()):
-        usable = dict(parallel_jobs)
-    known = [pace for name, pace in (paces or {}).items() if name in usable and pace > 0]
+    return _shares_of(usable if any(usable.values()) else dict(parallel_jobs), paces or {})
+
+
+def _shares_of(usable: Mapping[str, int], paces: Mapping[str, float]) -> dict[str, float]:
+    """Each backend's slots over its pace, normalised (a backend without a pace counts as the fastest known)."""
+    known = [pace for name, pace in paces.items() if name in usable and pace > 0]
     fastest = min(known) if known else 1.0
-    rates = {name: slots / ((paces or {}).get(name) or fastest) for name, slots in usable.items()}
+    rates = {name: slots / (paces.get(name) or fastest) for name, slots in usable.items()}
     total = sum(rates.values())
     return {name: rate / total for name, rate in rates.items()}
 
@@ -389,7 +392,7 @@ def expected_shares(
     takers = [name for name, slots in usable.items() if slots > 0]
     if not takers or any(not (paces or {}).get(name) for name in takers):
         return None
-    return backend_shares(parallel_jobs, paces=paces, all_health=all_health, now=now)
+    return _shares_of(usable, paces or {})
 
 
 def share_of_free(free: int, share: float, *, slack: float = SHARE_SLACK) -> int:
